@@ -1,0 +1,128 @@
+// Package protocol is sagacoord's wire protocol over RabbitMQ: names of exchanges and queues, message
+// types, headers, and the encoding of commands and replies. docs/protocol.md is its human-readable
+// specification; a worker in any language that follows it can join.
+package protocol
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Version is the protocol version carried in every message's HeaderVersion header.
+const Version = "1"
+
+// Exchanges and queues.
+const (
+	// ExchangeCommands is a direct exchange; the routing key is the participant name.
+	ExchangeCommands = "sagacoord.commands"
+	// ExchangeReplies is a direct exchange; replies are published with routing key RoutingKeyReplies.
+	ExchangeReplies = "sagacoord.replies"
+	// ExchangeDead is a fanout exchange that receives every dead-lettered message.
+	ExchangeDead = "sagacoord.dead"
+	// QueueReplies is the one reply queue that all coordinator instances consume from.
+	QueueReplies = "sagacoord.coordinator.replies"
+	// QueueDead holds dead letters for inspection.
+	QueueDead = "sagacoord.dead.letters"
+	// RoutingKeyReplies is the routing key of every reply.
+	RoutingKeyReplies = "coordinator"
+	// QueuePrefix prefixes a participant's queue name.
+	QueuePrefix = "sagacoord.participant."
+)
+
+// ParticipantQueue returns the queue that holds a participant's commands.
+func ParticipantQueue(participant string) string { return QueuePrefix + participant }
+
+// Message types (the AMQP type property).
+const (
+	TypeSagaAction     = "saga.action"
+	TypeSagaCompensate = "saga.compensate"
+	TypePrepare        = "twopc.prepare"
+	TypeCommit         = "twopc.commit"
+	TypeAbort          = "twopc.abort"
+	TypeDecisionQuery  = "twopc.query"
+	TypeReply          = "reply"
+)
+
+// ContentType of every body.
+const ContentType = "application/json"
+
+// Header names. Values are strings.
+const (
+	HeaderVersion     = "x-sagacoord-version"
+	HeaderSagaID      = "x-saga-id"
+	HeaderTxID        = "x-tx-id"
+	HeaderStep        = "x-step"
+	HeaderStepIndex   = "x-step-index"
+	HeaderAttempt     = "x-attempt"
+	HeaderKind        = "x-kind"
+	HeaderParticipant = "x-participant"
+	HeaderTraceparent = "traceparent"
+	HeaderTracestate  = "tracestate"
+)
+
+// Kinds of step command, carried in HeaderKind and in the barrier key.
+const (
+	KindAction     = "action"
+	KindCompensate = "compensate"
+)
+
+// Outcomes of a reply.
+const (
+	OutcomeSucceeded = "succeeded"
+	OutcomeFailed    = "failed"
+	OutcomeRetry     = "retry"
+	OutcomeVoteYes   = "vote_yes"
+	OutcomeVoteNo    = "vote_no"
+	OutcomeAck       = "ack"
+)
+
+// MaxBodyBytes is the largest body a decoder accepts.
+const MaxBodyBytes = 1 << 20
+
+// Message is one AMQP message as sagacoord sees it. Every message is persistent.
+type Message struct {
+	MessageID     string
+	Type          string
+	ContentType   string
+	CorrelationID string
+	Headers       map[string]string
+	Body          []byte
+}
+
+// ErrMalformed marks a message that no retry can fix: it is dead-lettered.
+var ErrMalformed = errors.New("malformed message")
+
+func malformed(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrMalformed, fmt.Sprintf(format, args...))
+}
+
+// CommandID returns the deterministic message id of one attempt of a saga step command. A
+// republished copy of the same attempt has the same id, so consumers can deduplicate on it.
+func CommandID(sagaID string, stepIndex int, kind string, attempt int) string {
+	return "saga:" + sagaID + ":" + strconv.Itoa(stepIndex) + ":" + kind + ":" + strconv.Itoa(attempt)
+}
+
+// ReplyID returns the message id of the reply to the command with id commandID.
+func ReplyID(commandID string) string { return "reply:" + commandID }
+
+// ParseCommandID splits a saga command id made by CommandID.
+func ParseCommandID(id string) (sagaID string, stepIndex int, kind string, attempt int, err error) {
+	parts := strings.Split(id, ":")
+	if len(parts) != 5 || parts[0] != "saga" {
+		return "", 0, "", 0, malformed("command id %q is not saga:<id>:<step>:<kind>:<attempt>", id)
+	}
+	stepIndex, err = strconv.Atoi(parts[2])
+	if err != nil || stepIndex < 0 {
+		return "", 0, "", 0, malformed("command id %q: bad step index", id)
+	}
+	attempt, err = strconv.Atoi(parts[4])
+	if err != nil || attempt < 1 {
+		return "", 0, "", 0, malformed("command id %q: bad attempt", id)
+	}
+	if parts[3] != KindAction && parts[3] != KindCompensate {
+		return "", 0, "", 0, malformed("command id %q: kind must be action or compensate", id)
+	}
+	return parts[1], stepIndex, parts[3], attempt, nil
+}

@@ -1,0 +1,174 @@
+package protocol
+
+import (
+	"bytes"
+	"encoding/json"
+	"strconv"
+)
+
+// StepCommand asks a participant to run a step's action or compensation.
+type StepCommand struct {
+	SagaID      string `json:"saga_id"`
+	Step        string `json:"step"`
+	StepIndex   int    `json:"step_index"`
+	Kind        string `json:"kind"`
+	Participant string `json:"participant"`
+	// Action is the action or compensation name the participant dispatches on.
+	Action  string `json:"action"`
+	Attempt int    `json:"attempt"`
+	// Input is the saga input.
+	Input json.RawMessage `json:"input,omitempty"`
+	// Deps holds the outputs of the steps this step depends on, by step name (actions only).
+	Deps map[string]json.RawMessage `json:"deps,omitempty"`
+	// Output is the output of the action being compensated (compensations only).
+	Output json.RawMessage `json:"output,omitempty"`
+}
+
+// StepReply is a participant's answer to a StepCommand.
+type StepReply struct {
+	// Outcome is OutcomeSucceeded, OutcomeFailed or OutcomeRetry.
+	Outcome string          `json:"outcome"`
+	Output  json.RawMessage `json:"output,omitempty"`
+	Error   string          `json:"error,omitempty"`
+}
+
+// Encode returns the AMQP message of a step command, with traceparent left to the caller.
+func (c *StepCommand) Encode() (Message, error) {
+	body, err := json.Marshal(c)
+	if err != nil {
+		return Message{}, err
+	}
+	typ := TypeSagaAction
+	if c.Kind == KindCompensate {
+		typ = TypeSagaCompensate
+	}
+	return Message{
+		MessageID:   CommandID(c.SagaID, c.StepIndex, c.Kind, c.Attempt),
+		Type:        typ,
+		ContentType: ContentType,
+		Headers: map[string]string{
+			HeaderVersion:     Version,
+			HeaderSagaID:      c.SagaID,
+			HeaderStep:        c.Step,
+			HeaderStepIndex:   strconv.Itoa(c.StepIndex),
+			HeaderAttempt:     strconv.Itoa(c.Attempt),
+			HeaderKind:        c.Kind,
+			HeaderParticipant: c.Participant,
+		},
+		Body: body,
+	}, nil
+}
+
+// DecodeStepCommand parses and checks a step command. Any error wraps ErrMalformed.
+func DecodeStepCommand(m Message) (*StepCommand, error) {
+	if m.Type != TypeSagaAction && m.Type != TypeSagaCompensate {
+		return nil, malformed("type %q is not a saga command", m.Type)
+	}
+	if len(m.Body) > MaxBodyBytes {
+		return nil, malformed("body of %d bytes exceeds %d", len(m.Body), MaxBodyBytes)
+	}
+	var c StepCommand
+	if err := strictUnmarshal(m.Body, &c); err != nil {
+		return nil, malformed("body: %v", err)
+	}
+	switch {
+	case c.SagaID == "":
+		return nil, malformed("saga_id is empty")
+	case c.Step == "":
+		return nil, malformed("step is empty")
+	case c.Kind != KindAction && c.Kind != KindCompensate:
+		return nil, malformed("kind %q must be %q or %q", c.Kind, KindAction, KindCompensate)
+	case c.Attempt < 1:
+		return nil, malformed("attempt %d must be at least 1", c.Attempt)
+	case c.StepIndex < 0:
+		return nil, malformed("step_index %d is negative", c.StepIndex)
+	case c.Action == "":
+		return nil, malformed("action is empty")
+	}
+	if (m.Type == TypeSagaCompensate) != (c.Kind == KindCompensate) {
+		return nil, malformed("type %q does not match kind %q", m.Type, c.Kind)
+	}
+	if m.MessageID != "" && m.MessageID != CommandID(c.SagaID, c.StepIndex, c.Kind, c.Attempt) {
+		return nil, malformed("message_id %q does not match the body", m.MessageID)
+	}
+	return &c, nil
+}
+
+// EncodeStepReply returns the reply message to cmd.
+func EncodeStepReply(cmd *StepCommand, r StepReply) (Message, error) {
+	body, err := json.Marshal(r)
+	if err != nil {
+		return Message{}, err
+	}
+	id := CommandID(cmd.SagaID, cmd.StepIndex, cmd.Kind, cmd.Attempt)
+	return Message{
+		MessageID:     ReplyID(id),
+		Type:          TypeReply,
+		ContentType:   ContentType,
+		CorrelationID: id,
+		Headers: map[string]string{
+			HeaderVersion:     Version,
+			HeaderSagaID:      cmd.SagaID,
+			HeaderStep:        cmd.Step,
+			HeaderStepIndex:   strconv.Itoa(cmd.StepIndex),
+			HeaderAttempt:     strconv.Itoa(cmd.Attempt),
+			HeaderKind:        cmd.Kind,
+			HeaderParticipant: cmd.Participant,
+		},
+		Body: body,
+	}, nil
+}
+
+// SagaReply is a decoded reply to a saga step command.
+type SagaReply struct {
+	SagaID    string
+	StepIndex int
+	Kind      string
+	Attempt   int
+	StepReply
+}
+
+// DecodeSagaReply parses a reply whose correlation id is a saga command id. Any error wraps
+// ErrMalformed.
+func DecodeSagaReply(m Message) (*SagaReply, error) {
+	if m.Type != TypeReply {
+		return nil, malformed("type %q is not %q", m.Type, TypeReply)
+	}
+	if len(m.Body) > MaxBodyBytes {
+		return nil, malformed("body of %d bytes exceeds %d", len(m.Body), MaxBodyBytes)
+	}
+	sagaID, idx, kind, attempt, err := ParseCommandID(m.CorrelationID)
+	if err != nil {
+		return nil, err
+	}
+	var r StepReply
+	if err := strictUnmarshal(m.Body, &r); err != nil {
+		return nil, malformed("body: %v", err)
+	}
+	switch r.Outcome {
+	case OutcomeSucceeded, OutcomeFailed, OutcomeRetry:
+	default:
+		return nil, malformed("outcome %q must be succeeded, failed or retry", r.Outcome)
+	}
+	if len(r.Output) > 0 && !json.Valid(r.Output) {
+		return nil, malformed("output is not JSON")
+	}
+	return &SagaReply{SagaID: sagaID, StepIndex: idx, Kind: kind, Attempt: attempt, StepReply: r}, nil
+}
+
+func strictUnmarshal(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return errMoreData
+	}
+	return nil
+}
+
+var errMoreData = jsonError("trailing data after the JSON value")
+
+type jsonError string
+
+func (e jsonError) Error() string { return string(e) }
