@@ -1,0 +1,3 @@
+DROP TABLE outbox;
+DROP TABLE sagas;
+DROP TABLE saga_definitions;
