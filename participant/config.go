@@ -1,0 +1,103 @@
+package participant
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/sagacoord/sagacoord/protocol"
+	"github.com/sagacoord/sagacoord/transport"
+)
+
+// Defaults of Config.
+const (
+	DefaultSchema       = "sagacoord_participant"
+	DefaultPrefetch     = 32
+	DefaultRetryBackoff = 500 * time.Millisecond
+)
+
+// Config configures a Worker. Zero fields take the defaults documented on each field (see
+// WithDefaults).
+type Config struct {
+	// Name is the participant name: the routing key of its commands and the suffix of its queue
+	// (protocol.ParticipantQueue). Required.
+	Name string
+	// Transport carries commands and replies. Required. The worker does not close it.
+	Transport transport.Transport
+	// DB is the participant's own database: the barrier table lives there, and every handler
+	// runs in a transaction of this pool. Required. The worker does not close it.
+	DB *pgxpool.Pool
+	// Schema holds the barrier table. Default DefaultSchema ("sagacoord_participant"). It must be
+	// a plain lower-case SQL identifier.
+	Schema string
+	// Prefetch is the most unacknowledged commands the broker hands this worker at once.
+	// Default DefaultPrefetch (32).
+	Prefetch int
+	// Concurrency is the number of handler goroutines, each holding at most one database
+	// connection while it runs. Default Prefetch.
+	Concurrency int
+	// RetryBackoff is how long the worker waits before requeueing a command whose processing hit
+	// a database or broker error (not a handler error), so an outage does not spin. Default
+	// DefaultRetryBackoff (500ms).
+	RetryBackoff time.Duration
+	// Logger receives the worker's structured logs. Default slog.Default().
+	Logger *slog.Logger
+	// OnCommitted, when set, is called after a command's local transaction committed a new
+	// barrier decision and before its reply is published (never for a duplicate answered from
+	// the barrier, nor for a "retry" that was rolled back). It runs on the handler goroutine.
+	// It exists for observability and fault injection: a process that dies here is catalogue
+	// fault 3, and its command is redelivered and answered from the barrier.
+	OnCommitted func(cmd *protocol.StepCommand, reply protocol.StepReply)
+}
+
+// WithDefaults returns a copy of c with every zero field set to its default.
+func (c Config) WithDefaults() Config {
+	if c.Schema == "" {
+		c.Schema = DefaultSchema
+	}
+	if c.Prefetch == 0 {
+		c.Prefetch = DefaultPrefetch
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = c.Prefetch
+	}
+	if c.RetryBackoff == 0 {
+		c.RetryBackoff = DefaultRetryBackoff
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+var identRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+
+func (c Config) validate() error {
+	var errs []error
+	if c.Name == "" {
+		errs = append(errs, errors.New("participant: Config.Name is empty: set the participant name its commands are routed by"))
+	}
+	if c.Transport == nil {
+		errs = append(errs, errors.New("participant: Config.Transport is nil: pass a transport, e.g. amqptransport.New"))
+	}
+	if c.DB == nil {
+		errs = append(errs, errors.New("participant: Config.DB is nil: pass a pgxpool.Pool on the participant's database"))
+	}
+	if !identRE.MatchString(c.Schema) {
+		errs = append(errs, fmt.Errorf("participant: Config.Schema %q is not a lower-case SQL identifier ([a-z_][a-z0-9_]*, at most 63 bytes)", c.Schema))
+	}
+	if c.Prefetch < 1 {
+		errs = append(errs, fmt.Errorf("participant: Config.Prefetch %d must be at least 1", c.Prefetch))
+	}
+	if c.Concurrency < 1 {
+		errs = append(errs, fmt.Errorf("participant: Config.Concurrency %d must be at least 1", c.Concurrency))
+	}
+	if c.RetryBackoff < 0 {
+		errs = append(errs, fmt.Errorf("participant: Config.RetryBackoff %v must not be negative", c.RetryBackoff))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,342 @@
+// Package participant is the Go SDK for sagacoord workers: processes that consume step commands
+// from their RabbitMQ queue, apply a local transaction and reply.
+//
+// A Worker guarantees exactly-once effects over at-least-once delivery. Every command passes
+// through the barrier, a table in the participant's own database keyed by (saga id, step, kind),
+// written in the same local transaction as the handler's effect:
+//
+//   - an action runs its handler at most once with a lasting effect; a duplicate gets the stored
+//     reply again, without running the handler;
+//   - a compensation that arrives before its action records a no-op, and the late action is then
+//     refused with a "failed" reply, without running its handler;
+//   - a compensation for an action that failed (or never ran) succeeds without running its
+//     handler;
+//   - the reply is published only after the local commit, and the delivery acknowledged only
+//     after the broker confirmed the reply, so a crash anywhere leads to a redelivery that is
+//     answered from the barrier.
+//
+// A minimal worker:
+//
+//	w, err := participant.New(participant.Config{Name: "bank-a", Transport: tr, DB: pool})
+//	w.Handle("debit", debit)
+//	w.Handle("refund_debit", refundDebit)
+//	if err := w.Migrate(ctx); err != nil { ... }
+//	if err := w.Start(ctx); err != nil { ... }
+//	defer w.Stop()
+package participant
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/sagacoord/sagacoord/protocol"
+	"github.com/sagacoord/sagacoord/transport"
+)
+
+// Handler applies one action or compensation. It must make its effect only through tx, the local
+// transaction that also writes the barrier row, and must neither commit nor roll it back. cmd
+// carries the saga input, the outputs of the steps the step depends on (actions) or the output of
+// the action being undone (compensations; filled from the barrier when the command carries none).
+//
+// The returned error decides the reply: nil means succeeded with output (valid JSON or empty);
+// a BusinessError (see Fail) means failed; any other error, or a panic, means retry.
+type Handler func(ctx context.Context, tx pgx.Tx, cmd *protocol.StepCommand) (output json.RawMessage, err error)
+
+// Worker consumes one participant's commands and runs its handlers through the barrier. Its
+// methods are safe for concurrent use.
+type Worker struct {
+	cfg     Config
+	log     *slog.Logger
+	barrier *barrier
+
+	mu       sync.Mutex
+	handlers map[string]Handler
+	fallback Handler
+	started  bool
+	stopping chan struct{}
+	// cancelConsume stops the deliveries; cancelWork ends the handlers' context once they are
+	// done (or at once, when the context given to Start ends).
+	cancelConsume, cancelWork context.CancelFunc
+	wg                        sync.WaitGroup
+	stopOnce                  sync.Once
+}
+
+// New checks cfg (after WithDefaults) and returns a worker that is not yet consuming.
+func New(cfg Config) (*Worker, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &Worker{
+		cfg:      cfg,
+		log:      cfg.Logger.With("participant", cfg.Name),
+		barrier:  newBarrier(cfg.DB, cfg.Schema),
+		handlers: make(map[string]Handler),
+		stopping: make(chan struct{}),
+	}, nil
+}
+
+// Handle registers h for the action or compensation named action (StepCommand.Action). It may be
+// called before or after Start. A command naming no registered action is dead-lettered unless
+// HandleDefault set a fallback. Registering an empty name, a nil handler or the same name twice is
+// a programming error and panics, like http.ServeMux.
+func (w *Worker) Handle(action string, h Handler) {
+	if action == "" || h == nil {
+		panic("participant: Handle needs an action name and a handler")
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, dup := w.handlers[action]; dup {
+		panic(fmt.Sprintf("participant: action %q registered twice", action))
+	}
+	w.handlers[action] = h
+}
+
+// HandleDefault registers h for every action that has no handler of its own; h may refuse an
+// unknown action with a BusinessError. Calling it again replaces the fallback.
+func (w *Worker) HandleDefault(h Handler) {
+	if h == nil {
+		panic("participant: HandleDefault needs a handler")
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.fallback = h
+}
+
+func (w *Worker) handler(action string) Handler {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if h, ok := w.handlers[action]; ok {
+		return h
+	}
+	return w.fallback
+}
+
+// Migrate creates the barrier schema and table if they do not exist. It is idempotent and safe to
+// run from several processes at once.
+func (w *Worker) Migrate(ctx context.Context) error {
+	tx, err := w.cfg.DB.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("participant: migrate: %w", err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	// Concurrent CREATE ... IF NOT EXISTS can still collide in the catalog; serialize them.
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('sagacoord.participant.migrate'))`); err != nil {
+		return fmt.Errorf("participant: migrate: lock: %w", err)
+	}
+	var exists bool
+	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)`, w.cfg.Schema).Scan(&exists); err != nil {
+		return fmt.Errorf("participant: migrate: look up schema %s: %w", w.cfg.Schema, err)
+	}
+	if !exists {
+		// Only when missing, so a role without CREATE on the database can use a prepared schema.
+		if _, err := tx.Exec(ctx, `CREATE SCHEMA `+pgx.Identifier{w.cfg.Schema}.Sanitize()); err != nil {
+			return fmt.Errorf("participant: migrate: create schema %s: %w", w.cfg.Schema, err)
+		}
+	}
+	if _, err := tx.Exec(ctx, w.barrier.createTable); err != nil {
+		return fmt.Errorf("participant: migrate: create table %s.barrier: %w", w.cfg.Schema, err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("participant: migrate: commit: %w", err)
+	}
+	return nil
+}
+
+// Start declares the topology and the participant's queue and starts consuming it with
+// Config.Concurrency handler goroutines. It returns once consuming has started. ctx bounds the
+// worker's whole life: when it ends, the worker stops at once, cancelling the handlers' context
+// and leaving their commands to be redelivered; Stop is the graceful way. A worker starts once.
+func (w *Worker) Start(ctx context.Context) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.started {
+		return errors.New("participant: worker already started (a Worker starts once; make a new one)")
+	}
+	select {
+	case <-w.stopping:
+		return errors.New("participant: worker was stopped (a Worker starts once; make a new one)")
+	default:
+	}
+	if err := w.cfg.Transport.DeclareTopology(ctx); err != nil {
+		return fmt.Errorf("participant %s: declare topology: %w", w.cfg.Name, err)
+	}
+	if err := w.cfg.Transport.DeclareParticipant(ctx, w.cfg.Name); err != nil {
+		return fmt.Errorf("participant %s: declare queue: %w", w.cfg.Name, err)
+	}
+	workCtx, cancelWork := context.WithCancel(ctx)
+	consumeCtx, cancelConsume := context.WithCancel(workCtx)
+	queue := protocol.ParticipantQueue(w.cfg.Name)
+	deliveries, err := w.cfg.Transport.Consume(consumeCtx, queue, w.cfg.Prefetch)
+	if err != nil {
+		cancelConsume()
+		cancelWork()
+		return fmt.Errorf("participant %s: consume %s: %w", w.cfg.Name, queue, err)
+	}
+	w.started = true
+	w.cancelConsume, w.cancelWork = cancelConsume, cancelWork
+	w.wg.Add(w.cfg.Concurrency)
+	for range w.cfg.Concurrency {
+		go w.loop(workCtx, deliveries)
+	}
+	w.log.Info("participant worker started", "queue", queue, "prefetch", w.cfg.Prefetch, "concurrency", w.cfg.Concurrency)
+	return nil
+}
+
+// Stop stops taking deliveries and waits for the handlers in flight to finish and their replies
+// to be sent; deliveries not yet begun are returned to the queue. It is idempotent, and a no-op
+// on a worker that never started. A handler that never returns makes Stop wait until the context
+// given to Start ends.
+func (w *Worker) Stop() {
+	w.stopOnce.Do(func() {
+		w.mu.Lock()
+		close(w.stopping)
+		started := w.started
+		w.mu.Unlock()
+		if !started {
+			return
+		}
+		w.cancelConsume()
+		w.wg.Wait()
+		w.cancelWork()
+		w.log.Info("participant worker stopped")
+	})
+}
+
+func (w *Worker) loop(ctx context.Context, deliveries <-chan *transport.Delivery) {
+	defer w.wg.Done()
+	for d := range deliveries {
+		select {
+		case <-w.stopping:
+			w.settle(d, "requeue", (*transport.Delivery).Requeue)
+			continue
+		default:
+		}
+		w.process(ctx, d)
+	}
+}
+
+// DeliveryInfo describes the message a handler is running for.
+type DeliveryInfo struct {
+	MessageID string
+	// Redelivered is the broker's flag: this command may have been delivered before (the
+	// barrier makes that harmless).
+	Redelivered bool
+	// Headers are the message's headers (traceparent among them); do not modify.
+	Headers map[string]string
+}
+
+type deliveryKey struct{}
+
+// DeliveryFromContext returns the delivery that a handler's context belongs to.
+func DeliveryFromContext(ctx context.Context) (DeliveryInfo, bool) {
+	d, ok := ctx.Value(deliveryKey{}).(DeliveryInfo)
+	return d, ok
+}
+
+func (w *Worker) process(ctx context.Context, d *transport.Delivery) {
+	log := w.log.With("message_id", d.MessageID)
+	cmd, err := protocol.DecodeStepCommand(d.Message)
+	if err != nil {
+		log.Error("dead-lettering a command that cannot be decoded", "err", err)
+		w.settle(d, "reject", (*transport.Delivery).Reject)
+		return
+	}
+	log = log.With("saga_id", cmd.SagaID, "step", cmd.Step, "kind", cmd.Kind, "action", cmd.Action, "attempt", cmd.Attempt)
+	if cmd.Participant != "" && cmd.Participant != w.cfg.Name {
+		log.Error("dead-lettering a command addressed to another participant", "addressed_to", cmd.Participant)
+		w.settle(d, "reject", (*transport.Delivery).Reject)
+		return
+	}
+	h := w.handler(cmd.Action)
+	if h == nil {
+		log.Error("dead-lettering a command for an action with no handler: register it with Worker.Handle")
+		w.settle(d, "reject", (*transport.Delivery).Reject)
+		return
+	}
+
+	hctx := context.WithValue(ctx, deliveryKey{}, DeliveryInfo{MessageID: d.MessageID, Redelivered: d.Redelivered, Headers: d.Headers})
+	res, err := w.barrier.run(hctx, cmd, h)
+	if err != nil {
+		if ctx.Err() != nil {
+			log.Info("command interrupted by shutdown; it will be redelivered", "err", err)
+			w.settle(d, "requeue", (*transport.Delivery).Requeue)
+			return
+		}
+		log.Error("barrier transaction failed; requeueing the command", "err", err, "backoff", w.cfg.RetryBackoff)
+		w.backoffAndRequeue(ctx, d)
+		return
+	}
+	if res.committed && w.cfg.OnCommitted != nil {
+		w.cfg.OnCommitted(cmd, res.reply)
+	}
+	w.logResult(log, res)
+
+	msg, err := protocol.EncodeStepReply(cmd, res.reply)
+	if err != nil {
+		log.Error("encode reply; requeueing the command", "err", err)
+		w.backoffAndRequeue(ctx, d)
+		return
+	}
+	for _, k := range []string{protocol.HeaderTraceparent, protocol.HeaderTracestate} {
+		if v, ok := d.Headers[k]; ok {
+			msg.Headers[k] = v
+		}
+	}
+	errs := w.cfg.Transport.Publish(ctx, []transport.Outgoing{{
+		Exchange:   protocol.ExchangeReplies,
+		RoutingKey: protocol.RoutingKeyReplies,
+		Message:    msg,
+	}})
+	if len(errs) != 1 || errs[0] != nil {
+		log.Warn("publishing the reply failed; requeueing the command, whose redelivery re-sends the stored reply", "err", errors.Join(errs...))
+		w.backoffAndRequeue(ctx, d)
+		return
+	}
+	w.settle(d, "ack", (*transport.Delivery).Ack)
+}
+
+func (w *Worker) logResult(log *slog.Logger, res result) {
+	attrs := []any{"outcome", res.reply.Outcome, "duplicate", res.duplicate, "handler_ran", res.handlerRan}
+	var pe *panicError
+	switch {
+	case errors.As(res.cause, &pe):
+		log.Error("handler panicked; replying retry", append(attrs, "panic", fmt.Sprint(pe.value), "stack", string(pe.stack))...)
+	case res.reply.Outcome == protocol.OutcomeRetry:
+		log.Warn("handler failed transiently; replying retry", append(attrs, "err", res.cause)...)
+	case res.reply.Outcome == protocol.OutcomeFailed:
+		log.Info("step failed", append(attrs, "err", res.reply.Error)...)
+	default:
+		log.Debug("step done", attrs...)
+	}
+}
+
+// backoffAndRequeue waits RetryBackoff (cut short by Stop or shutdown) and returns d to its queue.
+func (w *Worker) backoffAndRequeue(ctx context.Context, d *transport.Delivery) {
+	t := time.NewTimer(w.cfg.RetryBackoff)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-w.stopping:
+	case <-ctx.Done():
+	}
+	w.settle(d, "requeue", (*transport.Delivery).Requeue)
+}
+
+func (w *Worker) settle(d *transport.Delivery, what string, f func(*transport.Delivery) error) {
+	err := f(d)
+	switch {
+	case err == nil:
+	case errors.Is(err, transport.ErrStale):
+		w.log.Info("delivery's connection is gone; the broker will redeliver it", "op", what, "message_id", d.MessageID)
+	default:
+		w.log.Error("settling a delivery failed; the broker will redeliver it when the channel closes", "op", what, "message_id", d.MessageID, "err", err)
+	}
+}
