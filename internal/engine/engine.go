@@ -1,0 +1,574 @@
+// Package engine drives sagas: it wires the pure state machine (package saga) to the store (every
+// transition and the commands it causes committed in one transaction), the outbox relay
+// (published right after commit) and the transport (replies consumed and acknowledged only after
+// their effect committed). It holds nothing in memory that a crash would lose: any instance may
+// serve any saga, and several instances share one database safely.
+package engine
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/sagacoord/sagacoord/outbox"
+	"github.com/sagacoord/sagacoord/protocol"
+	"github.com/sagacoord/sagacoord/saga"
+	"github.com/sagacoord/sagacoord/store"
+	"github.com/sagacoord/sagacoord/transport"
+)
+
+// Errors the API maps to gRPC codes. Each is wrapped with a message that names what was wrong.
+var (
+	ErrInvalidArgument    = errors.New("invalid argument")
+	ErrNotFound           = store.ErrNotFound
+	ErrAlreadyExists      = errors.New("already exists")
+	ErrFailedPrecondition = errors.New("failed precondition")
+	ErrResourceExhausted  = errors.New("resource exhausted")
+)
+
+// Config configures an Engine.
+type Config struct {
+	Store     store.Store
+	Transport transport.Transport
+	Relay     *outbox.Relay
+	Logger    *slog.Logger
+	// MaxPayloadBytes bounds a saga's input. Default 256 KiB.
+	MaxPayloadBytes int
+	// ReplyPrefetch bounds unacknowledged replies held by this instance. Default 1024.
+	ReplyPrefetch int
+	// ReplyBatch is the most replies applied in one transaction. Default 256.
+	ReplyBatch int
+	// ReplyWorkers is the number of goroutines applying reply batches. Default 4.
+	ReplyWorkers int
+	// TimerBatch is the most due sagas claimed in one transaction. Default 256.
+	TimerBatch int
+	// TimerPoll is how often due timers are looked for. Default 100ms.
+	TimerPoll time.Duration
+}
+
+// WithDefaults returns c with defaults filled in.
+func (c Config) WithDefaults() Config {
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.MaxPayloadBytes == 0 {
+		c.MaxPayloadBytes = 256 << 10
+	}
+	if c.ReplyPrefetch == 0 {
+		c.ReplyPrefetch = 1024
+	}
+	if c.ReplyBatch == 0 {
+		c.ReplyBatch = 256
+	}
+	if c.ReplyWorkers == 0 {
+		c.ReplyWorkers = 4
+	}
+	if c.TimerBatch == 0 {
+		c.TimerBatch = 256
+	}
+	if c.TimerPoll == 0 {
+		c.TimerPoll = 100 * time.Millisecond
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	switch {
+	case c.Store == nil:
+		return errors.New("engine: Store is required")
+	case c.Transport == nil:
+		return errors.New("engine: Transport is required")
+	case c.Relay == nil:
+		return errors.New("engine: Relay is required")
+	}
+	return nil
+}
+
+// Engine runs sagas. Create it with New, then Start it; Stop is idempotent.
+type Engine struct {
+	cfg Config
+	log *slog.Logger
+
+	machines sync.Map // defKey -> *saga.Machine; definitions are immutable
+
+	mu      sync.Mutex
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	stopped bool
+}
+
+type defKey struct {
+	name    string
+	version int
+}
+
+// New returns an engine.
+func New(cfg Config) (*Engine, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &Engine{cfg: cfg, log: cfg.Logger}, nil
+}
+
+// Start declares the broker topology, declares the queues of every known participant and starts
+// the reply consumers and the timer loop.
+func (e *Engine) Start(ctx context.Context) error {
+	if err := e.cfg.Transport.DeclareTopology(ctx); err != nil {
+		return fmt.Errorf("declare broker topology: %w", err)
+	}
+	defs, err := e.cfg.Store.ListDefinitions(ctx)
+	if err != nil {
+		return err
+	}
+	for _, d := range defs {
+		if err := e.declareParticipants(ctx, d); err != nil {
+			return err
+		}
+	}
+	deliveries, err := e.cfg.Transport.Consume(ctx, protocol.QueueReplies, e.cfg.ReplyPrefetch)
+	if err != nil {
+		return fmt.Errorf("consume replies: %w", err)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ctx, e.cancel = context.WithCancel(ctx)
+	for range e.cfg.ReplyWorkers {
+		e.wg.Add(1)
+		go func() {
+			defer e.wg.Done()
+			e.consumeReplies(ctx, deliveries)
+		}()
+	}
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		e.timerLoop(ctx)
+	}()
+	return nil
+}
+
+// Stop stops consuming and waits for in-flight batches to finish. Unacknowledged replies are
+// redelivered to another instance.
+func (e *Engine) Stop() {
+	e.mu.Lock()
+	if e.stopped || e.cancel == nil {
+		e.stopped = true
+		e.mu.Unlock()
+		return
+	}
+	e.stopped = true
+	e.cancel()
+	e.mu.Unlock()
+	e.wg.Wait()
+}
+
+func (e *Engine) declareParticipants(ctx context.Context, d saga.Definition) error {
+	seen := map[string]bool{}
+	for _, s := range d.Steps {
+		if seen[s.Participant] {
+			continue
+		}
+		seen[s.Participant] = true
+		if err := e.cfg.Transport.DeclareParticipant(ctx, s.Participant); err != nil {
+			return fmt.Errorf("declare queue of participant %q: %w", s.Participant, err)
+		}
+	}
+	return nil
+}
+
+// machine returns the machine of a definition version, loading it once.
+func (e *Engine) machine(ctx context.Context, name string, version int) (*saga.Machine, error) {
+	k := defKey{name, version}
+	if m, ok := e.machines.Load(k); ok {
+		return m.(*saga.Machine), nil
+	}
+	def, err := e.cfg.Store.GetDefinition(ctx, name, version)
+	if err != nil {
+		return nil, err
+	}
+	m, _ := e.machines.LoadOrStore(k, saga.NewMachine(&def))
+	return m.(*saga.Machine), nil
+}
+
+// RegisterDefinition validates and stores a definition and declares its participants' queues,
+// so that commands wait in a durable queue even before a worker starts.
+func (e *Engine) RegisterDefinition(ctx context.Context, def saga.Definition) (saga.Definition, bool, error) {
+	n, err := saga.Normalize(def)
+	if err != nil {
+		return saga.Definition{}, false, fmt.Errorf("%w: definition: %w", ErrInvalidArgument, err)
+	}
+	if err := e.declareParticipants(ctx, n); err != nil {
+		return saga.Definition{}, false, err
+	}
+	return e.cfg.Store.RegisterDefinition(ctx, n)
+}
+
+// StartRequest asks for a saga to start.
+type StartRequest struct {
+	// ID makes the call idempotent; uuid.Nil means pick one.
+	ID                uuid.UUID
+	Definition        string
+	DefinitionVersion int
+	Input             json.RawMessage
+	// Deadline overrides the definition's default when positive.
+	Deadline time.Duration
+}
+
+func (r StartRequest) hash() string {
+	h := sha256.New()
+	h.Write([]byte(r.Definition))
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(r.DefinitionVersion))
+	binary.BigEndian.PutUint64(b[8:], uint64(r.Deadline))
+	h.Write(b[:])
+	h.Write(r.Input)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// StartSaga starts a saga, or returns the existing one when a saga with the same id was started
+// with the same request (created false). A different request with the same id is
+// ErrAlreadyExists.
+func (e *Engine) StartSaga(ctx context.Context, req StartRequest) (*store.Saga, bool, error) {
+	if req.Definition == "" {
+		return nil, false, fmt.Errorf("%w: definition: must not be empty", ErrInvalidArgument)
+	}
+	if len(req.Input) > e.cfg.MaxPayloadBytes {
+		return nil, false, fmt.Errorf("%w: input: %d bytes exceeds the limit of %d bytes", ErrResourceExhausted, len(req.Input), e.cfg.MaxPayloadBytes)
+	}
+	if len(req.Input) == 0 {
+		req.Input = json.RawMessage("null")
+	}
+	if !json.Valid(req.Input) {
+		return nil, false, fmt.Errorf("%w: input: not valid JSON", ErrInvalidArgument)
+	}
+	if req.Deadline < 0 {
+		return nil, false, fmt.Errorf("%w: deadline: must not be negative", ErrInvalidArgument)
+	}
+	if req.ID == uuid.Nil {
+		req.ID = uuid.New()
+	}
+	m, err := e.machine(ctx, req.Definition, req.DefinitionVersion)
+	if err != nil {
+		return nil, false, err
+	}
+	def := m.Definition()
+	hash := req.hash()
+	sg, created, rows, err := e.cfg.Store.CreateSaga(ctx, req.ID, func(now time.Time) (store.Change, error) {
+		var deadline time.Time
+		if d := req.Deadline; d > 0 {
+			deadline = now.Add(d)
+		} else if def.Deadline > 0 {
+			deadline = now.Add(def.Deadline)
+		}
+		st, cmds := m.New(req.ID.String(), req.Input, deadline, now)
+		sg := &store.Saga{ID: req.ID, DefinitionName: def.Name, DefinitionVersion: def.Version, State: st, RequestHash: hash}
+		return e.change(m, sg, cmds, now)
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	if !created {
+		if sg.RequestHash != hash {
+			return nil, false, fmt.Errorf("%w: saga %s was started with a different request (definition, version, input or deadline); use a new saga_id", ErrAlreadyExists, req.ID)
+		}
+		return sg, false, nil
+	}
+	e.cfg.Relay.Enqueue(rows)
+	return sg, true, nil
+}
+
+// GetSaga returns a saga.
+func (e *Engine) GetSaga(ctx context.Context, id uuid.UUID) (*store.Saga, error) {
+	return e.cfg.Store.GetSaga(ctx, id)
+}
+
+// AbortSaga starts compensation of a RUNNING saga.
+func (e *Engine) AbortSaga(ctx context.Context, id uuid.UUID, reason string) (*store.Saga, error) {
+	return e.operate(ctx, id, func(m *saga.Machine, st *saga.State, now time.Time) ([]saga.Command, error) {
+		return m.Abort(st, reason, now)
+	})
+}
+
+// RetrySaga resumes a FAILED saga.
+func (e *Engine) RetrySaga(ctx context.Context, id uuid.UUID) (*store.Saga, error) {
+	return e.operate(ctx, id, func(m *saga.Machine, st *saga.State, now time.Time) ([]saga.Command, error) {
+		return m.Retry(st, now)
+	})
+}
+
+func (e *Engine) operate(ctx context.Context, id uuid.UUID, op func(*saga.Machine, *saga.State, time.Time) ([]saga.Command, error)) (*store.Saga, error) {
+	var result *store.Saga
+	found := false
+	rows, err := e.cfg.Store.Mutate(ctx, []uuid.UUID{id}, func(now time.Time, sagas []*store.Saga) ([]store.Change, error) {
+		sg := sagas[0]
+		found, result = true, sg
+		m, err := e.machine(ctx, sg.DefinitionName, sg.DefinitionVersion)
+		if err != nil {
+			return nil, err
+		}
+		cmds, err := op(m, sg.State, now)
+		if err != nil {
+			return nil, fmt.Errorf("%w: saga %s: %w", ErrFailedPrecondition, id, err)
+		}
+		c, err := e.change(m, sg, cmds, now)
+		if err != nil {
+			return nil, err
+		}
+		return []store.Change{c}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		return nil, fmt.Errorf("saga %s: %w", id, ErrNotFound)
+	}
+	e.cfg.Relay.Enqueue(rows)
+	return result, nil
+}
+
+// change records the derived columns of a saga after the machine ran and builds its messages.
+func (e *Engine) change(m *saga.Machine, sg *store.Saga, cmds []saga.Command, now time.Time) (store.Change, error) {
+	sg.WakeAt = m.WakeAt(sg.State)
+	if sg.State.Status.Terminal() && sg.FinishedAt.IsZero() {
+		sg.FinishedAt = now
+	}
+	msgs := make([]transport.Outgoing, 0, len(cmds))
+	for _, c := range cmds {
+		msg, err := e.command(m, sg.State, c)
+		if err != nil {
+			return store.Change{}, err
+		}
+		msgs = append(msgs, msg)
+	}
+	return store.Change{Saga: sg, Messages: msgs}, nil
+}
+
+// command builds the message of one step command: the saga input and the outputs of the steps
+// it depends on for an action; the output of the action it undoes for a compensation.
+func (e *Engine) command(m *saga.Machine, st *saga.State, c saga.Command) (transport.Outgoing, error) {
+	def := m.Definition()
+	sd := def.Steps[c.StepIndex]
+	cmd := protocol.StepCommand{
+		SagaID:      st.ID,
+		Step:        sd.Name,
+		StepIndex:   c.StepIndex,
+		Kind:        c.Kind,
+		Participant: sd.Participant,
+		Action:      sd.Action,
+		Attempt:     c.Attempt,
+		Input:       st.Input,
+	}
+	if c.Kind == saga.KindCompensate {
+		cmd.Action = sd.Compensation
+		cmd.Output = st.Steps[c.StepIndex].Output
+	} else if deps := m.Graph().Deps[c.StepIndex]; len(deps) > 0 {
+		cmd.Deps = make(map[string]json.RawMessage, len(deps))
+		for _, d := range deps {
+			cmd.Deps[def.Steps[d].Name] = st.Steps[d].Output
+		}
+	}
+	msg, err := cmd.Encode()
+	if err != nil {
+		return transport.Outgoing{}, fmt.Errorf("encode command for saga %s step %q: %w", st.ID, sd.Name, err)
+	}
+	return transport.Outgoing{Exchange: protocol.ExchangeCommands, RoutingKey: sd.Participant, Message: msg}, nil
+}
+
+// consumeReplies applies replies in batches: each batch in one transaction, acknowledged after
+// the commit.
+func (e *Engine) consumeReplies(ctx context.Context, deliveries <-chan *transport.Delivery) {
+	batch := make([]*transport.Delivery, 0, e.cfg.ReplyBatch)
+	for {
+		batch = batch[:0]
+		select {
+		case <-ctx.Done():
+			return
+		case d, ok := <-deliveries:
+			if !ok {
+				return
+			}
+			batch = append(batch, d)
+		}
+	fill:
+		for len(batch) < e.cfg.ReplyBatch {
+			select {
+			case d, ok := <-deliveries:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, d)
+			default:
+				break fill
+			}
+		}
+		e.applyReplies(ctx, batch)
+	}
+}
+
+type pendingReply struct {
+	d     *transport.Delivery
+	reply *protocol.SagaReply
+	id    uuid.UUID
+}
+
+func (e *Engine) applyReplies(ctx context.Context, batch []*transport.Delivery) {
+	var (
+		valid []pendingReply
+		ids   []uuid.UUID
+		seen  = map[uuid.UUID]bool{}
+	)
+	for _, d := range batch {
+		r, err := protocol.DecodeSagaReply(d.Message)
+		var id uuid.UUID
+		if err == nil {
+			id, err = uuid.Parse(r.SagaID)
+			if err != nil {
+				err = fmt.Errorf("%w: saga id %q: %v", protocol.ErrMalformed, r.SagaID, err)
+			}
+		}
+		if err != nil {
+			e.log.Warn("dead-lettering malformed reply", "message_id", d.MessageID, "correlation_id", d.CorrelationID, "err", err)
+			e.settle(d.Reject, d)
+			continue
+		}
+		valid = append(valid, pendingReply{d: d, reply: r, id: id})
+		if !seen[id] {
+			seen[id] = true
+			ids = append(ids, id)
+		}
+	}
+	if len(valid) == 0 {
+		return
+	}
+	found := map[uuid.UUID]bool{}
+	rows, err := e.cfg.Store.Mutate(ctx, ids, func(now time.Time, sagas []*store.Saga) ([]store.Change, error) {
+		clear(found)
+		byID := make(map[uuid.UUID]*store.Saga, len(sagas))
+		for _, sg := range sagas {
+			byID[sg.ID] = sg
+			found[sg.ID] = true
+		}
+		changed := map[uuid.UUID][]saga.Command{}
+		var order []uuid.UUID
+		for _, p := range valid {
+			sg := byID[p.id]
+			if sg == nil {
+				continue
+			}
+			m, err := e.machine(ctx, sg.DefinitionName, sg.DefinitionVersion)
+			if err != nil {
+				return nil, err
+			}
+			cmds, ok := m.ApplyReply(sg.State, saga.Reply{
+				StepIndex: p.reply.StepIndex, Kind: p.reply.Kind, Attempt: p.reply.Attempt,
+				Outcome: p.reply.Outcome, Output: p.reply.Output, Error: p.reply.Error,
+			}, now)
+			if !ok {
+				continue
+			}
+			if _, dup := changed[p.id]; !dup {
+				order = append(order, p.id)
+			}
+			changed[p.id] = append(changed[p.id], cmds...)
+		}
+		changes := make([]store.Change, 0, len(order))
+		for _, id := range order {
+			sg := byID[id]
+			m, _ := e.machine(ctx, sg.DefinitionName, sg.DefinitionVersion)
+			c, err := e.change(m, sg, changed[id], now)
+			if err != nil {
+				return nil, err
+			}
+			changes = append(changes, c)
+		}
+		return changes, nil
+	})
+	if err != nil {
+		e.log.Error("apply replies; they will be redelivered", "replies", len(valid), "err", err)
+		for _, p := range valid {
+			e.settle(p.d.Requeue, p.d)
+		}
+		return
+	}
+	e.cfg.Relay.Enqueue(rows)
+	for _, p := range valid {
+		if !found[p.id] {
+			e.log.Warn("dead-lettering reply for unknown saga", "saga_id", p.id, "message_id", p.d.MessageID)
+			e.settle(p.d.Reject, p.d)
+			continue
+		}
+		e.settle(p.d.Ack, p.d)
+	}
+}
+
+func (e *Engine) settle(f func() error, d *transport.Delivery) {
+	if err := f(); err != nil {
+		// A stale delivery is redelivered by the broker; applying it again changes nothing.
+		e.log.Debug("settle delivery", "message_id", d.MessageID, "err", err)
+	}
+}
+
+// timerLoop fires due timers (timeouts, backoffs, deadlines) of any saga, claiming them with
+// SKIP LOCKED so that instances share the work.
+func (e *Engine) timerLoop(ctx context.Context) {
+	t := time.NewTicker(e.cfg.TimerPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for ctx.Err() == nil {
+			n, rows, err := e.cfg.Store.MutateDue(ctx, e.cfg.TimerBatch, func(now time.Time, sagas []*store.Saga) ([]store.Change, error) {
+				changes := make([]store.Change, 0, len(sagas))
+				for _, sg := range sagas {
+					m, err := e.machine(ctx, sg.DefinitionName, sg.DefinitionVersion)
+					if err != nil {
+						return nil, err
+					}
+					cmds, _ := m.Tick(sg.State, now)
+					// Always write: even an unchanged saga needs its wake_at recomputed.
+					c, err := e.change(m, sg, cmds, now)
+					if err != nil {
+						return nil, err
+					}
+					changes = append(changes, c)
+				}
+				return changes, nil
+			})
+			if err != nil {
+				if ctx.Err() == nil {
+					e.log.Error("fire timers", "err", err)
+				}
+				break
+			}
+			e.cfg.Relay.Enqueue(rows)
+			if n < e.cfg.TimerBatch {
+				break
+			}
+		}
+	}
+}
+
+// Definition returns a definition version (the latest when version is 0).
+func (e *Engine) Definition(ctx context.Context, name string, version int) (*saga.Definition, error) {
+	m, err := e.machine(ctx, name, version)
+	if err != nil {
+		return nil, err
+	}
+	return m.Definition(), nil
+}
+
+// Store returns the engine's store, for read-only queries.
+func (e *Engine) Store() store.Store { return e.cfg.Store }

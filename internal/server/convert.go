@@ -1,0 +1,149 @@
+package server
+
+import (
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pb "github.com/sagacoord/sagacoord/gen/sagacoord/v1"
+	"github.com/sagacoord/sagacoord/saga"
+	"github.com/sagacoord/sagacoord/store"
+)
+
+func ts(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
+}
+
+func dur(d time.Duration) *durationpb.Duration {
+	if d == 0 {
+		return nil
+	}
+	return durationpb.New(d)
+}
+
+func retryFromPB(p *pb.RetryPolicy) saga.RetryPolicy {
+	if p == nil {
+		return saga.RetryPolicy{}
+	}
+	return saga.RetryPolicy{
+		MaxAttempts:    int(p.GetMaxAttempts()),
+		InitialBackoff: p.GetInitialBackoff().AsDuration(),
+		MaxBackoff:     p.GetMaxBackoff().AsDuration(),
+		Multiplier:     p.GetMultiplier(),
+	}
+}
+
+func retryToPB(p saga.RetryPolicy) *pb.RetryPolicy {
+	return &pb.RetryPolicy{
+		MaxAttempts:    int32(p.MaxAttempts),
+		InitialBackoff: dur(p.InitialBackoff),
+		MaxBackoff:     dur(p.MaxBackoff),
+		Multiplier:     p.Multiplier,
+	}
+}
+
+// definitionFromPB converts without validating; saga.Normalize validates.
+func definitionFromPB(d *pb.SagaDefinition) saga.Definition {
+	out := saga.Definition{Name: d.GetName(), Deadline: d.GetDeadline().AsDuration()}
+	for _, s := range d.GetSteps() {
+		out.Steps = append(out.Steps, saga.StepDefinition{
+			Name:              s.GetName(),
+			Participant:       s.GetParticipant(),
+			Action:            s.GetAction(),
+			Compensation:      s.GetCompensation(),
+			DependsOn:         s.GetDependsOn(),
+			Retry:             retryFromPB(s.GetRetry()),
+			CompensationRetry: retryFromPB(s.GetCompensationRetry()),
+			Timeout:           s.GetTimeout().AsDuration(),
+			Pivot:             s.GetPivot(),
+		})
+	}
+	return out
+}
+
+func definitionToPB(d saga.Definition) *pb.SagaDefinition {
+	out := &pb.SagaDefinition{Name: d.Name, Deadline: dur(d.Deadline), Version: int32(d.Version), CreatedAt: ts(d.CreatedAt)}
+	for _, s := range d.Steps {
+		out.Steps = append(out.Steps, &pb.StepDefinition{
+			Name:              s.Name,
+			Participant:       s.Participant,
+			Action:            s.Action,
+			Compensation:      s.Compensation,
+			DependsOn:         s.DependsOn,
+			Retry:             retryToPB(s.Retry),
+			CompensationRetry: retryToPB(s.CompensationRetry),
+			Timeout:           dur(s.Timeout),
+			Pivot:             s.Pivot,
+		})
+	}
+	return out
+}
+
+var sagaStatusToPB = map[saga.Status]pb.SagaStatus{
+	saga.StatusRunning:      pb.SagaStatus_SAGA_STATUS_RUNNING,
+	saga.StatusCompleted:    pb.SagaStatus_SAGA_STATUS_COMPLETED,
+	saga.StatusCompensating: pb.SagaStatus_SAGA_STATUS_COMPENSATING,
+	saga.StatusCompensated:  pb.SagaStatus_SAGA_STATUS_COMPENSATED,
+	saga.StatusFailed:       pb.SagaStatus_SAGA_STATUS_FAILED,
+}
+
+func sagaStatusFromPB(s pb.SagaStatus) saga.Status {
+	for k, v := range sagaStatusToPB {
+		if v == s {
+			return k
+		}
+	}
+	return ""
+}
+
+var stepStatusToPB = map[saga.StepStatus]pb.StepStatus{
+	saga.StepPending:      pb.StepStatus_STEP_STATUS_PENDING,
+	saga.StepRunning:      pb.StepStatus_STEP_STATUS_RUNNING,
+	saga.StepSucceeded:    pb.StepStatus_STEP_STATUS_SUCCEEDED,
+	saga.StepFailed:       pb.StepStatus_STEP_STATUS_FAILED,
+	saga.StepCompensating: pb.StepStatus_STEP_STATUS_COMPENSATING,
+	saga.StepCompensated:  pb.StepStatus_STEP_STATUS_COMPENSATED,
+	saga.StepSkipped:      pb.StepStatus_STEP_STATUS_SKIPPED,
+}
+
+// sagaToPB converts a stored saga; def supplies step names and may be nil to leave steps out.
+func sagaToPB(sg *store.Saga, def *saga.Definition) *pb.Saga {
+	out := &pb.Saga{
+		Id:                sg.ID.String(),
+		Definition:        sg.DefinitionName,
+		DefinitionVersion: int32(sg.DefinitionVersion),
+		Status:            sagaStatusToPB[sg.State.Status],
+		Input:             sg.State.Input,
+		Reason:            sg.State.Reason,
+		CreatedAt:         ts(sg.CreatedAt),
+		UpdatedAt:         ts(sg.UpdatedAt),
+		FinishedAt:        ts(sg.FinishedAt),
+		Deadline:          ts(sg.State.Deadline),
+		Version:           sg.Version,
+	}
+	if def == nil {
+		return out
+	}
+	for i, st := range sg.State.Steps {
+		step := &pb.Step{
+			Status:              stepStatusToPB[st.Status],
+			Attempt:             int32(st.Attempt),
+			CompensationAttempt: int32(st.CompAttempt),
+			LastError:           st.LastError,
+			Output:              st.Output,
+			StartedAt:           ts(st.StartedAt),
+			FinishedAt:          ts(st.FinishedAt),
+		}
+		if i < len(def.Steps) {
+			step.Name = def.Steps[i].Name
+			step.Participant = def.Steps[i].Participant
+			step.Pivot = def.Steps[i].Pivot
+		}
+		out.Steps = append(out.Steps, step)
+	}
+	return out
+}

@@ -1,0 +1,309 @@
+// Package server implements the gRPC API (sagacoord.v1) on top of the engine.
+package server
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/sagacoord/sagacoord/gen/sagacoord/v1"
+	"github.com/sagacoord/sagacoord/internal/engine"
+	"github.com/sagacoord/sagacoord/store"
+)
+
+// MaxMessageBytes bounds a gRPC request; the engine's own limits are lower.
+const MaxMessageBytes = 4 << 20
+
+// SagaService implements pb.SagaServiceServer.
+type SagaService struct {
+	pb.UnimplementedSagaServiceServer
+	Engine *engine.Engine
+	Logger *slog.Logger
+	// WatchPoll is how often WatchSaga looks for changes. Default 50ms.
+	WatchPoll time.Duration
+}
+
+// NewGRPCServer returns a gRPC server with the saga service, health and reflection registered.
+func NewGRPCServer(svc *SagaService, extra ...func(*grpc.Server)) *grpc.Server {
+	srv := grpc.NewServer(grpc.MaxRecvMsgSize(MaxMessageBytes))
+	pb.RegisterSagaServiceServer(srv, svc)
+	for _, f := range extra {
+		f(srv)
+	}
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus(pb.SagaService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(srv, hs)
+	reflection.Register(srv)
+	return srv
+}
+
+// toStatus maps engine errors to gRPC codes. Unknown errors become Internal (or Unavailable for
+// a cancelled or timed-out call) without leaking internals beyond the message.
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	var code codes.Code
+	switch {
+	case errors.Is(err, engine.ErrInvalidArgument):
+		code = codes.InvalidArgument
+	case errors.Is(err, store.ErrNotFound):
+		code = codes.NotFound
+	case errors.Is(err, engine.ErrAlreadyExists):
+		code = codes.AlreadyExists
+	case errors.Is(err, engine.ErrFailedPrecondition):
+		code = codes.FailedPrecondition
+	case errors.Is(err, engine.ErrResourceExhausted):
+		code = codes.ResourceExhausted
+	case errors.Is(err, context.DeadlineExceeded):
+		code = codes.DeadlineExceeded
+	case errors.Is(err, context.Canceled):
+		code = codes.Canceled
+	default:
+		code = codes.Internal
+	}
+	msg := err.Error()
+	for _, prefix := range []string{engine.ErrInvalidArgument.Error() + ": ", engine.ErrFailedPrecondition.Error() + ": ", engine.ErrResourceExhausted.Error() + ": ", engine.ErrAlreadyExists.Error() + ": "} {
+		msg = strings.TrimPrefix(msg, prefix)
+	}
+	return status.Error(code, msg)
+}
+
+func invalid(field, format string, args ...any) error {
+	return status.Error(codes.InvalidArgument, field+": "+fmt.Sprintf(format, args...))
+}
+
+func parseSagaID(field, s string) (uuid.UUID, error) {
+	id, err := uuid.Parse(s)
+	if err != nil {
+		return uuid.Nil, invalid(field, "%q is not a UUID", s)
+	}
+	return id, nil
+}
+
+// RegisterDefinition implements pb.SagaServiceServer.
+func (s *SagaService) RegisterDefinition(ctx context.Context, req *pb.RegisterDefinitionRequest) (*pb.RegisterDefinitionResponse, error) {
+	if req.GetDefinition() == nil {
+		return nil, invalid("definition", "must be set")
+	}
+	def, created, err := s.Engine.RegisterDefinition(ctx, definitionFromPB(req.GetDefinition()))
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.RegisterDefinitionResponse{Definition: definitionToPB(def), Created: created}, nil
+}
+
+// GetDefinition implements pb.SagaServiceServer.
+func (s *SagaService) GetDefinition(ctx context.Context, req *pb.GetDefinitionRequest) (*pb.GetDefinitionResponse, error) {
+	if req.GetName() == "" {
+		return nil, invalid("name", "must not be empty")
+	}
+	def, err := s.Engine.Store().GetDefinition(ctx, req.GetName(), int(req.GetVersion()))
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.GetDefinitionResponse{Definition: definitionToPB(def)}, nil
+}
+
+// ListDefinitions implements pb.SagaServiceServer.
+func (s *SagaService) ListDefinitions(ctx context.Context, _ *pb.ListDefinitionsRequest) (*pb.ListDefinitionsResponse, error) {
+	defs, err := s.Engine.Store().ListDefinitions(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	out := &pb.ListDefinitionsResponse{}
+	for _, d := range defs {
+		out.Definitions = append(out.Definitions, definitionToPB(d))
+	}
+	return out, nil
+}
+
+// StartSaga implements pb.SagaServiceServer.
+func (s *SagaService) StartSaga(ctx context.Context, req *pb.StartSagaRequest) (*pb.StartSagaResponse, error) {
+	var id uuid.UUID
+	if req.GetSagaId() != "" {
+		var err error
+		if id, err = parseSagaID("saga_id", req.GetSagaId()); err != nil {
+			return nil, err
+		}
+	}
+	if req.GetDefinition() == "" {
+		return nil, invalid("definition", "must not be empty")
+	}
+	if req.GetDefinitionVersion() < 0 {
+		return nil, invalid("definition_version", "must not be negative")
+	}
+	sg, created, err := s.Engine.StartSaga(ctx, engine.StartRequest{
+		ID:                id,
+		Definition:        req.GetDefinition(),
+		DefinitionVersion: int(req.GetDefinitionVersion()),
+		Input:             req.GetInput(),
+		Deadline:          req.GetDeadline().AsDuration(),
+	})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.StartSagaResponse{Saga: s.sagaPB(ctx, sg), Created: created}, nil
+}
+
+func (s *SagaService) sagaPB(ctx context.Context, sg *store.Saga) *pb.Saga {
+	def, err := s.Engine.Definition(ctx, sg.DefinitionName, sg.DefinitionVersion)
+	if err != nil {
+		return sagaToPB(sg, nil)
+	}
+	return sagaToPB(sg, def)
+}
+
+// GetSaga implements pb.SagaServiceServer.
+func (s *SagaService) GetSaga(ctx context.Context, req *pb.GetSagaRequest) (*pb.GetSagaResponse, error) {
+	id, err := parseSagaID("saga_id", req.GetSagaId())
+	if err != nil {
+		return nil, err
+	}
+	sg, err := s.Engine.GetSaga(ctx, id)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.GetSagaResponse{Saga: s.sagaPB(ctx, sg)}, nil
+}
+
+// ListSagas implements pb.SagaServiceServer.
+func (s *SagaService) ListSagas(ctx context.Context, req *pb.ListSagasRequest) (*pb.ListSagasResponse, error) {
+	size := int(req.GetPageSize())
+	switch {
+	case size < 0:
+		return nil, invalid("page_size", "must not be negative")
+	case size == 0:
+		size = 50
+	case size > 1000:
+		size = 1000
+	}
+	f := store.ListFilter{Definition: req.GetDefinition(), Limit: size + 1}
+	if req.GetStatus() != pb.SagaStatus_SAGA_STATUS_UNSPECIFIED {
+		if f.Status = sagaStatusFromPB(req.GetStatus()); f.Status == "" {
+			return nil, invalid("status", "unknown value %d", req.GetStatus())
+		}
+	}
+	if tok := req.GetPageToken(); tok != "" {
+		at, id, err := decodePageToken(tok)
+		if err != nil {
+			return nil, invalid("page_token", "not a token from a previous ListSagas response")
+		}
+		f.AfterCreatedAt, f.AfterID = at, id
+	}
+	sagas, err := s.Engine.Store().ListSagas(ctx, f)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	out := &pb.ListSagasResponse{}
+	if len(sagas) > size {
+		sagas = sagas[:size]
+		last := sagas[size-1]
+		out.NextPageToken = encodePageToken(last.CreatedAt, last.ID)
+	}
+	for _, sg := range sagas {
+		out.Sagas = append(out.Sagas, sagaToPB(sg, nil))
+	}
+	return out, nil
+}
+
+func encodePageToken(at time.Time, id uuid.UUID) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(at.UnixNano(), 10) + "/" + id.String()))
+}
+
+func decodePageToken(tok string) (time.Time, uuid.UUID, error) {
+	b, err := base64.RawURLEncoding.DecodeString(tok)
+	if err != nil {
+		return time.Time{}, uuid.Nil, err
+	}
+	ns, idStr, ok := strings.Cut(string(b), "/")
+	if !ok {
+		return time.Time{}, uuid.Nil, errors.New("no separator")
+	}
+	n, err := strconv.ParseInt(ns, 10, 64)
+	if err != nil {
+		return time.Time{}, uuid.Nil, err
+	}
+	id, err := uuid.Parse(idStr)
+	if err != nil {
+		return time.Time{}, uuid.Nil, err
+	}
+	return time.Unix(0, n), id, nil
+}
+
+// AbortSaga implements pb.SagaServiceServer.
+func (s *SagaService) AbortSaga(ctx context.Context, req *pb.AbortSagaRequest) (*pb.AbortSagaResponse, error) {
+	id, err := parseSagaID("saga_id", req.GetSagaId())
+	if err != nil {
+		return nil, err
+	}
+	sg, err := s.Engine.AbortSaga(ctx, id, req.GetReason())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.AbortSagaResponse{Saga: s.sagaPB(ctx, sg)}, nil
+}
+
+// RetrySaga implements pb.SagaServiceServer.
+func (s *SagaService) RetrySaga(ctx context.Context, req *pb.RetrySagaRequest) (*pb.RetrySagaResponse, error) {
+	id, err := parseSagaID("saga_id", req.GetSagaId())
+	if err != nil {
+		return nil, err
+	}
+	sg, err := s.Engine.RetrySaga(ctx, id)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.RetrySagaResponse{Saga: s.sagaPB(ctx, sg)}, nil
+}
+
+// WatchSaga implements pb.SagaServiceServer. It sends the saga whenever its version changes and
+// returns after sending a terminal state.
+func (s *SagaService) WatchSaga(req *pb.WatchSagaRequest, stream grpc.ServerStreamingServer[pb.WatchSagaResponse]) error {
+	id, err := parseSagaID("saga_id", req.GetSagaId())
+	if err != nil {
+		return err
+	}
+	ctx := stream.Context()
+	poll := s.WatchPoll
+	if poll == 0 {
+		poll = 50 * time.Millisecond
+	}
+	t := time.NewTicker(poll)
+	defer t.Stop()
+	var last int64 = -1
+	for {
+		sg, err := s.Engine.GetSaga(ctx, id)
+		if err != nil {
+			return toStatus(err)
+		}
+		if sg.Version != last {
+			last = sg.Version
+			if err := stream.Send(&pb.WatchSagaResponse{Saga: s.sagaPB(ctx, sg)}); err != nil {
+				return err
+			}
+			if sg.State.Status.Terminal() {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,222 @@
+// Package outbox publishes the transactional outbox. Messages are committed to the outbox table
+// with the state change that caused them; the Relay publishes them with publisher confirms and
+// deletes each row only after the broker confirmed it. A crash between confirm and delete
+// publishes a message twice, which every consumer deduplicates; a crash before the confirm leaves
+// the row for the next claim. Nothing committed is lost and nothing uncommitted is published.
+package outbox
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/sagacoord/sagacoord/store"
+	"github.com/sagacoord/sagacoord/transport"
+)
+
+// Config configures a Relay.
+type Config struct {
+	// BatchSize is the most messages published and deleted together. Default 256.
+	BatchSize int
+	// Workers is the number of goroutines publishing freshly committed rows. Default 4.
+	Workers int
+	// PollInterval is how often the relay claims rows whose lease lapsed (left by a crash or a
+	// failed publish). Default 1s.
+	PollInterval time.Duration
+	// Lease is how long a claimed row is owned before others may claim it again. Default 5s.
+	Lease time.Duration
+	// QueueSize bounds rows handed over in memory after commit; when it is full, rows wait for
+	// their lease to lapse and the poller. Default 8192.
+	QueueSize int
+	// Logger defaults to discarding.
+	Logger *slog.Logger
+	// Disabled stops all publishing. Only the chaos suite sets it, to prove that its invariants
+	// catch a coordinator that loses messages.
+	Disabled bool
+	// AfterConfirm, when set, runs after the broker confirmed a batch and before its rows are
+	// deleted (a crash point for fault injection).
+	AfterConfirm func()
+}
+
+// WithDefaults returns c with defaults filled in.
+func (c Config) WithDefaults() Config {
+	if c.BatchSize == 0 {
+		c.BatchSize = 256
+	}
+	if c.Workers == 0 {
+		c.Workers = 4
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = time.Second
+	}
+	if c.Lease == 0 {
+		c.Lease = 5 * time.Second
+	}
+	if c.QueueSize == 0 {
+		c.QueueSize = 8192
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Relay publishes outbox rows. Start it once; Stop it once (Stop is idempotent).
+type Relay struct {
+	cfg       Config
+	outbox    store.Outbox
+	transport transport.Transport
+	queue     chan store.OutboxRow
+
+	mu      sync.Mutex
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	stopped bool
+}
+
+// NewRelay returns a relay over the given outbox and transport.
+func NewRelay(ob store.Outbox, tr transport.Transport, cfg Config) *Relay {
+	cfg = cfg.WithDefaults()
+	return &Relay{cfg: cfg, outbox: ob, transport: tr, queue: make(chan store.OutboxRow, cfg.QueueSize)}
+}
+
+// Enqueue hands rows that were just committed (and are leased to this instance) to the relay. It
+// never blocks: rows that do not fit are published by the poller when their lease lapses.
+func (r *Relay) Enqueue(rows []store.OutboxRow) {
+	for i, row := range rows {
+		select {
+		case r.queue <- row:
+		default:
+			r.cfg.Logger.Warn("outbox relay queue full; rows wait for the poller", "dropped", len(rows)-i)
+			return
+		}
+	}
+}
+
+// Start starts the publishing workers and the poller.
+func (r *Relay) Start(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ctx, r.cancel = context.WithCancel(ctx)
+	for range r.cfg.Workers {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			r.work(ctx)
+		}()
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		r.poll(ctx)
+	}()
+	return nil
+}
+
+// Stop stops the relay and waits for its goroutines. Rows still queued are left to their lease.
+func (r *Relay) Stop() {
+	r.mu.Lock()
+	if r.stopped || r.cancel == nil {
+		r.stopped = true
+		r.mu.Unlock()
+		return
+	}
+	r.stopped = true
+	r.cancel()
+	r.mu.Unlock()
+	r.wg.Wait()
+}
+
+func (r *Relay) work(ctx context.Context) {
+	batch := make([]store.OutboxRow, 0, r.cfg.BatchSize)
+	for {
+		batch = batch[:0]
+		select {
+		case <-ctx.Done():
+			return
+		case row := <-r.queue:
+			batch = append(batch, row)
+		}
+	fill:
+		for len(batch) < r.cfg.BatchSize {
+			select {
+			case row := <-r.queue:
+				batch = append(batch, row)
+			default:
+				break fill
+			}
+		}
+		r.publish(ctx, batch)
+	}
+}
+
+func (r *Relay) poll(ctx context.Context) {
+	t := time.NewTicker(r.cfg.PollInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for {
+			rows, err := r.outbox.ClaimExpired(ctx, r.cfg.BatchSize, r.cfg.Lease)
+			if err != nil {
+				if ctx.Err() == nil {
+					r.cfg.Logger.Error("claim outbox rows", "err", err)
+				}
+				break
+			}
+			if len(rows) == 0 {
+				break
+			}
+			r.publish(ctx, rows)
+			if len(rows) < r.cfg.BatchSize {
+				break
+			}
+		}
+	}
+}
+
+// publish publishes rows and deletes those the broker confirmed. Rows that failed keep their
+// lease and are claimed again when it lapses.
+func (r *Relay) publish(ctx context.Context, rows []store.OutboxRow) {
+	if r.cfg.Disabled || len(rows) == 0 {
+		return
+	}
+	msgs := make([]transport.Outgoing, len(rows))
+	for i, row := range rows {
+		msgs[i] = row.Outgoing
+	}
+	pctx, cancel := context.WithTimeout(ctx, r.cfg.Lease)
+	errs := r.transport.Publish(pctx, msgs)
+	cancel()
+	done := make([]int64, 0, len(rows))
+	var firstErr error
+	failed := 0
+	for i, err := range errs {
+		if err == nil {
+			done = append(done, rows[i].ID)
+			continue
+		}
+		failed++
+		if firstErr == nil {
+			firstErr = err
+		}
+	}
+	if failed > 0 && ctx.Err() == nil {
+		level := slog.LevelWarn
+		if errors.Is(firstErr, transport.ErrReturned) {
+			level = slog.LevelError
+		}
+		r.cfg.Logger.Log(ctx, level, "publish outbox rows failed; they will be retried", "failed", failed, "of", len(rows), "err", firstErr)
+	}
+	if r.cfg.AfterConfirm != nil && len(done) > 0 {
+		r.cfg.AfterConfirm()
+	}
+	if err := r.outbox.Delete(context.WithoutCancel(ctx), done); err != nil {
+		r.cfg.Logger.Error("delete confirmed outbox rows; they will be published again", "err", err)
+	}
+}

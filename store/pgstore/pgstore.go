@@ -1,0 +1,518 @@
+// Package pgstore implements store.Store over PostgreSQL with pgx. All of the coordinator's SQL
+// lives in this package.
+package pgstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/sagacoord/sagacoord/saga"
+	"github.com/sagacoord/sagacoord/store"
+	"github.com/sagacoord/sagacoord/transport"
+)
+
+// Config configures a Store.
+type Config struct {
+	// OutboxLease is how long the inserting instance owns a new outbox row before any relay may
+	// claim it. Default 5s.
+	OutboxLease time.Duration
+	// MaxTxRetries bounds retries of a transaction that hit a deadlock or serialization failure.
+	// Default 5.
+	MaxTxRetries int
+}
+
+// WithDefaults returns c with defaults filled in.
+func (c Config) WithDefaults() Config {
+	if c.OutboxLease == 0 {
+		c.OutboxLease = 5 * time.Second
+	}
+	if c.MaxTxRetries == 0 {
+		c.MaxTxRetries = 5
+	}
+	return c
+}
+
+// Store is the PostgreSQL store. It is safe for concurrent use, also by several processes.
+type Store struct {
+	pool *pgxpool.Pool
+	cfg  Config
+}
+
+var _ store.Store = (*Store)(nil)
+
+// New returns a store on pool, whose search_path must hold the migrated schema.
+func New(pool *pgxpool.Pool, cfg Config) *Store {
+	return &Store{pool: pool, cfg: cfg.WithDefaults()}
+}
+
+// Pool returns the underlying pool.
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// Outbox returns the outbox view of the store.
+func (s *Store) Outbox() store.Outbox { return outboxStore{s} }
+
+// --- definitions ---
+
+// RegisterDefinition implements store.Definitions.
+func (s *Store) RegisterDefinition(ctx context.Context, def saga.Definition) (saga.Definition, bool, error) {
+	content := def.CanonicalJSON()
+	hash := def.Hash()
+	var out saga.Definition
+	created := false
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		created = false
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('sagacoord.definition:' || $1))`, def.Name); err != nil {
+			return err
+		}
+		var version int
+		var createdAt time.Time
+		err := tx.QueryRow(ctx, `SELECT version, created_at FROM saga_definitions WHERE name = $1 AND hash = $2`, def.Name, hash).Scan(&version, &createdAt)
+		if err == nil {
+			out = def
+			out.Version, out.CreatedAt = version, createdAt
+			return nil
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return err
+		}
+		err = tx.QueryRow(ctx, `INSERT INTO saga_definitions (name, version, hash, content)
+			SELECT $1, coalesce(max(version), 0) + 1, $2, $3 FROM saga_definitions WHERE name = $1
+			RETURNING version, created_at`, def.Name, hash, content).Scan(&version, &createdAt)
+		if err != nil {
+			return err
+		}
+		out = def
+		out.Version, out.CreatedAt = version, createdAt
+		created = true
+		return nil
+	})
+	if err != nil {
+		return saga.Definition{}, false, fmt.Errorf("register definition %q: %w", def.Name, err)
+	}
+	return out, created, nil
+}
+
+// GetDefinition implements store.Definitions.
+func (s *Store) GetDefinition(ctx context.Context, name string, version int) (saga.Definition, error) {
+	var row pgx.Row
+	if version > 0 {
+		row = s.pool.QueryRow(ctx, `SELECT name, version, content, created_at FROM saga_definitions WHERE name = $1 AND version = $2`, name, version)
+	} else {
+		row = s.pool.QueryRow(ctx, `SELECT name, version, content, created_at FROM saga_definitions WHERE name = $1 ORDER BY version DESC LIMIT 1`, name)
+	}
+	def, err := scanDefinition(row)
+	if errors.Is(err, pgx.ErrNoRows) {
+		if version > 0 {
+			return saga.Definition{}, fmt.Errorf("definition %q version %d: %w", name, version, store.ErrNotFound)
+		}
+		return saga.Definition{}, fmt.Errorf("definition %q: %w", name, store.ErrNotFound)
+	}
+	if err != nil {
+		return saga.Definition{}, fmt.Errorf("get definition %q: %w", name, err)
+	}
+	return def, nil
+}
+
+// ListDefinitions implements store.Definitions.
+func (s *Store) ListDefinitions(ctx context.Context) ([]saga.Definition, error) {
+	rows, err := s.pool.Query(ctx, `SELECT DISTINCT ON (name) name, version, content, created_at FROM saga_definitions ORDER BY name, version DESC`)
+	if err != nil {
+		return nil, fmt.Errorf("list definitions: %w", err)
+	}
+	defer rows.Close()
+	var out []saga.Definition
+	for rows.Next() {
+		def, err := scanDefinition(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list definitions: %w", err)
+		}
+		out = append(out, def)
+	}
+	return out, rows.Err()
+}
+
+func scanDefinition(row pgx.Row) (saga.Definition, error) {
+	var (
+		def     saga.Definition
+		name    string
+		version int
+		content []byte
+		created time.Time
+	)
+	if err := row.Scan(&name, &version, &content, &created); err != nil {
+		return def, err
+	}
+	if err := json.Unmarshal(content, &def); err != nil {
+		return def, fmt.Errorf("decode definition %q version %d: %w", name, version, err)
+	}
+	def.Version, def.CreatedAt = version, created
+	return def, nil
+}
+
+// --- sagas ---
+
+const sagaColumns = `id, definition_name, definition_version, status, input, request_hash, state, version, wake_at, created_at, updated_at, finished_at`
+
+func scanSaga(row pgx.Row) (*store.Saga, error) {
+	var (
+		sg                 store.Saga
+		status             string
+		input, state       []byte
+		wake, fin          pgtype.Timestamptz
+		createdAt, updated time.Time
+	)
+	if err := row.Scan(&sg.ID, &sg.DefinitionName, &sg.DefinitionVersion, &status, &input, &sg.RequestHash, &state, &sg.Version, &wake, &createdAt, &updated, &fin); err != nil {
+		return nil, err
+	}
+	st := &saga.State{}
+	if err := json.Unmarshal(state, st); err != nil {
+		return nil, fmt.Errorf("decode state of saga %s: %w", sg.ID, err)
+	}
+	st.ID = sg.ID.String()
+	st.Status = saga.Status(status)
+	st.Input = input
+	sg.State = st
+	sg.CreatedAt, sg.UpdatedAt = createdAt, updated
+	if wake.Valid {
+		sg.WakeAt = wake.Time
+	}
+	if fin.Valid {
+		sg.FinishedAt = fin.Time
+	}
+	return &sg, nil
+}
+
+func tsOrNull(t time.Time) pgtype.Timestamptz {
+	return pgtype.Timestamptz{Time: t, Valid: !t.IsZero()}
+}
+
+// CreateSaga implements store.Sagas.
+func (s *Store) CreateSaga(ctx context.Context, id uuid.UUID, build func(now time.Time) (store.Change, error)) (*store.Saga, bool, []store.OutboxRow, error) {
+	var (
+		created bool
+		out     *store.Saga
+		rows    []store.OutboxRow
+	)
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		created, out, rows = false, nil, nil
+		var now time.Time
+		if err := tx.QueryRow(ctx, `SELECT now()`).Scan(&now); err != nil {
+			return err
+		}
+		ch, err := build(now)
+		if err != nil {
+			return err
+		}
+		sg := ch.Saga
+		state, err := json.Marshal(sg.State)
+		if err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, `INSERT INTO sagas (`+sagaColumns+`)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9, $9, $10) ON CONFLICT (id) DO NOTHING`,
+			id, sg.DefinitionName, sg.DefinitionVersion, string(sg.State.Status), []byte(sg.State.Input), sg.RequestHash,
+			state, tsOrNull(sg.WakeAt), now, tsOrNull(sg.FinishedAt))
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			existing, err := scanSaga(tx.QueryRow(ctx, `SELECT `+sagaColumns+` FROM sagas WHERE id = $1`, id))
+			if err != nil {
+				return err
+			}
+			out = existing
+			return nil
+		}
+		rows, err = s.insertOutbox(ctx, tx, ch.Messages)
+		if err != nil {
+			return err
+		}
+		sg.ID, sg.Version, sg.CreatedAt, sg.UpdatedAt = id, 1, now, now
+		out, created = sg, true
+		return nil
+	})
+	if err != nil {
+		return nil, false, nil, fmt.Errorf("create saga %s: %w", id, err)
+	}
+	return out, created, rows, nil
+}
+
+// GetSaga implements store.Sagas.
+func (s *Store) GetSaga(ctx context.Context, id uuid.UUID) (*store.Saga, error) {
+	sg, err := scanSaga(s.pool.QueryRow(ctx, `SELECT `+sagaColumns+` FROM sagas WHERE id = $1`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("saga %s: %w", id, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get saga %s: %w", id, err)
+	}
+	return sg, nil
+}
+
+// ListSagas implements store.Sagas.
+func (s *Store) ListSagas(ctx context.Context, f store.ListFilter) ([]*store.Saga, error) {
+	q := `SELECT ` + sagaColumns + ` FROM sagas WHERE ($1 = '' OR status = $1) AND ($2 = '' OR definition_name = $2)
+		AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))
+		ORDER BY created_at DESC, id DESC LIMIT $5`
+	rows, err := s.pool.Query(ctx, q, string(f.Status), f.Definition, tsOrNull(f.AfterCreatedAt), f.AfterID, f.Limit)
+	if err != nil {
+		return nil, fmt.Errorf("list sagas: %w", err)
+	}
+	defer rows.Close()
+	var out []*store.Saga
+	for rows.Next() {
+		sg, err := scanSaga(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list sagas: %w", err)
+		}
+		out = append(out, sg)
+	}
+	return out, rows.Err()
+}
+
+// Mutate implements store.Sagas.
+func (s *Store) Mutate(ctx context.Context, ids []uuid.UUID, fn store.MutateFunc) ([]store.OutboxRow, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	_, rows, err := s.mutate(ctx, fn, `SELECT now(), `+sagaColumns+` FROM sagas WHERE id = ANY($1) ORDER BY id FOR UPDATE`, ids)
+	return rows, err
+}
+
+// MutateDue implements store.Sagas.
+func (s *Store) MutateDue(ctx context.Context, limit int, fn store.MutateFunc) (int, []store.OutboxRow, error) {
+	return s.mutate(ctx, fn, `SELECT now(), `+sagaColumns+` FROM sagas WHERE wake_at <= now() ORDER BY wake_at LIMIT $1 FOR UPDATE SKIP LOCKED`, limit)
+}
+
+func (s *Store) mutate(ctx context.Context, fn store.MutateFunc, query string, arg any) (int, []store.OutboxRow, error) {
+	var (
+		claimed int
+		out     []store.OutboxRow
+	)
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		claimed, out = 0, nil
+		rows, err := tx.Query(ctx, query, arg)
+		if err != nil {
+			return err
+		}
+		var (
+			now   time.Time
+			sagas []*store.Saga
+		)
+		for rows.Next() {
+			var rowNow time.Time
+			sg, err := scanSaga(scanPrefix{rows, &rowNow})
+			if err != nil {
+				rows.Close()
+				return err
+			}
+			now = rowNow
+			sagas = append(sagas, sg)
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		claimed = len(sagas)
+		if len(sagas) == 0 {
+			return nil
+		}
+		changes, err := fn(now, sagas)
+		if err != nil {
+			return err
+		}
+		if len(changes) == 0 {
+			return nil
+		}
+		if err := s.updateSagas(ctx, tx, now, changes); err != nil {
+			return err
+		}
+		var msgs []transport.Outgoing
+		for _, c := range changes {
+			msgs = append(msgs, c.Messages...)
+		}
+		out, err = s.insertOutbox(ctx, tx, msgs)
+		return err
+	})
+	if err != nil {
+		return 0, nil, fmt.Errorf("update sagas: %w", err)
+	}
+	return claimed, out, nil
+}
+
+// scanPrefix scans a leading now() column before the saga columns.
+type scanPrefix struct {
+	rows pgx.Rows
+	now  *time.Time
+}
+
+func (p scanPrefix) Scan(dest ...any) error {
+	return p.rows.Scan(append([]any{p.now}, dest...)...)
+}
+
+func (s *Store) updateSagas(ctx context.Context, tx pgx.Tx, now time.Time, changes []store.Change) error {
+	n := len(changes)
+	ids := make([]uuid.UUID, n)
+	statuses := make([]string, n)
+	states := make([]string, n)
+	versions := make([]int64, n)
+	wakes := make([]pgtype.Timestamptz, n)
+	fins := make([]pgtype.Timestamptz, n)
+	for i, c := range changes {
+		sg := c.Saga
+		b, err := json.Marshal(sg.State)
+		if err != nil {
+			return err
+		}
+		ids[i], statuses[i], states[i], versions[i] = sg.ID, string(sg.State.Status), string(b), sg.Version
+		wakes[i], fins[i] = tsOrNull(sg.WakeAt), tsOrNull(sg.FinishedAt)
+	}
+	tag, err := tx.Exec(ctx, `UPDATE sagas s SET status = u.status, state = u.state::jsonb, version = s.version + 1,
+			wake_at = u.wake_at, finished_at = u.finished_at, updated_at = $7
+		FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[], $6::timestamptz[])
+			AS u(id, status, state, version, wake_at, finished_at)
+		WHERE s.id = u.id AND s.version = u.version`, ids, statuses, states, versions, wakes, fins, now)
+	if err != nil {
+		return err
+	}
+	if int(tag.RowsAffected()) != n {
+		return fmt.Errorf("%w: %d of %d sagas changed under us", store.ErrConflict, n-int(tag.RowsAffected()), n)
+	}
+	for _, c := range changes {
+		c.Saga.Version++
+		c.Saga.UpdatedAt = now
+	}
+	return nil
+}
+
+func (s *Store) insertOutbox(ctx context.Context, tx pgx.Tx, msgs []transport.Outgoing) ([]store.OutboxRow, error) {
+	if len(msgs) == 0 {
+		return nil, nil
+	}
+	n := len(msgs)
+	exchanges, keys, ids, types, corrs, headers := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	bodies := make([][]byte, n)
+	for i, m := range msgs {
+		h, err := json.Marshal(m.Headers)
+		if err != nil {
+			return nil, err
+		}
+		exchanges[i], keys[i], ids[i], types[i], corrs[i], headers[i], bodies[i] = m.Exchange, m.RoutingKey, m.MessageID, m.Type, m.CorrelationID, string(h), m.Body
+	}
+	rows, err := tx.Query(ctx, `INSERT INTO outbox (exchange, routing_key, message_id, type, correlation_id, headers, body, lease_until)
+		SELECT e, k, m, t, c, h::jsonb, b, now() + $8::interval
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[]) WITH ORDINALITY AS u(e, k, m, t, c, h, b, ord)
+		ORDER BY ord
+		RETURNING id`, exchanges, keys, ids, types, corrs, headers, bodies, s.cfg.OutboxLease)
+	if err != nil {
+		return nil, err
+	}
+	rowIDs, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, err
+	}
+	if len(rowIDs) != n {
+		return nil, fmt.Errorf("outbox insert returned %d ids for %d messages", len(rowIDs), n)
+	}
+	out := make([]store.OutboxRow, n)
+	for i := range msgs {
+		out[i] = store.OutboxRow{ID: rowIDs[i], Outgoing: msgs[i]}
+	}
+	// ORDER BY ord makes the serial ids follow the input order, and RETURNING yields the rows
+	// in the order they were inserted, so ids map to messages by position.
+	return out, nil
+}
+
+// --- outbox ---
+
+type outboxStore struct{ s *Store }
+
+func (o outboxStore) ClaimExpired(ctx context.Context, limit int, lease time.Duration) ([]store.OutboxRow, error) {
+	rows, err := o.s.pool.Query(ctx, `UPDATE outbox SET lease_until = now() + $2::interval, attempts = attempts + 1
+		WHERE id IN (SELECT id FROM outbox WHERE lease_until < now() ORDER BY lease_until LIMIT $1 FOR UPDATE SKIP LOCKED)
+		RETURNING id, exchange, routing_key, message_id, type, correlation_id, headers, body, attempts`, limit, lease)
+	if err != nil {
+		return nil, fmt.Errorf("claim outbox rows: %w", err)
+	}
+	defer rows.Close()
+	var out []store.OutboxRow
+	for rows.Next() {
+		var (
+			r       store.OutboxRow
+			headers []byte
+		)
+		if err := rows.Scan(&r.ID, &r.Exchange, &r.RoutingKey, &r.MessageID, &r.Type, &r.CorrelationID, &headers, &r.Body, &r.Attempts); err != nil {
+			return nil, fmt.Errorf("claim outbox rows: %w", err)
+		}
+		if err := json.Unmarshal(headers, &r.Headers); err != nil {
+			return nil, fmt.Errorf("outbox row %d headers: %w", r.ID, err)
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+func (o outboxStore) Delete(ctx context.Context, ids []int64) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	// Losing this delete in a crash only republishes confirmed messages, which consumers
+	// deduplicate; so it need not wait for the WAL flush.
+	err := pgx.BeginFunc(ctx, o.s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `DELETE FROM outbox WHERE id = ANY($1)`, ids)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("delete %d outbox rows: %w", len(ids), err)
+	}
+	return nil
+}
+
+func (o outboxStore) Backlog(ctx context.Context) (int, time.Duration, error) {
+	var (
+		n   int
+		age float64
+	)
+	err := o.s.pool.QueryRow(ctx, `SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0) FROM outbox`).Scan(&n, &age)
+	if err != nil {
+		return 0, 0, fmt.Errorf("outbox backlog: %w", err)
+	}
+	return n, time.Duration(age * float64(time.Second)), nil
+}
+
+// --- transactions ---
+
+// inTx runs fn in a transaction, retrying on deadlock and serialization failure. fn must be
+// safe to run again.
+func (s *Store) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
+	var err error
+	for attempt := 0; attempt <= s.cfg.MaxTxRetries; attempt++ {
+		err = pgx.BeginFunc(ctx, s.pool, fn)
+		if err == nil || !retryable(err) {
+			return err
+		}
+	}
+	return err
+}
+
+func retryable(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "40001", "40P01": // serialization_failure, deadlock_detected
+			return true
+		}
+	}
+	return errors.Is(err, store.ErrConflict)
+}

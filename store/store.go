@@ -1,0 +1,112 @@
+// Package store is the seam between the coordinator and its database. store/pgstore implements it
+// over PostgreSQL with pgx. Every method that changes a saga also writes the messages the change
+// causes into the outbox in the same transaction, so nothing is published that was not committed
+// and nothing committed is left unpublished.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/sagacoord/sagacoord/saga"
+	"github.com/sagacoord/sagacoord/transport"
+)
+
+// Sentinel errors; implementations translate driver errors to these.
+var (
+	ErrNotFound = errors.New("not found")
+	// ErrConflict means an optimistic version check failed: someone else changed the row.
+	ErrConflict = errors.New("concurrent update")
+)
+
+// Saga is one stored saga.
+type Saga struct {
+	ID                uuid.UUID
+	DefinitionName    string
+	DefinitionVersion int
+	// State holds the status, the input and the steps.
+	State *saga.State
+	// RequestHash identifies the StartSaga request that created the saga (idempotency).
+	RequestHash string
+	Version     int64
+	WakeAt      time.Time
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+	FinishedAt  time.Time
+}
+
+// OutboxRow is a message waiting in the outbox.
+type OutboxRow struct {
+	ID int64
+	transport.Outgoing
+	Attempts int
+}
+
+// ListFilter selects sagas for ListSagas.
+type ListFilter struct {
+	Status     saga.Status
+	Definition string
+	Limit      int
+	// After continues a listing after this saga (from the previous page's last element).
+	AfterCreatedAt time.Time
+	AfterID        uuid.UUID
+}
+
+// Change is what a MutateFunc decided for one saga.
+type Change struct {
+	Saga *Saga
+	// Messages are committed to the outbox with the saga's new state.
+	Messages []transport.Outgoing
+}
+
+// MutateFunc receives the locked sagas and the database time, changes the sagas it wants to
+// (in place) and returns one Change per changed saga. It must not do I/O: it may run again if the
+// transaction is retried.
+type MutateFunc func(now time.Time, sagas []*Saga) ([]Change, error)
+
+// Definitions stores saga definitions.
+type Definitions interface {
+	// RegisterDefinition stores def (normalized) as a new version unless identical content is
+	// already stored. It returns the stored definition and whether it was created.
+	RegisterDefinition(ctx context.Context, def saga.Definition) (saga.Definition, bool, error)
+	// GetDefinition returns a version, or the latest when version is 0.
+	GetDefinition(ctx context.Context, name string, version int) (saga.Definition, error)
+	// ListDefinitions returns the latest version of every definition.
+	ListDefinitions(ctx context.Context) ([]saga.Definition, error)
+}
+
+// Sagas stores sagas.
+type Sagas interface {
+	// CreateSaga inserts the saga that build returns, with its messages, unless a saga with the
+	// same id exists: then it returns the existing saga and created false, and writes nothing.
+	CreateSaga(ctx context.Context, id uuid.UUID, build func(now time.Time) (Change, error)) (s *Saga, created bool, rows []OutboxRow, err error)
+	GetSaga(ctx context.Context, id uuid.UUID) (*Saga, error)
+	ListSagas(ctx context.Context, f ListFilter) ([]*Saga, error)
+	// Mutate locks the sagas with the given ids, passes those that exist to fn, and writes back
+	// fn's changes and their messages in one transaction. It returns the outbox rows written.
+	Mutate(ctx context.Context, ids []uuid.UUID, fn MutateFunc) ([]OutboxRow, error)
+	// MutateDue is Mutate for at most limit sagas whose wake_at has passed, skipping sagas other
+	// instances hold locked. It returns how many sagas it claimed.
+	MutateDue(ctx context.Context, limit int, fn MutateFunc) (int, []OutboxRow, error)
+}
+
+// Store is everything the coordinator keeps in its database.
+type Store interface {
+	Definitions
+	Sagas
+	// Outbox returns the outbox of the same database.
+	Outbox() Outbox
+}
+
+// Outbox is the relay's view of the outbox table.
+type Outbox interface {
+	// ClaimExpired leases up to limit rows whose lease has lapsed, for the given duration.
+	ClaimExpired(ctx context.Context, limit int, lease time.Duration) ([]OutboxRow, error)
+	// Delete removes rows the broker confirmed.
+	Delete(ctx context.Context, ids []int64) error
+	// Backlog returns the number of rows and the age of the oldest.
+	Backlog(ctx context.Context) (int, time.Duration, error)
+}
