@@ -1,0 +1,224 @@
+// Package coordinator assembles a coordinator process: database pool, broker transport, outbox
+// relay, engine and gRPC server, with their configuration.
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"google.golang.org/grpc"
+
+	"github.com/sagacoord/sagacoord/internal/engine"
+	"github.com/sagacoord/sagacoord/internal/server"
+	"github.com/sagacoord/sagacoord/migrations"
+	"github.com/sagacoord/sagacoord/outbox"
+	"github.com/sagacoord/sagacoord/store/pgstore"
+	"github.com/sagacoord/sagacoord/transport/amqptransport"
+)
+
+// Config is the coordinator's configuration. Flags and environment variables map onto it (see
+// cmd/coordinator).
+type Config struct {
+	// DatabaseURL is the PostgreSQL URL. Required.
+	DatabaseURL string
+	// AMQPURL is the RabbitMQ URL. Required.
+	AMQPURL string
+	// ListenAddr is the gRPC listen address. Default 127.0.0.1:7233.
+	ListenAddr string
+	// QueueType is "classic" (default) or "quorum".
+	QueueType string
+	// Migrate applies pending migrations at start instead of refusing to serve.
+	Migrate bool
+	// MaxPayloadBytes bounds a saga's input. Default 256 KiB.
+	MaxPayloadBytes int
+	// DBMaxConns sizes the pool. Default 16.
+	DBMaxConns int32
+	// Name identifies the process in broker connection names and logs. Default "coordinator".
+	Name string
+	// DisableOutbox never publishes (a test-only fault for the chaos suite).
+	DisableOutbox bool
+	// CrashAfterConfirm kills the process after the first batch the broker confirmed and before
+	// its outbox rows are deleted (a test-only crash point for the chaos suite).
+	CrashAfterConfirm func()
+	Logger            *slog.Logger
+}
+
+// WithDefaults returns c with defaults filled in.
+func (c Config) WithDefaults() Config {
+	if c.ListenAddr == "" {
+		c.ListenAddr = "127.0.0.1:7233"
+	}
+	if c.QueueType == "" {
+		c.QueueType = "classic"
+	}
+	if c.DBMaxConns == 0 {
+		c.DBMaxConns = 16
+	}
+	if c.Name == "" {
+		c.Name = "coordinator"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	if c.DatabaseURL == "" {
+		return errors.New("database URL is required (--database-url or SAGACOORD_DATABASE_URL)")
+	}
+	if c.AMQPURL == "" {
+		return errors.New("AMQP URL is required (--amqp-url or SAGACOORD_AMQP_URL)")
+	}
+	if c.QueueType != "classic" && c.QueueType != "quorum" {
+		return fmt.Errorf("queue type %q must be classic or quorum", c.QueueType)
+	}
+	return nil
+}
+
+// Redact hides the password in a URL for logs.
+func Redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparseable URL)"
+	}
+	return u.Redacted()
+}
+
+// OpenPool opens a pool on the database URL.
+func OpenPool(ctx context.Context, databaseURL string, maxConns int32) (*pgxpool.Pool, error) {
+	pc, err := pgxpool.ParseConfig(databaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("database URL: %w", err)
+	}
+	if maxConns > 0 {
+		pc.MaxConns = maxConns
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("open database %s: %w", Redact(databaseURL), err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := pool.Ping(pctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connect to database %s: %w", Redact(databaseURL), err)
+	}
+	return pool, nil
+}
+
+// Coordinator is a running coordinator.
+type Coordinator struct {
+	cfg       Config
+	pool      *pgxpool.Pool
+	transport *amqptransport.Transport
+	relay     *outbox.Relay
+	engine    *engine.Engine
+	grpc      *grpc.Server
+	lis       net.Listener
+	served    chan error
+}
+
+// Start connects, checks the schema, and serves until Stop.
+func Start(ctx context.Context, cfg Config) (*Coordinator, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	c := &Coordinator{cfg: cfg, served: make(chan error, 1)}
+	ok := false
+	defer func() {
+		if !ok {
+			c.Stop()
+		}
+	}()
+	var err error
+	if c.pool, err = OpenPool(ctx, cfg.DatabaseURL, cfg.DBMaxConns); err != nil {
+		return nil, err
+	}
+	mig := &migrations.Migrator{Pool: c.pool}
+	if cfg.Migrate {
+		applied, err := mig.Up(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if len(applied) > 0 {
+			log.Info("applied migrations", "versions", applied)
+		}
+	}
+	if err := mig.Check(ctx); err != nil {
+		return nil, err
+	}
+	c.transport, err = amqptransport.New(ctx, amqptransport.Config{
+		URL:            cfg.AMQPURL,
+		QueueType:      cfg.QueueType,
+		Logger:         log,
+		ConnectionName: cfg.Name,
+	})
+	if err != nil {
+		return nil, err
+	}
+	st := pgstore.New(c.pool, pgstore.Config{})
+	c.relay = outbox.NewRelay(st.Outbox(), c.transport, outbox.Config{Logger: log, Disabled: cfg.DisableOutbox, AfterConfirm: cfg.CrashAfterConfirm})
+	c.engine, err = engine.New(engine.Config{Store: st, Transport: c.transport, Relay: c.relay, Logger: log, MaxPayloadBytes: cfg.MaxPayloadBytes})
+	if err != nil {
+		return nil, err
+	}
+	if err := c.relay.Start(ctx); err != nil {
+		return nil, err
+	}
+	if err := c.engine.Start(ctx); err != nil {
+		return nil, err
+	}
+	c.lis, err = net.Listen("tcp", cfg.ListenAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", cfg.ListenAddr, err)
+	}
+	c.grpc = server.NewGRPCServer(&server.SagaService{Engine: c.engine, Logger: log})
+	go func() { c.served <- c.grpc.Serve(c.lis) }()
+	log.Info("coordinator serving", "addr", c.lis.Addr().String(), "database", Redact(cfg.DatabaseURL), "amqp", Redact(cfg.AMQPURL))
+	ok = true
+	return c, nil
+}
+
+// Addr returns the gRPC listen address.
+func (c *Coordinator) Addr() string { return c.lis.Addr().String() }
+
+// Engine returns the engine.
+func (c *Coordinator) Engine() *engine.Engine { return c.engine }
+
+// Done returns a channel that receives the gRPC server's exit.
+func (c *Coordinator) Done() <-chan error { return c.served }
+
+// Stop shuts down gracefully: stops accepting calls, lets in-flight batches commit, closes
+// connections. It is idempotent.
+func (c *Coordinator) Stop() {
+	if c.grpc != nil {
+		done := make(chan struct{})
+		go func() { c.grpc.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			c.grpc.Stop()
+		}
+	}
+	if c.engine != nil {
+		c.engine.Stop()
+	}
+	if c.relay != nil {
+		c.relay.Stop()
+	}
+	if c.transport != nil {
+		_ = c.transport.Close()
+	}
+	if c.pool != nil {
+		c.pool.Close()
+	}
+}
