@@ -1,0 +1,41 @@
+# sagacoord: run `make help` for the targets.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin
+PROTOC_GEN_GO_VERSION := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.0
+GOBIN := $(shell $(GO) env GOPATH)/bin
+
+.PHONY: help build generate lint test test-short demo services clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
+
+build: ## build the binaries into bin/
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+generate: ## regenerate the gRPC code from proto/ (needs protoc; installs the Go plugins)
+	@command -v protoc >/dev/null || { echo "protoc missing: apt-get install -y protobuf-compiler"; exit 1; }
+	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	$(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	PATH="$(GOBIN):$$PATH" protoc -I proto --go_out=gen --go_opt=paths=source_relative \
+		--go-grpc_out=gen --go-grpc_opt=paths=source_relative proto/sagacoord/v1/*.proto
+
+lint: ## gofmt and go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+test: lint ## run every test against the local PostgreSQL and RabbitMQ, with -race
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+test-short: ## unit tests only (no services needed where tests allow)
+	$(GO) test -race -short ./...
+
+services: ## start the local PostgreSQL and RabbitMQ if they are down
+	scripts/services.sh
+
+demo: build services ## run the whole system locally and print how many sagas completed and compensated
+	scripts/demo.sh
+
+clean: ## remove build outputs
+	rm -rf $(BIN)
