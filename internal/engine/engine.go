@@ -99,6 +99,7 @@ type Engine struct {
 	log *slog.Logger
 
 	machines sync.Map // defKey -> *saga.Machine; definitions are immutable
+	latest   sync.Map // name -> latestVersion
 
 	mu      sync.Mutex
 	cancel  context.CancelFunc
@@ -186,18 +187,38 @@ func (e *Engine) declareParticipants(ctx context.Context, d saga.Definition) err
 	return nil
 }
 
-// machine returns the machine of a definition version, loading it once.
+// machine returns the machine of a definition version, loading each version once (versions are
+// immutable). Version 0 means the latest, which another instance may change at any time: it is
+// remembered for latestTTL only.
 func (e *Engine) machine(ctx context.Context, name string, version int) (*saga.Machine, error) {
-	k := defKey{name, version}
-	if m, ok := e.machines.Load(k); ok {
-		return m.(*saga.Machine), nil
+	if version == 0 {
+		if l, ok := e.latest.Load(name); ok && time.Since(l.(latestVersion).at) < latestTTL {
+			version = l.(latestVersion).version
+		}
+	}
+	if version > 0 {
+		if m, ok := e.machines.Load(defKey{name, version}); ok {
+			return m.(*saga.Machine), nil
+		}
 	}
 	def, err := e.cfg.Store.GetDefinition(ctx, name, version)
 	if err != nil {
 		return nil, err
 	}
-	m, _ := e.machines.LoadOrStore(k, saga.NewMachine(&def))
+	if version == 0 {
+		e.latest.Store(name, latestVersion{version: def.Version, at: time.Now()})
+	}
+	m, _ := e.machines.LoadOrStore(defKey{name, def.Version}, saga.NewMachine(&def))
 	return m.(*saga.Machine), nil
+}
+
+// latestTTL bounds how long StartSaga without a version may keep using a version after a newer
+// one was registered on another instance.
+const latestTTL = time.Second
+
+type latestVersion struct {
+	version int
+	at      time.Time
 }
 
 // RegisterDefinition validates and stores a definition and declares its participants' queues,
@@ -210,7 +231,11 @@ func (e *Engine) RegisterDefinition(ctx context.Context, def saga.Definition) (s
 	if err := e.declareParticipants(ctx, n); err != nil {
 		return saga.Definition{}, false, err
 	}
-	return e.cfg.Store.RegisterDefinition(ctx, n)
+	stored, created, err := e.cfg.Store.RegisterDefinition(ctx, n)
+	if err == nil {
+		e.latest.Delete(n.Name)
+	}
+	return stored, created, err
 }
 
 // StartRequest asks for a saga to start.
