@@ -124,7 +124,7 @@ func (p RetryPolicy) validate(field string) error {
 		return invalid(field+".max_backoff", "is %s; it must be at least initial_backoff (%s)", p.MaxBackoff, p.InitialBackoff)
 	case p.MaxBackoff > MaxTimeout:
 		return invalid(field+".max_backoff", "is %s; the limit is %s", p.MaxBackoff, MaxTimeout)
-	case p.Multiplier < 1 || p.Multiplier > 10:
+	case !(p.Multiplier >= 1 && p.Multiplier <= 10): // also NaN, which JSON cannot encode
 		return invalid(field+".multiplier", "is %g; it must be between 1 and 10", p.Multiplier)
 	}
 	return nil

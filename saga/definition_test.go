@@ -3,6 +3,7 @@ package saga_test
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -58,7 +59,10 @@ func TestValidationErrors(t *testing.T) {
 		{"max backoff too long", func(d *saga.Definition) { d.Steps[0].Retry.MaxBackoff = 25 * time.Hour }, "steps[0].retry.max_backoff", "the limit is 24h0m0s"},
 		{"multiplier below 1", func(d *saga.Definition) { d.Steps[0].Retry.Multiplier = 0.5 }, "steps[0].retry.multiplier", "between 1 and 10"},
 		{"multiplier above 10", func(d *saga.Definition) { d.Steps[0].Retry.Multiplier = 11 }, "steps[0].retry.multiplier", "between 1 and 10"},
+		{"multiplier NaN", func(d *saga.Definition) { d.Steps[0].Retry.Multiplier = math.NaN() }, "steps[0].retry.multiplier", "between 1 and 10"},
+		{"multiplier infinite", func(d *saga.Definition) { d.Steps[0].Retry.Multiplier = math.Inf(1) }, "steps[0].retry.multiplier", "between 1 and 10"},
 		{"bad compensation retry", func(d *saga.Definition) { d.Steps[1].CompensationRetry.MaxAttempts = -3 }, "steps[1].compensation_retry.max_attempts", "is -3"},
+		{"compensation retry multiplier NaN", func(d *saga.Definition) { d.Steps[1].CompensationRetry.Multiplier = math.NaN() }, "steps[1].compensation_retry.multiplier", "between 1 and 10"},
 		{"unknown dependency", func(d *saga.Definition) { d.Steps[1].DependsOn = []string{"zz"} }, "steps[1].depends_on[0]", `unknown step "zz"`},
 		{"self dependency", func(d *saga.Definition) { d.Steps[1].DependsOn = []string{"b"} }, "steps[1].depends_on[0]", `step "b" depends on itself`},
 		{"dependency listed twice", func(d *saga.Definition) { d.Steps[2].DependsOn = []string{"a", "b", "a"} }, "steps[2].depends_on[2]", `"a" is listed twice`},
