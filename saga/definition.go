@@ -214,7 +214,7 @@ func (d Definition) Validate() error {
 				return err
 			}
 		}
-		if s.Timeout <= 0 || s.Timeout > MaxTimeout {
+		if s.Timeout < time.Millisecond || s.Timeout > MaxTimeout {
 			return invalid(f+".timeout", "is %s; it must be between 1ms and %s", s.Timeout, MaxTimeout)
 		}
 		if err := s.Retry.validate(f + ".retry"); err != nil {

@@ -50,6 +50,7 @@ func TestValidationErrors(t *testing.T) {
 		{"bad compensation", func(d *saga.Definition) { d.Steps[1].Compensation = "undo!" }, "steps[1].compensation", "may contain only"},
 		{"negative timeout", func(d *saga.Definition) { d.Steps[0].Timeout = -time.Second }, "steps[0].timeout", "between 1ms and 24h0m0s"},
 		{"timeout too long", func(d *saga.Definition) { d.Steps[0].Timeout = 25 * time.Hour }, "steps[0].timeout", "between 1ms and 24h0m0s"},
+		{"timeout below 1ms", func(d *saga.Definition) { d.Steps[0].Timeout = time.Microsecond }, "steps[0].timeout", "between 1ms and 24h0m0s"},
 		{"negative max attempts", func(d *saga.Definition) { d.Steps[0].Retry.MaxAttempts = -1 }, "steps[0].retry.max_attempts", "between 1 and 1000"},
 		{"too many attempts", func(d *saga.Definition) { d.Steps[0].Retry.MaxAttempts = 1001 }, "steps[0].retry.max_attempts", "between 1 and 1000"},
 		{"tiny initial backoff", func(d *saga.Definition) { d.Steps[0].Retry.InitialBackoff = time.Microsecond }, "steps[0].retry.initial_backoff", "at least 1ms"},
