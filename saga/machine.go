@@ -215,6 +215,11 @@ func (m *Machine) Tick(s *State, now time.Time) (cmds []Command, changed bool) {
 	if s.Status.Terminal() {
 		return nil, false
 	}
+	// The deadline goes first so that no action retry due at the same time is sent after it.
+	if s.Status == StatusRunning && !s.Deadline.IsZero() && !s.Deadline.After(now) && !m.pastPivot(s) {
+		m.compensate(s, "deadline exceeded at "+s.Deadline.UTC().Format(time.RFC3339Nano), now)
+		changed = true
+	}
 	for i := range s.Steps {
 		st := &s.Steps[i]
 		if st.TimerAt.IsZero() || st.TimerAt.After(now) {
@@ -223,6 +228,9 @@ func (m *Machine) Tick(s *State, now time.Time) (cmds []Command, changed bool) {
 		switch {
 		case st.Waiting && s.Status == StatusFailed:
 			// Retries wait for the operator.
+			continue
+		case st.Waiting && st.Status == StepRunning && s.Status != StatusRunning:
+			// The saga began compensating in this tick: advance cancels the retry.
 			continue
 		case st.Waiting:
 			st.Waiting = false
@@ -238,10 +246,6 @@ func (m *Machine) Tick(s *State, now time.Time) (cmds []Command, changed bool) {
 		default:
 			st.TimerAt = time.Time{}
 		}
-		changed = true
-	}
-	if s.Status == StatusRunning && !s.Deadline.IsZero() && !s.Deadline.After(now) && !m.pastPivot(s) {
-		m.compensate(s, "deadline exceeded at "+s.Deadline.UTC().Format(time.RFC3339Nano), now)
 		changed = true
 	}
 	if !changed {
@@ -279,7 +283,8 @@ func (m *Machine) Retry(s *State, now time.Time) ([]Command, error) {
 	var cmds []Command
 	for i := range s.Steps {
 		st := &s.Steps[i]
-		if !st.Waiting {
+		if !st.Waiting || st.Status == StepRunning && resume != StatusRunning {
+			// An action retry of a compensating saga is not sent: advance cancels it.
 			continue
 		}
 		st.AttemptBase = st.Attempt

@@ -699,6 +699,83 @@ func TestRepliesWhileCompensating(t *testing.T) {
 	}
 }
 
+// TestRetryDoesNotResendCancelledActions: a saga that failed while compensating resumes
+// compensating; an action retry that was pending when it failed is cancelled, not sent.
+func TestRetryDoesNotResendCancelledActions(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		// park makes b's action wait for a retry while the saga is FAILED.
+		park func(x *sim)
+		want []saga.Command
+		b    saga.StepStatus
+	}{
+		{"retry reply", func(x *sim) { require.Empty(t, x.retry(1)) }, []saga.Command{comp(0, 2)}, failed},
+		{"timeout: uncertain", func(x *sim) { require.Empty(t, x.wake()) }, []saga.Command{comp(0, 2), comp(1, 1)}, compensating},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			// a and b are roots; c depends on a.
+			a := step("a")
+			a.CompensationRetry.MaxAttempts = 1
+			b := step("b")
+			b.Timeout = time.Minute
+			x, cmds := start(t, normalize(t, a, b, step("c", "a")), time.Time{})
+			require.Equal(t, []saga.Command{act(0, 1), act(1, 1)}, cmds)
+			require.Equal(t, []saga.Command{act(2, 1)}, x.ok(0))
+			require.Equal(t, []saga.Command{comp(0, 1)}, x.fail(2))
+			require.Empty(t, x.must(0, saga.KindCompensate, saga.OutcomeFailed))
+			require.Equal(t, saga.StatusFailed, x.s.Status)
+			require.Equal(t, saga.StatusCompensating, x.s.ResumeStatus)
+
+			tc.park(x)
+			require.Equal(t, running, x.s.Steps[1].Status)
+			require.True(t, x.s.Steps[1].Waiting)
+			cmds, err := x.resume()
+			require.NoError(t, err)
+			require.ElementsMatch(t, tc.want, cmds, "no action is sent to a compensating saga")
+			require.Equal(t, tc.b, x.s.Steps[1].Status)
+			for _, c := range cmds {
+				x.compOK(c.StepIndex)
+			}
+			require.Equal(t, saga.StatusCompensated, x.s.Status)
+		})
+	}
+}
+
+// TestTickSendsNoActionOnceCompensating: timers that fall due together with the event that makes
+// the saga compensate do not send action retries.
+func TestTickSendsNoActionOnceCompensating(t *testing.T) {
+	t.Parallel()
+	t.Run("a sibling exhausts its attempts", func(t *testing.T) {
+		t.Parallel()
+		b, c := step("b", "a"), step("c", "a")
+		b.Timeout = time.Second
+		b.Retry.MaxAttempts = 1
+		c.Retry.InitialBackoff = time.Millisecond
+		x, _ := start(t, normalize(t, step("a"), b, c), time.Time{})
+		x.ok(0)
+		require.Empty(t, x.retry(2))
+		x.wait(time.Second) // b times out and c's backoff has passed
+		cmds, changed := x.tick()
+		require.True(t, changed)
+		require.Equal(t, []saga.Command{comp(1, 1)}, cmds, "b may have been applied; c's retry is cancelled")
+		require.Equal(t, saga.StatusCompensating, x.s.Status)
+		require.Equal(t, []saga.StepStatus{succeeded, compensating, failed}, x.statuses())
+	})
+	t.Run("the deadline passes", func(t *testing.T) {
+		t.Parallel()
+		x, _ := start(t, normalize(t, step("a"), step("b")), t0.Add(time.Second))
+		x.ok(0)
+		require.Empty(t, x.retry(1))
+		x.wait(time.Hour)
+		cmds, changed := x.tick()
+		require.True(t, changed)
+		require.Equal(t, []saga.Command{comp(0, 1)}, cmds)
+		require.Equal(t, []saga.StepStatus{compensating, failed}, x.statuses())
+	})
+}
+
 // TestStateSurvivesJSON stores the state as the engine does (ID and Status in their own columns)
 // and carries on from the copy.
 func TestStateSurvivesJSON(t *testing.T) {
