@@ -1,0 +1,262 @@
+package amqptransport
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/sagacoord/sagacoord/transport"
+)
+
+// maxChunk is the most messages in flight on one confirm channel, and the capacity of its
+// NotifyReturn buffer. amqp091-go hands basic.return frames to that buffer from its reader
+// goroutine and gives up on a full buffer after a timeout, so a batch never has more
+// unconfirmed messages than the buffer holds; larger batches go in chunks.
+const maxChunk = 1024
+
+// pubChannel is a confirm-mode channel of the publishing connection. It is in the pool only when
+// clean: every message published on it has been confirmed and its returns drained.
+type pubChannel struct {
+	sess     *session
+	ch       *amqp.Channel
+	returns  chan amqp.Return
+	closes   chan *amqp.Error
+	closeErr *amqp.Error // the channel's close reason, once read from closes
+}
+
+// reason returns why the channel closed, when amqp091-go reported it.
+func (pc *pubChannel) reason() error {
+	if pc.closeErr == nil {
+		select {
+		case e, ok := <-pc.closes:
+			if ok && e != nil {
+				pc.closeErr = e
+			}
+		default:
+		}
+	}
+	if pc.closeErr == nil {
+		return amqp.ErrClosed
+	}
+	return pc.closeErr
+}
+
+// Publish publishes msgs persistently with the mandatory flag on a confirm channel, pipelined,
+// and waits for every confirm. The result has one entry per message: nil when the broker
+// confirmed and routed it; an error wrapping transport.ErrReturned when no queue was bound for
+// it; transport.ErrNacked when the broker refused it; ErrBlocked while the broker blocks
+// publishers; otherwise a connection or context error, after which the message may or may not
+// have been enqueued. Publish returns by ctx's deadline even when the broker stops reading, and
+// never waits for a lost connection to come back: the caller publishes the failed messages
+// again later. Concurrent calls share Config.PublishChannels channels.
+func (t *Transport) Publish(ctx context.Context, msgs []transport.Outgoing) []error {
+	errs := make([]error, len(msgs))
+	if len(msgs) == 0 {
+		return errs
+	}
+	fill := func(from int, err error) {
+		for i := from; i < len(errs); i++ {
+			if errs[i] == nil {
+				errs[i] = err
+			}
+		}
+	}
+	if t.isClosed() {
+		fill(0, ErrClosed)
+		return errs
+	}
+	var pc *pubChannel
+	select {
+	case pc = <-t.pool:
+	case <-ctx.Done():
+		fill(0, fmt.Errorf("publish: wait for a free publish channel: %w", ctx.Err()))
+		return errs
+	case <-t.closing:
+		fill(0, ErrClosed)
+		return errs
+	}
+	defer func() { t.pool <- pc }()
+
+	for start := 0; start < len(msgs); start += maxChunk {
+		end := min(start+maxChunk, len(msgs))
+		if pc == nil || pc.ch.IsClosed() {
+			var err error
+			if pc, err = t.openPubChannel(ctx); err != nil {
+				fill(start, fmt.Errorf("publish: %w", err))
+				return errs
+			}
+		}
+		if err := pc.sess.blockedErr(); err != nil {
+			fill(start, fmt.Errorf("publish: %w", err))
+			return errs
+		}
+		if !t.publishChunk(ctx, pc, msgs[start:end], errs[start:end]) {
+			t.discard(pc)
+			pc = nil
+		}
+	}
+	return errs
+}
+
+// openPubChannel opens a confirm channel on the publishing connection, redialling it if needed.
+func (t *Transport) openPubChannel(ctx context.Context) (*pubChannel, error) {
+	s, err := t.publisher.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.blockedErr(); err != nil {
+		return nil, err
+	}
+	stop := t.interruptible(ctx, s, "open publish channel")
+	defer stop()
+	ch, err := s.conn.Channel()
+	if err != nil {
+		return nil, fmt.Errorf("open publish channel: %w", err)
+	}
+	pc := &pubChannel{
+		sess:    s,
+		ch:      ch,
+		returns: ch.NotifyReturn(make(chan amqp.Return, maxChunk)),
+		closes:  ch.NotifyClose(make(chan *amqp.Error, 1)),
+	}
+	if err := ch.Confirm(false); err != nil {
+		_ = ch.Close()
+		return nil, fmt.Errorf("put publish channel in confirm mode: %w", err)
+	}
+	return pc, nil
+}
+
+// discard closes a channel that may still have unconfirmed messages, so their late confirms and
+// returns can never be mistaken for those of a later batch. Closing waits for the broker, which
+// may be blocked, so it happens in the background; Close ends it by closing the connection.
+func (t *Transport) discard(pc *pubChannel) {
+	if pc.ch.IsClosed() {
+		return
+	}
+	t.goTracked(func() { _ = pc.ch.Close() })
+}
+
+// publishChunk publishes msgs pipelined on pc, waits for their confirms and matches the returns,
+// writing one result per message into errs. It reports whether pc is still clean.
+func (t *Transport) publishChunk(ctx context.Context, pc *pubChannel, msgs []transport.Outgoing, errs []error) (clean bool) {
+	confirms := make([]*amqp.DeferredConfirmation, len(msgs))
+	var writing atomic.Bool
+	stop := afterFunc(ctx, func() {
+		if writing.Load() {
+			t.log.Warn("publish write outlived its context (broker not reading); closing the connection",
+				"generation", pc.sess.gen)
+			_ = pc.sess.conn.CloseDeadline(time.Now())
+		}
+	})
+	now := time.Now()
+	sent := 0
+	for i := range msgs {
+		m := &msgs[i]
+		writing.Store(true)
+		dc, err := pc.ch.PublishWithDeferredConfirmWithContext(ctx, m.Exchange, m.RoutingKey, true, false, toPublishing(m, now))
+		writing.Store(false)
+		if err != nil {
+			if ctx.Err() == nil && pc.ch.IsClosed() {
+				err = pc.reason()
+			}
+			err = fmt.Errorf("publish %s: %w", describe(m), err)
+			for j := i; j < len(msgs); j++ {
+				errs[j] = err
+			}
+			break
+		}
+		confirms[i] = dc
+		sent++
+	}
+	stop()
+
+	for i, dc := range confirms {
+		if dc == nil {
+			continue
+		}
+		select {
+		case <-dc.Done():
+		case <-ctx.Done():
+			for j := i; j < len(confirms); j++ {
+				if confirms[j] != nil {
+					errs[j] = fmt.Errorf("publish %s: wait for the broker's confirm: %w", describe(&msgs[j]), ctx.Err())
+				}
+			}
+			return false
+		}
+		if !dc.Acked() {
+			// amqp091-go resolves outstanding confirms as nacks when the channel closes.
+			if pc.ch.IsClosed() {
+				errs[i] = fmt.Errorf("publish %s: channel closed before the broker confirmed: %w", describe(&msgs[i]), pc.reason())
+			} else {
+				errs[i] = fmt.Errorf("publish %s: %w", describe(&msgs[i]), transport.ErrNacked)
+			}
+		}
+	}
+
+	// Every confirm is in. The broker sends a message's basic.return before its basic.ack, and
+	// amqp091-go delivers the return to NotifyReturn before it processes the ack, so the returns
+	// of this chunk are all buffered now.
+	t.matchReturns(pc, msgs, errs)
+	return sent == len(msgs) && !pc.ch.IsClosed()
+}
+
+// matchReturns drains pc's returns and marks the messages they belong to. Returns carry no
+// delivery tag; they arrive in publish order, so each is matched to the first message with the
+// same id, exchange and routing key that is not yet marked.
+func (t *Transport) matchReturns(pc *pubChannel, msgs []transport.Outgoing, errs []error) {
+	for {
+		var r amqp.Return
+		select {
+		case ret, ok := <-pc.returns:
+			if !ok {
+				return
+			}
+			r = ret
+		default:
+			return
+		}
+		matched := false
+		for i := range msgs {
+			m := &msgs[i]
+			if errs[i] == nil && m.MessageID == r.MessageId && m.Exchange == r.Exchange && m.RoutingKey == r.RoutingKey {
+				errs[i] = fmt.Errorf("publish %s: %w (%d %s)", describe(m), transport.ErrReturned, r.ReplyCode, r.ReplyText)
+				matched = true
+				break
+			}
+		}
+		if !matched {
+			// Cannot happen while only clean channels are reused; logged in case it does.
+			t.log.Error("broker returned a message that this batch does not hold",
+				"message_id", r.MessageId, "exchange", r.Exchange, "routing_key", r.RoutingKey)
+		}
+	}
+}
+
+// toPublishing maps a message onto AMQP properties. Every message is persistent.
+func toPublishing(m *transport.Outgoing, now time.Time) amqp.Publishing {
+	var headers amqp.Table
+	if len(m.Headers) > 0 {
+		headers = make(amqp.Table, len(m.Headers))
+		for k, v := range m.Headers {
+			headers[k] = v
+		}
+	}
+	return amqp.Publishing{
+		Headers:       headers,
+		ContentType:   m.ContentType,
+		DeliveryMode:  amqp.Persistent,
+		CorrelationId: m.CorrelationID,
+		MessageId:     m.MessageID,
+		Timestamp:     now,
+		Type:          m.Type,
+		Body:          m.Body,
+	}
+}
+
+func describe(m *transport.Outgoing) string {
+	return fmt.Sprintf("message %q to exchange %q with routing key %q", m.MessageID, m.Exchange, m.RoutingKey)
+}

@@ -1,0 +1,149 @@
+package amqptransport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/sagacoord/sagacoord/protocol"
+)
+
+// maxNameBytes is the longest queue or exchange name AMQP 0-9-1 allows (a short string).
+const maxNameBytes = 255
+
+// workQueueArgs returns the declaration arguments of every queue that holds work: the reply queue
+// and each participant's queue. The coordinator and the participant SDK both declare these queues
+// and RabbitMQ refuses a redeclaration with different arguments (PRECONDITION_FAILED), so the
+// arguments are made here and nowhere else.
+func (c Config) workQueueArgs() amqp.Table {
+	args := amqp.Table{"x-dead-letter-exchange": protocol.ExchangeDead}
+	if c.QueueType == QueueTypeQuorum {
+		args["x-queue-type"] = QueueTypeQuorum
+		args["x-delivery-limit"] = int64(c.DeliveryLimit)
+	}
+	return args
+}
+
+// deadQueueArgs returns the declaration arguments of the dead-letter queue. It has no
+// dead-letter exchange of its own (a dead letter must not cycle) and no delivery limit (a dead
+// letter is kept until an operator takes it).
+func (c Config) deadQueueArgs() amqp.Table {
+	if c.QueueType == QueueTypeQuorum {
+		return amqp.Table{"x-queue-type": QueueTypeQuorum}
+	}
+	return nil
+}
+
+// DeclareTopology declares the commands, replies and dead-letter exchanges, the dead-letter queue
+// and the reply queue, with the queue type of the Config. It is idempotent, and safe to run from
+// every coordinator and participant at once.
+func (t *Transport) DeclareTopology(ctx context.Context) error {
+	return t.withTopologyChannel(ctx, t.declareShared)
+}
+
+// DeclareParticipant declares the queue of participant, bound to the commands exchange with the
+// participant name as routing key. It first declares the shared topology too, so a participant
+// may start before any coordinator. It is idempotent.
+func (t *Transport) DeclareParticipant(ctx context.Context, participant string) error {
+	queue := protocol.ParticipantQueue(participant)
+	switch {
+	case participant == "":
+		return errors.New("declare participant: the participant name is empty")
+	case len(queue) > maxNameBytes:
+		return fmt.Errorf("declare participant %q: queue name %q is longer than %d bytes", participant, queue, maxNameBytes)
+	}
+	return t.withTopologyChannel(ctx, func(ch *amqp.Channel) error {
+		if err := t.declareShared(ch); err != nil {
+			return err
+		}
+		if err := t.declareQueue(ch, queue, t.cfg.workQueueArgs()); err != nil {
+			return err
+		}
+		if err := ch.QueueBind(queue, participant, protocol.ExchangeCommands, false, nil); err != nil {
+			return fmt.Errorf("bind queue %q to exchange %q: %w", queue, protocol.ExchangeCommands, err)
+		}
+		return nil
+	})
+}
+
+func (t *Transport) declareShared(ch *amqp.Channel) error {
+	for _, ex := range []struct{ name, kind string }{
+		{protocol.ExchangeCommands, amqp.ExchangeDirect},
+		{protocol.ExchangeReplies, amqp.ExchangeDirect},
+		{protocol.ExchangeDead, amqp.ExchangeFanout},
+	} {
+		if err := ch.ExchangeDeclare(ex.name, ex.kind, true, false, false, false, nil); err != nil {
+			return fmt.Errorf("declare %s exchange %q: %w", ex.kind, ex.name, explainDeclareError(err))
+		}
+	}
+	if err := t.declareQueue(ch, protocol.QueueDead, t.cfg.deadQueueArgs()); err != nil {
+		return err
+	}
+	if err := ch.QueueBind(protocol.QueueDead, "", protocol.ExchangeDead, false, nil); err != nil {
+		return fmt.Errorf("bind queue %q to exchange %q: %w", protocol.QueueDead, protocol.ExchangeDead, err)
+	}
+	if err := t.declareQueue(ch, protocol.QueueReplies, t.cfg.workQueueArgs()); err != nil {
+		return err
+	}
+	if err := ch.QueueBind(protocol.QueueReplies, protocol.RoutingKeyReplies, protocol.ExchangeReplies, false, nil); err != nil {
+		return fmt.Errorf("bind queue %q to exchange %q: %w", protocol.QueueReplies, protocol.ExchangeReplies, err)
+	}
+	return nil
+}
+
+func (t *Transport) declareQueue(ch *amqp.Channel, name string, args amqp.Table) error {
+	if _, err := ch.QueueDeclare(name, true, false, false, false, args); err != nil {
+		err = explainDeclareError(err)
+		var amqpErr *amqp.Error
+		if errors.As(err, &amqpErr) && amqpErr.Code == amqp.PreconditionFailed {
+			return fmt.Errorf("declare queue %q: it exists with other arguments than QueueType=%q "+
+				"(DeliveryLimit=%d for quorum): every declarer must use the same QueueType; "+
+				"align the configuration or delete the queue: %w",
+				name, t.cfg.QueueType, t.cfg.DeliveryLimit, err)
+		}
+		return fmt.Errorf("declare queue %q: %w", name, err)
+	}
+	return nil
+}
+
+// explainDeclareError adds what to do to the broker errors that a declaration commonly meets.
+func explainDeclareError(err error) error {
+	var amqpErr *amqp.Error
+	if errors.As(err, &amqpErr) && amqpErr.Code == amqp.AccessRefused {
+		return fmt.Errorf("%w (grant the user configure, write and read permissions on the vhost)", err)
+	}
+	return err
+}
+
+// withTopologyChannel runs declare on a channel of a short-lived connection of its own. A
+// declaration that outlives ctx then only costs that connection, never the publishing or
+// consuming one.
+func (t *Transport) withTopologyChannel(ctx context.Context, declare func(*amqp.Channel) error) error {
+	if t.isClosed() {
+		return ErrClosed
+	}
+	conn, err := t.dial(ctx, "topology")
+	if err != nil {
+		return fmt.Errorf("declare topology: %w", err)
+	}
+	s := &session{conn: conn, role: "topology", gen: 1}
+	stop := t.interruptible(ctx, s, "declare")
+	defer func() {
+		stop()
+		_ = conn.CloseDeadline(time.Now().Add(closeTimeout))
+	}()
+	ch, err := conn.Channel()
+	if err != nil {
+		return fmt.Errorf("declare topology: open channel: %w", err)
+	}
+	if err := declare(ch); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("declare topology on %s: %w (%w)", t.redacted, ctx.Err(), err)
+		}
+		return fmt.Errorf("declare topology on %s: %w", t.redacted, err)
+	}
+	return nil
+}
