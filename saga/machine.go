@@ -220,33 +220,37 @@ func (m *Machine) Tick(s *State, now time.Time) (cmds []Command, changed bool) {
 		m.compensate(s, "deadline exceeded at "+s.Deadline.UTC().Format(time.RFC3339Nano), now)
 		changed = true
 	}
-	for i := range s.Steps {
-		st := &s.Steps[i]
-		if st.TimerAt.IsZero() || st.TimerAt.After(now) {
-			continue
+	// Timeouts go before retries: one that starts compensation must stop every retry, whatever
+	// the step order.
+	for pass := 0; pass < 2; pass++ {
+		for i := range s.Steps {
+			st := &s.Steps[i]
+			if st.TimerAt.IsZero() || st.TimerAt.After(now) || st.Waiting != (pass == 1) {
+				continue
+			}
+			switch {
+			case st.Waiting && s.Status == StatusFailed:
+				// Retries wait for the operator.
+				continue
+			case st.Waiting && st.Status == StepRunning && s.Status != StatusRunning:
+				// The saga began compensating in this tick: advance cancels the retry.
+				continue
+			case st.Waiting:
+				st.Waiting = false
+				st.TimerAt = time.Time{}
+				cmds = append(cmds, m.dispatch(s, i, now))
+			case st.Status == StepRunning:
+				st.Uncertain = true
+				st.LastError = fmt.Sprintf("attempt %d timed out after %s", st.Attempt, m.def.Steps[i].Timeout)
+				m.retryAction(s, i, now)
+			case st.Status == StepCompensating:
+				st.LastError = fmt.Sprintf("compensation attempt %d timed out after %s", st.CompAttempt, m.def.Steps[i].Timeout)
+				m.retryCompensation(s, i, now)
+			default:
+				st.TimerAt = time.Time{}
+			}
+			changed = true
 		}
-		switch {
-		case st.Waiting && s.Status == StatusFailed:
-			// Retries wait for the operator.
-			continue
-		case st.Waiting && st.Status == StepRunning && s.Status != StatusRunning:
-			// The saga began compensating in this tick: advance cancels the retry.
-			continue
-		case st.Waiting:
-			st.Waiting = false
-			st.TimerAt = time.Time{}
-			cmds = append(cmds, m.dispatch(s, i, now))
-		case st.Status == StepRunning:
-			st.Uncertain = true
-			st.LastError = fmt.Sprintf("attempt %d timed out after %s", st.Attempt, m.def.Steps[i].Timeout)
-			m.retryAction(s, i, now)
-		case st.Status == StepCompensating:
-			st.LastError = fmt.Sprintf("compensation attempt %d timed out after %s", st.CompAttempt, m.def.Steps[i].Timeout)
-			m.retryCompensation(s, i, now)
-		default:
-			st.TimerAt = time.Time{}
-		}
-		changed = true
 	}
 	if !changed {
 		return nil, false

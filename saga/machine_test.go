@@ -763,6 +763,21 @@ func TestTickSendsNoActionOnceCompensating(t *testing.T) {
 		require.Equal(t, saga.StatusCompensating, x.s.Status)
 		require.Equal(t, []saga.StepStatus{succeeded, compensating, failed}, x.statuses())
 	})
+	t.Run("a later step exhausts its attempts", func(t *testing.T) {
+		t.Parallel()
+		a, b := step("a"), step("b")
+		a.Retry.InitialBackoff = time.Millisecond
+		b.Timeout = time.Second
+		b.Retry.MaxAttempts = 1
+		x, cmds := start(t, normalize(t, a, b, step("c", "a", "b")), time.Time{})
+		require.Equal(t, []saga.Command{act(0, 1), act(1, 1)}, cmds)
+		require.Empty(t, x.retry(0))
+		x.wait(time.Second) // b times out and a's backoff has passed
+		cmds, changed := x.tick()
+		require.True(t, changed)
+		require.Equal(t, []saga.Command{comp(1, 1)}, cmds, "a's retry is cancelled whatever the step order")
+		require.Equal(t, []saga.StepStatus{failed, compensating, skipped}, x.statuses())
+	})
 	t.Run("the deadline passes", func(t *testing.T) {
 		t.Parallel()
 		x, _ := start(t, normalize(t, step("a"), step("b")), t0.Add(time.Second))
