@@ -13,6 +13,8 @@ import (
 	"github.com/sagacoord/sagacoord/saga"
 )
 
+func newRand(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, 0x5a6a)) }
+
 var propRuns = flag.Int("saga.runs", 2000, "random sagas TestMachineProperties drives")
 
 // randomDefinition draws a valid DAG of 1 to 7 steps, sometimes with a pivot (which every other
@@ -290,7 +292,7 @@ func TestMachineProperties(t *testing.T) {
 	}
 	outcomes := map[saga.Status]int{}
 	for seed := range runs {
-		rng := rand.New(rand.NewPCG(uint64(seed), 0x5a6a))
+		rng := newRand(uint64(seed))
 		def, deadline := randomDefinition(t, rng)
 		var at time.Time
 		if deadline > 0 {
