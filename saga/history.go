@@ -22,8 +22,9 @@ type StepEdge struct {
 }
 
 // sagaEdges and stepEdges are the one description of both machines that CheckHistory, the docs
-// (docs/state-machines.md, checked by a test) and chaos checks share. They are derived from what
-// Machine does; a change to Machine that adds a transition must add it here.
+// (docs/state-machines.md, generated and checked by a test) and chaos checks share. They are
+// derived from what Machine does; a change to Machine that adds a transition must add it here.
+// A Cause is a mermaid label, so it holds no ':', ';' or '#'.
 var sagaEdges = []SagaEdge{
 	{"", StatusRunning, "StartSaga"},
 	{StatusRunning, StatusCompleted, "every step succeeded"},
@@ -41,14 +42,14 @@ var (
 )
 
 var stepEdges = []StepEdge{
-	{StepPending, StepRunning, "its dependencies succeeded: action sent", []Status{StatusRunning}},
+	{StepPending, StepRunning, "its dependencies succeeded, action sent", []Status{StatusRunning}},
 	{StepPending, StepSkipped, "the saga compensates before the step started", compensates},
 	{StepRunning, StepSucceeded, "action reply succeeded", anyLive},
 	{StepRunning, StepFailed, "business failure, retries exhausted, or retry cancelled by compensation", anyLive},
-	{StepSucceeded, StepCompensating, "dependents undone: compensation sent", compensates},
-	{StepSucceeded, StepCompensated, "dependents undone; the step has no compensation", compensates},
-	{StepFailed, StepCompensating, "uncertain (an attempt timed out), dependents undone: compensation sent", compensates},
-	{StepFailed, StepCompensated, "uncertain, dependents undone; the step has no compensation", compensates},
+	{StepSucceeded, StepCompensating, "its dependents are undone, compensation sent", compensates},
+	{StepSucceeded, StepCompensated, "its dependents are undone and it has no compensation", compensates},
+	{StepFailed, StepCompensating, "uncertain (an attempt timed out), dependents undone, compensation sent", compensates},
+	{StepFailed, StepCompensated, "uncertain, dependents undone, no compensation defined", compensates},
 	{StepCompensating, StepCompensated, "compensation reply succeeded", []Status{StatusCompensating, StatusFailed}},
 }
 
