@@ -36,6 +36,7 @@ type FileError struct {
 	Msg string
 }
 
+// Error returns "FILE:LINE: PATH: MSG", leaving out the parts that are unknown.
 func (e *FileError) Error() string {
 	var b strings.Builder
 	b.WriteString(e.File)

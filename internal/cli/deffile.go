@@ -1,13 +1,14 @@
 package cli
 
 import (
+	"bytes"
 	"strconv"
 	"strings"
 	"time"
 
 	sagacoordv1 "github.com/sagacoord/sagacoord/gen/sagacoord/v1"
+	yamlnode "go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
-	"sigs.k8s.io/yaml"
 )
 
 // definitionFileHelp documents the file format in `definition apply --help`. The struct types below
@@ -37,33 +38,34 @@ otherwise by the first character: '{' means JSON). Durations are Go duration str
 The fields version and created_at, which 'definition get' prints, are accepted and ignored
 (the server assigns them), so the output of 'definition get' can be edited and applied again.`
 
-// definitionFile is the file format of a saga definition.
+// definitionFile is the file format of a saga definition. The json tags define the format (the
+// strict decoders read them); the yaml tags only keep the field order when printing.
 type definitionFile struct {
-	Name     string         `json:"name"`
-	Deadline durationString `json:"deadline,omitempty"`
-	Steps    []stepFile     `json:"steps"`
+	Name     string         `json:"name" yaml:"name"`
+	Deadline durationString `json:"deadline,omitempty" yaml:"deadline,omitempty"`
+	Steps    []stepFile     `json:"steps" yaml:"steps"`
 	// Version and CreatedAt are read-only: printed by `definition get`, ignored by apply.
-	Version   int32  `json:"version,omitempty"`
-	CreatedAt string `json:"created_at,omitempty"`
+	Version   int32  `json:"version,omitempty" yaml:"version,omitempty"`
+	CreatedAt string `json:"created_at,omitempty" yaml:"created_at,omitempty"`
 }
 
 type stepFile struct {
-	Name              string         `json:"name"`
-	Participant       string         `json:"participant"`
-	Action            string         `json:"action"`
-	Compensation      string         `json:"compensation,omitempty"`
-	DependsOn         []string       `json:"depends_on,omitempty"`
-	Timeout           durationString `json:"timeout,omitempty"`
-	Pivot             bool           `json:"pivot,omitempty"`
-	Retry             *retryFile     `json:"retry,omitempty"`
-	CompensationRetry *retryFile     `json:"compensation_retry,omitempty"`
+	Name              string         `json:"name" yaml:"name"`
+	Participant       string         `json:"participant" yaml:"participant"`
+	Action            string         `json:"action" yaml:"action"`
+	Compensation      string         `json:"compensation,omitempty" yaml:"compensation,omitempty"`
+	DependsOn         []string       `json:"depends_on,omitempty" yaml:"depends_on,omitempty"`
+	Timeout           durationString `json:"timeout,omitempty" yaml:"timeout,omitempty"`
+	Pivot             bool           `json:"pivot,omitempty" yaml:"pivot,omitempty"`
+	Retry             *retryFile     `json:"retry,omitempty" yaml:"retry,omitempty"`
+	CompensationRetry *retryFile     `json:"compensation_retry,omitempty" yaml:"compensation_retry,omitempty"`
 }
 
 type retryFile struct {
-	MaxAttempts    int32          `json:"max_attempts,omitempty"`
-	InitialBackoff durationString `json:"initial_backoff,omitempty"`
-	MaxBackoff     durationString `json:"max_backoff,omitempty"`
-	Multiplier     float64        `json:"multiplier,omitempty"`
+	MaxAttempts    int32          `json:"max_attempts,omitempty" yaml:"max_attempts,omitempty"`
+	InitialBackoff durationString `json:"initial_backoff,omitempty" yaml:"initial_backoff,omitempty"`
+	MaxBackoff     durationString `json:"max_backoff,omitempty" yaml:"max_backoff,omitempty"`
+	Multiplier     float64        `json:"multiplier,omitempty" yaml:"multiplier,omitempty"`
 }
 
 // ParseDefinition parses a saga definition file (YAML or JSON, see sniffFormat) into the message
@@ -157,7 +159,17 @@ func definitionYAML(def *sagacoordv1.SagaDefinition) ([]byte, error) {
 			CompensationRetry: retryFileOf(s.GetCompensationRetry()),
 		})
 	}
-	return yaml.Marshal(f)
+	// sigs.k8s.io/yaml would sort the keys; yaml.v3 keeps the order of the format (name first).
+	var b bytes.Buffer
+	enc := yamlnode.NewEncoder(&b)
+	enc.SetIndent(2)
+	if err := enc.Encode(f); err != nil {
+		return nil, err
+	}
+	if err := enc.Close(); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
 }
 
 func retryFileOf(p *sagacoordv1.RetryPolicy) *retryFile {
