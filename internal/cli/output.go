@@ -94,7 +94,9 @@ type table struct {
 
 func newTable(w io.Writer, headers ...string) *table {
 	t := &table{tw: tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)}
-	t.row(headers...)
+	if len(headers) > 0 {
+		t.row(headers...)
+	}
 	return t
 }
 
