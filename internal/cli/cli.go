@@ -250,7 +250,7 @@ Exit codes:
 	pf.StringVar(&app.Addr, "addr", addrDefault, "coordinator address host:port (the default comes from $"+AddrEnv+" when set)")
 	pf.StringVarP(&app.Output, "output", "o", outputTable, "output format: table or json")
 	pf.DurationVar(&app.Timeout, "timeout", DefaultTimeout, "time limit of each call to the coordinator (watches are not limited)")
-	root.AddCommand(newDefinitionCommand(app), newSagaCommand(app))
+	root.AddCommand(newDefinitionCommand(app), newSagaCommand(app), newTxCommand(app))
 	for _, f := range app.opts.Commands {
 		root.AddCommand(f(app))
 	}

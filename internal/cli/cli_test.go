@@ -128,6 +128,44 @@ func (f *fakeSaga) WatchSaga(r *sagacoordv1.WatchSagaRequest, s grpc.ServerStrea
 	return f.watch(r, s)
 }
 
+// fakeTx is a TwoPCService with canned behaviour, like fakeSaga.
+type fakeTx struct {
+	sagacoordv1.UnimplementedTwoPCServiceServer
+
+	begin func(*sagacoordv1.BeginTransactionRequest) (*sagacoordv1.BeginTransactionResponse, error)
+	get   func(*sagacoordv1.GetTransactionRequest) (*sagacoordv1.GetTransactionResponse, error)
+	list  func(*sagacoordv1.ListTransactionsRequest) (*sagacoordv1.ListTransactionsResponse, error)
+	watch func(*sagacoordv1.WatchTransactionRequest, grpc.ServerStreamingServer[sagacoordv1.WatchTransactionResponse]) error
+}
+
+func (f *fakeTx) BeginTransaction(ctx context.Context, r *sagacoordv1.BeginTransactionRequest) (*sagacoordv1.BeginTransactionResponse, error) {
+	if f.begin == nil {
+		return f.UnimplementedTwoPCServiceServer.BeginTransaction(ctx, r)
+	}
+	return f.begin(r)
+}
+
+func (f *fakeTx) GetTransaction(ctx context.Context, r *sagacoordv1.GetTransactionRequest) (*sagacoordv1.GetTransactionResponse, error) {
+	if f.get == nil {
+		return f.UnimplementedTwoPCServiceServer.GetTransaction(ctx, r)
+	}
+	return f.get(r)
+}
+
+func (f *fakeTx) ListTransactions(ctx context.Context, r *sagacoordv1.ListTransactionsRequest) (*sagacoordv1.ListTransactionsResponse, error) {
+	if f.list == nil {
+		return f.UnimplementedTwoPCServiceServer.ListTransactions(ctx, r)
+	}
+	return f.list(r)
+}
+
+func (f *fakeTx) WatchTransaction(r *sagacoordv1.WatchTransactionRequest, s grpc.ServerStreamingServer[sagacoordv1.WatchTransactionResponse]) error {
+	if f.watch == nil {
+		return f.UnimplementedTwoPCServiceServer.WatchTransaction(r, s)
+	}
+	return f.watch(r, s)
+}
+
 // serve starts a gRPC server on a loopback port with the given services (nil: not registered)
 // and returns its address. The server stops when the test ends.
 func serve(t *testing.T, saga sagacoordv1.SagaServiceServer, tx sagacoordv1.TwoPCServiceServer) string {

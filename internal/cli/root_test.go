@@ -31,6 +31,7 @@ func TestUnreachableCoordinator(t *testing.T) {
 		{"saga", "watch", sagaID},
 		{"saga", "list", "--all"},
 		{"definition", "list"},
+		{"tx", "get", sagaID},
 	} {
 		r := sagactl(t, addr, args...)
 		requireExit(t, ExitServer, r)
