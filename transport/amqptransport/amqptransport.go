@@ -227,6 +227,7 @@ type session struct {
 	mu          sync.Mutex
 	blocked     bool
 	blockReason string
+	exchanges   map[string]bool // exchanges seen to exist through this connection
 }
 
 // blockedErr returns a non-nil error wrapping ErrBlocked while the broker blocks the connection.

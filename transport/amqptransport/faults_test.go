@@ -229,3 +229,30 @@ func requireReturnsByDeadline(t *testing.T, tr *Transport, batch []transport.Out
 		t.Fatalf("Publish did not return within %s of its 1s deadline", transporttest.Timeout)
 	}
 }
+
+func TestPublishToAMissingExchangeFailsOnlyThatMessage(t *testing.T) {
+	t.Parallel()
+	tr := declared(t, Config{})
+	bad := msg("bad")
+	bad.Exchange = "no.such.exchange"
+	// Twice: the second time the existing exchange is known and the missing one checked again.
+	for range 2 {
+		errs := tr.Publish(t.Context(), []transport.Outgoing{msg("good-1"), bad, msg("good-2")})
+		if errs[0] != nil || errs[2] != nil {
+			t.Fatalf("messages next to the bad one: %v, %v", errs[0], errs[2])
+		}
+		var amqpErr *amqp.Error
+		if !errors.As(errs[1], &amqpErr) || amqpErr.Code != amqp.NotFound || !strings.Contains(errs[1].Error(), "declare the topology") {
+			t.Fatalf("message to a missing exchange: got %v, want NOT_FOUND explained", errs[1])
+		}
+	}
+	ch, err := tr.Consume(t.Context(), protocol.ParticipantQueue(testParticipant), 10)
+	if err != nil {
+		t.Fatalf("Consume: %v", err)
+	}
+	for _, id := range []string{"good-1", "good-2", "good-1", "good-2"} {
+		if err := receiveMsg(t, ch, id).Ack(); err != nil {
+			t.Fatalf("Ack: %v", err)
+		}
+	}
+}

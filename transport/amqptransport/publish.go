@@ -2,7 +2,9 @@ package amqptransport
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -93,7 +95,18 @@ func (t *Transport) Publish(ctx context.Context, msgs []transport.Outgoing) []er
 			fill(start, fmt.Errorf("publish: %w", err))
 			return errs
 		}
+		if err := t.checkExchanges(ctx, pc.sess, msgs[start:end], errs[start:end]); err != nil {
+			fill(start, fmt.Errorf("publish: %w", err))
+			return errs
+		}
 		if !t.publishChunk(ctx, pc, msgs[start:end], errs[start:end]) {
+			var amqpErr *amqp.Error
+			if pc.ch.IsClosed() && errors.As(pc.reason(), &amqpErr) && amqpErr.Code == amqp.NotFound {
+				// An exchange checked earlier has been deleted since: check them all again.
+				pc.sess.mu.Lock()
+				pc.sess.exchanges = nil
+				pc.sess.mu.Unlock()
+			}
 			t.discard(pc)
 			pc = nil
 		}
@@ -152,8 +165,12 @@ func (t *Transport) publishChunk(ctx context.Context, pc *pubChannel, msgs []tra
 		}
 	})
 	now := time.Now()
-	sent := 0
+	sent, toSend := 0, 0
 	for i := range msgs {
+		if errs[i] != nil {
+			continue // refused before publishing (checkExchanges)
+		}
+		toSend++
 		m := &msgs[i]
 		writing.Store(true)
 		dc, err := pc.ch.PublishWithDeferredConfirmWithContext(ctx, m.Exchange, m.RoutingKey, true, false, toPublishing(m, now))
@@ -164,8 +181,11 @@ func (t *Transport) publishChunk(ctx context.Context, pc *pubChannel, msgs []tra
 			}
 			err = fmt.Errorf("publish %s: %w", describe(m), err)
 			for j := i; j < len(msgs); j++ {
-				errs[j] = err
+				if errs[j] == nil {
+					errs[j] = err
+				}
 			}
+			toSend = -1 // not clean
 			break
 		}
 		confirms[i] = dc
@@ -201,7 +221,66 @@ func (t *Transport) publishChunk(ctx context.Context, pc *pubChannel, msgs []tra
 	// amqp091-go delivers the return to NotifyReturn before it processes the ack, so the returns
 	// of this chunk are all buffered now.
 	t.matchReturns(pc, msgs, errs)
-	return sent == len(msgs) && !pc.ch.IsClosed()
+	return sent == toSend && !pc.ch.IsClosed()
+}
+
+// checkExchanges refuses, with an error wrapping the broker's NOT_FOUND, the messages whose
+// exchange does not exist. Publishing to a missing exchange makes the broker close the channel,
+// which would fail every other message of the batch too, batch after batch as the outbox retries
+// it. Each exchange is checked once per connection, with a passive declaration on a channel of its
+// own. An error means the check itself failed (connection trouble).
+func (t *Transport) checkExchanges(ctx context.Context, s *session, msgs []transport.Outgoing, errs []error) error {
+	var unknown []string
+	s.mu.Lock()
+	for i := range msgs {
+		ex := msgs[i].Exchange
+		if ex != "" && !s.exchanges[ex] && !slices.Contains(unknown, ex) {
+			unknown = append(unknown, ex)
+		}
+	}
+	s.mu.Unlock()
+	for _, ex := range unknown {
+		notFound, err := t.exchangeMissing(ctx, s, ex)
+		if err != nil {
+			return err
+		}
+		if notFound == nil {
+			s.mu.Lock()
+			if s.exchanges == nil {
+				s.exchanges = map[string]bool{}
+			}
+			s.exchanges[ex] = true
+			s.mu.Unlock()
+			continue
+		}
+		for i := range msgs {
+			if msgs[i].Exchange == ex && errs[i] == nil {
+				errs[i] = fmt.Errorf("publish %s: the exchange does not exist (declare the topology first): %w", describe(&msgs[i]), notFound)
+			}
+		}
+	}
+	return nil
+}
+
+// exchangeMissing returns the broker's NOT_FOUND error when exchange does not exist, and nil
+// when it does.
+func (t *Transport) exchangeMissing(ctx context.Context, s *session, exchange string) (notFound, err error) {
+	stop := t.interruptible(ctx, s, "check exchange")
+	defer stop()
+	ch, err := s.conn.Channel()
+	if err != nil {
+		return nil, fmt.Errorf("check exchange %q: open channel: %w", exchange, err)
+	}
+	err = ch.ExchangeDeclarePassive(exchange, amqp.ExchangeDirect, true, false, false, false, nil)
+	var amqpErr *amqp.Error
+	if errors.As(err, &amqpErr) && amqpErr.Code == amqp.NotFound {
+		return err, nil // the broker closed the channel
+	}
+	_ = ch.Close()
+	if err != nil {
+		return nil, fmt.Errorf("check exchange %q: %w", exchange, err)
+	}
+	return nil, nil
 }
 
 // matchReturns drains pc's returns and marks the messages they belong to. Returns carry no
