@@ -256,3 +256,75 @@ func TestPublishToAMissingExchangeFailsOnlyThatMessage(t *testing.T) {
 		}
 	}
 }
+
+func TestPublishReportsNacks(t *testing.T) {
+	t.Parallel()
+	vhost := testenv.VHost(t)
+	tr := declared(t, Config{URL: vhost})
+	// A full queue with overflow reject-publish makes the broker nack what it cannot take.
+	conn, err := amqp.Dial(vhost)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatalf("channel: %v", err)
+	}
+	if _, err := ch.QueueDeclare("full", true, false, false, false, amqp.Table{"x-max-length": int64(1), "x-overflow": "reject-publish"}); err != nil {
+		t.Fatalf("declare overflow queue: %v", err)
+	}
+	if err := ch.QueueBind("full", "full", protocol.ExchangeCommands, false, nil); err != nil {
+		t.Fatalf("bind overflow queue: %v", err)
+	}
+	batch := []transport.Outgoing{msg("fits"), msg("overflow-1"), msg("overflow-2")}
+	for i := range batch {
+		batch[i].RoutingKey = "full"
+	}
+	errs := tr.Publish(t.Context(), batch)
+	if errs[0] != nil {
+		t.Errorf("first message: %v", errs[0])
+	}
+	for i, err := range errs[1:] {
+		if !errors.Is(err, transport.ErrNacked) {
+			t.Errorf("message %d to a full queue: got %v, want ErrNacked", i+1, err)
+		}
+	}
+	// A nack leaves the channel usable.
+	publishUntilConfirmed(t, tr, msg("after"))
+}
+
+func TestPublishSplitsLargeBatchesAndMatchesEveryReturn(t *testing.T) {
+	t.Parallel()
+	tr := declared(t, Config{PublishChannels: 1})
+	const n = 2*maxChunk + 100
+	batch := make([]transport.Outgoing, n)
+	routable := 0
+	for i := range batch {
+		batch[i] = msg("large")
+		batch[i].Body = nil
+		if i%7 == 0 {
+			batch[i].RoutingKey = "nobody"
+		} else {
+			routable++
+		}
+	}
+	for i, err := range tr.Publish(t.Context(), batch) {
+		if want := batch[i].RoutingKey == "nobody"; want != errors.Is(err, transport.ErrReturned) || (!want && err != nil) {
+			t.Fatalf("message %d (key %s): got %v", i, batch[i].RoutingKey, err)
+		}
+	}
+	ch, err := tr.Consume(t.Context(), protocol.ParticipantQueue(testParticipant), 500)
+	if err != nil {
+		t.Fatalf("Consume: %v", err)
+	}
+	for range routable {
+		if err := receiveMsg(t, ch, "large").Ack(); err != nil {
+			t.Fatalf("Ack: %v", err)
+		}
+	}
+	publishUntilConfirmed(t, tr, msg("sentinel"))
+	if err := receiveMsg(t, ch, "sentinel").Ack(); err != nil {
+		t.Fatalf("Ack: %v", err)
+	}
+}
