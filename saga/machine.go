@@ -167,15 +167,23 @@ func (m *Machine) ApplyReply(s *State, r Reply, now time.Time) (cmds []Command, 
 	st := &s.Steps[r.StepIndex]
 	switch r.Kind {
 	case KindAction:
-		if st.Status != StepRunning || st.Waiting || r.Attempt != st.Attempt {
+		if st.Status != StepRunning || r.Attempt > st.Attempt || r.Attempt < 1 {
+			return nil, false
+		}
+		// A success from any attempt means the action was applied (the participant's barrier
+		// applies it once whatever the attempt), so it is taken even when it arrives after its
+		// attempt timed out. A failure or a retry counts only for the attempt in flight.
+		if r.Outcome != OutcomeSucceeded && (st.Waiting || r.Attempt != st.Attempt) {
 			return nil, false
 		}
 		switch r.Outcome {
 		case OutcomeSucceeded:
 			st.Output = r.Output
 			st.TimerAt = time.Time{}
+			st.Waiting = false
 			st.LastError = ""
 			m.setStep(s, r.StepIndex, StepSucceeded, now)
+			m.resumeIfHealed(s, now)
 		case OutcomeFailed:
 			if m.pastPivot(s) {
 				st.LastError = "business failure after the pivot, retrying forward: " + r.Error
@@ -193,13 +201,19 @@ func (m *Machine) ApplyReply(s *State, r Reply, now time.Time) (cmds []Command, 
 			return nil, false
 		}
 	case KindCompensate:
-		if st.Status != StepCompensating || st.Waiting || r.Attempt != st.CompAttempt {
+		if st.Status != StepCompensating || r.Attempt > st.CompAttempt || r.Attempt < 1 {
+			return nil, false
+		}
+		// As for actions: a late success is a success; a failure counts only when current.
+		if r.Outcome != OutcomeSucceeded && (st.Waiting || r.Attempt != st.CompAttempt) {
 			return nil, false
 		}
 		if r.Outcome == OutcomeSucceeded {
 			st.TimerAt = time.Time{}
+			st.Waiting = false
 			st.LastError = ""
 			m.setStep(s, r.StepIndex, StepCompensated, now)
+			m.resumeIfHealed(s, now)
 		} else {
 			st.LastError = r.Error
 			m.retryCompensation(s, r.StepIndex, now)
@@ -216,7 +230,7 @@ func (m *Machine) Tick(s *State, now time.Time) (cmds []Command, changed bool) {
 		return nil, false
 	}
 	// The deadline goes first so that no action retry due at the same time is sent after it.
-	if s.Status == StatusRunning && !s.Deadline.IsZero() && !s.Deadline.After(now) && !m.pastPivot(s) {
+	if s.Status == StatusRunning && !s.Deadline.IsZero() && !s.Deadline.After(now) && !m.pastPivot(s) && !m.pivotInFlight(s) {
 		m.compensate(s, "deadline exceeded at "+s.Deadline.UTC().Format(time.RFC3339Nano), now)
 		changed = true
 	}
@@ -265,6 +279,9 @@ func (m *Machine) Abort(s *State, reason string, now time.Time) ([]Command, erro
 	}
 	if m.pastPivot(s) {
 		return nil, fmt.Errorf("%w: step %q succeeded, so the saga can only complete (use RetrySaga if it is stuck)", ErrPastPivot, m.def.Steps[m.pivot].Name)
+	}
+	if m.pivotInFlight(s) {
+		return nil, fmt.Errorf("%w: the pivot step %q is running and may succeed; abort again once it has finished (if it fails, the saga compensates by itself)", ErrWrongState, m.def.Steps[m.pivot].Name)
 	}
 	if reason == "" {
 		reason = "aborted by operator"
@@ -317,7 +334,7 @@ func (m *Machine) WakeAt(s *State) time.Time {
 		}
 		earlier(st.TimerAt)
 	}
-	if s.Status == StatusRunning && !m.pastPivot(s) {
+	if s.Status == StatusRunning && !m.pastPivot(s) && !m.pivotInFlight(s) {
 		earlier(s.Deadline)
 	}
 	return at
@@ -325,6 +342,31 @@ func (m *Machine) WakeAt(s *State) time.Time {
 
 func (m *Machine) pastPivot(s *State) bool {
 	return m.pivot >= 0 && s.Steps[m.pivot].Status == StepSucceeded
+}
+
+// pivotInFlight reports whether the pivot has started and may still succeed: compensation must
+// not start then, since a pivot that succeeds cannot be undone.
+func (m *Machine) pivotInFlight(s *State) bool {
+	return m.pivot >= 0 && s.Steps[m.pivot].Status == StepRunning
+}
+
+// resumeIfHealed returns a FAILED saga to where it stopped once no step waits for an operator
+// any more: a late success of the parked attempt settles what the operator would have retried.
+func (m *Machine) resumeIfHealed(s *State, now time.Time) {
+	if s.Status != StatusFailed {
+		return
+	}
+	for _, st := range s.Steps {
+		if st.Waiting && st.TimerAt.IsZero() {
+			return
+		}
+	}
+	resume := s.ResumeStatus
+	if resume == "" {
+		resume = StatusRunning
+	}
+	s.ResumeStatus = ""
+	m.setSaga(s, resume, now)
 }
 
 // dispatch sends the next attempt of step i's action or compensation, by its status.

@@ -224,8 +224,8 @@ func TestForwardRecoveryExhausted(t *testing.T) {
 	x.wait(time.Hour)
 	_, changed := x.tick()
 	require.False(t, changed, "a FAILED saga waits for the operator")
-	_, changed = x.apply(saga.Reply{StepIndex: 3, Kind: saga.KindAction, Attempt: 2, Outcome: saga.OutcomeSucceeded})
-	require.False(t, changed, "no attempt is in flight")
+	_, changed = x.apply(saga.Reply{StepIndex: 3, Kind: saga.KindAction, Attempt: 2, Outcome: saga.OutcomeFailed})
+	require.False(t, changed, "no attempt is in flight: a late failure changes nothing")
 	_, err := x.abort("")
 	require.ErrorIs(t, err, saga.ErrWrongState)
 
@@ -333,8 +333,8 @@ func TestTimeoutMakesStepUncertain(t *testing.T) {
 	require.True(t, st.Uncertain)
 	require.True(t, st.Waiting)
 	require.Equal(t, "attempt 1 timed out after 2s", st.LastError)
-	_, changed := x.apply(saga.Reply{StepIndex: 1, Kind: saga.KindAction, Attempt: 1, Outcome: saga.OutcomeSucceeded})
-	require.False(t, changed, "a late reply to the timed-out attempt is ignored; the retry will learn the outcome")
+	_, changed := x.apply(saga.Reply{StepIndex: 1, Kind: saga.KindAction, Attempt: 1, Outcome: saga.OutcomeRetry})
+	require.False(t, changed, "a late failure of the timed-out attempt is ignored; the retry will learn the outcome")
 
 	require.Equal(t, []saga.Command{act(1, 2)}, x.wake())
 	require.Equal(t, []saga.Command{comp(1, 1)}, x.wake(), "the last attempt timed out: compensate b itself first")
@@ -354,7 +354,8 @@ func TestIgnoredReplies(t *testing.T) {
 	}{
 		{"duplicate success", saga.Reply{StepIndex: 0, Kind: saga.KindAction, Attempt: 1, Outcome: saga.OutcomeSucceeded}},
 		{"duplicate as failure", saga.Reply{StepIndex: 0, Kind: saga.KindAction, Attempt: 1, Outcome: saga.OutcomeFailed}},
-		{"stale attempt", saga.Reply{StepIndex: 1, Kind: saga.KindAction, Attempt: 1, Outcome: saga.OutcomeSucceeded}},
+		{"stale attempt failed", saga.Reply{StepIndex: 1, Kind: saga.KindAction, Attempt: 1, Outcome: saga.OutcomeFailed}},
+		{"stale attempt retry", saga.Reply{StepIndex: 1, Kind: saga.KindAction, Attempt: 1, Outcome: saga.OutcomeRetry}},
 		{"future attempt", saga.Reply{StepIndex: 1, Kind: saga.KindAction, Attempt: 3, Outcome: saga.OutcomeSucceeded}},
 		{"zero attempt", saga.Reply{StepIndex: 1, Kind: saga.KindAction, Attempt: 0, Outcome: saga.OutcomeFailed}},
 		{"compensation of a running step", saga.Reply{StepIndex: 1, Kind: saga.KindCompensate, Attempt: 0, Outcome: saga.OutcomeSucceeded}},
@@ -379,14 +380,39 @@ func TestIgnoredReplies(t *testing.T) {
 			require.Equal(t, before, x.s)
 		})
 	}
-	t.Run("reply while waiting for a retry", func(t *testing.T) {
+	t.Run("failure while waiting for a retry", func(t *testing.T) {
 		t.Parallel()
 		x, _ := start(t, normalize(t, step("a"), step("b")), time.Time{})
 		x.retry(0)
 		before := cloneState(x.s)
-		_, changed := x.apply(saga.Reply{StepIndex: 0, Kind: saga.KindAction, Attempt: 1, Outcome: saga.OutcomeSucceeded})
+		_, changed := x.apply(saga.Reply{StepIndex: 0, Kind: saga.KindAction, Attempt: 1, Outcome: saga.OutcomeFailed})
 		require.False(t, changed)
 		require.Equal(t, before, x.s)
+	})
+	t.Run("late success of a timed-out attempt is taken", func(t *testing.T) {
+		t.Parallel()
+		x, _ := start(t, normalize(t, step("a"), step("b")), time.Time{})
+		x.wake() // a's first attempt times out; a waits for its retry
+		require.True(t, x.s.Steps[0].Waiting)
+		cmds, changed := x.apply(saga.Reply{StepIndex: 0, Kind: saga.KindAction, Attempt: 1, Outcome: saga.OutcomeSucceeded, Output: []byte(`1`)})
+		require.True(t, changed, "the barrier applied the action once: its success is final")
+		require.Equal(t, []saga.Command{act(1, 1)}, cmds)
+		require.Equal(t, succeeded, x.s.Steps[0].Status)
+		require.False(t, x.s.Steps[0].Waiting)
+	})
+	t.Run("late compensation success heals a FAILED saga", func(t *testing.T) {
+		t.Parallel()
+		b := step("b")
+		b.CompensationRetry = saga.RetryPolicy{MaxAttempts: 1, InitialBackoff: time.Millisecond, MaxBackoff: time.Millisecond, Multiplier: 1}
+		x, _ := start(t, normalize(t, b, step("c")), time.Time{})
+		x.ok(0)
+		require.Equal(t, []saga.Command{comp(0, 1)}, x.fail(1))
+		x.wake() // the only compensation attempt times out: FAILED, parked
+		require.Equal(t, saga.StatusFailed, x.s.Status)
+		_, changed := x.apply(saga.Reply{StepIndex: 0, Kind: saga.KindCompensate, Attempt: 1, Outcome: saga.OutcomeSucceeded})
+		require.True(t, changed)
+		require.Equal(t, saga.StatusCompensated, x.s.Status)
+		require.NoError(t, saga.CheckHistory(x.s.History, len(x.s.Steps)))
 	})
 	t.Run("duplicate compensation reply", func(t *testing.T) {
 		t.Parallel()
@@ -562,7 +588,7 @@ func TestAbort(t *testing.T) {
 		x, _ := start(t, normalize(t, step("a"), p, step("c")), time.Time{})
 		x.ok(0)
 		_, err := x.abort("")
-		require.NoError(t, err, "a RUNNING saga before the pivot can be aborted")
+		require.ErrorIs(t, err, saga.ErrWrongState, "the pivot is in flight and may succeed")
 
 		x, _ = start(t, normalize(t, step("a"), p, step("c")), time.Time{})
 		x.ok(0)
