@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# The whole system on this machine: a coordinator, the simulated participants and a client that
+# starts sagas, against the local PostgreSQL and RabbitMQ. It uses its own database schema and
+# RabbitMQ vhost (both recreated on every run) and ends by printing how many sagas completed and
+# how many compensated. `make demo` builds the binaries and runs it.
+#
+# Environment: DEMO_SAGAS (default 200 of each definition), DEMO_ADDR (default 127.0.0.1:7299).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-bin}
+N=${DEMO_SAGAS:-200}
+ADDR=${DEMO_ADDR:-127.0.0.1:7299}
+SCHEMA=sagacoord_demo
+VHOST=sagacoord-demo
+DB_BASE=${SAGACOORD_DEMO_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable}
+DB="$DB_BASE&search_path=$SCHEMA"
+AMQP="amqp://guest:guest@127.0.0.1:5672/$VHOST"
+LOGS=$(mktemp -d)
+export SAGACOORD_ADDR=$ADDR
+
+say() { printf '\n== %s\n' "$*"; }
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+say "fresh schema $SCHEMA and vhost $VHOST"
+PGOPTIONS='-c client_min_messages=warning' psql -q "$DB_BASE" -c "DROP SCHEMA IF EXISTS $SCHEMA CASCADE; CREATE SCHEMA $SCHEMA;" \
+  -c "DO \$\$ DECLARE s text; BEGIN FOR s IN SELECT nspname FROM pg_namespace WHERE nspname LIKE 'demo_sim_%' LOOP EXECUTE 'DROP SCHEMA ' || quote_ident(s) || ' CASCADE'; END LOOP; END \$\$;"
+rabbitmqctl -q delete_vhost "$VHOST" >/dev/null 2>&1 || true
+rabbitmqctl -q add_vhost "$VHOST" >/dev/null
+rabbitmqctl -q set_permissions -p "$VHOST" guest '.*' '.*' '.*' >/dev/null
+
+say "coordinator on $ADDR (logs in $LOGS)"
+"$BIN/coordinator" serve --migrate --database-url "$DB" --amqp-url "$AMQP" --listen "$ADDR" >"$LOGS/coordinator.log" 2>&1 &
+pids+=($!)
+for i in $(seq 1 100); do
+  "$BIN/sagactl" definition list >/dev/null 2>&1 && break
+  [ "$i" = 100 ] && { echo "coordinator did not start:"; cat "$LOGS/coordinator.log"; exit 1; }
+  sleep 0.1
+done
+
+say "definitions"
+"$BIN/sagactl" definition apply -f examples/transfer.yaml
+"$BIN/sagactl" definition apply -f examples/order.yaml
+
+say "participants: participant-sim --config examples/sim.yaml"
+"$BIN/participant-sim" --config examples/sim.yaml --database-url "$DB_BASE" --amqp-url "$AMQP" >"$LOGS/participant-sim.log" 2>&1 &
+pids+=($!)
+
+total_money() {
+  psql -qtA "$DB_BASE" -c "SELECT coalesce((SELECT sum(balance) FROM demo_sim_bank_a.accounts),0) + coalesce((SELECT sum(balance) FROM demo_sim_bank_b.accounts),0)" 2>/dev/null || echo "?"
+}
+for i in $(seq 1 100); do
+  [ "$(total_money)" != "?" ] && [ "$(total_money)" != "0" ] && break
+  sleep 0.1
+done
+before=$(total_money)
+
+say "starting $N transfers and $N orders"
+start_ns=$(date +%s%N)
+for i in $(seq 1 "$N"); do
+  from=$(( (i % 20) + 1 )); to=$(( ((i * 7) % 20) + 1 )); amount=$(( (i * 37) % 300 + 1 ))
+  echo "transfer {\"from\":\"acct-$from\",\"to\":\"acct-$to\",\"amount\":$amount}"
+  echo "order {\"sku\":\"sku-$from\",\"qty\":$(( i % 5 + 1 )),\"account\":\"cust-$to\",\"amount\":$amount}"
+done | xargs -P 8 -d '\n' -n 1 sh -c 'line=$1; "$0" saga start "${line%% *}" --input "${line#* }" -o json >/dev/null' "$BIN/sagactl"
+
+started_ns=$(date +%s%N)
+echo "started in $(awk "BEGIN {printf \"%.2f\", ($started_ns - $start_ns) / 1e9}")s"
+say "waiting for every saga to finish"
+for i in $(seq 1 600); do
+  open=$("$BIN/sagactl" saga list --all --limit 1000 -o json | jq '[.[] | select(.status | test("RUNNING|COMPENSATING$"))] | length')
+  [ "$open" = 0 ] && break
+  [ "$i" = 600 ] && { echo "$open sagas still open after 60s"; break; }
+  sleep 0.1
+done
+end_ns=$(date +%s%N)
+
+say "outcome"
+"$BIN/sagactl" saga list --all --limit 1000 -o json | jq -r '
+  group_by(.definition)[] | "\(.[0].definition): " + (group_by(.status) | map("\(.[0].status | sub("SAGA_STATUS_"; "")) \(length)") | join(", "))'
+completed=$("$BIN/sagactl" saga list --all --limit 1000 --status COMPLETED -o json | jq length)
+compensated=$("$BIN/sagactl" saga list --all --limit 1000 --status COMPENSATED -o json | jq length)
+failed=$("$BIN/sagactl" saga list --all --limit 1000 --status FAILED -o json | jq length)
+after=$(total_money)
+secs=$(awk "BEGIN {printf \"%.2f\", ($end_ns - $start_ns) / 1e9}")
+echo
+echo "money in both banks: before $before, after $after"
+echo "$((2 * N)) sagas in ${secs}s: $completed completed, $compensated compensated, $failed failed"
+[ "$before" = "$after" ] || { echo "money was not conserved"; exit 1; }
+[ "$((completed + compensated))" = "$((2 * N))" ] || exit 1
