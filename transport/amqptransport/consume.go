@@ -33,6 +33,9 @@ func (t *Transport) Consume(ctx context.Context, queue string, prefetch int) (<-
 	case prefetch < 1 || prefetch > 65535:
 		return nil, fmt.Errorf("consume %q: prefetch %d must be between 1 and 65535", queue, prefetch)
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("consume %q: %w", queue, err)
+	}
 	sub, err := t.subscribe(ctx, queue, prefetch, 1)
 	if err != nil {
 		return nil, err
@@ -87,7 +90,7 @@ func (t *Transport) subscribe(ctx context.Context, queue string, prefetch int, g
 		gen:      gen,
 		sess:     s,
 		ch:       ch,
-		tag:      fmt.Sprintf("%s %s #%d", t.cfg.ConnectionName, queue, t.consumerSeq.Add(1)),
+		tag:      t.consumerTag(queue),
 		closes:   ch.NotifyClose(make(chan *amqp.Error, 1)),
 		idle:     make(chan struct{}, 1),
 	}
@@ -105,6 +108,16 @@ func (t *Transport) subscribe(ctx context.Context, queue string, prefetch int, g
 		return nil, fmt.Errorf("consume %q: %w", queue, err)
 	}
 	return sub, nil
+}
+
+// consumerTag returns a tag unique within the transport that names the process and the queue
+// in the management UI, within AMQP's 255-byte limit.
+func (t *Transport) consumerTag(queue string) string {
+	n := t.consumerSeq.Add(1)
+	if tag := fmt.Sprintf("%s %s #%d", t.cfg.ConnectionName, queue, n); len(tag) <= maxNameBytes {
+		return tag
+	}
+	return fmt.Sprintf("sagacoord #%d", n)
 }
 
 // retire makes the subscription's deliveries stale and closes its channel; the broker requeues
