@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
@@ -296,7 +297,10 @@ func retryReply(err error) protocol.StepReply {
 	return protocol.StepReply{Outcome: protocol.OutcomeRetry, Error: truncate(err.Error())}
 }
 
+// truncate makes an error text fit for a reply: at most maxErrorBytes, and without NUL bytes,
+// which jsonb cannot store.
 func truncate(s string) string {
+	s = strings.ReplaceAll(s, "\x00", "")
 	if len(s) <= maxErrorBytes {
 		return s
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -249,13 +250,20 @@ func TestBarrierBadHandlerResults(t *testing.T) {
 	require.Equal(t, protocol.OutcomeFailed, r.reply.Outcome)
 	require.Contains(t, r.reply.Error, "not valid JSON")
 
+	r = e.run(t, action("s3"), func(ctx context.Context, tx pgx.Tx, cmd *protocol.StepCommand) (json.RawMessage, error) {
+		return nil, Fail(errors.New("nul\x00byte " + strings.Repeat("x", 2*maxErrorBytes)))
+	})
+	require.Equal(t, protocol.OutcomeFailed, r.reply.Outcome)
+	require.True(t, strings.HasPrefix(r.reply.Error, "nulbyte xxx"), "NUL bytes are dropped so jsonb can store the error")
+	require.LessOrEqual(t, len(r.reply.Error), maxErrorBytes+len("…"))
+
 	// A handler that swallows an SQL error leaves the transaction aborted: not a success.
 	r = e.run(t, action("s2"), func(ctx context.Context, tx pgx.Tx, cmd *protocol.StepCommand) (json.RawMessage, error) {
 		_, _ = tx.Exec(ctx, `INSERT INTO no_such_table VALUES (1)`)
 		return nil, nil
 	})
 	require.Equal(t, protocol.OutcomeRetry, r.reply.Outcome)
-	require.Equal(t, 1, e.barrierRows(t, protocol.KindAction), "only s1's failure is stored")
+	require.Equal(t, 2, e.barrierRows(t, protocol.KindAction), "only the failures of s1 and s3 are stored")
 }
 
 func TestBarrierWithoutTableIsAnInfrastructureError(t *testing.T) {

@@ -15,6 +15,11 @@
 //     after the broker confirmed the reply, so a crash anywhere leads to a redelivery that is
 //     answered from the barrier.
 //
+// A command that cannot be decoded, is addressed to another participant, names an action with no
+// handler, or carries values the database cannot store is dead-lettered (and logged); the worker
+// goes on with the next. A database or broker failure returns the command to the queue after
+// Config.RetryBackoff.
+//
 // A minimal worker:
 //
 //	w, err := participant.New(participant.Config{Name: "bank-a", Transport: tr, DB: pool})
@@ -31,10 +36,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/sagacoord/sagacoord/protocol"
 	"github.com/sagacoord/sagacoord/transport"
@@ -270,6 +277,13 @@ func (w *Worker) process(ctx context.Context, d *transport.Delivery) {
 			w.settle(d, "requeue", (*transport.Delivery).Requeue)
 			return
 		}
+		if isDataException(err) {
+			// The command carries a value the database can never store (a NUL in a text
+			// field, say): redelivering it would fail the same way forever.
+			log.Error("dead-lettering a command whose values the database rejects", "err", err)
+			w.settle(d, "reject", (*transport.Delivery).Reject)
+			return
+		}
 		log.Error("barrier transaction failed; requeueing the command", "err", err, "backoff", w.cfg.RetryBackoff)
 		w.backoffAndRequeue(ctx, d)
 		return
@@ -316,6 +330,13 @@ func (w *Worker) logResult(log *slog.Logger, res result) {
 	default:
 		log.Debug("step done", attrs...)
 	}
+}
+
+// isDataException reports whether err is a PostgreSQL data exception (SQLSTATE class 22): the
+// values sent cannot be stored, whatever the retry.
+func isDataException(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && strings.HasPrefix(pgErr.Code, "22")
 }
 
 // backoffAndRequeue waits RetryBackoff (cut short by Stop or shutdown) and returns d to its queue.
