@@ -1,0 +1,226 @@
+package protocol
+
+import (
+	"encoding/json"
+	"strconv"
+	"strings"
+)
+
+// Kinds of two-phase-commit command, carried in HeaderKind and in the participant's barrier key.
+const (
+	KindPrepare = "prepare"
+	KindCommit  = "commit"
+	KindAbort   = "abort"
+)
+
+// TxCommand asks a participant to prepare, commit or abort its part of a transaction.
+type TxCommand struct {
+	TxID        string `json:"tx_id"`
+	Participant string `json:"participant"`
+	// Kind is KindPrepare, KindCommit or KindAbort.
+	Kind string `json:"kind"`
+	// Attempt numbers copies of the decision sent to this participant (1 for PREPARE).
+	Attempt int `json:"attempt"`
+	// Payload is the participant's prepare payload (sent with every kind).
+	Payload json.RawMessage `json:"payload,omitempty"`
+}
+
+// TxReply is a participant's answer: OutcomeVoteYes or OutcomeVoteNo to a PREPARE, OutcomeAck to a
+// COMMIT or ABORT.
+type TxReply struct {
+	Outcome string `json:"outcome"`
+	Error   string `json:"error,omitempty"`
+}
+
+// TxQuery is sent by a prepared participant that has not learned the decision. It goes to the
+// replies exchange like a reply, with type TypeDecisionQuery.
+type TxQuery struct {
+	TxID        string `json:"tx_id"`
+	Participant string `json:"participant"`
+}
+
+// TxCommandID returns the deterministic message id of a transaction command.
+func TxCommandID(txID, participant, kind string, attempt int) string {
+	return "tx:" + txID + ":" + participant + ":" + kind + ":" + strconv.Itoa(attempt)
+}
+
+// ParseTxCommandID splits an id made by TxCommandID.
+func ParseTxCommandID(id string) (txID, participant, kind string, attempt int, err error) {
+	parts := strings.Split(id, ":")
+	if len(parts) != 5 || parts[0] != "tx" {
+		return "", "", "", 0, malformed("command id %q is not tx:<id>:<participant>:<kind>:<attempt>", id)
+	}
+	attempt, err = strconv.Atoi(parts[4])
+	if err != nil || attempt < 1 {
+		return "", "", "", 0, malformed("command id %q: bad attempt", id)
+	}
+	switch parts[3] {
+	case KindPrepare, KindCommit, KindAbort:
+	default:
+		return "", "", "", 0, malformed("command id %q: kind must be prepare, commit or abort", id)
+	}
+	if parts[1] == "" || parts[2] == "" {
+		return "", "", "", 0, malformed("command id %q: empty transaction or participant", id)
+	}
+	return parts[1], parts[2], parts[3], attempt, nil
+}
+
+func txType(kind string) string {
+	switch kind {
+	case KindPrepare:
+		return TypePrepare
+	case KindCommit:
+		return TypeCommit
+	default:
+		return TypeAbort
+	}
+}
+
+// Encode returns the AMQP message of a transaction command.
+func (c *TxCommand) Encode() (Message, error) {
+	body, err := json.Marshal(c)
+	if err != nil {
+		return Message{}, err
+	}
+	return Message{
+		MessageID:   TxCommandID(c.TxID, c.Participant, c.Kind, c.Attempt),
+		Type:        txType(c.Kind),
+		ContentType: ContentType,
+		Headers: map[string]string{
+			HeaderVersion:     Version,
+			HeaderTxID:        c.TxID,
+			HeaderAttempt:     strconv.Itoa(c.Attempt),
+			HeaderKind:        c.Kind,
+			HeaderParticipant: c.Participant,
+		},
+		Body: body,
+	}, nil
+}
+
+// IsTxCommand reports whether m's type is a transaction command.
+func IsTxCommand(m Message) bool {
+	return m.Type == TypePrepare || m.Type == TypeCommit || m.Type == TypeAbort
+}
+
+// DecodeTxCommand parses and checks a transaction command. Any error wraps ErrMalformed.
+func DecodeTxCommand(m Message) (*TxCommand, error) {
+	if !IsTxCommand(m) {
+		return nil, malformed("type %q is not a transaction command", m.Type)
+	}
+	if len(m.Body) > MaxBodyBytes {
+		return nil, malformed("body of %d bytes exceeds %d", len(m.Body), MaxBodyBytes)
+	}
+	var c TxCommand
+	if err := strictUnmarshal(m.Body, &c); err != nil {
+		return nil, malformed("body: %v", err)
+	}
+	switch {
+	case c.TxID == "":
+		return nil, malformed("tx_id is empty")
+	case c.Participant == "":
+		return nil, malformed("participant is empty")
+	case c.Attempt < 1:
+		return nil, malformed("attempt %d must be at least 1", c.Attempt)
+	case txType(c.Kind) != m.Type || (c.Kind != KindPrepare && c.Kind != KindCommit && c.Kind != KindAbort):
+		return nil, malformed("kind %q does not match type %q", c.Kind, m.Type)
+	}
+	if m.MessageID != "" && m.MessageID != TxCommandID(c.TxID, c.Participant, c.Kind, c.Attempt) {
+		return nil, malformed("message_id %q does not match the body", m.MessageID)
+	}
+	return &c, nil
+}
+
+// EncodeTxReply returns the reply message to cmd.
+func EncodeTxReply(cmd *TxCommand, r TxReply) (Message, error) {
+	body, err := json.Marshal(r)
+	if err != nil {
+		return Message{}, err
+	}
+	id := TxCommandID(cmd.TxID, cmd.Participant, cmd.Kind, cmd.Attempt)
+	return Message{
+		MessageID:     ReplyID(id),
+		Type:          TypeReply,
+		ContentType:   ContentType,
+		CorrelationID: id,
+		Headers: map[string]string{
+			HeaderVersion:     Version,
+			HeaderTxID:        cmd.TxID,
+			HeaderAttempt:     strconv.Itoa(cmd.Attempt),
+			HeaderKind:        cmd.Kind,
+			HeaderParticipant: cmd.Participant,
+		},
+		Body: body,
+	}, nil
+}
+
+// TxReplyMessage is a decoded reply to a transaction command.
+type TxReplyMessage struct {
+	TxID        string
+	Participant string
+	Kind        string
+	Attempt     int
+	TxReply
+}
+
+// DecodeTxReply parses a reply whose correlation id is a transaction command id. Any error wraps
+// ErrMalformed.
+func DecodeTxReply(m Message) (*TxReplyMessage, error) {
+	if m.Type != TypeReply {
+		return nil, malformed("type %q is not %q", m.Type, TypeReply)
+	}
+	if len(m.Body) > MaxBodyBytes {
+		return nil, malformed("body of %d bytes exceeds %d", len(m.Body), MaxBodyBytes)
+	}
+	txID, participant, kind, attempt, err := ParseTxCommandID(m.CorrelationID)
+	if err != nil {
+		return nil, err
+	}
+	var r TxReply
+	if err := strictUnmarshal(m.Body, &r); err != nil {
+		return nil, malformed("body: %v", err)
+	}
+	ok := kind == KindPrepare && (r.Outcome == OutcomeVoteYes || r.Outcome == OutcomeVoteNo) ||
+		kind != KindPrepare && r.Outcome == OutcomeAck
+	if !ok {
+		return nil, malformed("outcome %q does not answer a %s", r.Outcome, kind)
+	}
+	return &TxReplyMessage{TxID: txID, Participant: participant, Kind: kind, Attempt: attempt, TxReply: r}, nil
+}
+
+// EncodeTxQuery returns the decision query of a prepared participant. id must be unique per query
+// (a re-sent query may reuse it).
+func EncodeTxQuery(q TxQuery, id string) (Message, error) {
+	body, err := json.Marshal(q)
+	if err != nil {
+		return Message{}, err
+	}
+	return Message{
+		MessageID:   "query:" + q.TxID + ":" + q.Participant + ":" + id,
+		Type:        TypeDecisionQuery,
+		ContentType: ContentType,
+		Headers: map[string]string{
+			HeaderVersion:     Version,
+			HeaderTxID:        q.TxID,
+			HeaderParticipant: q.Participant,
+		},
+		Body: body,
+	}, nil
+}
+
+// DecodeTxQuery parses a decision query. Any error wraps ErrMalformed.
+func DecodeTxQuery(m Message) (*TxQuery, error) {
+	if m.Type != TypeDecisionQuery {
+		return nil, malformed("type %q is not %q", m.Type, TypeDecisionQuery)
+	}
+	if len(m.Body) > MaxBodyBytes {
+		return nil, malformed("body of %d bytes exceeds %d", len(m.Body), MaxBodyBytes)
+	}
+	var q TxQuery
+	if err := strictUnmarshal(m.Body, &q); err != nil {
+		return nil, malformed("body: %v", err)
+	}
+	if q.TxID == "" || q.Participant == "" {
+		return nil, malformed("tx_id and participant must be set")
+	}
+	return &q, nil
+}
