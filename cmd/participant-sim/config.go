@@ -1,0 +1,243 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"sigs.k8s.io/yaml"
+)
+
+// Kinds of simulated participant.
+const (
+	kindTransfer  = "transfer"
+	kindInventory = "inventory"
+	kindPayment   = "payment"
+	kindNoop      = "noop"
+)
+
+var kinds = []string{kindTransfer, kindInventory, kindPayment, kindNoop}
+
+// wildcard is the faults key that applies to every action without an entry of its own.
+const wildcard = "*"
+
+// simConfig is everything the simulator runs: from --config, or built from the flags.
+type simConfig struct {
+	// Seed makes every fault decision reproducible (see faults.go).
+	Seed uint64 `json:"seed"`
+	// SchemaPrefix prefixes each participant's schema: <prefix><name>. Default "sim_".
+	SchemaPrefix string              `json:"schema_prefix"`
+	Participants []participantConfig `json:"participants"`
+}
+
+// participantConfig is one simulated participant.
+type participantConfig struct {
+	Name string `json:"name"`
+	Kind string `json:"kind"`
+	// SeedAccounts creates acct-1..acct-N (transfer) or sku-1..sku-N (inventory) with
+	// InitialBalance, once: existing rows are left as they are, so a restart keeps the books.
+	SeedAccounts   int   `json:"seed_accounts"`
+	InitialBalance int64 `json:"initial_balance"`
+	// Prefetch and Concurrency of the participant's worker; 0 takes the SDK defaults.
+	Prefetch    int `json:"prefetch"`
+	Concurrency int `json:"concurrency"`
+	// Faults by action or compensation name; "*" covers the actions without their own entry.
+	Faults map[string]faults `json:"faults"`
+}
+
+// faults are the fault knobs of one action. Probabilities are in [0, 1].
+type faults struct {
+	// FailProbability: the handler fails for business reasons (the saga compensates).
+	FailProbability float64 `json:"fail_probability"`
+	// RetryProbability: the handler fails transiently (the coordinator retries).
+	RetryProbability float64 `json:"retry_probability"`
+	// Latency is added before the handler runs.
+	Latency duration `json:"latency"`
+	// HangProbability: the handler blocks until shutdown and never replies. A redelivered command
+	// does not hang again, so a restart unblocks it.
+	HangProbability float64 `json:"hang_probability"`
+	// CrashAfterCommitProbability: the process exits with status 137 after the local commit,
+	// before the reply is published and the command acked (catalogue fault 3).
+	CrashAfterCommitProbability float64 `json:"crash_after_commit_probability"`
+}
+
+// duration is a time.Duration written as a Go duration string ("25ms", "1.5s").
+type duration time.Duration
+
+func (d *duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("a duration is a string such as \"25ms\", not %s", b)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = duration(v)
+	return nil
+}
+
+func (d duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// loadConfigFile reads a YAML or JSON config file; unknown fields are errors, so a typo in a
+// fault knob does not silently disable it.
+func loadConfigFile(path string) (simConfig, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return simConfig{}, err
+	}
+	var c simConfig
+	if err := yaml.UnmarshalStrict(b, &c); err != nil {
+		return simConfig{}, fmt.Errorf("config file %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// parseParticipants parses the --participants spec: comma-separated names, each optionally
+// followed by =kind. A bare name takes its kind from its prefix (see inferKind).
+func parseParticipants(spec string) ([]participantConfig, error) {
+	var ps []participantConfig
+	for item := range strings.SplitSeq(spec, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		name, kind, explicit := strings.Cut(item, "=")
+		name, kind = strings.TrimSpace(name), strings.TrimSpace(kind)
+		if !explicit {
+			kind = inferKind(name)
+		}
+		ps = append(ps, participantConfig{Name: name, Kind: kind})
+	}
+	if len(ps) == 0 {
+		return nil, errors.New("--participants is empty: give names such as bank-a=transfer,inventory")
+	}
+	return ps, nil
+}
+
+// inferKind maps a bare participant name to a kind: bank* is transfer, inventory* and stock* are
+// inventory, pay* is payment, anything else is noop.
+func inferKind(name string) string {
+	n := strings.ToLower(name)
+	switch {
+	case strings.HasPrefix(n, "bank"):
+		return kindTransfer
+	case strings.HasPrefix(n, "inventory"), strings.HasPrefix(n, "stock"):
+		return kindInventory
+	case strings.HasPrefix(n, "pay"):
+		return kindPayment
+	default:
+		return kindNoop
+	}
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$`)
+
+// schemaOf returns the schema of a participant: prefix + name, lower-cased, with every character
+// that is not a letter, digit or underscore replaced by an underscore.
+func schemaOf(prefix, name string) string {
+	var b strings.Builder
+	b.WriteString(prefix)
+	for _, r := range strings.ToLower(name) {
+		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') || r == '_' {
+			b.WriteRune(r)
+		} else {
+			b.WriteByte('_')
+		}
+	}
+	return b.String()
+}
+
+// withDefaults fills the schema prefix and, for participants that leave them zero, the account
+// seeding given on the command line.
+func (c simConfig) withDefaults(seedAccounts int, initialBalance int64) simConfig {
+	if c.SchemaPrefix == "" {
+		c.SchemaPrefix = "sim_"
+	}
+	ps := slices.Clone(c.Participants)
+	for i := range ps {
+		if ps[i].SeedAccounts == 0 {
+			ps[i].SeedAccounts = seedAccounts
+		}
+		if ps[i].InitialBalance == 0 {
+			ps[i].InitialBalance = initialBalance
+		}
+	}
+	c.Participants = ps
+	return c
+}
+
+func (c simConfig) validate() error {
+	var errs []error
+	if len(c.Participants) == 0 {
+		errs = append(errs, errors.New("no participants: give --participants or a --config file listing them"))
+	}
+	if !regexp.MustCompile(`^[a-z_][a-z0-9_]*$`).MatchString(c.SchemaPrefix) {
+		errs = append(errs, fmt.Errorf("schema_prefix %q must be a lower-case SQL identifier prefix", c.SchemaPrefix))
+	}
+	names, schemas := map[string]bool{}, map[string]string{}
+	for i, p := range c.Participants {
+		where := fmt.Sprintf("participant %d (%q)", i+1, p.Name)
+		if !nameRE.MatchString(p.Name) {
+			errs = append(errs, fmt.Errorf("%s: name must be 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit", where))
+		}
+		if names[p.Name] {
+			errs = append(errs, fmt.Errorf("%s: listed twice", where))
+		}
+		names[p.Name] = true
+		s := schemaOf(c.SchemaPrefix, p.Name)
+		if len(s) > 63 {
+			errs = append(errs, fmt.Errorf("%s: schema name %q is longer than PostgreSQL's 63 bytes; shorten the name", where, s))
+		}
+		if other, dup := schemas[s]; dup && other != p.Name {
+			errs = append(errs, fmt.Errorf("%s: schema %q is also the schema of %q; rename one", where, s, other))
+		}
+		schemas[s] = p.Name
+		if !slices.Contains(kinds, p.Kind) {
+			errs = append(errs, fmt.Errorf("%s: kind %q must be one of %s", where, p.Kind, strings.Join(kinds, ", ")))
+		}
+		if p.SeedAccounts < 0 || p.Prefetch < 0 || p.Concurrency < 0 {
+			errs = append(errs, fmt.Errorf("%s: seed_accounts, prefetch and concurrency must not be negative", where))
+		}
+		for action, f := range p.Faults {
+			if err := f.validate(); err != nil {
+				errs = append(errs, fmt.Errorf("%s: faults of %q: %w", where, action, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (f faults) validate() error {
+	var errs []error
+	for _, p := range []struct {
+		name string
+		v    float64
+	}{
+		{"fail_probability", f.FailProbability},
+		{"retry_probability", f.RetryProbability},
+		{"hang_probability", f.HangProbability},
+		{"crash_after_commit_probability", f.CrashAfterCommitProbability},
+	} {
+		if p.v < 0 || p.v > 1 {
+			errs = append(errs, fmt.Errorf("%s %v must be between 0 and 1", p.name, p.v))
+		}
+	}
+	if f.Latency < 0 {
+		errs = append(errs, fmt.Errorf("latency %v must not be negative", time.Duration(f.Latency)))
+	}
+	return errors.Join(errs...)
+}
+
+// faultsFor returns the knobs of action: its own entry, else the wildcard's, else none.
+func (p participantConfig) faultsFor(action string) faults {
+	if f, ok := p.Faults[action]; ok {
+		return f
+	}
+	return p.Faults[wildcard]
+}

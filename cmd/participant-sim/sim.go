@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/sagacoord/sagacoord/participant"
+	"github.com/sagacoord/sagacoord/transport"
+)
+
+// sim runs the configured participants in one process, each a participant.Worker with its own
+// schema and ledger, sharing one database pool and one transport.
+type sim struct {
+	log     *slog.Logger
+	track   *inflight
+	workers []*participant.Worker
+	ledgers []*ledger
+	configs []participantConfig
+}
+
+// newSim builds the workers. exit is how an injected crash ends the process (os.Exit outside
+// tests).
+func newSim(cfg simConfig, db *pgxpool.Pool, tr transport.Transport, log *slog.Logger, exit func(int)) (*sim, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	s := &sim{log: log, track: newInflight()}
+	for _, p := range cfg.Participants {
+		plog := log.With("participant", p.Name)
+		schema := schemaOf(cfg.SchemaPrefix, p.Name)
+		d := dice{seed: cfg.Seed, participant: p.Name}
+		w, err := participant.New(participant.Config{
+			Name:        p.Name,
+			Transport:   tr,
+			DB:          db,
+			Schema:      schema,
+			Prefetch:    p.Prefetch,
+			Concurrency: p.Concurrency,
+			Logger:      log,
+			OnCommitted: crashAfterCommit(p, d, plog, exit),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("participant %s: %w", p.Name, err)
+		}
+		l := newLedger(schema, p.Kind)
+		if p.Kind == kindNoop {
+			w.HandleDefault(withFaults(p, d, s.track, plog, noop))
+		} else {
+			for action, h := range l.handlers() {
+				w.Handle(action, withFaults(p, d, s.track, plog, h))
+			}
+			w.HandleDefault(l.unknown(p.Name))
+		}
+		s.workers = append(s.workers, w)
+		s.ledgers = append(s.ledgers, l)
+		s.configs = append(s.configs, p)
+	}
+	return s, nil
+}
+
+// migrate creates each participant's barrier and ledger tables and seeds its accounts; it is
+// idempotent and keeps existing balances.
+func (s *sim) migrate(ctx context.Context, db *pgxpool.Pool) error {
+	for i, w := range s.workers {
+		p := s.configs[i]
+		if err := w.Migrate(ctx); err != nil {
+			return fmt.Errorf("participant %s: %w", p.Name, err)
+		}
+		if err := s.ledgers[i].migrate(ctx, db, p.SeedAccounts, p.InitialBalance); err != nil {
+			return fmt.Errorf("participant %s: %w", p.Name, err)
+		}
+	}
+	return nil
+}
+
+// start starts every worker; on an error it stops those already started. ctx bounds their life
+// (see participant.Worker.Start).
+func (s *sim) start(ctx context.Context) error {
+	for i, w := range s.workers {
+		if err := w.Start(ctx); err != nil {
+			s.stop()
+			return err
+		}
+		p := s.configs[i]
+		s.log.Info("participant running", "participant", p.Name, "kind", p.Kind, "schema", s.ledgers[i].schema)
+	}
+	return nil
+}
+
+// stop stops every worker gracefully, in parallel.
+func (s *sim) stop() {
+	var wg sync.WaitGroup
+	for _, w := range s.workers {
+		wg.Go(w.Stop)
+	}
+	wg.Wait()
+}
+
+// shutdown stops gracefully. A hung handler (hang_probability) waits for shutdown by design, so
+// once only hung handlers are left, or after grace, it ends the workers' context (cancel) and
+// their commands are redelivered to the next process.
+func (s *sim) shutdown(grace time.Duration, cancel context.CancelFunc) {
+	done := make(chan struct{})
+	go func() {
+		s.stop()
+		close(done)
+	}()
+	timer := time.NewTimer(grace)
+	defer timer.Stop()
+	for {
+		active, hung, changed := s.track.counts()
+		if hung > 0 && active == hung {
+			s.log.Info("only hung handlers are left; ending them", "hung", hung)
+			cancel()
+			<-done
+			return
+		}
+		select {
+		case <-done:
+			return
+		case <-timer.C:
+			s.log.Warn("graceful stop took longer than the grace period; ending the handlers in flight", "grace", grace)
+			cancel()
+			<-done
+			return
+		case <-changed:
+		}
+	}
+}
