@@ -13,6 +13,7 @@ import (
 
 	"github.com/sagacoord/sagacoord/saga"
 	"github.com/sagacoord/sagacoord/transport"
+	"github.com/sagacoord/sagacoord/twopc"
 )
 
 // Sentinel errors; implementations translate driver errors to these.
@@ -55,16 +56,19 @@ type ListFilter struct {
 	AfterID        uuid.UUID
 }
 
-// Change is what a MutateFunc decided for one saga.
-type Change struct {
-	Saga *Saga
-	// Messages are committed to the outbox with the saga's new state.
+// Changed is what a mutate function decided for one row (a saga or a transaction): the row,
+// changed in place, and the messages committed to the outbox with it.
+type Changed[T any] struct {
+	Row      T
 	Messages []transport.Outgoing
 }
 
+// Change is a changed saga.
+type Change = Changed[*Saga]
+
 // MutateFunc receives the locked sagas and the database time, changes the sagas it wants to
-// (in place) and returns one Change per changed saga. It must not do I/O: it may run again if the
-// transaction is retried.
+// (in place) and returns one Change per changed saga. It may run again if the transaction is
+// retried, so it must not have effects outside the sagas it is given.
 type MutateFunc func(now time.Time, sagas []*Saga) ([]Change, error)
 
 // Definitions stores saga definitions.
@@ -97,6 +101,7 @@ type Sagas interface {
 type Store interface {
 	Definitions
 	Sagas
+	Transactions
 	// Outbox returns the outbox of the same database.
 	Outbox() Outbox
 }
@@ -109,4 +114,40 @@ type Outbox interface {
 	Delete(ctx context.Context, ids []int64) error
 	// Backlog returns the number of rows and the age of the oldest.
 	Backlog(ctx context.Context) (int, time.Duration, error)
+}
+
+// Tx is one stored two-phase-commit transaction.
+type Tx struct {
+	ID uuid.UUID
+	// Tx holds the state, the participants with their votes and acks, and the history.
+	Tx          *twopc.Tx
+	RequestHash string
+	Version     int64
+	WakeAt      time.Time
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+	FinishedAt  time.Time
+}
+
+// TxChange is a changed transaction.
+type TxChange = Changed[*Tx]
+
+// TxMutateFunc is MutateFunc for transactions.
+type TxMutateFunc func(now time.Time, txs []*Tx) ([]TxChange, error)
+
+// TxFilter selects transactions for ListTransactions.
+type TxFilter struct {
+	State          twopc.State
+	Limit          int
+	AfterCreatedAt time.Time
+	AfterID        uuid.UUID
+}
+
+// Transactions stores two-phase-commit transactions, with the same guarantees as Sagas.
+type Transactions interface {
+	CreateTx(ctx context.Context, id uuid.UUID, build func(now time.Time) (TxChange, error)) (t *Tx, created bool, rows []OutboxRow, err error)
+	GetTx(ctx context.Context, id uuid.UUID) (*Tx, error)
+	ListTx(ctx context.Context, f TxFilter) ([]*Tx, error)
+	MutateTx(ctx context.Context, ids []uuid.UUID, fn TxMutateFunc) ([]OutboxRow, error)
+	MutateDueTx(ctx context.Context, limit int, fn TxMutateFunc) (int, []OutboxRow, error)
 }

@@ -212,7 +212,7 @@ func (s *Store) CreateSaga(ctx context.Context, id uuid.UUID, build func(now tim
 		if err != nil {
 			return err
 		}
-		sg := ch.Saga
+		sg := ch.Row
 		state, err := json.Marshal(sg.State)
 		if err != nil {
 			return err
@@ -284,16 +284,28 @@ func (s *Store) Mutate(ctx context.Context, ids []uuid.UUID, fn store.MutateFunc
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	_, rows, err := s.mutate(ctx, fn, `SELECT now(), `+sagaColumns+` FROM sagas WHERE id = ANY($1) ORDER BY id FOR UPDATE`, ids)
+	_, rows, err := mutate(ctx, s, sagaRows, fn, `SELECT now(), `+sagaColumns+` FROM sagas WHERE id = ANY($1) ORDER BY id FOR UPDATE`, ids)
 	return rows, err
 }
 
 // MutateDue implements store.Sagas.
 func (s *Store) MutateDue(ctx context.Context, limit int, fn store.MutateFunc) (int, []store.OutboxRow, error) {
-	return s.mutate(ctx, fn, `SELECT now(), `+sagaColumns+` FROM sagas WHERE wake_at <= now() ORDER BY wake_at LIMIT $1 FOR UPDATE SKIP LOCKED`, limit)
+	return mutate(ctx, s, sagaRows, fn, `SELECT now(), `+sagaColumns+` FROM sagas WHERE wake_at <= now() ORDER BY wake_at LIMIT $1 FOR UPDATE SKIP LOCKED`, limit)
 }
 
-func (s *Store) mutate(ctx context.Context, fn store.MutateFunc, query string, arg any) (int, []store.OutboxRow, error) {
+// table is what mutate needs to know about a table of state rows (sagas, transactions).
+type table[T any] struct {
+	name   string
+	scan   func(pgx.Row) (T, error)
+	update func(ctx context.Context, tx pgx.Tx, now time.Time, rows []T) error
+}
+
+var sagaRows = table[*store.Saga]{name: "sagas", scan: scanSaga, update: updateSagas}
+
+// mutate locks rows with query, lets fn change them, and writes the changes and their messages in
+// one transaction, retried on deadlock or conflict. It returns how many rows it locked and the
+// outbox rows written.
+func mutate[T any](ctx context.Context, s *Store, t table[T], fn func(time.Time, []T) ([]store.Changed[T], error), query string, arg any) (int, []store.OutboxRow, error) {
 	var (
 		claimed int
 		out     []store.OutboxRow
@@ -305,45 +317,44 @@ func (s *Store) mutate(ctx context.Context, fn store.MutateFunc, query string, a
 			return err
 		}
 		var (
-			now   time.Time
-			sagas []*store.Saga
+			now    time.Time
+			locked []T
 		)
 		for rows.Next() {
 			var rowNow time.Time
-			sg, err := scanSaga(scanPrefix{rows, &rowNow})
+			v, err := t.scan(scanPrefix{rows, &rowNow})
 			if err != nil {
 				rows.Close()
 				return err
 			}
 			now = rowNow
-			sagas = append(sagas, sg)
+			locked = append(locked, v)
 		}
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		claimed = len(sagas)
-		if len(sagas) == 0 {
+		claimed = len(locked)
+		if len(locked) == 0 {
 			return nil
 		}
-		changes, err := fn(now, sagas)
-		if err != nil {
+		changes, err := fn(now, locked)
+		if err != nil || len(changes) == 0 {
 			return err
 		}
-		if len(changes) == 0 {
-			return nil
-		}
-		if err := s.updateSagas(ctx, tx, now, changes); err != nil {
-			return err
-		}
+		changed := make([]T, len(changes))
 		var msgs []transport.Outgoing
-		for _, c := range changes {
+		for i, c := range changes {
+			changed[i] = c.Row
 			msgs = append(msgs, c.Messages...)
+		}
+		if err := t.update(ctx, tx, now, changed); err != nil {
+			return err
 		}
 		out, err = s.insertOutbox(ctx, tx, msgs)
 		return err
 	})
 	if err != nil {
-		return 0, nil, fmt.Errorf("update sagas: %w", err)
+		return 0, nil, fmt.Errorf("update %s: %w", t.name, err)
 	}
 	return claimed, out, nil
 }
@@ -358,37 +369,60 @@ func (p scanPrefix) Scan(dest ...any) error {
 	return p.rows.Scan(append([]any{p.now}, dest...)...)
 }
 
-func (s *Store) updateSagas(ctx context.Context, tx pgx.Tx, now time.Time, changes []store.Change) error {
-	n := len(changes)
+func updateSagas(ctx context.Context, tx pgx.Tx, now time.Time, changed []*store.Saga) error {
+	rows := make([]rowUpdate, len(changed))
+	for i, sg := range changed {
+		rows[i] = rowUpdate{sg.ID, string(sg.State.Status), sg.State, sg.Version, sg.WakeAt, sg.FinishedAt}
+	}
+	if err := updateRows(ctx, tx, now, "sagas", rows); err != nil {
+		return err
+	}
+	for _, sg := range changed {
+		sg.Version++
+		sg.UpdatedAt = now
+	}
+	return nil
+}
+
+// rowUpdate is the new content of one state row (a saga or a transaction).
+type rowUpdate struct {
+	id      uuid.UUID
+	status  string
+	state   any
+	version int64
+	wake    time.Time
+	fin     time.Time
+}
+
+// updateRows writes rows in one statement, each only if its version is still the one read
+// (compare-and-set); any mismatch fails the whole transaction with store.ErrConflict.
+func updateRows(ctx context.Context, tx pgx.Tx, now time.Time, tableName string, rows []rowUpdate) error {
+	n := len(rows)
 	ids := make([]uuid.UUID, n)
 	statuses := make([]string, n)
 	states := make([]string, n)
 	versions := make([]int64, n)
 	wakes := make([]pgtype.Timestamptz, n)
 	fins := make([]pgtype.Timestamptz, n)
-	for i, c := range changes {
-		sg := c.Saga
-		b, err := json.Marshal(sg.State)
+	for i, r := range rows {
+		b, err := json.Marshal(r.state)
 		if err != nil {
 			return err
 		}
-		ids[i], statuses[i], states[i], versions[i] = sg.ID, string(sg.State.Status), string(b), sg.Version
-		wakes[i], fins[i] = tsOrNull(sg.WakeAt), tsOrNull(sg.FinishedAt)
+		ids[i], statuses[i], states[i], versions[i] = r.id, r.status, string(b), r.version
+		wakes[i], fins[i] = tsOrNull(r.wake), tsOrNull(r.fin)
 	}
-	tag, err := tx.Exec(ctx, `UPDATE sagas s SET status = u.status, state = u.state::jsonb, version = s.version + 1,
+	// tableName is one of two constants, never outside input.
+	tag, err := tx.Exec(ctx, `UPDATE `+tableName+` t SET status = u.status, state = u.state::jsonb, version = t.version + 1,
 			wake_at = u.wake_at, finished_at = u.finished_at, updated_at = $7
 		FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[], $6::timestamptz[])
 			AS u(id, status, state, version, wake_at, finished_at)
-		WHERE s.id = u.id AND s.version = u.version`, ids, statuses, states, versions, wakes, fins, now)
+		WHERE t.id = u.id AND t.version = u.version`, ids, statuses, states, versions, wakes, fins, now)
 	if err != nil {
 		return err
 	}
 	if int(tag.RowsAffected()) != n {
-		return fmt.Errorf("%w: %d of %d sagas changed under us", store.ErrConflict, n-int(tag.RowsAffected()), n)
-	}
-	for _, c := range changes {
-		c.Saga.Version++
-		c.Saga.UpdatedAt = now
+		return fmt.Errorf("%w: %d of %d %s changed under us", store.ErrConflict, n-int(tag.RowsAffected()), n, tableName)
 	}
 	return nil
 }
