@@ -65,6 +65,9 @@ type Transport interface {
 	// DeclareParticipant declares the durable queue of a participant, bound to the commands
 	// exchange with the participant name as routing key. It is idempotent.
 	DeclareParticipant(ctx context.Context, participant string) error
+	// ParticipantExists reports whether the queue of a participant exists (a worker or a saga
+	// definition declared it), without creating it.
+	ParticipantExists(ctx context.Context, participant string) (bool, error)
 	// Publish publishes every message persistently with the mandatory flag and waits for the
 	// broker's confirms. The result has one entry per message: nil when the broker confirmed it
 	// and routed it, otherwise why not (ErrReturned, ErrNacked, a connection error). A message

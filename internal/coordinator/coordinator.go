@@ -181,7 +181,7 @@ func Start(ctx context.Context, cfg Config) (*Coordinator, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.ListenAddr, err)
 	}
-	c.grpc = server.NewGRPCServer(&server.SagaService{Engine: c.engine, Logger: log})
+	c.grpc = server.NewGRPCServer(&server.SagaService{Engine: c.engine, Logger: log}, &server.TwoPCService{Engine: c.engine, Logger: log})
 	go func() { c.served <- c.grpc.Serve(c.lis) }()
 	log.Info("coordinator serving", "addr", c.lis.Addr().String(), "database", Redact(cfg.DatabaseURL), "amqp", Redact(cfg.AMQPURL))
 	ok = true

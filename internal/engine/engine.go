@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -100,6 +101,8 @@ type Engine struct {
 
 	machines sync.Map // defKey -> *saga.Machine; definitions are immutable
 	latest   sync.Map // name -> latestVersion
+	// knownParticipants caches participants whose queue exists (queues are durable).
+	knownParticipants sync.Map
 
 	mu      sync.Mutex
 	cancel  context.CancelFunc
@@ -375,7 +378,7 @@ func (e *Engine) change(m *saga.Machine, sg *store.Saga, cmds []saga.Command, no
 		}
 		msgs = append(msgs, msg)
 	}
-	return store.Change{Saga: sg, Messages: msgs}, nil
+	return store.Change{Row: sg, Messages: msgs}, nil
 }
 
 // command builds the message of one step command: the saga input and the outputs of the steps
@@ -446,32 +449,75 @@ type pendingReply struct {
 	id    uuid.UUID
 }
 
+// classify decodes a delivery on the reply queue: a saga reply, a transaction reply or a
+// decision query. An error wraps protocol.ErrMalformed: the delivery is dead-lettered.
+func classify(d *transport.Delivery) (*pendingReply, *txEvent, error) {
+	parseID := func(what, s string) (uuid.UUID, error) {
+		id, err := uuid.Parse(s)
+		if err != nil {
+			return uuid.Nil, fmt.Errorf("%w: %s id %q: %v", protocol.ErrMalformed, what, s, err)
+		}
+		return id, nil
+	}
+	switch {
+	case d.Type == protocol.TypeDecisionQuery:
+		q, err := protocol.DecodeTxQuery(d.Message)
+		if err != nil {
+			return nil, nil, err
+		}
+		id, err := parseID("transaction", q.TxID)
+		if err != nil {
+			return nil, nil, err
+		}
+		return nil, &txEvent{d: d, id: id, query: q}, nil
+	case strings.HasPrefix(d.CorrelationID, "tx:"):
+		r, err := protocol.DecodeTxReply(d.Message)
+		if err != nil {
+			return nil, nil, err
+		}
+		id, err := parseID("transaction", r.TxID)
+		if err != nil {
+			return nil, nil, err
+		}
+		return nil, &txEvent{d: d, id: id, reply: r}, nil
+	default:
+		r, err := protocol.DecodeSagaReply(d.Message)
+		if err != nil {
+			return nil, nil, err
+		}
+		id, err := parseID("saga", r.SagaID)
+		if err != nil {
+			return nil, nil, err
+		}
+		return &pendingReply{d: d, reply: r, id: id}, nil, nil
+	}
+}
+
 func (e *Engine) applyReplies(ctx context.Context, batch []*transport.Delivery) {
 	var (
 		valid []pendingReply
+		txs   []txEvent
 		ids   []uuid.UUID
 		seen  = map[uuid.UUID]bool{}
 	)
 	for _, d := range batch {
-		r, err := protocol.DecodeSagaReply(d.Message)
-		var id uuid.UUID
-		if err == nil {
-			id, err = uuid.Parse(r.SagaID)
-			if err != nil {
-				err = fmt.Errorf("%w: saga id %q: %v", protocol.ErrMalformed, r.SagaID, err)
-			}
-		}
+		p, tev, err := classify(d)
 		if err != nil {
-			e.log.Warn("dead-lettering malformed reply", "message_id", d.MessageID, "correlation_id", d.CorrelationID, "err", err)
+			e.log.Warn("dead-lettering malformed message on the reply queue", "message_id", d.MessageID, "type", d.Type, "correlation_id", d.CorrelationID, "err", err)
 			e.settle(d.Reject, d)
 			continue
 		}
-		valid = append(valid, pendingReply{d: d, reply: r, id: id})
-		if !seen[id] {
-			seen[id] = true
-			ids = append(ids, id)
+		if tev != nil {
+			txs = append(txs, *tev)
+			continue
+		}
+		valid = append(valid, *p)
+		if !seen[p.id] {
+			seen[p.id] = true
+			ids = append(ids, p.id)
 		}
 	}
+	e.applyTxEvents(ctx, txs)
 	if len(valid) == 0 {
 		return
 	}
@@ -553,6 +599,19 @@ func (e *Engine) timerLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		for ctx.Err() == nil {
+			n, err := e.fireTxTimers(ctx)
+			if err != nil {
+				if ctx.Err() == nil {
+					e.log.Error("fire transaction timers", "err", err)
+				}
+				break
+			}
+			if n == e.cfg.TimerBatch {
+				continue
+			}
+			break
 		}
 		for ctx.Err() == nil {
 			n, rows, err := e.cfg.Store.MutateDue(ctx, e.cfg.TimerBatch, func(now time.Time, sagas []*store.Saga) ([]store.Change, error) {

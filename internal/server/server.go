@@ -36,16 +36,15 @@ type SagaService struct {
 	WatchPoll time.Duration
 }
 
-// NewGRPCServer returns a gRPC server with the saga service, health and reflection registered.
-func NewGRPCServer(svc *SagaService, extra ...func(*grpc.Server)) *grpc.Server {
+// NewGRPCServer returns a gRPC server with the saga and 2PC services, health and reflection.
+func NewGRPCServer(svc *SagaService, tx *TwoPCService) *grpc.Server {
 	srv := grpc.NewServer(grpc.MaxRecvMsgSize(MaxMessageBytes))
 	pb.RegisterSagaServiceServer(srv, svc)
-	for _, f := range extra {
-		f(srv)
-	}
+	pb.RegisterTwoPCServiceServer(srv, tx)
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	hs.SetServingStatus(pb.SagaService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus(pb.TwoPCService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(srv, hs)
 	reflection.Register(srv)
 	return srv
@@ -183,14 +182,9 @@ func (s *SagaService) GetSaga(ctx context.Context, req *pb.GetSagaRequest) (*pb.
 
 // ListSagas implements pb.SagaServiceServer.
 func (s *SagaService) ListSagas(ctx context.Context, req *pb.ListSagasRequest) (*pb.ListSagasResponse, error) {
-	size := int(req.GetPageSize())
-	switch {
-	case size < 0:
-		return nil, invalid("page_size", "must not be negative")
-	case size == 0:
-		size = 50
-	case size > 1000:
-		size = 1000
+	size, err := pageSize(req.GetPageSize())
+	if err != nil {
+		return nil, err
 	}
 	f := store.ListFilter{Definition: req.GetDefinition(), Limit: size + 1}
 	if req.GetStatus() != pb.SagaStatus_SAGA_STATUS_UNSPECIFIED {
@@ -219,6 +213,19 @@ func (s *SagaService) ListSagas(ctx context.Context, req *pb.ListSagasRequest) (
 		out.Sagas = append(out.Sagas, sagaToPB(sg, nil))
 	}
 	return out, nil
+}
+
+// pageSize applies the default (50) and the cap (1000) of a page size.
+func pageSize(n int32) (int, error) {
+	switch {
+	case n < 0:
+		return 0, invalid("page_size", "must not be negative")
+	case n == 0:
+		return 50, nil
+	case n > 1000:
+		return 1000, nil
+	}
+	return int(n), nil
 }
 
 func encodePageToken(at time.Time, id uuid.UUID) string {
@@ -278,8 +285,22 @@ func (s *SagaService) WatchSaga(req *pb.WatchSagaRequest, stream grpc.ServerStre
 	if err != nil {
 		return err
 	}
-	ctx := stream.Context()
-	poll := s.WatchPoll
+	var last *store.Saga
+	return watch(stream.Context(), s.WatchPoll, func(ctx context.Context) (int64, bool, error) {
+		sg, err := s.Engine.GetSaga(ctx, id)
+		if err != nil {
+			return 0, false, err
+		}
+		last = sg
+		return sg.Version, sg.State.Status.Terminal(), nil
+	}, func(ctx context.Context) error {
+		return stream.Send(&pb.WatchSagaResponse{Saga: s.sagaPB(ctx, last)})
+	})
+}
+
+// watch polls read every poll interval (default 50ms) and calls send when the version changed,
+// first at once; it returns after sending a terminal state, or when ctx ends.
+func watch(ctx context.Context, poll time.Duration, read func(context.Context) (version int64, terminal bool, err error), send func(context.Context) error) error {
 	if poll == 0 {
 		poll = 50 * time.Millisecond
 	}
@@ -287,16 +308,16 @@ func (s *SagaService) WatchSaga(req *pb.WatchSagaRequest, stream grpc.ServerStre
 	defer t.Stop()
 	var last int64 = -1
 	for {
-		sg, err := s.Engine.GetSaga(ctx, id)
+		v, terminal, err := read(ctx)
 		if err != nil {
 			return toStatus(err)
 		}
-		if sg.Version != last {
-			last = sg.Version
-			if err := stream.Send(&pb.WatchSagaResponse{Saga: s.sagaPB(ctx, sg)}); err != nil {
+		if v != last {
+			last = v
+			if err := send(ctx); err != nil {
 				return err
 			}
-			if sg.State.Status.Terminal() {
+			if terminal {
 				return nil
 			}
 		}

@@ -147,3 +147,26 @@ func (t *Transport) withTopologyChannel(ctx context.Context, declare func(*amqp.
 	}
 	return nil
 }
+
+// ParticipantExists reports whether the participant's queue exists, with a passive declare on a
+// throwaway channel (the broker closes a channel whose passive declare fails).
+func (t *Transport) ParticipantExists(ctx context.Context, participant string) (bool, error) {
+	queue := protocol.ParticipantQueue(participant)
+	if participant == "" || len(queue) > maxNameBytes {
+		return false, nil
+	}
+	exists := true
+	err := t.withTopologyChannel(ctx, func(ch *amqp.Channel) error {
+		_, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
+		var aerr *amqp.Error
+		if errors.As(err, &aerr) && aerr.Code == amqp.NotFound {
+			exists = false
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("look up queue %q: %w", queue, err)
+	}
+	return exists, nil
+}

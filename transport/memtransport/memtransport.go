@@ -515,3 +515,18 @@ func copyMessage(m protocol.Message) protocol.Message {
 	}
 	return m
 }
+
+// ParticipantExists reports whether the participant's queue was declared.
+func (t *Transport) ParticipantExists(ctx context.Context, participant string) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	b := t.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if t.closed {
+		return false, ErrClosed
+	}
+	_, ok := b.queues[protocol.ParticipantQueue(participant)]
+	return ok, nil
+}
