@@ -31,7 +31,7 @@ const errCompensatedFirst = "compensated before action"
 type barrier struct {
 	db *pgxpool.Pool
 
-	createTable, insert, selectReply, updateReply string
+	createTable, addAttempt, insert, reopen, selectReply, updateReply string
 }
 
 func newBarrier(db *pgxpool.Pool, schema string) *barrier {
@@ -44,9 +44,17 @@ func newBarrier(db *pgxpool.Pool, schema string) *barrier {
 	kind       text        NOT NULL,
 	reply      jsonb       NOT NULL,
 	created_at timestamptz NOT NULL DEFAULT now(),
+	attempt    integer     NOT NULL DEFAULT 0,
 	PRIMARY KEY (gid, step, kind)
 )`,
-		insert:      `INSERT INTO ` + table + ` (gid, step, kind, reply) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`,
+		// Tables made before the attempt column existed get it here.
+		addAttempt: `ALTER TABLE ` + table + ` ADD COLUMN IF NOT EXISTS attempt integer NOT NULL DEFAULT 0`,
+		insert:     `INSERT INTO ` + table + ` (gid, step, kind, reply, attempt) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`,
+		// A business failure is final for its attempt, but a later attempt may run again: the
+		// coordinator sends one only to retry forward after the pivot, or after an attempt that
+		// timed out. A refusal planted by a compensation is never reopened.
+		reopen: `UPDATE ` + table + ` SET reply = '{}', attempt = $4 WHERE gid = $1 AND step = $2 AND kind = $3
+	AND attempt < $4 AND reply->>'outcome' = 'failed' AND coalesce(reply->>'error', '') <> $5`,
 		selectReply: `SELECT reply::text FROM ` + table + ` WHERE gid = $1 AND step = $2 AND kind = $3`,
 		updateReply: `UPDATE ` + table + ` SET reply = $4 WHERE gid = $1 AND step = $2 AND kind = $3 RETURNING reply::text`,
 	}
@@ -103,8 +111,14 @@ func (b *barrier) action(ctx context.Context, tx pgx.Tx, cmd *protocol.StepComma
 		return result{}, err
 	}
 	if !inserted {
-		// A duplicate, or the compensation came first and left a refusal here.
-		return b.stored(ctx, tx, cmd, protocol.KindAction)
+		tag, err := tx.Exec(ctx, b.reopen, cmd.SagaID, cmd.Step, protocol.KindAction, cmd.Attempt, errCompensatedFirst)
+		if err != nil {
+			return result{}, fmt.Errorf("reopen barrier row (%s, %s, action): %w", cmd.SagaID, cmd.Step, err)
+		}
+		if tag.RowsAffected() == 0 {
+			// A duplicate, or the compensation came first and left a refusal here.
+			return b.stored(ctx, tx, cmd, protocol.KindAction)
+		}
 	}
 	out, herr, err := b.callInSavepoint(ctx, tx, cmd, h)
 	if err != nil {
@@ -157,7 +171,13 @@ func (b *barrier) compensate(ctx context.Context, tx pgx.Tx, cmd *protocol.StepC
 		}
 		switch action.Outcome {
 		case protocol.OutcomeFailed:
-			// The action's effect was never applied (or was refused): nothing to undo.
+			// The action's effect was never applied (or was refused): nothing to undo. Turn a
+			// business failure into the refusal, so that no later attempt reopens it.
+			if action.Error != errCompensatedFirst {
+				if _, err := b.store(ctx, tx, cmd, protocol.KindAction, protocol.StepReply{Outcome: protocol.OutcomeFailed, Error: errCompensatedFirst}); err != nil {
+					return result{}, err
+				}
+			}
 		case protocol.OutcomeSucceeded:
 			c := *cmd
 			if len(c.Output) == 0 {
@@ -191,7 +211,7 @@ func (b *barrier) compensate(ctx context.Context, tx pgx.Tx, cmd *protocol.StepC
 // claim inserts the barrier row for (cmd.SagaID, cmd.Step, kind) and reports whether it was new.
 // A concurrent transaction holding the same key makes it wait for that one to finish.
 func (b *barrier) claim(ctx context.Context, tx pgx.Tx, cmd *protocol.StepCommand, kind, reply string) (bool, error) {
-	tag, err := tx.Exec(ctx, b.insert, cmd.SagaID, cmd.Step, kind, reply)
+	tag, err := tx.Exec(ctx, b.insert, cmd.SagaID, cmd.Step, kind, reply, cmd.Attempt)
 	if err != nil {
 		return false, fmt.Errorf("insert barrier row (%s, %s, %s): %w", cmd.SagaID, cmd.Step, kind, err)
 	}

@@ -148,8 +148,10 @@ func (w *Worker) Migrate(ctx context.Context) error {
 			return fmt.Errorf("participant: migrate: create schema %s: %w", w.cfg.Schema, err)
 		}
 	}
-	if _, err := tx.Exec(ctx, w.barrier.createTable); err != nil {
-		return fmt.Errorf("participant: migrate: create table %s.barrier: %w", w.cfg.Schema, err)
+	for _, stmt := range []string{w.barrier.createTable, w.barrier.addAttempt} {
+		if _, err := tx.Exec(ctx, stmt); err != nil {
+			return fmt.Errorf("participant: migrate: table %s.barrier: %w", w.cfg.Schema, err)
+		}
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("participant: migrate: commit: %w", err)

@@ -195,6 +195,10 @@ func (m *Machine) ApplyReply(s *State, r Reply, now time.Time) (cmds []Command, 
 			m.setStep(s, r.StepIndex, StepFailed, now)
 			m.compensate(s, fmt.Sprintf("step %q failed: %s", m.def.Steps[r.StepIndex].Name, r.Error), now)
 		case OutcomeRetry:
+			// A retry reply says the attempt was rolled back, but if the participant dies before
+			// it acks, the redelivered attempt may still succeed: like a timeout, it leaves the
+			// step uncertain, so it is compensated if the saga gives it up.
+			st.Uncertain = true
 			st.LastError = r.Error
 			m.retryAction(s, r.StepIndex, now)
 		default:
