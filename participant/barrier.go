@@ -19,8 +19,8 @@ import (
 // returns a huge error cannot make the reply exceed protocol.MaxBodyBytes.
 const maxErrorBytes = 4 << 10
 
-// maxOutputBytes bounds a handler's output, leaving room in the reply for the envelope.
-const maxOutputBytes = protocol.MaxBodyBytes - 2*maxErrorBytes
+// maxOutputBytes bounds a handler's output: the coordinator refuses larger ones.
+const maxOutputBytes = protocol.MaxOutputBytes
 
 // errCompensatedFirst is the error stored as the action's reply when its compensation arrived
 // first; the late action is refused with it.

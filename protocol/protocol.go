@@ -78,8 +78,33 @@ const (
 	OutcomeAck       = "ack"
 )
 
-// MaxBodyBytes is the largest body a decoder accepts.
-const MaxBodyBytes = 1 << 20
+// Size limits. A step command carries the saga input and the outputs of the steps it depends
+// on, so commands may be larger than any single payload.
+const (
+	// MaxBodyBytes is the largest body a decoder accepts.
+	MaxBodyBytes = 16 << 20
+	// MaxOutputBytes is the largest step output a reply may carry.
+	MaxOutputBytes = 256 << 10
+)
+
+// checkBody applies the checks every decoder shares: the type, the body size and, when present,
+// the protocol version header.
+func checkBody(m Message, types ...string) error {
+	ok := false
+	for _, t := range types {
+		ok = ok || m.Type == t
+	}
+	if !ok {
+		return malformed("type %q is not one of %v", m.Type, types)
+	}
+	if len(m.Body) > MaxBodyBytes {
+		return malformed("body of %d bytes exceeds %d", len(m.Body), MaxBodyBytes)
+	}
+	if v, set := m.Headers[HeaderVersion]; set && v != Version {
+		return malformed("%s %q is not %q; this peer speaks protocol version %s", HeaderVersion, v, Version, Version)
+	}
+	return nil
+}
 
 // Message is one AMQP message as sagacoord sees it. Every message is persistent.
 type Message struct {

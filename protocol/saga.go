@@ -61,11 +61,8 @@ func (c *StepCommand) Encode() (Message, error) {
 
 // DecodeStepCommand parses and checks a step command. Any error wraps ErrMalformed.
 func DecodeStepCommand(m Message) (*StepCommand, error) {
-	if m.Type != TypeSagaAction && m.Type != TypeSagaCompensate {
-		return nil, malformed("type %q is not a saga command", m.Type)
-	}
-	if len(m.Body) > MaxBodyBytes {
-		return nil, malformed("body of %d bytes exceeds %d", len(m.Body), MaxBodyBytes)
+	if err := checkBody(m, TypeSagaAction, TypeSagaCompensate); err != nil {
+		return nil, err
 	}
 	var c StepCommand
 	if err := strictUnmarshal(m.Body, &c); err != nil {
@@ -131,11 +128,8 @@ type SagaReply struct {
 // DecodeSagaReply parses a reply whose correlation id is a saga command id. Any error wraps
 // ErrMalformed.
 func DecodeSagaReply(m Message) (*SagaReply, error) {
-	if m.Type != TypeReply {
-		return nil, malformed("type %q is not %q", m.Type, TypeReply)
-	}
-	if len(m.Body) > MaxBodyBytes {
-		return nil, malformed("body of %d bytes exceeds %d", len(m.Body), MaxBodyBytes)
+	if err := checkBody(m, TypeReply); err != nil {
+		return nil, err
 	}
 	sagaID, idx, kind, attempt, err := ParseCommandID(m.CorrelationID)
 	if err != nil {
@@ -149,6 +143,9 @@ func DecodeSagaReply(m Message) (*SagaReply, error) {
 	case OutcomeSucceeded, OutcomeFailed, OutcomeRetry:
 	default:
 		return nil, malformed("outcome %q must be succeeded, failed or retry", r.Outcome)
+	}
+	if len(r.Output) > MaxOutputBytes {
+		return nil, malformed("output of %d bytes exceeds %d", len(r.Output), MaxOutputBytes)
 	}
 	if len(r.Output) > 0 && !json.Valid(r.Output) {
 		return nil, malformed("output is not JSON")

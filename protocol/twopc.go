@@ -104,11 +104,8 @@ func IsTxCommand(m Message) bool {
 
 // DecodeTxCommand parses and checks a transaction command. Any error wraps ErrMalformed.
 func DecodeTxCommand(m Message) (*TxCommand, error) {
-	if !IsTxCommand(m) {
-		return nil, malformed("type %q is not a transaction command", m.Type)
-	}
-	if len(m.Body) > MaxBodyBytes {
-		return nil, malformed("body of %d bytes exceeds %d", len(m.Body), MaxBodyBytes)
+	if err := checkBody(m, TypePrepare, TypeCommit, TypeAbort); err != nil {
+		return nil, err
 	}
 	var c TxCommand
 	if err := strictUnmarshal(m.Body, &c); err != nil {
@@ -165,11 +162,8 @@ type TxReplyMessage struct {
 // DecodeTxReply parses a reply whose correlation id is a transaction command id. Any error wraps
 // ErrMalformed.
 func DecodeTxReply(m Message) (*TxReplyMessage, error) {
-	if m.Type != TypeReply {
-		return nil, malformed("type %q is not %q", m.Type, TypeReply)
-	}
-	if len(m.Body) > MaxBodyBytes {
-		return nil, malformed("body of %d bytes exceeds %d", len(m.Body), MaxBodyBytes)
+	if err := checkBody(m, TypeReply); err != nil {
+		return nil, err
 	}
 	txID, participant, kind, attempt, err := ParseTxCommandID(m.CorrelationID)
 	if err != nil {
@@ -209,11 +203,8 @@ func EncodeTxQuery(q TxQuery, id string) (Message, error) {
 
 // DecodeTxQuery parses a decision query. Any error wraps ErrMalformed.
 func DecodeTxQuery(m Message) (*TxQuery, error) {
-	if m.Type != TypeDecisionQuery {
-		return nil, malformed("type %q is not %q", m.Type, TypeDecisionQuery)
-	}
-	if len(m.Body) > MaxBodyBytes {
-		return nil, malformed("body of %d bytes exceeds %d", len(m.Body), MaxBodyBytes)
+	if err := checkBody(m, TypeDecisionQuery); err != nil {
+		return nil, err
 	}
 	var q TxQuery
 	if err := strictUnmarshal(m.Body, &q); err != nil {

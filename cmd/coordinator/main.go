@@ -3,7 +3,7 @@
 //	coordinator serve   [flags]   serve the gRPC API and drive sagas
 //	coordinator migrate up|down|status [flags]
 //
-// Every flag has an environment variable; see --help.
+// Most flags have an environment variable; see --help.
 package main
 
 import (

@@ -566,6 +566,7 @@ func (e *Engine) applyReplies(ctx context.Context, batch []*transport.Delivery) 
 	})
 	if err != nil {
 		e.log.Error("apply replies; they will be redelivered", "replies", len(valid), "err", err)
+		e.backoff(ctx)
 		for _, p := range valid {
 			e.settle(p.d.Requeue, p.d)
 		}
@@ -579,6 +580,18 @@ func (e *Engine) applyReplies(ctx context.Context, batch []*transport.Delivery) 
 			continue
 		}
 		e.settle(p.d.Ack, p.d)
+	}
+}
+
+// backoff waits a little before replies are requeued after a database error, so that an outage
+// does not spin them through the broker (on quorum queues each requeue counts towards the
+// delivery limit).
+func (e *Engine) backoff(ctx context.Context) {
+	t := time.NewTimer(500 * time.Millisecond)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
 	}
 }
 

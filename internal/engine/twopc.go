@@ -226,6 +226,7 @@ func (e *Engine) applyTxEvents(ctx context.Context, events []txEvent) {
 	})
 	if err != nil {
 		e.log.Error("apply transaction replies; they will be redelivered", "messages", len(events), "err", err)
+		e.backoff(ctx)
 		for _, ev := range events {
 			e.settle(ev.d.Requeue, ev.d)
 		}

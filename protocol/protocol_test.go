@@ -1,0 +1,206 @@
+package protocol_test
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/sagacoord/sagacoord/protocol"
+)
+
+func sampleCommand() *protocol.StepCommand {
+	return &protocol.StepCommand{
+		SagaID: "3f1c2a7e-0000-4000-8000-000000000001", Step: "charge", StepIndex: 1, Kind: protocol.KindAction,
+		Participant: "payments", Action: "charge", Attempt: 2, Input: json.RawMessage(`{"amount":10}`),
+		Deps: map[string]json.RawMessage{"reserve": json.RawMessage(`{"ok":true}`)},
+	}
+}
+
+func TestStepCommandRoundTrip(t *testing.T) {
+	t.Parallel()
+	cmd := sampleCommand()
+	m, err := cmd.Encode()
+	require.NoError(t, err)
+	require.Equal(t, "saga:3f1c2a7e-0000-4000-8000-000000000001:1:action:2", m.MessageID)
+	require.Equal(t, protocol.TypeSagaAction, m.Type)
+	require.Equal(t, protocol.Version, m.Headers[protocol.HeaderVersion])
+	got, err := protocol.DecodeStepCommand(m)
+	require.NoError(t, err)
+	require.Equal(t, cmd, got)
+
+	reply, err := protocol.EncodeStepReply(got, protocol.StepReply{Outcome: protocol.OutcomeSucceeded, Output: json.RawMessage(`{"id":7}`)})
+	require.NoError(t, err)
+	require.Equal(t, m.MessageID, reply.CorrelationID, "a reply's correlation id is its command's message id")
+	r, err := protocol.DecodeSagaReply(reply)
+	require.NoError(t, err)
+	require.Equal(t, cmd.SagaID, r.SagaID)
+	require.Equal(t, 1, r.StepIndex)
+	require.Equal(t, protocol.KindAction, r.Kind)
+	require.Equal(t, 2, r.Attempt)
+	require.JSONEq(t, `{"id":7}`, string(r.Output))
+}
+
+func TestDecodeRejectsMalformed(t *testing.T) {
+	t.Parallel()
+	good, err := sampleCommand().Encode()
+	require.NoError(t, err)
+	with := func(f func(m *protocol.Message)) protocol.Message {
+		m := good
+		m.Headers = map[string]string{}
+		for k, v := range good.Headers {
+			m.Headers[k] = v
+		}
+		f(&m)
+		return m
+	}
+	for name, tc := range map[string]struct {
+		m    protocol.Message
+		want string
+	}{
+		"wrong type":    {with(func(m *protocol.Message) { m.Type = "bogus" }), "type"},
+		"not JSON":      {with(func(m *protocol.Message) { m.Body = []byte("garbage") }), "body"},
+		"trailing data": {with(func(m *protocol.Message) { m.Body = append(append([]byte{}, good.Body...), '{') }), "trailing"},
+		"missing saga":  {with(func(m *protocol.Message) { m.Body = []byte(`{"step":"a","kind":"action","attempt":1,"action":"x"}`) }), "saga_id"},
+		"zero attempt": {with(func(m *protocol.Message) {
+			m.Body = []byte(`{"saga_id":"s","step":"a","kind":"action","attempt":0,"action":"x"}`)
+		}), "attempt"},
+		"bad kind": {with(func(m *protocol.Message) {
+			m.Body = []byte(`{"saga_id":"s","step":"a","kind":"nope","attempt":1,"action":"x"}`)
+		}), "kind"},
+		"id mismatch":      {with(func(m *protocol.Message) { m.MessageID = "saga:other:1:action:2" }), "message_id"},
+		"future version":   {with(func(m *protocol.Message) { m.Headers[protocol.HeaderVersion] = "2" }), "version"},
+		"oversized":        {with(func(m *protocol.Message) { m.Body = make([]byte, protocol.MaxBodyBytes+1) }), "exceeds"},
+		"kind/type differ": {with(func(m *protocol.Message) { m.Type = protocol.TypeSagaCompensate }), "does not match"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			_, err := protocol.DecodeStepCommand(tc.m)
+			require.Error(t, err)
+			require.True(t, errors.Is(err, protocol.ErrMalformed), "every decode error is ErrMalformed: %v", err)
+			require.Contains(t, err.Error(), tc.want)
+		})
+	}
+}
+
+// Unknown fields are ignored, as protobuf does, so that a later minor version can add fields.
+func TestDecodeIgnoresUnknownFields(t *testing.T) {
+	t.Parallel()
+	m, err := sampleCommand().Encode()
+	require.NoError(t, err)
+	m.Body = append(m.Body[:len(m.Body)-1], []byte(`,"added_in_1_1":true}`)...)
+	got, err := protocol.DecodeStepCommand(m)
+	require.NoError(t, err)
+	require.Equal(t, sampleCommand(), got)
+}
+
+func TestDecodeSagaReplyChecks(t *testing.T) {
+	t.Parallel()
+	cmd := sampleCommand()
+	for name, tc := range map[string]struct {
+		reply protocol.StepReply
+		want  string
+	}{
+		"unknown outcome": {protocol.StepReply{Outcome: "maybe"}, "outcome"},
+		"huge output":     {protocol.StepReply{Outcome: protocol.OutcomeSucceeded, Output: json.RawMessage(`"` + strings.Repeat("x", protocol.MaxOutputBytes) + `"`)}, "exceeds"},
+	} {
+		m, err := protocol.EncodeStepReply(cmd, tc.reply)
+		require.NoError(t, err, name)
+		_, err = protocol.DecodeSagaReply(m)
+		require.ErrorIs(t, err, protocol.ErrMalformed, name)
+		require.Contains(t, err.Error(), tc.want, name)
+	}
+	m, err := protocol.EncodeStepReply(cmd, protocol.StepReply{Outcome: protocol.OutcomeFailed, Error: "no"})
+	require.NoError(t, err)
+	m.CorrelationID = "tx:1:p:prepare:1"
+	_, err = protocol.DecodeSagaReply(m)
+	require.ErrorIs(t, err, protocol.ErrMalformed, "a transaction correlation id is not a saga reply")
+}
+
+func TestTxMessagesRoundTrip(t *testing.T) {
+	t.Parallel()
+	cmd := &protocol.TxCommand{TxID: "tx-1", Participant: "bank-a", Kind: protocol.KindPrepare, Attempt: 1, Payload: json.RawMessage(`{"amount":5}`)}
+	m, err := cmd.Encode()
+	require.NoError(t, err)
+	require.True(t, protocol.IsTxCommand(m))
+	got, err := protocol.DecodeTxCommand(m)
+	require.NoError(t, err)
+	require.Equal(t, cmd, got)
+
+	reply, err := protocol.EncodeTxReply(got, protocol.TxReply{Outcome: protocol.OutcomeVoteYes})
+	require.NoError(t, err)
+	r, err := protocol.DecodeTxReply(reply)
+	require.NoError(t, err)
+	require.Equal(t, "bank-a", r.Participant)
+	require.Equal(t, protocol.KindPrepare, r.Kind)
+
+	bad, err := protocol.EncodeTxReply(got, protocol.TxReply{Outcome: protocol.OutcomeAck})
+	require.NoError(t, err)
+	_, err = protocol.DecodeTxReply(bad)
+	require.ErrorIs(t, err, protocol.ErrMalformed, "an ack does not answer a prepare")
+
+	q, err := protocol.EncodeTxQuery(protocol.TxQuery{TxID: "tx-1", Participant: "bank-a"}, "1")
+	require.NoError(t, err)
+	gq, err := protocol.DecodeTxQuery(q)
+	require.NoError(t, err)
+	require.Equal(t, "tx-1", gq.TxID)
+}
+
+func TestParseCommandIDs(t *testing.T) {
+	t.Parallel()
+	id, idx, kind, attempt, err := protocol.ParseCommandID(protocol.CommandID("s", 3, protocol.KindCompensate, 4))
+	require.NoError(t, err)
+	require.Equal(t, []any{"s", 3, protocol.KindCompensate, 4}, []any{id, idx, kind, attempt})
+	for _, bad := range []string{"", "saga:s:1:action", "saga:s:-1:action:1", "saga:s:1:bogus:1", "saga:s:1:action:0", "tx:s:1:action:1"} {
+		_, _, _, _, err := protocol.ParseCommandID(bad)
+		require.ErrorIs(t, err, protocol.ErrMalformed, bad)
+	}
+	for _, bad := range []string{"tx::p:prepare:1", "tx:t:p:bogus:1", "tx:t:p:commit:x"} {
+		_, _, _, _, err := protocol.ParseTxCommandID(bad)
+		require.ErrorIs(t, err, protocol.ErrMalformed, bad)
+	}
+}
+
+// FuzzDecoders feeds arbitrary bodies and ids to every decoder of outside input: none may panic,
+// and every error must be ErrMalformed.
+func FuzzDecoders(f *testing.F) {
+	good, _ := sampleCommand().Encode()
+	f.Add(good.Type, good.MessageID, "", good.Body)
+	f.Add(protocol.TypeReply, "", good.MessageID, []byte(`{"outcome":"succeeded","output":{}}`))
+	f.Add(protocol.TypePrepare, "tx:t:p:prepare:1", "", []byte(`{"tx_id":"t","participant":"p","kind":"prepare","attempt":1}`))
+	f.Add(protocol.TypeReply, "", "tx:t:p:commit:2", []byte(`{"outcome":"ack"}`))
+	f.Add(protocol.TypeDecisionQuery, "", "", []byte(`{"tx_id":"t","participant":"p"}`))
+	f.Fuzz(func(t *testing.T, typ, id, corr string, body []byte) {
+		m := protocol.Message{Type: typ, MessageID: id, CorrelationID: corr, Body: body, Headers: map[string]string{}}
+		check := func(err error) {
+			if err != nil && !errors.Is(err, protocol.ErrMalformed) {
+				t.Fatalf("error %v is not ErrMalformed", err)
+			}
+		}
+		_, err := protocol.DecodeStepCommand(m)
+		check(err)
+		_, err = protocol.DecodeSagaReply(m)
+		check(err)
+		_, err = protocol.DecodeTxCommand(m)
+		check(err)
+		_, err = protocol.DecodeTxReply(m)
+		check(err)
+		_, err = protocol.DecodeTxQuery(m)
+		check(err)
+	})
+}
+
+func BenchmarkStepCommandEncodeDecode(b *testing.B) {
+	cmd := sampleCommand()
+	for b.Loop() {
+		m, err := cmd.Encode()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := protocol.DecodeStepCommand(m); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
