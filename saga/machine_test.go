@@ -272,6 +272,7 @@ func TestRetryBackoff(t *testing.T) {
 			require.Empty(t, x.retry(1))
 			st := x.s.Steps[1]
 			require.True(t, st.Waiting)
+			require.True(t, st.Uncertain, "a redelivery of the attempt that answered retry may still succeed")
 			require.Equal(t, "boom", st.LastError)
 			wait := st.TimerAt.Sub(x.now)
 			want := min(100*time.Millisecond<<(attempt-1), 300*time.Millisecond)
@@ -287,9 +288,16 @@ func TestRetryBackoff(t *testing.T) {
 			require.False(t, x.s.Steps[1].Waiting)
 			require.Equal(t, x.now.Add(time.Second), x.s.Steps[1].TimerAt, "the new attempt times out")
 		}
-		require.Equal(t, []saga.Command{comp(0, 1)}, x.retry(1), "the fifth attempt was the last")
-		require.Equal(t, failed, x.s.Steps[1].Status)
+		require.Equal(t, []saga.Command{comp(1, 1)}, x.retry(1),
+			"the fifth attempt was the last: b is uncertain, so b is undone before a")
 		require.Contains(t, x.s.Reason, `step "b" exhausted 5 attempts: boom`)
+		require.Equal(t, []saga.StepStatus{succeeded, compensating}, x.statuses())
+		require.Equal(t, 5, x.s.Steps[1].Attempt, "no sixth attempt")
+		require.Contains(t, transitions(x.s.History), "step1:RUNNING->FAILED")
+		require.Contains(t, transitions(x.s.History), "step1:FAILED->COMPENSATING")
+		require.Equal(t, []saga.Command{comp(0, 1)}, x.compOK(1))
+		require.Empty(t, x.compOK(0))
+		require.Equal(t, saga.StatusCompensated, x.s.Status)
 		return waits
 	}
 	require.Equal(t, run(), run(), "jitter is deterministic for a saga, step and attempt")
@@ -344,6 +352,128 @@ func TestTimeoutMakesStepUncertain(t *testing.T) {
 	require.Empty(t, x.compOK(0))
 	require.Equal(t, saga.StatusCompensated, x.s.Status)
 	require.Contains(t, transitions(x.s.History), "step1:FAILED->COMPENSATING")
+}
+
+// TestRetryReplyMakesStepUncertain: a participant that publishes retry and dies before its ack has
+// the same attempt redelivered, and that delivery may succeed. So a retry reply leaves the step
+// uncertain like a timeout, and a step given up after one is compensated before its dependencies.
+func TestRetryReplyMakesStepUncertain(t *testing.T) {
+	t.Parallel()
+	// chain is a, b, c where b may be attempted twice.
+	chain := func(t *testing.T, bComp string) *sim {
+		b := step("b")
+		b.Compensation = bComp
+		b.Retry = saga.RetryPolicy{MaxAttempts: 2, InitialBackoff: time.Second, MaxBackoff: time.Second}
+		x, _ := start(t, normalize(t, step("a"), b, step("c")), time.Time{})
+		require.Equal(t, []saga.Command{act(1, 1)}, x.ok(0))
+		require.Empty(t, x.retry(1))
+		st := x.s.Steps[1]
+		require.True(t, st.Uncertain)
+		require.True(t, st.Waiting)
+		require.Equal(t, running, st.Status)
+		require.Equal(t, saga.StatusRunning, x.s.Status)
+		require.Equal(t, []saga.Command{act(1, 2)}, x.wake())
+		return x
+	}
+	t.Run("exhausted: compensated before its dependencies", func(t *testing.T) {
+		t.Parallel()
+		x := chain(t, "undo-b")
+		require.Equal(t, []saga.Command{comp(1, 1)}, x.retry(1), "b may have been applied: undo b first")
+		require.Equal(t, []saga.StepStatus{succeeded, compensating, skipped}, x.statuses())
+		require.Equal(t, saga.StatusCompensating, x.s.Status)
+		require.Contains(t, x.s.Reason, `step "b" exhausted 2 attempts: boom`)
+		require.True(t, x.s.Steps[1].Uncertain)
+		require.Equal(t, 2, x.s.Steps[1].Attempt, "no third attempt")
+
+		_, changed := x.apply(saga.Reply{StepIndex: 1, Kind: saga.KindAction, Attempt: 1, Outcome: saga.OutcomeSucceeded})
+		require.False(t, changed, "a success that comes after b was given up changes nothing: its compensation covers it")
+
+		require.Equal(t, []saga.Command{comp(0, 1)}, x.compOK(1))
+		require.Empty(t, x.compOK(0))
+		require.Equal(t, saga.StatusCompensated, x.s.Status)
+		require.Equal(t, []saga.StepStatus{compensated, compensated, skipped}, x.statuses())
+		require.Subset(t, transitions(x.s.History), []string{"step1:RUNNING->FAILED", "step1:FAILED->COMPENSATING", "step1:COMPENSATING->COMPENSATED"})
+	})
+	t.Run("exhausted without a compensation", func(t *testing.T) {
+		t.Parallel()
+		x := chain(t, "")
+		require.Equal(t, []saga.Command{comp(0, 1)}, x.retry(1), "b has nothing to send: it is undone at once, then a")
+		require.Equal(t, []saga.StepStatus{compensating, compensated, skipped}, x.statuses())
+		require.Zero(t, x.s.Steps[1].CompAttempt)
+		require.Contains(t, transitions(x.s.History), "step1:FAILED->COMPENSATED")
+		require.Empty(t, x.compOK(0))
+		require.Equal(t, saga.StatusCompensated, x.s.Status)
+	})
+	t.Run("then a business failure", func(t *testing.T) {
+		t.Parallel()
+		// Conservative: attempt 2's failure does not clear what attempt 1 left uncertain. The
+		// participant's barrier makes this compensation a no-op and plants the refusal.
+		x := chain(t, "undo-b")
+		require.Equal(t, []saga.Command{comp(1, 1)}, x.fail(1))
+		require.Equal(t, "boom", x.s.Steps[1].LastError)
+		require.Equal(t, []saga.StepStatus{succeeded, compensating, skipped}, x.statuses())
+		require.Equal(t, []saga.Command{comp(0, 1)}, x.compOK(1))
+		require.Empty(t, x.compOK(0))
+		require.Equal(t, saga.StatusCompensated, x.s.Status)
+	})
+	t.Run("the redelivered attempt succeeds", func(t *testing.T) {
+		t.Parallel()
+		b := step("b")
+		b.Retry = saga.RetryPolicy{MaxAttempts: 2, InitialBackoff: time.Second, MaxBackoff: time.Second}
+		x, _ := start(t, normalize(t, step("a"), b, step("c")), time.Time{})
+		x.ok(0)
+		require.Empty(t, x.retry(1))
+		require.True(t, x.s.Steps[1].Waiting)
+		cmds, changed := x.apply(saga.Reply{StepIndex: 1, Kind: saga.KindAction, Attempt: 1, Outcome: saga.OutcomeSucceeded, Output: json.RawMessage(`{"b":1}`)})
+		require.True(t, changed, "attempt 1 answered retry, was redelivered and succeeded: that success is final")
+		require.Equal(t, []saga.Command{act(2, 1)}, cmds)
+		require.Equal(t, succeeded, x.s.Steps[1].Status)
+		require.False(t, x.s.Steps[1].Waiting)
+		require.Equal(t, 1, x.s.Steps[1].Attempt, "the retry was not sent")
+		require.Empty(t, x.ok(2))
+		require.Equal(t, saga.StatusCompleted, x.s.Status)
+	})
+	t.Run("a single step", func(t *testing.T) {
+		t.Parallel()
+		a := step("a")
+		a.Retry = saga.RetryPolicy{MaxAttempts: 1}
+		x, _ := start(t, normalize(t, a), time.Time{})
+		require.Equal(t, []saga.Command{comp(0, 1)}, x.retry(0), "the only step answered retry: it is compensated, not left as done")
+		require.Equal(t, saga.StatusCompensating, x.s.Status)
+		require.Empty(t, x.compOK(0))
+		require.Equal(t, saga.StatusCompensated, x.s.Status)
+	})
+}
+
+// TestForwardRecoveryAfterBusinessFailures: after the pivot a step that keeps failing is sent
+// again with a new attempt each time (the participant's barrier lets a later attempt reopen a
+// stored business failure), and its eventual success completes the saga without compensating.
+func TestForwardRecoveryAfterBusinessFailures(t *testing.T) {
+	t.Parallel()
+	x, _ := start(t, pivotSaga(t, 4), time.Time{})
+	for i := 0; i < 3; i++ {
+		x.ok(i)
+	}
+	for attempt := 1; attempt <= 3; attempt++ {
+		if attempt == 2 {
+			require.Empty(t, x.retry(3), "a transient failure in between")
+		} else {
+			require.Empty(t, x.fail(3))
+		}
+		st := x.s.Steps[3]
+		require.Equal(t, running, st.Status)
+		require.True(t, st.Waiting)
+		require.Equal(t, saga.StatusRunning, x.s.Status)
+		require.Equal(t, []saga.Command{act(3, attempt+1)}, x.wake())
+	}
+	require.Equal(t, []saga.Command{act(4, 1)}, x.ok(3))
+	require.Empty(t, x.s.Steps[3].LastError)
+	require.Empty(t, x.ok(4))
+	require.Equal(t, saga.StatusCompleted, x.s.Status)
+	for i, st := range x.s.Steps {
+		require.Zero(t, st.CompAttempt, "step %d: nothing is compensated past the pivot", i)
+	}
+	require.Equal(t, []string{"saga:->RUNNING", "saga:RUNNING->COMPLETED"}, sagaTransitions(x.s.History))
 }
 
 func TestIgnoredReplies(t *testing.T) {
@@ -576,10 +706,16 @@ func TestAbort(t *testing.T) {
 		x.retry(1)
 		cmds, err := x.abort("customer cancelled")
 		require.NoError(t, err)
-		require.Equal(t, []saga.Command{comp(0, 1)}, cmds, "the retry is cancelled, so a is undone at once")
+		require.Equal(t, []saga.Command{comp(1, 1)}, cmds,
+			"the retry is cancelled, but the attempt that answered retry may be redelivered and succeed: b is undone before a")
 		require.Equal(t, "customer cancelled", x.s.Reason)
-		require.Equal(t, failed, x.s.Steps[1].Status)
+		require.Equal(t, 1, x.s.Steps[1].Attempt, "the retry is not sent")
 		require.Equal(t, "cancelled: the saga is compensating", x.s.Steps[1].LastError)
+		require.Equal(t, []saga.StepStatus{succeeded, compensating}, x.statuses())
+		require.Subset(t, transitions(x.s.History), []string{"step1:RUNNING->FAILED", "step1:FAILED->COMPENSATING"})
+		require.Equal(t, []saga.Command{comp(0, 1)}, x.compOK(1))
+		require.Empty(t, x.compOK(0))
+		require.Equal(t, saga.StatusCompensated, x.s.Status)
 	})
 	t.Run("past the pivot", func(t *testing.T) {
 		t.Parallel()
@@ -703,7 +839,9 @@ func TestRepliesWhileCompensating(t *testing.T) {
 	}{
 		{"succeeded", func(x *sim) []saga.Command { return x.ok(2) }, []saga.Command{comp(2, 1)}, compensating},
 		{"failed", func(x *sim) []saga.Command { return x.fail(2) }, []saga.Command{comp(0, 1)}, failed},
-		{"retry is cancelled", func(x *sim) []saga.Command { return x.retry(2) }, []saga.Command{comp(0, 1)}, failed},
+		// The retry is not sent, but the attempt that answered retry may be redelivered and
+		// succeed: c is FAILED and uncertain, so it is compensated like a timed-out one.
+		{"retry is cancelled: uncertain", func(x *sim) []saga.Command { return x.retry(2) }, []saga.Command{comp(2, 1)}, compensating},
 		{"timed out: uncertain", func(x *sim) []saga.Command { return x.wake() }, []saga.Command{comp(2, 1)}, compensating},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -716,6 +854,7 @@ func TestRepliesWhileCompensating(t *testing.T) {
 			require.Equal(t, running, x.s.Steps[2].Status)
 			require.Equal(t, tc.want, tc.settle(x))
 			require.Equal(t, tc.c, x.s.Steps[2].Status)
+			require.Equal(t, 1, x.s.Steps[2].Attempt, "no action is sent while compensating")
 			if tc.c == compensating {
 				require.Equal(t, []saga.Command{comp(0, 1)}, x.compOK(2))
 			}
@@ -726,18 +865,23 @@ func TestRepliesWhileCompensating(t *testing.T) {
 }
 
 // TestRetryDoesNotResendCancelledActions: a saga that failed while compensating resumes
-// compensating; an action retry that was pending when it failed is cancelled, not sent.
+// compensating; an action retry that was pending when it failed is cancelled, not sent. Whether the
+// step was left waiting by a retry reply or by a timeout, its attempt may still be applied, so it
+// is compensated; a step whose attempt failed is certainly not applied and needs nothing.
 func TestRetryDoesNotResendCancelledActions(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name string
-		// park makes b's action wait for a retry while the saga is FAILED.
-		park func(x *sim)
-		want []saga.Command
-		b    saga.StepStatus
+		// settle answers b's action, in flight while the saga is FAILED.
+		settle func(x *sim)
+		// waiting: b is parked for a retry when RetrySaga comes.
+		waiting bool
+		want    []saga.Command
+		b       saga.StepStatus
 	}{
-		{"retry reply", func(x *sim) { require.Empty(t, x.retry(1)) }, []saga.Command{comp(0, 2)}, failed},
-		{"timeout: uncertain", func(x *sim) { require.Empty(t, x.wake()) }, []saga.Command{comp(0, 2), comp(1, 1)}, compensating},
+		{"retry reply: uncertain", func(x *sim) { require.Empty(t, x.retry(1)) }, true, []saga.Command{comp(0, 2), comp(1, 1)}, compensating},
+		{"timeout: uncertain", func(x *sim) { require.Empty(t, x.wake()) }, true, []saga.Command{comp(0, 2), comp(1, 1)}, compensating},
+		{"business failure: nothing to undo", func(x *sim) { require.Empty(t, x.fail(1)) }, false, []saga.Command{comp(0, 2)}, failed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -754,12 +898,19 @@ func TestRetryDoesNotResendCancelledActions(t *testing.T) {
 			require.Equal(t, saga.StatusFailed, x.s.Status)
 			require.Equal(t, saga.StatusCompensating, x.s.ResumeStatus)
 
-			tc.park(x)
-			require.Equal(t, running, x.s.Steps[1].Status)
-			require.True(t, x.s.Steps[1].Waiting)
+			tc.settle(x)
+			if tc.waiting {
+				require.Equal(t, running, x.s.Steps[1].Status)
+				require.True(t, x.s.Steps[1].Waiting)
+				require.True(t, x.s.Steps[1].Uncertain)
+			} else {
+				require.Equal(t, failed, x.s.Steps[1].Status)
+				require.False(t, x.s.Steps[1].Uncertain)
+			}
 			cmds, err := x.resume()
 			require.NoError(t, err)
 			require.ElementsMatch(t, tc.want, cmds, "no action is sent to a compensating saga")
+			require.Equal(t, 1, x.s.Steps[1].Attempt)
 			require.Equal(t, tc.b, x.s.Steps[1].Status)
 			for _, c := range cmds {
 				x.compOK(c.StepIndex)
@@ -770,9 +921,16 @@ func TestRetryDoesNotResendCancelledActions(t *testing.T) {
 }
 
 // TestTickSendsNoActionOnceCompensating: timers that fall due together with the event that makes
-// the saga compensate do not send action retries.
+// the saga compensate do not send action retries. The step whose retry is cancelled had answered
+// retry, so it is uncertain and is compensated, before its dependencies.
 func TestTickSendsNoActionOnceCompensating(t *testing.T) {
 	t.Parallel()
+	noActions := func(t *testing.T, cmds []saga.Command) {
+		t.Helper()
+		for _, c := range cmds {
+			require.Equal(t, saga.KindCompensate, c.Kind, "%+v sent to a compensating saga", c)
+		}
+	}
 	t.Run("a sibling exhausts its attempts", func(t *testing.T) {
 		t.Parallel()
 		b, c := step("b", "a"), step("c", "a")
@@ -785,9 +943,16 @@ func TestTickSendsNoActionOnceCompensating(t *testing.T) {
 		x.wait(time.Second) // b times out and c's backoff has passed
 		cmds, changed := x.tick()
 		require.True(t, changed)
-		require.Equal(t, []saga.Command{comp(1, 1)}, cmds, "b may have been applied; c's retry is cancelled")
+		noActions(t, cmds)
+		require.ElementsMatch(t, []saga.Command{comp(1, 1), comp(2, 1)}, cmds,
+			"b and c may have been applied (b timed out, c answered retry); c's retry is cancelled; a waits for both")
+		require.Equal(t, 1, x.s.Steps[2].Attempt, "c's retry is not sent")
 		require.Equal(t, saga.StatusCompensating, x.s.Status)
-		require.Equal(t, []saga.StepStatus{succeeded, compensating, failed}, x.statuses())
+		require.Equal(t, []saga.StepStatus{succeeded, compensating, compensating}, x.statuses())
+		require.Empty(t, x.compOK(1), "a waits for c")
+		require.Equal(t, []saga.Command{comp(0, 1)}, x.compOK(2))
+		require.Empty(t, x.compOK(0))
+		require.Equal(t, saga.StatusCompensated, x.s.Status)
 	})
 	t.Run("a later step exhausts its attempts", func(t *testing.T) {
 		t.Parallel()
@@ -801,8 +966,13 @@ func TestTickSendsNoActionOnceCompensating(t *testing.T) {
 		x.wait(time.Second) // b times out and a's backoff has passed
 		cmds, changed := x.tick()
 		require.True(t, changed)
-		require.Equal(t, []saga.Command{comp(1, 1)}, cmds, "a's retry is cancelled whatever the step order")
-		require.Equal(t, []saga.StepStatus{failed, compensating, skipped}, x.statuses())
+		noActions(t, cmds)
+		require.ElementsMatch(t, []saga.Command{comp(0, 1), comp(1, 1)}, cmds, "a's retry is cancelled whatever the step order")
+		require.Equal(t, 1, x.s.Steps[0].Attempt, "a's retry is not sent")
+		require.Equal(t, []saga.StepStatus{compensating, compensating, skipped}, x.statuses())
+		x.compOK(0)
+		x.compOK(1)
+		require.Equal(t, saga.StatusCompensated, x.s.Status)
 	})
 	t.Run("the deadline passes", func(t *testing.T) {
 		t.Parallel()
@@ -812,8 +982,12 @@ func TestTickSendsNoActionOnceCompensating(t *testing.T) {
 		x.wait(time.Hour)
 		cmds, changed := x.tick()
 		require.True(t, changed)
-		require.Equal(t, []saga.Command{comp(0, 1)}, cmds)
-		require.Equal(t, []saga.StepStatus{compensating, failed}, x.statuses())
+		require.Equal(t, []saga.Command{comp(1, 1)}, cmds, "b's retry is cancelled, and b is undone before a")
+		require.Equal(t, 1, x.s.Steps[1].Attempt, "b's retry is not sent")
+		require.Equal(t, []saga.StepStatus{succeeded, compensating}, x.statuses())
+		require.Equal(t, []saga.Command{comp(0, 1)}, x.compOK(1))
+		require.Empty(t, x.compOK(0))
+		require.Equal(t, saga.StatusCompensated, x.s.Status)
 	})
 }
 

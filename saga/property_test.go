@@ -99,6 +99,46 @@ type prop struct {
 	sent map[saga.Command]bool
 	// pastPivot is set once the pivot succeeded while the saga was going forward.
 	pastPivot bool
+	// exposed records, independently of the machine's flags, each step whose action may have been
+	// applied, and why: "succeeded" (a success was taken), "retry" (an attempt answered retry:
+	// a redelivery of it may still succeed) or "timeout" (an attempt timed out).
+	exposed map[int]string
+}
+
+// expose records that step i's action may have been applied; a success outranks the others.
+func (p *prop) expose(i int, why string) {
+	if p.exposed == nil {
+		p.exposed = map[int]string{}
+	}
+	if p.exposed[i] == "" || why == saga.OutcomeSucceeded {
+		p.exposed[i] = why
+	}
+}
+
+// applyReply applies r and records what a taken action reply exposes.
+func (p *prop) applyReply(r saga.Reply) ([]saga.Command, bool) {
+	cmds, changed := p.apply(r)
+	if changed && r.Kind == saga.KindAction && (r.Outcome == saga.OutcomeRetry || r.Outcome == saga.OutcomeSucceeded) {
+		p.expose(r.StepIndex, r.Outcome)
+	}
+	return cmds, changed
+}
+
+// tickTracked runs Tick and records the action attempts it timed out.
+func (p *prop) tickTracked() ([]saga.Command, bool) {
+	var due []int
+	if !p.s.Status.Terminal() {
+		for i, st := range p.s.Steps {
+			if st.Status == saga.StepRunning && !st.Waiting && !st.TimerAt.IsZero() && !st.TimerAt.After(p.now) {
+				due = append(due, i)
+			}
+		}
+	}
+	cmds, changed := p.tick()
+	for _, i := range due {
+		p.expose(i, "timeout")
+	}
+	return cmds, changed
 }
 
 func settled(st saga.StepState) bool {
@@ -177,6 +217,21 @@ func (p *prop) event(name string, f func() ([]saga.Command, bool)) {
 	if p.pastPivot {
 		require.NotContains(t, []saga.Status{saga.StatusCompensating, saga.StatusCompensated}, s.Status, "%s: compensating past the pivot", name)
 	}
+	for i, why := range p.exposed {
+		st := s.Steps[i]
+		if why != "succeeded" {
+			// A retry reply is as uncertain as a timeout: both leave the step to be compensated
+			// if the saga gives it up.
+			require.True(t, st.Uncertain, "%s: step %d took a %s but is not uncertain", name, i, why)
+		}
+		require.NotEqual(t, saga.StepSkipped, st.Status, "%s: step %d was started", name, i)
+		if st.Status == saga.StepFailed && s.Status == saga.StatusCompensating {
+			require.True(t, st.Uncertain, "%s: step %d (%s) is FAILED and would not be compensated", name, i, why)
+		}
+		if s.Status == saga.StatusCompensated {
+			require.Equal(t, saga.StepCompensated, st.Status, "%s: COMPENSATED saga left step %d (%s) uncompensated", name, i, why)
+		}
+	}
 }
 
 func pivotIndex(d *saga.Definition) int {
@@ -197,7 +252,7 @@ func (p *prop) randomEvent() {
 		}
 		c := live[p.rng.IntN(len(live))]
 		r := saga.Reply{StepIndex: c.StepIndex, Kind: c.Kind, Attempt: c.Attempt, Outcome: outcomes[p.rng.IntN(len(outcomes))], Error: "random"}
-		p.event("reply "+r.Outcome, func() ([]saga.Command, bool) { return p.apply(r) })
+		p.event("reply "+r.Outcome, func() ([]saga.Command, bool) { return p.applyReply(r) })
 	case k < 60:
 		// A redelivered or late reply: any command ever sent, answered any way. Unless it
 		// answers the attempt in flight, it must change nothing.
@@ -216,7 +271,7 @@ func (p *prop) randomEvent() {
 		before := cloneState(p.s)
 		r := saga.Reply{StepIndex: c.StepIndex, Kind: c.Kind, Attempt: c.Attempt, Outcome: outcomes[p.rng.IntN(len(outcomes))]}
 		p.event("late reply", func() ([]saga.Command, bool) {
-			cmds, changed := p.apply(r)
+			cmds, changed := p.applyReply(r)
 			if !live && !(r.Outcome == saga.OutcomeSucceeded && openFor(before, c)) {
 				require.False(p.t, changed, "a reply to %+v, which is not in flight, changed the saga", c)
 			}
@@ -231,13 +286,13 @@ func (p *prop) randomEvent() {
 			p.now = at
 		}
 		p.event("wake", func() ([]saga.Command, bool) {
-			cmds, changed := p.tick()
+			cmds, changed := p.tickTracked()
 			require.True(p.t, changed, "the timer at %s changed nothing", at)
 			return cmds, changed
 		})
 	case k < 88:
 		p.wait(time.Duration(p.rng.IntN(5000)) * time.Millisecond)
-		p.event("tick", p.tick)
+		p.event("tick", p.tickTracked)
 	case k < 92:
 		p.event("abort", func() ([]saga.Command, bool) {
 			status := p.s.Status
@@ -283,7 +338,7 @@ func (p *prop) drain() {
 		if live := inFlight(p.s); len(live) > 0 {
 			c := live[0]
 			r := saga.Reply{StepIndex: c.StepIndex, Kind: c.Kind, Attempt: c.Attempt, Outcome: saga.OutcomeSucceeded}
-			p.event("drain reply", func() ([]saga.Command, bool) { return p.apply(r) })
+			p.event("drain reply", func() ([]saga.Command, bool) { return p.applyReply(r) })
 			continue
 		}
 		at := p.m.WakeAt(p.s)
@@ -291,7 +346,7 @@ func (p *prop) drain() {
 		if at.After(p.now) {
 			p.now = at
 		}
-		p.event("drain wake", p.tick)
+		p.event("drain wake", p.tickTracked)
 	}
 	p.t.Fatalf("saga still %s after draining", p.s.Status)
 }
