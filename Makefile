@@ -6,7 +6,7 @@ PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.0
 GOBIN := $(shell $(GO) env GOPATH)/bin
 
-.PHONY: help build generate lint test test-short demo services clean
+.PHONY: help build generate lint test test-short demo bench services clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ services: ## start the local PostgreSQL and RabbitMQ if they are down
 
 demo: build services ## run the whole system locally and print how many sagas completed and compensated
 	scripts/demo.sh
+
+bench: build services ## measure throughput and latency on the local services (ARGS="--rate 1000")
+	scripts/bench.sh $(ARGS)
 
 clean: ## remove build outputs
 	rm -rf $(BIN)

@@ -94,6 +94,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.MaxPayloadBytes, "max-payload-bytes", 256<<10, "largest saga input accepted, in bytes")
 	maxConns := fs.Int("db-max-conns", 16, "database pool size")
 	fs.StringVar(&cfg.Name, "name", env("SAGACOORD_NAME", "coordinator"), "instance name, used in broker connection names and logs (env SAGACOORD_NAME)")
+	fs.StringVar(&cfg.DebugAddr, "debug-listen", env("SAGACOORD_DEBUG_LISTEN", ""), "serve net/http/pprof on this address, e.g. 127.0.0.1:6060 (env SAGACOORD_DEBUG_LISTEN)")
 	fs.BoolVar(&cfg.DisableOutbox, "test-disable-outbox", false, "TEST ONLY: never publish (proves the chaos checks catch lost messages)")
 	crashAfterConfirm := fs.Bool("test-crash-after-confirm", false, "TEST ONLY: SIGKILL self after the first confirmed publish, before its outbox rows are deleted")
 	if err := fs.Parse(args); err != nil {

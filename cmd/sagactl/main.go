@@ -9,12 +9,13 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/sagacoord/sagacoord/internal/bench"
 	"github.com/sagacoord/sagacoord/internal/cli"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := cli.Run(ctx, os.Args[1:], cli.Options{})
+	code := cli.Run(ctx, os.Args[1:], cli.Options{Commands: []cli.CommandFunc{bench.Command}})
 	stop()
 	os.Exit(code)
 }

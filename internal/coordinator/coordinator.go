@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"time"
 
@@ -41,6 +43,8 @@ type Config struct {
 	DBMaxConns int32
 	// Name identifies the process in broker connection names and logs. Default "coordinator".
 	Name string
+	// DebugAddr, when set, serves net/http/pprof on this address (for profiling; keep it private).
+	DebugAddr string
 	// DisableOutbox never publishes (a test-only fault for the chaos suite).
 	DisableOutbox bool
 	// CrashAfterConfirm kills the process after the first batch the broker confirmed and before
@@ -123,6 +127,7 @@ type Coordinator struct {
 	grpc      *grpc.Server
 	lis       net.Listener
 	served    chan error
+	debug     *http.Server
 }
 
 // Start connects, checks the schema, and serves until Stop.
@@ -181,6 +186,20 @@ func Start(ctx context.Context, cfg Config) (*Coordinator, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.ListenAddr, err)
 	}
+	if cfg.DebugAddr != "" {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		dl, err := net.Listen("tcp", cfg.DebugAddr)
+		if err != nil {
+			return nil, fmt.Errorf("listen on %s (debug): %w", cfg.DebugAddr, err)
+		}
+		c.debug = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = c.debug.Serve(dl) }()
+	}
 	c.grpc = server.NewGRPCServer(&server.SagaService{Engine: c.engine, Logger: log}, &server.TwoPCService{Engine: c.engine, Logger: log})
 	go func() { c.served <- c.grpc.Serve(c.lis) }()
 	log.Info("coordinator serving", "addr", c.lis.Addr().String(), "database", Redact(cfg.DatabaseURL), "amqp", Redact(cfg.AMQPURL))
@@ -200,6 +219,9 @@ func (c *Coordinator) Done() <-chan error { return c.served }
 // Stop shuts down gracefully: stops accepting calls, lets in-flight batches commit, closes
 // connections. It is idempotent.
 func (c *Coordinator) Stop() {
+	if c.debug != nil {
+		_ = c.debug.Close()
+	}
 	if c.grpc != nil {
 		done := make(chan struct{})
 		go func() { c.grpc.GracefulStop(); close(done) }()

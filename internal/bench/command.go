@@ -1,0 +1,127 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	pb "github.com/sagacoord/sagacoord/gen/sagacoord/v1"
+	"github.com/sagacoord/sagacoord/internal/cli"
+)
+
+// Command is `sagactl bench`.
+func Command(app *cli.App) *cobra.Command {
+	var (
+		cfg      Config
+		pids     string
+		asJSON   bool
+		parts    string
+		noBase   bool
+		duration time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "bench --database-url URL [--rate N | --concurrency N] [--duration D]",
+		Short: "Measure a running system with 3-step sagas over no-op participants",
+		Long: `bench drives the coordinator at --addr with a 3-step saga (definition bench-3step) over three
+no-op participants that still use the barrier (run them with
+  participant-sim --participants bench-a=noop,bench-b=noop,bench-c=noop).
+With --rate it starts that many sagas per second (open loop); otherwise it keeps --concurrency
+sagas in flight (closed loop). After a warm-up it measures for --duration and prints completed
+sagas/s, start-to-terminal latency (from the coordinator's database), PostgreSQL commits per saga
+(pg_stat_database of the coordinator's database), broker messages per saga (management API),
+the coordinator's CPU and RSS (--pid), and the raw baselines of the same services.
+make bench starts a system and runs it.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			conn, err := app.Conn()
+			if err != nil {
+				return err
+			}
+			cfg.Client = pb.NewSagaServiceClient(conn)
+			cfg.Duration = duration
+			cfg.Baselines = !noBase
+			if parts != "" {
+				cfg.Participants = strings.Split(parts, ",")
+			}
+			for _, p := range strings.Split(pids, ",") {
+				if p == "" {
+					continue
+				}
+				n, err := strconv.Atoi(strings.TrimSpace(p))
+				if err != nil {
+					return &cli.ExitError{Code: 1, Err: fmt.Errorf("--pid %q: not a process id", p)}
+				}
+				cfg.CoordinatorPIDs = append(cfg.CoordinatorPIDs, n)
+			}
+			if cfg.DatabaseURL == "" {
+				return &cli.ExitError{Code: 1, Err: fmt.Errorf("--database-url (or SAGACOORD_DATABASE_URL) is required: latency and commits are read from the coordinator's database")}
+			}
+			if !asJSON {
+				cfg.Log = app.Stderr()
+			}
+			res, err := Run(cmd.Context(), cfg)
+			if err != nil {
+				return &cli.ExitError{Code: 2, Err: err}
+			}
+			if asJSON || app.JSON() {
+				enc := json.NewEncoder(app.Stdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(res)
+			}
+			printTable(app, res)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.DatabaseURL, "database-url", os.Getenv("SAGACOORD_DATABASE_URL"), "the coordinator's database, with its search_path (env SAGACOORD_DATABASE_URL)")
+	f.StringVar(&cfg.AMQPURL, "amqp-url", envOr("SAGACOORD_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"), "the coordinator's broker and vhost (env SAGACOORD_AMQP_URL)")
+	f.StringVar(&cfg.RabbitAPI, "rabbit-api", "http://guest:guest@127.0.0.1:15672", "RabbitMQ management API, for message counts")
+	f.Float64Var(&cfg.Rate, "rate", 0, "sagas started per second (open loop); 0 means closed loop")
+	f.IntVar(&cfg.Concurrency, "concurrency", 64, "sagas kept in flight (closed loop)")
+	f.DurationVar(&duration, "duration", 10*time.Second, "measured window")
+	f.DurationVar(&cfg.Warmup, "warmup", 2*time.Second, "unmeasured warm-up")
+	f.StringVar(&parts, "participants", "", "the three no-op participants (default bench-a,bench-b,bench-c)")
+	f.StringVar(&pids, "pid", "", "coordinator process ids, comma-separated, for CPU and RSS")
+	f.BoolVar(&noBase, "no-baselines", false, "skip the raw publish and insert baselines")
+	f.BoolVar(&asJSON, "json", false, "print one JSON object with every figure")
+	return cmd
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func printTable(app *cli.App, r *Result) {
+	w := tabwriter.NewWriter(app.Stdout(), 0, 4, 2, ' ', 0)
+	row := func(k string, v any) { fmt.Fprintf(w, "%s\t%v\n", k, v) }
+	if r.Mode == "open" {
+		row("mode", fmt.Sprintf("open loop, %.0f sagas/s offered", r.TargetRate))
+	} else {
+		row("mode", fmt.Sprintf("closed loop, %d in flight", r.Concurrency))
+	}
+	row("window", fmt.Sprintf("%.1fs", r.DurationSeconds))
+	row("started / errors / shed", fmt.Sprintf("%d / %d / %d", r.Started, r.StartErrors, r.Shed))
+	row("completed sagas/s", fmt.Sprintf("%.0f", r.SagasPerSecond))
+	row("latency p50 / p95 / p99 / max", fmt.Sprintf("%.1f / %.1f / %.1f / %.1f ms", r.LatencyP50Millis, r.LatencyP95Millis, r.LatencyP99Millis, r.LatencyMaxMillis))
+	row("unfinished after drain", fmt.Sprintf("%d (drain %.1fs)", r.Unfinished, r.DrainSeconds))
+	row("PostgreSQL commits per saga", fmt.Sprintf("%.2f", r.CommitsPerSaga))
+	row("messages per saga", fmt.Sprintf("%.2f", r.MessagesPerSaga))
+	if r.CoordinatorCPU > 0 || r.CoordinatorRSSMB > 0 {
+		row("coordinator CPU / RSS / peak", fmt.Sprintf("%.2f cores / %.0f MB / %.0f MB", r.CoordinatorCPU, r.CoordinatorRSSMB, r.CoordinatorPeakMB))
+	}
+	if r.BaselinePublish > 0 {
+		row("baseline confirmed publishes/s", fmt.Sprintf("%.0f", r.BaselinePublish))
+		row("baseline single-row inserts/s", fmt.Sprintf("%.0f", r.BaselineInserts))
+		row("broker efficiency", fmt.Sprintf("%.2f", r.BrokerEfficiency))
+	}
+	_ = w.Flush()
+}

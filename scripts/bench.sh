@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Starts a coordinator and three no-op participants (participant-sim) on the local PostgreSQL and
+# RabbitMQ, in their own schema and vhost (recreated each run), and runs `sagactl bench` against
+# them. Arguments are passed to sagactl bench, e.g. scripts/bench.sh --rate 1000 --duration 20s.
+# The participants keep their barrier in database "test", so pg_commits_per_saga counts only the
+# coordinator's own commits (database "postgres").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-bin}
+ADDR=${BENCH_ADDR:-127.0.0.1:7298}
+SCHEMA=sagacoord_bench
+VHOST=sagacoord-bench
+PG=postgres://postgres@127.0.0.1:5432
+DB="$PG/postgres?sslmode=disable&search_path=$SCHEMA"
+SIMDB="$PG/test?sslmode=disable"
+AMQP="amqp://guest:guest@127.0.0.1:5672/$VHOST"
+LOGS=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+PGOPTIONS='-c client_min_messages=warning' psql -q "$PG/postgres" -c "DROP SCHEMA IF EXISTS $SCHEMA CASCADE; CREATE SCHEMA $SCHEMA;"
+PGOPTIONS='-c client_min_messages=warning' psql -q "$SIMDB" -c "DROP SCHEMA IF EXISTS bench_sim_bench_a CASCADE; DROP SCHEMA IF EXISTS bench_sim_bench_b CASCADE; DROP SCHEMA IF EXISTS bench_sim_bench_c CASCADE;"
+rabbitmqctl -q delete_vhost "$VHOST" >/dev/null 2>&1 || true
+rabbitmqctl -q add_vhost "$VHOST" >/dev/null
+rabbitmqctl -q set_permissions -p "$VHOST" guest '.*' '.*' '.*' >/dev/null
+
+"$BIN/coordinator" serve --migrate --database-url "$DB" --amqp-url "$AMQP" --listen "$ADDR" --log-level warn >"$LOGS/coordinator.log" 2>&1 &
+coord=$!
+pids+=($coord)
+"$BIN/participant-sim" --participants bench-a=noop,bench-b=noop,bench-c=noop --schema-prefix bench_sim_ \
+  --database-url "$SIMDB" --amqp-url "$AMQP" --log-level warn >"$LOGS/participant-sim.log" 2>&1 &
+pids+=($!)
+for i in $(seq 1 100); do
+  SAGACOORD_ADDR=$ADDR "$BIN/sagactl" definition list >/dev/null 2>&1 && break
+  [ "$i" = 100 ] && { echo "coordinator did not start:"; cat "$LOGS/coordinator.log"; exit 1; }
+  sleep 0.1
+done
+echo "logs in $LOGS" >&2
+SAGACOORD_ADDR=$ADDR "$BIN/sagactl" bench --database-url "$DB" --amqp-url "$AMQP" --pid "$coord" "$@"
