@@ -52,6 +52,19 @@ type Config struct {
 	// It exists for observability and fault injection: a process that dies here is catalogue
 	// fault 3, and its command is redelivered and answered from the barrier.
 	OnCommitted func(cmd *protocol.StepCommand, reply protocol.StepReply)
+	// OnTxCommitted is OnCommitted for two-phase-commit commands (see Worker.HandleTx): called
+	// after a PREPARE, COMMIT or ABORT committed its barrier decision, before the vote or ack is
+	// published.
+	OnTxCommitted func(cmd *protocol.TxCommand, reply protocol.TxReply)
+	// QueryInterval is how often the worker looks for prepared transactions whose decision is
+	// overdue (see PreparedSilence). Default DefaultQueryInterval (1s).
+	QueryInterval time.Duration
+	// PreparedSilence is how long a transaction may stay prepared here without news before the
+	// worker asks the coordinator for the decision, and then how long it waits between two
+	// questions. A question reaching a coordinator that has not decided yet makes it decide
+	// ABORT, so keep it above the prepare timeouts your transactions use. Default
+	// DefaultPreparedSilence (5s).
+	PreparedSilence time.Duration
 }
 
 // WithDefaults returns a copy of c with every zero field set to its default.
@@ -70,6 +83,12 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.QueryInterval == 0 {
+		c.QueryInterval = DefaultQueryInterval
+	}
+	if c.PreparedSilence == 0 {
+		c.PreparedSilence = DefaultPreparedSilence
 	}
 	return c
 }
@@ -98,6 +117,9 @@ func (c Config) validate() error {
 	}
 	if c.RetryBackoff < 0 {
 		errs = append(errs, fmt.Errorf("participant: Config.RetryBackoff %v must not be negative", c.RetryBackoff))
+	}
+	if c.QueryInterval < 0 || c.PreparedSilence < 0 {
+		errs = append(errs, fmt.Errorf("participant: Config.QueryInterval %v and Config.PreparedSilence %v must not be negative", c.QueryInterval, c.PreparedSilence))
 	}
 	return errors.Join(errs...)
 }

@@ -15,6 +15,10 @@
 //     after the broker confirmed the reply, so a crash anywhere leads to a redelivery that is
 //     answered from the barrier.
 //
+// Workers take part in two-phase commit too: HandleTx registers the PREPARE, COMMIT and ABORT
+// handlers, which go through a barrier of their own on the same table (see TxHandlers), and a
+// prepared transaction is kept durably and asked about until its decision arrives.
+//
 // A command that cannot be decoded, is addressed to another participant, names an action with no
 // handler, or carries values the database cannot store is dead-lettered (and logged); the worker
 // goes on with the next. A database or broker failure returns the command to the queue after
@@ -62,12 +66,14 @@ type Worker struct {
 	cfg     Config
 	log     *slog.Logger
 	barrier *barrier
+	tx      *txBarrier
 
-	mu       sync.Mutex
-	handlers map[string]Handler
-	fallback Handler
-	started  bool
-	stopping chan struct{}
+	mu         sync.Mutex
+	handlers   map[string]Handler
+	fallback   Handler
+	txHandlers *TxHandlers
+	started    bool
+	stopping   chan struct{}
 	// cancelConsume stops the deliveries; cancelWork ends the handlers' context once they are
 	// done (or at once, when the context given to Start ends).
 	cancelConsume, cancelWork context.CancelFunc
@@ -85,6 +91,7 @@ func New(cfg Config) (*Worker, error) {
 		cfg:      cfg,
 		log:      cfg.Logger.With("participant", cfg.Name),
 		barrier:  newBarrier(cfg.DB, cfg.Schema),
+		tx:       newTxBarrier(cfg.DB, cfg.Schema),
 		handlers: make(map[string]Handler),
 		stopping: make(chan struct{}),
 	}, nil
@@ -153,6 +160,9 @@ func (w *Worker) Migrate(ctx context.Context) error {
 			return fmt.Errorf("participant: migrate: table %s.barrier: %w", w.cfg.Schema, err)
 		}
 	}
+	if _, err := tx.Exec(ctx, w.tx.createPrepared); err != nil {
+		return fmt.Errorf("participant: migrate: table %s.prepared: %w", w.cfg.Schema, err)
+	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("participant: migrate: commit: %w", err)
 	}
@@ -191,10 +201,11 @@ func (w *Worker) Start(ctx context.Context) error {
 	}
 	w.started = true
 	w.cancelConsume, w.cancelWork = cancelConsume, cancelWork
-	w.wg.Add(w.cfg.Concurrency)
+	w.wg.Add(w.cfg.Concurrency + 1)
 	for range w.cfg.Concurrency {
 		go w.loop(workCtx, deliveries)
 	}
+	go w.watchdog(workCtx)
 	w.log.Info("participant worker started", "queue", queue, "prefetch", w.cfg.Prefetch, "concurrency", w.cfg.Concurrency)
 	return nil
 }
@@ -251,6 +262,10 @@ func DeliveryFromContext(ctx context.Context) (DeliveryInfo, bool) {
 }
 
 func (w *Worker) process(ctx context.Context, d *transport.Delivery) {
+	if protocol.IsTxCommand(d.Message) {
+		w.processTx(ctx, d)
+		return
+	}
 	log := w.log.With("message_id", d.MessageID)
 	cmd, err := protocol.DecodeStepCommand(d.Message)
 	if err != nil {
@@ -274,20 +289,7 @@ func (w *Worker) process(ctx context.Context, d *transport.Delivery) {
 	hctx := context.WithValue(ctx, deliveryKey{}, DeliveryInfo{MessageID: d.MessageID, Redelivered: d.Redelivered, Headers: d.Headers})
 	res, err := w.barrier.run(hctx, cmd, h)
 	if err != nil {
-		if ctx.Err() != nil {
-			log.Info("command interrupted by shutdown; it will be redelivered", "err", err)
-			w.settle(d, "requeue", (*transport.Delivery).Requeue)
-			return
-		}
-		if isDataException(err) {
-			// The command carries a value the database can never store (a NUL in a text
-			// field, say): redelivering it would fail the same way forever.
-			log.Error("dead-lettering a command whose values the database rejects", "err", err)
-			w.settle(d, "reject", (*transport.Delivery).Reject)
-			return
-		}
-		log.Error("barrier transaction failed; requeueing the command", "err", err, "backoff", w.cfg.RetryBackoff)
-		w.backoffAndRequeue(ctx, d)
+		w.barrierFailed(ctx, log, d, err)
 		return
 	}
 	if res.committed && w.cfg.OnCommitted != nil {
@@ -301,6 +303,30 @@ func (w *Worker) process(ctx context.Context, d *transport.Delivery) {
 		w.backoffAndRequeue(ctx, d)
 		return
 	}
+	w.publishReply(ctx, log, d, msg)
+}
+
+// barrierFailed settles a delivery whose barrier transaction failed and decided nothing.
+func (w *Worker) barrierFailed(ctx context.Context, log *slog.Logger, d *transport.Delivery, err error) {
+	if ctx.Err() != nil {
+		log.Info("command interrupted by shutdown; it will be redelivered", "err", err)
+		w.settle(d, "requeue", (*transport.Delivery).Requeue)
+		return
+	}
+	if isDataException(err) {
+		// The command carries a value the database can never store (a NUL in a text
+		// field, say): redelivering it would fail the same way forever.
+		log.Error("dead-lettering a command whose values the database rejects", "err", err)
+		w.settle(d, "reject", (*transport.Delivery).Reject)
+		return
+	}
+	log.Error("barrier transaction failed; requeueing the command", "err", err, "backoff", w.cfg.RetryBackoff)
+	w.backoffAndRequeue(ctx, d)
+}
+
+// publishReply publishes the reply to d with confirms and then acknowledges d. When the publish
+// fails, d is requeued: its redelivery is answered from the barrier with the same reply.
+func (w *Worker) publishReply(ctx context.Context, log *slog.Logger, d *transport.Delivery, msg protocol.Message) {
 	for _, k := range []string{protocol.HeaderTraceparent, protocol.HeaderTracestate} {
 		if v, ok := d.Headers[k]; ok {
 			msg.Headers[k] = v
