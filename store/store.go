@@ -71,6 +71,22 @@ type Change = Changed[*Saga]
 // retried, so it must not have effects outside the sagas it is given.
 type MutateFunc func(now time.Time, sagas []*Saga) ([]Change, error)
 
+// NewSaga is one saga for CreateSagas to create.
+type NewSaga struct {
+	ID uuid.UUID
+	// Build returns the saga and its first messages, given the database time.
+	Build func(now time.Time) (Change, error)
+}
+
+// Created is the outcome of one NewSaga.
+type Created struct {
+	// Saga is the new saga or, when Created is false, the existing one with that id.
+	Saga    *Saga
+	Created bool
+	// Err is this saga's Build error.
+	Err error
+}
+
 // Definitions stores saga definitions.
 type Definitions interface {
 	// RegisterDefinition stores def (normalized) as a new version unless identical content is
@@ -84,9 +100,10 @@ type Definitions interface {
 
 // Sagas stores sagas.
 type Sagas interface {
-	// CreateSaga inserts the saga that build returns, with its messages, unless a saga with the
-	// same id exists: then it returns the existing saga and created false, and writes nothing.
-	CreateSaga(ctx context.Context, id uuid.UUID, build func(now time.Time) (Change, error)) (s *Saga, created bool, rows []OutboxRow, err error)
+	// CreateSagas inserts, in one transaction, the saga each NewSaga builds, with its messages,
+	// unless a saga with the same id exists: then that one's result holds the existing saga and
+	// Created false, and nothing is written for it. An error of one Build fails only that one.
+	CreateSagas(ctx context.Context, batch []NewSaga) ([]Created, []OutboxRow, error)
 	GetSaga(ctx context.Context, id uuid.UUID) (*Saga, error)
 	ListSagas(ctx context.Context, f ListFilter) ([]*Saga, error)
 	// Mutate locks the sagas with the given ids, passes those that exist to fn, and writes back

@@ -50,6 +50,13 @@ type Config struct {
 	ReplyBatch int
 	// ReplyWorkers is the number of goroutines applying reply batches. Default 4.
 	ReplyWorkers int
+	// StartBatch is the most StartSaga calls written in one transaction. Default 256.
+	StartBatch int
+	// StartWorkers is the number of start batches written concurrently. Default 4.
+	StartWorkers int
+	// MaxPendingStarts bounds StartSaga calls waiting for a batch; beyond it StartSaga fails
+	// with ResourceExhausted instead of queueing without bound. Default 4096.
+	MaxPendingStarts int
 	// TimerBatch is the most due sagas claimed in one transaction. Default 256.
 	TimerBatch int
 	// TimerPoll is how often due timers are looked for. Default 100ms.
@@ -72,6 +79,15 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.ReplyWorkers == 0 {
 		c.ReplyWorkers = 4
+	}
+	if c.StartBatch == 0 {
+		c.StartBatch = 256
+	}
+	if c.StartWorkers == 0 {
+		c.StartWorkers = 4
+	}
+	if c.MaxPendingStarts == 0 {
+		c.MaxPendingStarts = 4096
 	}
 	if c.TimerBatch == 0 {
 		c.TimerBatch = 256
@@ -104,6 +120,8 @@ type Engine struct {
 	// knownParticipants caches participants whose queue exists (queues are durable).
 	knownParticipants sync.Map
 
+	starts chan *startCall
+
 	mu      sync.Mutex
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -121,7 +139,7 @@ func New(cfg Config) (*Engine, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Engine{cfg: cfg, log: cfg.Logger}, nil
+	return &Engine{cfg: cfg, log: cfg.Logger, starts: make(chan *startCall, cfg.MaxPendingStarts)}, nil
 }
 
 // Start declares the broker topology, declares the queues of every known participant and starts
@@ -151,6 +169,13 @@ func (e *Engine) Start(ctx context.Context) error {
 		go func() {
 			defer e.wg.Done()
 			e.consumeReplies(ctx, deliveries)
+		}()
+	}
+	for range e.cfg.StartWorkers {
+		e.wg.Add(1)
+		go func() {
+			defer e.wg.Done()
+			e.startLoop(ctx)
 		}()
 	}
 	e.wg.Add(1)
@@ -291,28 +316,100 @@ func (e *Engine) StartSaga(ctx context.Context, req StartRequest) (*store.Saga, 
 	}
 	def := m.Definition()
 	hash := req.hash()
-	sg, created, rows, err := e.cfg.Store.CreateSaga(ctx, req.ID, func(now time.Time) (store.Change, error) {
-		var deadline time.Time
-		if d := req.Deadline; d > 0 {
-			deadline = now.Add(d)
-		} else if def.Deadline > 0 {
-			deadline = now.Add(def.Deadline)
-		}
-		st, cmds := m.New(req.ID.String(), req.Input, deadline, now)
-		sg := &store.Saga{ID: req.ID, DefinitionName: def.Name, DefinitionVersion: def.Version, State: st, RequestHash: hash}
-		return e.change(m, sg, cmds, now)
-	})
-	if err != nil {
-		return nil, false, err
+	r := &startCall{
+		ns: store.NewSaga{ID: req.ID, Build: func(now time.Time) (store.Change, error) {
+			var deadline time.Time
+			if d := req.Deadline; d > 0 {
+				deadline = now.Add(d)
+			} else if def.Deadline > 0 {
+				deadline = now.Add(def.Deadline)
+			}
+			st, cmds := m.New(req.ID.String(), req.Input, deadline, now)
+			sg := &store.Saga{ID: req.ID, DefinitionName: def.Name, DefinitionVersion: def.Version, State: st, RequestHash: hash}
+			return e.change(m, sg, cmds, now)
+		}},
+		done: make(chan struct{}),
 	}
-	if !created {
-		if sg.RequestHash != hash {
-			return nil, false, fmt.Errorf("%w: saga %s was started with a different request (definition, version, input or deadline); use a new saga_id", ErrAlreadyExists, req.ID)
-		}
-		return sg, false, nil
+	select {
+	case e.starts <- r:
+	default:
+		return nil, false, fmt.Errorf("%w: %d sagas are waiting to start on this coordinator; retry with the same saga_id after a short wait", ErrResourceExhausted, cap(e.starts))
 	}
-	e.cfg.Relay.Enqueue(rows)
-	return sg, true, nil
+	select {
+	case <-r.done:
+	case <-ctx.Done():
+		// The saga may still start; a retry with the same id returns it.
+		return nil, false, ctx.Err()
+	}
+	if r.err != nil {
+		return nil, false, r.err
+	}
+	sg, created := r.res.Saga, r.res.Created
+	if !created && sg.RequestHash != hash {
+		return nil, false, fmt.Errorf("%w: saga %s was started with a different request (definition, version, input or deadline); use a new saga_id", ErrAlreadyExists, req.ID)
+	}
+	return sg, created, nil
+}
+
+// startCall is one StartSaga waiting for its batch.
+type startCall struct {
+	ns   store.NewSaga
+	done chan struct{}
+	res  store.Created
+	err  error
+}
+
+// startLoop writes StartSaga calls in batches: while one batch commits, the next accumulates, so
+// concurrent starts share a transaction (group commit) without waiting for a timer.
+func (e *Engine) startLoop(ctx context.Context) {
+	batch := make([]*startCall, 0, e.cfg.StartBatch)
+	for {
+		batch = batch[:0]
+		select {
+		case <-ctx.Done():
+			e.failPendingStarts(ctx.Err())
+			return
+		case r := <-e.starts:
+			batch = append(batch, r)
+		}
+	fill:
+		for len(batch) < e.cfg.StartBatch {
+			select {
+			case r := <-e.starts:
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		news := make([]store.NewSaga, len(batch))
+		for i, r := range batch {
+			news[i] = r.ns
+		}
+		results, rows, err := e.cfg.Store.CreateSagas(ctx, news)
+		if err == nil {
+			e.cfg.Relay.Enqueue(rows)
+		}
+		for i, r := range batch {
+			if err != nil {
+				r.err = err
+			} else {
+				r.res, r.err = results[i], results[i].Err
+			}
+			close(r.done)
+		}
+	}
+}
+
+func (e *Engine) failPendingStarts(err error) {
+	for {
+		select {
+		case r := <-e.starts:
+			r.err = err
+			close(r.done)
+		default:
+			return
+		}
+	}
 }
 
 // GetSaga returns a saga.

@@ -195,56 +195,125 @@ func tsOrNull(t time.Time) pgtype.Timestamptz {
 	return pgtype.Timestamptz{Time: t, Valid: !t.IsZero()}
 }
 
-// CreateSaga implements store.Sagas.
-func (s *Store) CreateSaga(ctx context.Context, id uuid.UUID, build func(now time.Time) (store.Change, error)) (*store.Saga, bool, []store.OutboxRow, error) {
+// CreateSagas implements store.Sagas: one transaction and one INSERT for the whole batch (group
+// commit of concurrent StartSaga calls).
+func (s *Store) CreateSagas(ctx context.Context, batch []store.NewSaga) ([]store.Created, []store.OutboxRow, error) {
 	var (
-		created bool
-		out     *store.Saga
+		results []store.Created
 		rows    []store.OutboxRow
 	)
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		created, out, rows = false, nil, nil
+		results, rows = make([]store.Created, len(batch)), nil
 		var now time.Time
 		if err := tx.QueryRow(ctx, `SELECT now()`).Scan(&now); err != nil {
 			return err
 		}
-		ch, err := build(now)
-		if err != nil {
-			return err
+		first := make(map[uuid.UUID]int, len(batch)) // id -> index of its first request
+		var (
+			index   []int // position in batch of each change
+			changes []store.Change
+		)
+		for i, ns := range batch {
+			if j, dup := first[ns.ID]; dup {
+				results[i] = store.Created{Err: errSameBatch(j)}
+				continue
+			}
+			first[ns.ID] = i
+			ch, err := ns.Build(now)
+			if err != nil {
+				results[i] = store.Created{Err: err}
+				continue
+			}
+			ch.Row.ID = ns.ID
+			index = append(index, i)
+			changes = append(changes, ch)
 		}
-		sg := ch.Row
-		state, err := json.Marshal(sg.State)
-		if err != nil {
-			return err
+		if len(changes) == 0 {
+			return nil
 		}
-		tag, err := tx.Exec(ctx, `INSERT INTO sagas (`+sagaColumns+`)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9, $9, $10) ON CONFLICT (id) DO NOTHING`,
-			id, sg.DefinitionName, sg.DefinitionVersion, string(sg.State.Status), []byte(sg.State.Input), sg.RequestHash,
-			state, tsOrNull(sg.WakeAt), now, tsOrNull(sg.FinishedAt))
-		if err != nil {
-			return err
-		}
-		if tag.RowsAffected() == 0 {
-			existing, err := scanSaga(tx.QueryRow(ctx, `SELECT `+sagaColumns+` FROM sagas WHERE id = $1`, id))
+		n := len(changes)
+		var (
+			sagaIDs            = make([]uuid.UUID, n)
+			defNames, statuses = make([]string, n), make([]string, n)
+			hashes, states     = make([]string, n), make([]string, n)
+			defVersions        = make([]int32, n)
+			inputs             = make([][]byte, n)
+			wakes, fins        = make([]pgtype.Timestamptz, n), make([]pgtype.Timestamptz, n)
+		)
+		for k, ch := range changes {
+			sg := ch.Row
+			b, err := json.Marshal(sg.State)
 			if err != nil {
 				return err
 			}
-			out = existing
-			return nil
+			sagaIDs[k], defNames[k], defVersions[k] = sg.ID, sg.DefinitionName, int32(sg.DefinitionVersion)
+			statuses[k], inputs[k], hashes[k], states[k] = string(sg.State.Status), sg.State.Input, sg.RequestHash, string(b)
+			wakes[k], fins[k] = tsOrNull(sg.WakeAt), tsOrNull(sg.FinishedAt)
 		}
-		rows, err = s.insertOutbox(ctx, tx, ch.Messages)
+		inserted, err := tx.Query(ctx, `INSERT INTO sagas (`+sagaColumns+`)
+			SELECT id, dn, dv, st, inp, rh, state::jsonb, 1, wake, $10, $10, fin
+			FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::bytea[], $6::text[], $7::text[], $8::timestamptz[], $9::timestamptz[])
+				AS u(id, dn, dv, st, inp, rh, state, wake, fin)
+			ON CONFLICT (id) DO NOTHING RETURNING id`,
+			sagaIDs, defNames, defVersions, statuses, inputs, hashes, states, wakes, fins, now)
 		if err != nil {
 			return err
 		}
-		sg.ID, sg.Version, sg.CreatedAt, sg.UpdatedAt = id, 1, now, now
-		out, created = sg, true
-		return nil
+		createdIDs, err := pgx.CollectRows(inserted, pgx.RowTo[uuid.UUID])
+		if err != nil {
+			return err
+		}
+		isNew := make(map[uuid.UUID]bool, len(createdIDs))
+		for _, id := range createdIDs {
+			isNew[id] = true
+		}
+		var (
+			msgs     []transport.Outgoing
+			existing []uuid.UUID
+		)
+		for k, ch := range changes {
+			i := index[k]
+			if !isNew[ch.Row.ID] {
+				existing = append(existing, ch.Row.ID)
+				continue
+			}
+			sg := ch.Row
+			sg.Version, sg.CreatedAt, sg.UpdatedAt = 1, now, now
+			results[i] = store.Created{Saga: sg, Created: true}
+			msgs = append(msgs, ch.Messages...)
+		}
+		if len(existing) > 0 {
+			found, err := tx.Query(ctx, `SELECT `+sagaColumns+` FROM sagas WHERE id = ANY($1)`, existing)
+			if err != nil {
+				return err
+			}
+			olds, err := pgx.CollectRows(found, func(r pgx.CollectableRow) (*store.Saga, error) { return scanSaga(r) })
+			if err != nil {
+				return err
+			}
+			for _, old := range olds {
+				results[first[old.ID]] = store.Created{Saga: old}
+			}
+		}
+		for i, ns := range batch {
+			if j := first[ns.ID]; j != i && results[i].Err != nil && results[j].Saga != nil {
+				results[i] = store.Created{Saga: results[j].Saga}
+			}
+		}
+		rows, err = s.insertOutbox(ctx, tx, msgs)
+		return err
 	})
 	if err != nil {
-		return nil, false, nil, fmt.Errorf("create saga %s: %w", id, err)
+		return nil, nil, fmt.Errorf("create %d sagas: %w", len(batch), err)
 	}
-	return out, created, rows, nil
+	return results, rows, nil
 }
+
+// errSameBatch marks a request whose id an earlier request of the same batch also used; it is
+// replaced by that request's saga once the batch is written.
+type errSameBatch int
+
+func (e errSameBatch) Error() string { return "the same saga id twice in one batch" }
 
 // GetSaga implements store.Sagas.
 func (s *Store) GetSaga(ctx context.Context, id uuid.UUID) (*store.Saga, error) {
