@@ -121,6 +121,9 @@ type Store interface {
 	Transactions
 	// Outbox returns the outbox of the same database.
 	Outbox() Outbox
+	// DeleteFinished deletes at most limit sagas and at most limit transactions that finished
+	// more than olderThan ago, and returns how many it deleted.
+	DeleteFinished(ctx context.Context, olderThan time.Duration, limit int) (int, error)
 }
 
 // Outbox is the relay's view of the outbox table.

@@ -17,6 +17,7 @@ import (
 	"os/signal"
 	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/sagacoord/sagacoord/internal/coordinator"
 	"github.com/sagacoord/sagacoord/migrations"
@@ -94,6 +95,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.MaxPayloadBytes, "max-payload-bytes", 256<<10, "largest saga input accepted, in bytes")
 	maxConns := fs.Int("db-max-conns", 16, "database pool size")
 	fs.StringVar(&cfg.Name, "name", env("SAGACOORD_NAME", "coordinator"), "instance name, used in broker connection names and logs (env SAGACOORD_NAME)")
+	fs.DurationVar(&cfg.Retention, "retention", 7*24*time.Hour, "delete finished sagas and transactions older than this; a negative value keeps them forever")
 	fs.StringVar(&cfg.DebugAddr, "debug-listen", env("SAGACOORD_DEBUG_LISTEN", ""), "serve net/http/pprof on this address, e.g. 127.0.0.1:6060 (env SAGACOORD_DEBUG_LISTEN)")
 	fs.BoolVar(&cfg.DisableOutbox, "test-disable-outbox", false, "TEST ONLY: never publish (proves the chaos checks catch lost messages)")
 	crashAfterConfirm := fs.Bool("test-crash-after-confirm", false, "TEST ONLY: SIGKILL self after the first confirmed publish, before its outbox rows are deleted")

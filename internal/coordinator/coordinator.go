@@ -43,6 +43,8 @@ type Config struct {
 	DBMaxConns int32
 	// Name identifies the process in broker connection names and logs. Default "coordinator".
 	Name string
+	// Retention is how long finished sagas and transactions are kept (engine.Config.Retention).
+	Retention time.Duration
 	// DebugAddr, when set, serves net/http/pprof on this address (for profiling; keep it private).
 	DebugAddr string
 	// DisableOutbox never publishes (a test-only fault for the chaos suite).
@@ -172,7 +174,7 @@ func Start(ctx context.Context, cfg Config) (*Coordinator, error) {
 	}
 	st := pgstore.New(c.pool, pgstore.Config{})
 	c.relay = outbox.NewRelay(st.Outbox(), c.transport, outbox.Config{Logger: log, Disabled: cfg.DisableOutbox, AfterConfirm: cfg.CrashAfterConfirm})
-	c.engine, err = engine.New(engine.Config{Store: st, Transport: c.transport, Relay: c.relay, Logger: log, MaxPayloadBytes: cfg.MaxPayloadBytes})
+	c.engine, err = engine.New(engine.Config{Store: st, Transport: c.transport, Relay: c.relay, Logger: log, MaxPayloadBytes: cfg.MaxPayloadBytes, Retention: cfg.Retention})
 	if err != nil {
 		return nil, err
 	}

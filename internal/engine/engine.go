@@ -61,6 +61,11 @@ type Config struct {
 	TimerBatch int
 	// TimerPoll is how often due timers are looked for. Default 100ms.
 	TimerPoll time.Duration
+	// Retention is how long finished sagas and transactions are kept; older ones are deleted in
+	// batches by any instance. Negative keeps them forever. Default 168h (7 days).
+	Retention time.Duration
+	// RetentionInterval is how often the deletion runs. Default 1m.
+	RetentionInterval time.Duration
 }
 
 // WithDefaults returns c with defaults filled in.
@@ -91,6 +96,12 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.TimerBatch == 0 {
 		c.TimerBatch = 256
+	}
+	if c.Retention == 0 {
+		c.Retention = 7 * 24 * time.Hour
+	}
+	if c.RetentionInterval == 0 {
+		c.RetentionInterval = time.Minute
 	}
 	if c.TimerPoll == 0 {
 		c.TimerPoll = 100 * time.Millisecond
@@ -183,6 +194,13 @@ func (e *Engine) Start(ctx context.Context) error {
 		defer e.wg.Done()
 		e.timerLoop(ctx)
 	}()
+	if e.cfg.Retention > 0 {
+		e.wg.Add(1)
+		go func() {
+			defer e.wg.Done()
+			e.retentionLoop(ctx)
+		}()
+	}
 	return nil
 }
 
@@ -696,6 +714,36 @@ func (e *Engine) settle(f func() error, d *transport.Delivery) {
 	if err := f(); err != nil {
 		// A stale delivery is redelivered by the broker; applying it again changes nothing.
 		e.log.Debug("settle delivery", "message_id", d.MessageID, "err", err)
+	}
+}
+
+// retentionLoop deletes finished sagas and transactions older than the retention, a batch at a
+// time, so that no transaction holds many row locks or runs long.
+func (e *Engine) retentionLoop(ctx context.Context) {
+	const batch = 1000
+	t := time.NewTicker(e.cfg.RetentionInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for ctx.Err() == nil {
+			n, err := e.cfg.Store.DeleteFinished(ctx, e.cfg.Retention, batch)
+			if err != nil {
+				if ctx.Err() == nil {
+					e.log.Error("delete finished sagas", "err", err)
+				}
+				break
+			}
+			if n > 0 {
+				e.log.Debug("deleted finished sagas and transactions", "count", n, "older_than", e.cfg.Retention)
+			}
+			if n < batch {
+				break
+			}
+		}
 	}
 }
 

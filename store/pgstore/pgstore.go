@@ -619,3 +619,21 @@ func retryable(err error) bool {
 	}
 	return errors.Is(err, store.ErrConflict)
 }
+
+// DeleteFinished implements store.Store: it deletes up to limit sagas and up to limit
+// transactions that finished before cutoff, skipping rows others hold locked, so that it never
+// waits and never holds many locks for long.
+func (s *Store) DeleteFinished(ctx context.Context, olderThan time.Duration, limit int) (int, error) {
+	total := 0
+	for _, q := range []string{
+		`DELETE FROM sagas WHERE id IN (SELECT id FROM sagas WHERE finished_at < now() - $1::interval ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED)`,
+		`DELETE FROM transactions WHERE id IN (SELECT id FROM transactions WHERE finished_at < now() - $1::interval ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED)`,
+	} {
+		tag, err := s.pool.Exec(ctx, q, olderThan, limit)
+		if err != nil {
+			return total, fmt.Errorf("delete finished rows: %w", err)
+		}
+		total += int(tag.RowsAffected())
+	}
+	return total, nil
+}

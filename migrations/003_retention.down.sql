@@ -1,0 +1,2 @@
+DROP INDEX transactions_finished_at;
+DROP INDEX sagas_finished_at;
