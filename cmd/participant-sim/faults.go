@@ -27,11 +27,16 @@ type dice struct {
 
 // roll returns a number in [0, 1) for one knob of one command attempt.
 func (d dice) roll(cmd *protocol.StepCommand, knob string) float64 {
+	return d.rollKey(cmd.SagaID, cmd.Step, cmd.Kind, cmd.Action, strconv.Itoa(cmd.Attempt), knob)
+}
+
+// rollKey returns a number in [0, 1) for the key made of parts.
+func (d dice) rollKey(parts ...string) float64 {
 	h := fnv.New64a()
 	var seed [8]byte
 	binary.LittleEndian.PutUint64(seed[:], d.seed)
 	h.Write(seed[:])
-	for _, s := range []string{d.participant, cmd.SagaID, cmd.Step, cmd.Kind, cmd.Action, strconv.Itoa(cmd.Attempt), knob} {
+	for _, s := range append([]string{d.participant}, parts...) {
 		h.Write([]byte(s))
 		h.Write([]byte{0})
 	}

@@ -25,6 +25,8 @@ type ledger struct {
 	createLedger, createAccounts, seed string
 	insertEntry                        string
 	debit, credit, exists              string
+	// tx holds the two-phase-commit statements (twopc.go).
+	tx txStatements
 }
 
 func newLedger(schema, kind string) *ledger {
@@ -46,17 +48,19 @@ func newLedger(schema, kind string) *ledger {
 		createAccounts: `CREATE TABLE IF NOT EXISTS ` + a + ` (account text PRIMARY KEY, balance bigint NOT NULL)`,
 		seed:           `INSERT INTO ` + a + ` (account, balance) SELECT $1 || g, $3 FROM generate_series(1, $2::int) AS g ON CONFLICT DO NOTHING`,
 		insertEntry:    `INSERT INTO ` + l + ` (gid, step, kind, account, amount) VALUES ($1, $2, $3, $4, $5)`,
-		// Never below zero: a debit that would overdraw is a business failure.
-		debit:  `UPDATE ` + a + ` SET balance = balance - $2 WHERE account = $1 AND balance >= $2 RETURNING balance`,
+		// Never below zero, and never into what two-phase-commit transactions hold: a debit
+		// that would overdraw the available balance is a business failure.
+		debit:  `UPDATE ` + a + ` SET balance = balance - $2 WHERE account = $1 AND balance - held >= $2 RETURNING balance`,
 		credit: `UPDATE ` + a + ` SET balance = balance + $2 WHERE account = $1 RETURNING balance`,
 		exists: `SELECT EXISTS (SELECT 1 FROM ` + a + ` WHERE account = $1)`,
+		tx:     newTxStatements(schema),
 	}
 }
 
 // migrate creates the tables (the schema exists: the worker's Migrate made it) and seeds the
 // accounts once.
 func (l *ledger) migrate(ctx context.Context, db *pgxpool.Pool, seedAccounts int, initialBalance int64) error {
-	for _, q := range []string{l.createLedger, l.createAccounts} {
+	for _, q := range append([]string{l.createLedger, l.createAccounts}, l.tx.migrations...) {
 		if _, err := db.Exec(ctx, q); err != nil {
 			return fmt.Errorf("create ledger tables in %s: %w", l.schema, err)
 		}

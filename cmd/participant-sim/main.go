@@ -48,6 +48,20 @@ Kinds, and the actions (compensations) each understands; input is the saga input
   Any other action name fails (business failure) with a message that lists the known ones.
   A compensation reverses its action's ledger entry; each (saga, step, kind) has one entry.
 
+Two-phase commit (TwoPCService): every participant also prepares, commits and aborts. The
+participant payload given to BeginTransaction is
+  transfer   {"account":"acct-1","amount":10,"direction":"debit"|"credit"}
+             PREPARE of a debit holds the amount: it votes NO ("insufficient available funds")
+             unless balance - held covers it, and saga debits cannot spend what is held. COMMIT
+             moves the balance and releases the hold; ABORT releases it. A credit holds nothing.
+  inventory  {"sku":"sku-1","qty":2}           holds stock the same way
+  payment    {"account":"cust-1","amount":10}  recorded at COMMIT, nothing held
+  noop       always votes YES, holds nothing
+  Each hold is a row of <schema>.holds with prepared_at and decided_at (how long it blocked).
+  Fault knobs apply under the names prepare, commit and abort: fail_probability votes NO (prepare
+  only; a decision cannot fail), retry_probability requeues the command (each try draws anew),
+  latency, hang_probability (a frozen participant) and crash_after_commit_probability.
+
 A bare name in --participants takes its kind from its prefix: bank* transfer, inventory* and
 stock* inventory, pay* payment, anything else noop; name=kind says it explicitly.
 

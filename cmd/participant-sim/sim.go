@@ -35,14 +35,15 @@ func newSim(cfg simConfig, db *pgxpool.Pool, tr transport.Transport, log *slog.L
 		schema := schemaOf(cfg.SchemaPrefix, p.Name)
 		d := dice{seed: cfg.Seed, participant: p.Name}
 		w, err := participant.New(participant.Config{
-			Name:        p.Name,
-			Transport:   tr,
-			DB:          db,
-			Schema:      schema,
-			Prefetch:    p.Prefetch,
-			Concurrency: p.Concurrency,
-			Logger:      log,
-			OnCommitted: crashAfterCommit(p, d, plog, exit),
+			Name:          p.Name,
+			Transport:     tr,
+			DB:            db,
+			Schema:        schema,
+			Prefetch:      p.Prefetch,
+			Concurrency:   p.Concurrency,
+			Logger:        log,
+			OnCommitted:   crashAfterCommit(p, d, plog, exit),
+			OnTxCommitted: crashAfterTxCommit(p, d, plog, exit),
 		})
 		if err != nil {
 			return nil, fmt.Errorf("participant %s: %w", p.Name, err)
@@ -50,7 +51,9 @@ func newSim(cfg simConfig, db *pgxpool.Pool, tr transport.Transport, log *slog.L
 		l := newLedger(schema, p.Kind)
 		if p.Kind == kindNoop {
 			w.HandleDefault(withFaults(p, d, s.track, plog, noop))
+			w.HandleTx(withTxFaults(p, d, s.track, plog, noopTx()))
 		} else {
+			w.HandleTx(withTxFaults(p, d, s.track, plog, l.txHandlers()))
 			for action, h := range l.handlers() {
 				w.Handle(action, withFaults(p, d, s.track, plog, h))
 			}
