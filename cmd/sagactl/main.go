@@ -10,12 +10,13 @@ import (
 	"syscall"
 
 	"github.com/sagacoord/sagacoord/internal/bench"
+	"github.com/sagacoord/sagacoord/internal/chaos"
 	"github.com/sagacoord/sagacoord/internal/cli"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := cli.Run(ctx, os.Args[1:], cli.Options{Commands: []cli.CommandFunc{bench.Command}})
+	code := cli.Run(ctx, os.Args[1:], cli.Options{Commands: []cli.CommandFunc{bench.Command, chaos.Command}})
 	stop()
 	os.Exit(code)
 }

@@ -1,0 +1,169 @@
+package chaos
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sagacoord/sagacoord/internal/cli"
+)
+
+// ExitViolated is sagactl's exit code when a scenario failed (an invariant was violated) or
+// could not run.
+const ExitViolated = 5
+
+// Command builds `sagactl chaos`; cmd/sagactl adds it through cli.Options.Commands.
+func Command(app *cli.App) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "chaos",
+		Short: "Run fault-injection scenarios against real processes and check the invariants",
+		Long: `chaos runs scenarios (scenarios/*.yaml; format in scenarios/README.md, guide in
+docs/chaos.md): it starts coordinators and participant-sims as child processes on a fresh
+schema and vhost, drives a workload over gRPC, injects the scenario's faults (signals,
+toxiproxy link faults, terminated PostgreSQL backends, duplicate and poison messages, broker
+and database restarts on private instances), waits for quiescence and checks the invariants
+G1-G7 and T1 of DESIGN section 4.`,
+		Args: cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return &cli.ExitError{Code: cli.ExitUsage, Err: fmt.Errorf("unknown command %q for \"sagactl chaos\"", args[0])}
+			}
+			return cmd.Help()
+		},
+	}
+	root.AddCommand(runCommand(app), validateCommand(app))
+	return root
+}
+
+func load(path string) ([]*Scenario, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if st.IsDir() {
+		return LoadDir(path)
+	}
+	s, err := LoadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return []*Scenario{s}, nil
+}
+
+func validateCommand(app *cli.App) *cobra.Command {
+	return &cobra.Command{
+		Use:   "validate FILE|DIR",
+		Short: "Parse and check scenario files without running them",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ss, err := load(args[0])
+			if err != nil {
+				return &cli.ExitError{Code: cli.ExitUsage, Err: err}
+			}
+			for _, s := range ss {
+				fmt.Fprintf(app.Stdout(), "%s: ok (%s workload, %d fault(s))\n", s.Name, s.Workload.Kind, len(s.Schedule(s.Seed)))
+			}
+			return nil
+		},
+	}
+}
+
+func runCommand(app *cli.App) *cobra.Command {
+	var (
+		opts      Options
+		seeds     []string
+		reportDir string
+		tags      []string
+		names     []string
+	)
+	c := &cobra.Command{
+		Use:   "run FILE|DIR",
+		Short: "Run one scenario file, or every scenario of a directory",
+		Long: `run runs the scenarios and prints a summary table; with --report it also writes
+report.json and a self-contained report.html there. The exit code is 0 only if every invariant
+of every run held (skipped scenarios, whose private PostgreSQL or RabbitMQ binaries are
+missing, do not count), 5 otherwise.
+
+The same seed gives the same workload and fault schedule. Binaries come from --bin, or are
+built with 'go build' from the module the command runs in.`,
+		Example: `  sagactl chaos run scenarios/ --report /tmp/chaos
+  sagactl chaos run scenarios/05-duplicates.yaml --seed 1 --seed 2
+  sagactl chaos run scenarios/ --tag fast --bin bin`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ss, err := load(args[0])
+			if err != nil {
+				return &cli.ExitError{Code: cli.ExitUsage, Err: err}
+			}
+			ss = slices.DeleteFunc(ss, func(s *Scenario) bool {
+				if len(tags) > 0 && !slices.ContainsFunc(tags, func(t string) bool { return slices.Contains(s.Tags, t) }) {
+					return true
+				}
+				return len(names) > 0 && !slices.Contains(names, s.Name)
+			})
+			if len(ss) == 0 {
+				return &cli.ExitError{Code: cli.ExitUsage, Err: errors.New("no scenario matches --tag/--name")}
+			}
+			var seedList []uint64
+			for _, s := range seeds {
+				for part := range strings.SplitSeq(s, ",") {
+					n, err := strconv.ParseUint(strings.TrimSpace(part), 10, 64)
+					if err != nil || n == 0 {
+						return &cli.ExitError{Code: cli.ExitUsage, Err: fmt.Errorf("--seed %q: want a positive integer", part)}
+					}
+					seedList = append(seedList, n)
+				}
+			}
+			if len(seedList) == 0 {
+				seedList = []uint64{0} // each scenario's own seed
+			}
+			opts.Progress = app.Stderr()
+			rep := &Report{StartedAt: time.Now()}
+			for _, seed := range seedList {
+				rep.Seeds = append(rep.Seeds, seed)
+				for _, s := range ss {
+					o := opts
+					o.Seed = seed
+					res := Run(cmd.Context(), s, o)
+					rep.Results = append(rep.Results, res)
+					if cmd.Context().Err() != nil {
+						break
+					}
+				}
+			}
+			rep.Elapsed = time.Since(rep.StartedAt).Seconds()
+			fmt.Fprintln(app.Stdout())
+			rep.WriteSummary(app.Stdout())
+			if reportDir != "" {
+				if err := rep.Write(reportDir); err != nil {
+					return &cli.ExitError{Code: ExitViolated, Err: fmt.Errorf("write the report: %w", err)}
+				}
+				fmt.Fprintf(app.Stdout(), "\nreport: %s/report.html and report.json\n", reportDir)
+			}
+			if !rep.Passed() {
+				return &cli.ExitError{Code: ExitViolated}
+			}
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.StringSliceVar(&seeds, "seed", nil, "seed(s) of the workload and fault schedule, repeated or comma-separated (default: each scenario's seed)")
+	f.StringVar(&reportDir, "report", "", "write report.json and report.html into this directory")
+	f.StringSliceVar(&tags, "tag", nil, "run only scenarios with one of these tags (e.g. fast)")
+	f.StringSliceVar(&names, "name", nil, "run only the scenarios with these names")
+	f.StringVar(&opts.BinDir, "bin", "", "directory with the coordinator and participant-sim binaries (default: go build them)")
+	f.StringVar(&opts.DatabaseURL, "database-url", "", "shared PostgreSQL database for the scenario schemas (default postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable)")
+	f.StringVar(&opts.AMQPURL, "amqp-url", "", "shared RabbitMQ; each scenario gets its own vhost (default amqp://guest:guest@127.0.0.1:5672/)")
+	f.StringVar(&opts.RabbitAPI, "rabbit-api", "", "management API of the shared RabbitMQ (default http://guest:guest@127.0.0.1:15672)")
+	f.StringVar(&opts.PostgresBin, "postgres-bin", "", "directory of initdb and pg_ctl for private PostgreSQL instances (default "+DefaultPostgresBin+")")
+	f.StringVar(&opts.WorkDir, "work-dir", "", "where each run's logs go (default a new temp dir)")
+	f.BoolVar(&opts.Broken, "broken", false, "start every coordinator with --test-disable-outbox (a deliberately broken build: the runs must fail)")
+	f.BoolVar(&opts.Keep, "keep", false, "keep each run's schemas and vhost for inspection")
+	return c
+}

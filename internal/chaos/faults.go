@@ -1,0 +1,186 @@
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// apply applies one fault at its time, heals it after its duration, and says when each
+// happened. Errors are recorded, not returned: the scenario goes on.
+func (r *run) apply(ctx context.Context, f ScheduledFault) AppliedFault {
+	a := AppliedFault{ScheduledFault: f}
+	if err := r.sleepUntil(ctx, f.At.D()); err != nil {
+		a.Error = err.Error()
+		return a
+	}
+	a.AppliedAt = r.since(time.Now())
+	heal, err := r.inject(ctx, f)
+	desc := describe(f)
+	if err != nil {
+		a.Error = err.Error()
+		a.HealedAt = r.since(time.Now())
+		r.event("fault %s failed: %v", desc, err)
+		return a
+	}
+	r.event("fault %s", desc)
+	if f.Duration > 0 && heal != nil {
+		select {
+		case <-ctx.Done():
+		case <-time.After(f.Duration.D()):
+		}
+		// Healing runs even when the run is being cancelled, so nothing stays broken.
+		if err := heal(context.WithoutCancel(ctx)); err != nil {
+			a.Error = "heal: " + err.Error()
+			r.event("heal of %s failed: %v", desc, err)
+		} else {
+			r.event("healed %s", desc)
+		}
+	} else if heal != nil {
+		if err := heal(context.WithoutCancel(ctx)); err != nil {
+			a.Error = "heal: " + err.Error()
+		}
+	}
+	a.HealedAt = r.since(time.Now())
+	return a
+}
+
+func describe(f ScheduledFault) string {
+	s := f.Kind + " " + f.Target
+	if f.Duration > 0 {
+		s += " for " + f.Duration.D().String()
+	}
+	if f.Kind == FaultLatency {
+		s += fmt.Sprintf(" (%s ± %s)", f.Latency.D(), f.Jitter.D())
+	}
+	if f.Count > 0 {
+		s += fmt.Sprintf(" ×%d", f.Count)
+	}
+	return s
+}
+
+// inject applies f and returns how to heal it (nil when there is nothing to heal).
+func (r *run) inject(ctx context.Context, f ScheduledFault) (func(context.Context) error, error) {
+	switch {
+	case isProcessFault(f.Kind):
+		p := r.procs[f.Target]
+		switch f.Kind {
+		case FaultSIGKILL:
+			if err := p.kill(); err != nil {
+				return nil, err
+			}
+			if f.Duration == 0 {
+				return nil, nil
+			}
+			return r.restartOf(p), nil
+		case FaultSIGSTOP:
+			if err := p.signal(syscall.SIGSTOP); err != nil {
+				return nil, err
+			}
+			return func(context.Context) error { return p.signal(syscall.SIGCONT) }, nil
+		case FaultRestart:
+			p.terminate(15 * time.Second)
+			return r.restartOf(p), nil
+		}
+	case isLinkFault(f.Kind):
+		proc, end, _ := strings.Cut(f.Target, "->")
+		name := linkName(proc, end)
+		var toxic string
+		attrs := map[string]any{}
+		switch f.Kind {
+		case FaultLinkDown:
+			if err := r.links.down(name); err != nil {
+				return nil, err
+			}
+			return func(context.Context) error { return r.links.up(name) }, nil
+		case FaultLatency:
+			toxic = "latency"
+			attrs["latency"] = f.Latency.D().Milliseconds()
+			attrs["jitter"] = f.Jitter.D().Milliseconds()
+		case FaultResetPeer:
+			toxic = "reset_peer"
+			attrs["timeout"] = 0
+		case FaultBlackhole:
+			toxic = "timeout"
+			attrs["timeout"] = 0
+		case FaultTimeout:
+			toxic = "timeout"
+			attrs["timeout"] = 1000
+		}
+		names, err := r.links.toxic(name, toxic, attrs)
+		if err != nil {
+			_ = r.links.removeToxics(name, names)
+			return nil, err
+		}
+		return func(context.Context) error { return r.links.removeToxics(name, names) }, nil
+	case f.Kind == FaultPGTerminate:
+		n, err := r.terminateBackends(ctx, f.Target)
+		if err != nil {
+			return nil, err
+		}
+		r.event("pg_terminate_backend ended %d connection(s) of %s", n, f.Target)
+		return nil, nil
+	case f.Kind == FaultDuplicate:
+		if r.taps == nil {
+			return nil, fmt.Errorf("no tap queues")
+		}
+		n, err := r.taps.duplicate(ctx, f.Target, f.Count)
+		if err != nil {
+			return nil, err
+		}
+		r.event("re-published %d copies of real %s", n, f.Target)
+		return nil, nil
+	case f.Kind == FaultPoison:
+		n, err := publishPoison(ctx, r.amqpBase, f.Target, f.Count, r.seed)
+		r.mu.Lock()
+		r.injected += n
+		r.mu.Unlock()
+		return nil, err
+	case f.Kind == FaultRabbitMQRestart:
+		if err := r.mq.crash(); err != nil {
+			return nil, err
+		}
+		return func(ctx context.Context) error { return r.mq.start(ctx) }, nil
+	case f.Kind == FaultMemoryAlarm:
+		if err := r.mq.memoryAlarm(ctx, true); err != nil {
+			return nil, err
+		}
+		return func(ctx context.Context) error { return r.mq.memoryAlarm(ctx, false) }, nil
+	case f.Kind == FaultPostgresRestart:
+		if err := r.pg.crash(ctx); err != nil {
+			return nil, err
+		}
+		return func(ctx context.Context) error { return r.pg.start(ctx) }, nil
+	}
+	return nil, fmt.Errorf("unknown fault kind %q", f.Kind)
+}
+
+// restartOf starts p again and waits until it is ready (or 60s).
+func (r *run) restartOf(p *process) func(context.Context) error {
+	return func(ctx context.Context) error {
+		if err := p.start(); err != nil {
+			return err
+		}
+		rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		defer cancel()
+		return p.waitReady(rctx)
+	}
+}
+
+// terminateBackends ends the PostgreSQL connections of one process (by application_name) or of
+// every process of the scenario.
+func (r *run) terminateBackends(ctx context.Context, target string) (int, error) {
+	pattern := "chaos-" + r.id + "-" + target
+	if target == "all" {
+		pattern = "chaos-" + r.id + "-%"
+	}
+	var n int
+	err := r.admin.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name LIKE $1 AND pid <> pg_backend_pid()`, pattern).Scan(&n)
+	return n, err
+}
+
+var _ = pgx.Identifier{}

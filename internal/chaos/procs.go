@@ -1,0 +1,210 @@
+package chaos
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// process is one child process of a scenario (a coordinator or a participant-sim), started again
+// with the same arguments after a restart.
+type process struct {
+	name, role string
+	bin        string
+	// args returns the arguments of a start; first is true for the very first one.
+	args    func(first bool) []string
+	logPath string
+	// ready reports whether a start is serving; logFrom is the log offset where it began.
+	ready         func(ctx context.Context, p *process, logFrom int64) error
+	restartOnExit time.Duration
+	event         func(format string, args ...any)
+
+	mu       sync.Mutex
+	cmd      *exec.Cmd
+	exited   chan struct{}
+	starts   int
+	expected bool // the current instance is being stopped or killed on purpose
+	stopped  bool // the run is over: never restart
+	paused   bool // SIGSTOPped
+	logFrom  int64
+}
+
+// start starts a new instance; it does not wait until it is ready.
+func (p *process) start() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped {
+		return errors.New("the run is over")
+	}
+	if p.cmd != nil {
+		select {
+		case <-p.exited:
+		default:
+			return fmt.Errorf("%s is still running", p.name)
+		}
+	}
+	f, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	st, _ := f.Stat()
+	p.logFrom = st.Size()
+	fmt.Fprintf(f, "\n===== chaos: start %d of %s at %s =====\n", p.starts+1, p.name, time.Now().Format(time.RFC3339Nano))
+	cmd := exec.Command(p.bin, p.args(p.starts == 0)...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return fmt.Errorf("start %s: %w", p.name, err)
+	}
+	p.starts++
+	p.cmd, p.expected, p.paused = cmd, false, false
+	exited := make(chan struct{})
+	p.exited = exited
+	go p.wait(cmd, f, exited)
+	return nil
+}
+
+func (p *process) wait(cmd *exec.Cmd, f *os.File, exited chan struct{}) {
+	err := cmd.Wait()
+	f.Close()
+	close(exited)
+	p.mu.Lock()
+	expected, stopped, delay := p.expected, p.stopped, p.restartOnExit
+	p.mu.Unlock()
+	if expected || stopped {
+		return
+	}
+	p.event("%s exited on its own (%v)", p.name, err)
+	if delay <= 0 {
+		return
+	}
+	time.Sleep(delay)
+	if err := p.start(); err != nil {
+		p.event("restart of %s after it exited failed: %v", p.name, err)
+		return
+	}
+	p.event("%s restarted after it exited", p.name)
+}
+
+// waitReady waits until the current instance is ready.
+func (p *process) waitReady(ctx context.Context) error {
+	p.mu.Lock()
+	from, exited := p.logFrom, p.exited
+	p.mu.Unlock()
+	for {
+		err := p.ready(ctx, p, from)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-exited:
+			return fmt.Errorf("%s exited before it was ready; see %s", p.name, p.logPath)
+		case <-ctx.Done():
+			return fmt.Errorf("%s not ready: %v; see %s", p.name, err, p.logPath)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// logContains reports whether the log, from offset on, contains s.
+func (p *process) logContains(from int64, s string) bool {
+	f, err := os.Open(p.logPath)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if _, err := f.Seek(from, io.SeekStart); err != nil {
+		return false
+	}
+	b, _ := io.ReadAll(io.LimitReader(f, 64<<20))
+	return bytes.Contains(b, []byte(s))
+}
+
+func (p *process) signal(sig syscall.Signal) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil || p.cmd.Process == nil {
+		return fmt.Errorf("%s is not running", p.name)
+	}
+	select {
+	case <-p.exited:
+		return fmt.Errorf("%s is not running", p.name)
+	default:
+	}
+	switch sig {
+	case syscall.SIGSTOP:
+		p.paused = true
+	case syscall.SIGCONT:
+		p.paused = false
+	case syscall.SIGKILL, syscall.SIGTERM:
+		p.expected = true
+	}
+	return p.cmd.Process.Signal(sig)
+}
+
+// kill SIGKILLs the instance and waits for it to be gone.
+func (p *process) kill() error {
+	if err := p.signal(syscall.SIGKILL); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	exited := p.exited
+	p.mu.Unlock()
+	<-exited
+	return nil
+}
+
+// terminate stops the instance gracefully (SIGTERM), then with SIGKILL after grace.
+func (p *process) terminate(grace time.Duration) {
+	p.mu.Lock()
+	cmd, exited, paused := p.cmd, p.exited, p.paused
+	p.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	select {
+	case <-exited:
+		return
+	default:
+	}
+	if paused {
+		_ = p.signal(syscall.SIGCONT)
+	}
+	_ = p.signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(grace):
+		_ = p.signal(syscall.SIGKILL)
+		<-exited
+	}
+}
+
+// shutdown ends the process for good at the end of the run.
+func (p *process) shutdown(grace time.Duration) {
+	p.mu.Lock()
+	p.stopped = true
+	p.mu.Unlock()
+	p.terminate(grace)
+}
+
+func (p *process) running() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return false
+	}
+	select {
+	case <-p.exited:
+		return false
+	default:
+		return true
+	}
+}
