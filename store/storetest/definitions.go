@@ -1,0 +1,202 @@
+package storetest
+
+import (
+	"context"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/sagacoord/sagacoord/saga"
+	"github.com/sagacoord/sagacoord/store"
+)
+
+func testDefinitionIdentical(t *testing.T, newStore func(t *testing.T) store.Store) {
+	ctx := timeout(t)
+	s := newStore(t)
+	def := definition(t, "payment", 2)
+
+	first, created, err := s.RegisterDefinition(ctx, def)
+	require.NoError(t, err)
+	require.True(t, created, "the first registration creates version 1")
+	require.Equal(t, 1, first.Version)
+	require.False(t, first.CreatedAt.IsZero(), "CreatedAt is set")
+	require.Equal(t, def.Hash(), first.Hash(), "the returned definition has the registered content")
+
+	again, created, err := s.RegisterDefinition(ctx, def)
+	require.NoError(t, err)
+	require.False(t, created, "identical content is a no-op")
+	require.Equal(t, 1, again.Version)
+	requireSameTime(t, first.CreatedAt, again.CreatedAt, "CreatedAt of the existing version")
+
+	list, err := s.ListDefinitions(ctx)
+	require.NoError(t, err)
+	require.Len(t, list, 1)
+	require.Equal(t, 1, list[0].Version)
+}
+
+func testDefinitionChanged(t *testing.T, newStore func(t *testing.T) store.Store) {
+	ctx := timeout(t)
+	s := newStore(t)
+	v1 := definition(t, "payment", 2)
+	v2 := definition(t, "payment", 3)
+	v3 := v2
+	v3.Steps = append([]saga.StepDefinition(nil), v2.Steps...)
+	v3.Steps[0].Timeout = 5 * time.Second
+
+	for i, def := range []saga.Definition{v1, v2, v3} {
+		got, created, err := s.RegisterDefinition(ctx, def)
+		require.NoError(t, err)
+		require.True(t, created, "changed content creates a version")
+		require.Equal(t, i+1, got.Version)
+	}
+	got, created, err := s.RegisterDefinition(ctx, v3)
+	require.NoError(t, err)
+	require.False(t, created, "registering the latest content again is a no-op")
+	require.Equal(t, 3, got.Version)
+
+	other, created, err := s.RegisterDefinition(ctx, definition(t, "refund", 2))
+	require.NoError(t, err)
+	require.True(t, created)
+	require.Equal(t, 1, other.Version, "versions count per name")
+}
+
+func testDefinitionGet(t *testing.T, newStore func(t *testing.T) store.Store) {
+	ctx := timeout(t)
+	s := newStore(t)
+	v1 := definition(t, "payment", 1)
+	v2 := definition(t, "payment", 2)
+	for _, def := range []saga.Definition{v1, v2} {
+		_, _, err := s.RegisterDefinition(ctx, def)
+		require.NoError(t, err)
+	}
+
+	latest, err := s.GetDefinition(ctx, "payment", 0)
+	require.NoError(t, err)
+	require.Equal(t, 2, latest.Version, "version 0 means the latest")
+	require.Equal(t, v2.Hash(), latest.Hash(), "the latest has the content of version 2")
+	require.False(t, latest.CreatedAt.IsZero())
+
+	first, err := s.GetDefinition(ctx, "payment", 1)
+	require.NoError(t, err)
+	require.Equal(t, 1, first.Version)
+	require.Equal(t, v1.Hash(), first.Hash(), "version 1 keeps its content")
+
+	for _, tc := range []struct {
+		name    string
+		version int
+	}{{"payment", 3}, {"nosuch", 0}, {"nosuch", 1}} {
+		_, err := s.GetDefinition(ctx, tc.name, tc.version)
+		require.ErrorIs(t, err, store.ErrNotFound, "GetDefinition(%q, %d)", tc.name, tc.version)
+	}
+}
+
+func testDefinitionList(t *testing.T, newStore func(t *testing.T) store.Store) {
+	ctx := timeout(t)
+	s := newStore(t)
+	list, err := s.ListDefinitions(ctx)
+	require.NoError(t, err)
+	require.Empty(t, list, "an empty store lists nothing")
+
+	want := map[string]saga.Definition{}
+	for _, def := range []saga.Definition{
+		definition(t, "alpha", 1), definition(t, "alpha", 2), definition(t, "alpha", 3),
+		definition(t, "beta", 1),
+		definition(t, "gamma", 2), definition(t, "gamma", 1),
+	} {
+		got, _, err := s.RegisterDefinition(ctx, def)
+		require.NoError(t, err)
+		want[def.Name] = got
+	}
+	list, err = s.ListDefinitions(ctx)
+	require.NoError(t, err)
+	require.Len(t, list, len(want), "one entry per name")
+	for _, got := range list {
+		w, ok := want[got.Name]
+		require.True(t, ok, "unexpected definition %q", got.Name)
+		require.Equal(t, w.Version, got.Version, "%s: the latest version", got.Name)
+		require.Equal(t, w.Hash(), got.Hash(), "%s: the latest content", got.Name)
+		delete(want, got.Name)
+	}
+}
+
+// testDefinitionConcurrentIdentical registers the same content from 8 goroutines at once: exactly
+// one creates version 1, the others find it.
+func testDefinitionConcurrentIdentical(t *testing.T, newStore func(t *testing.T) store.Store) {
+	ctx := timeout(t)
+	s := newStore(t)
+	def := definition(t, "payment", 3)
+	const n = 8
+	versions := make([]int, n)
+	created := make([]bool, n)
+	errs := make([]error, n)
+	parallel(n, func(i int) {
+		var got saga.Definition
+		got, created[i], errs[i] = s.RegisterDefinition(ctx, def)
+		versions[i] = got.Version
+	})
+	creators := 0
+	for i := range n {
+		require.NoError(t, errs[i], "goroutine %d", i)
+		require.Equal(t, 1, versions[i], "goroutine %d", i)
+		if created[i] {
+			creators++
+		}
+	}
+	require.Equal(t, 1, creators, "exactly one registration creates the version")
+}
+
+// testDefinitionConcurrentChanged registers 4 different contents of one name, each from 2
+// goroutines, all at once: the contents get versions 1 to 4 in some order, both goroutines of a
+// content get the same version, and each version keeps its content.
+func testDefinitionConcurrentChanged(t *testing.T, newStore func(t *testing.T) store.Store) {
+	ctx := timeout(t)
+	s := newStore(t)
+	const contents, each = 4, 2
+	defs := make([]saga.Definition, contents)
+	for i := range defs {
+		defs[i] = definition(t, "payment", i+1)
+	}
+	versions := make([]int, contents*each)
+	created := make([]bool, contents*each)
+	errs := make([]error, contents*each)
+	parallel(contents*each, func(i int) {
+		var got saga.Definition
+		got, created[i], errs[i] = s.RegisterDefinition(ctx, defs[i%contents])
+		versions[i] = got.Version
+	})
+	byContent := map[int]int{}
+	creators := 0
+	for i := range versions {
+		require.NoError(t, errs[i], "goroutine %d", i)
+		c := i % contents
+		if v, ok := byContent[c]; ok {
+			require.Equal(t, v, versions[i], "both registrations of content %d get one version", c)
+		}
+		byContent[c] = versions[i]
+		if created[i] {
+			creators++
+		}
+	}
+	require.Equal(t, contents, creators, "each content is created once")
+	var got []int
+	for c, v := range byContent {
+		got = append(got, v)
+		stored, err := s.GetDefinition(ctx, "payment", v)
+		require.NoError(t, err)
+		require.Equal(t, defs[c].Hash(), stored.Hash(), "version %d keeps the content that created it", v)
+	}
+	sort.Ints(got)
+	require.Equal(t, []int{1, 2, 3, 4}, got, "the versions are 1 to %d without gaps", contents)
+	latest, err := s.GetDefinition(ctx, "payment", 0)
+	require.NoError(t, err)
+	require.Equal(t, contents, latest.Version)
+}
+
+// timeout returns a context that ends after Timeout or with the test.
+func timeout(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), Timeout)
+	t.Cleanup(cancel)
+	return ctx
+}
