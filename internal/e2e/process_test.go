@@ -1,0 +1,149 @@
+package e2e_test
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// The coordinator binary is built once per test binary, on first use, into a directory that
+// TestMain removes.
+var build struct {
+	once sync.Once
+	dir  string
+	path string
+	err  error
+	out  []byte
+}
+
+func coordinatorBinary(t *testing.T) string {
+	t.Helper()
+	build.once.Do(func() {
+		build.dir, build.err = os.MkdirTemp("", "sagacoord-e2e-")
+		if build.err != nil {
+			return
+		}
+		build.path = filepath.Join(build.dir, "coordinator")
+		goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
+		if _, err := os.Stat(goTool); err != nil {
+			goTool = "go"
+		}
+		cmd := exec.Command(goTool, "build", "-o", build.path, "github.com/sagacoord/sagacoord/cmd/coordinator")
+		build.out, build.err = cmd.CombinedOutput()
+	})
+	require.NoError(t, build.err, "go build ./cmd/coordinator: %s", build.out)
+	return build.path
+}
+
+func removeBuilds() {
+	if build.dir != "" {
+		_ = os.RemoveAll(build.dir)
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for the writer goroutine of exec and the test.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// coordinatorProcess is a coordinator running as a child process.
+type coordinatorProcess struct {
+	cmd    *exec.Cmd
+	addr   string
+	stderr *lockedBuffer
+	exited chan struct{}
+	err    error // from Wait, once exited is closed
+}
+
+// startCoordinatorProcess runs `coordinator serve` on the test's database and vhost and waits
+// until it listens. It is killed when the test ends if it still runs, and its log is printed
+// when the test failed.
+func (e *env) startCoordinatorProcess(extra ...string) *coordinatorProcess {
+	t := e.t
+	t.Helper()
+	args := append([]string{"serve", "--database-url", e.dbURL, "--amqp-url", e.amqpURL, "--listen", "127.0.0.1:0", "--migrate", "--log-level", "info", "--db-max-conns", strconv.Itoa(coordinatorConns)}, extra...)
+	cmd := exec.Command(coordinatorBinary(t), args...)
+	p := &coordinatorProcess{cmd: cmd, stderr: &lockedBuffer{}, exited: make(chan struct{})}
+	stdout := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = stdout, p.stderr
+	require.NoError(t, cmd.Start())
+	go func() {
+		p.err = cmd.Wait()
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-p.exited
+		if t.Failed() {
+			t.Logf("coordinator process %d log (tail):\n%s", cmd.Process.Pid, tail(p.stderr.String(), 40))
+		}
+	})
+	eventually(t, 30*time.Second, func() (bool, string) {
+		select {
+		case <-p.exited:
+			t.Fatalf("coordinator process exited before listening: %v\n%s", p.err, p.stderr.String())
+		default:
+		}
+		for _, line := range strings.Split(stdout.String(), "\n") {
+			if a, ok := strings.CutPrefix(line, "coordinator listening on "); ok {
+				p.addr = a
+				return true, ""
+			}
+		}
+		return false, "coordinator process does not listen yet:\n" + p.stderr.String()
+	})
+	return p
+}
+
+// kill sends SIGKILL and waits for the process to end.
+func (p *coordinatorProcess) kill(t *testing.T) {
+	t.Helper()
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGKILL))
+	p.awaitExit(t, 10*time.Second)
+}
+
+// awaitExit waits for the process to end and requires that SIGKILL ended it.
+func (p *coordinatorProcess) awaitExit(t *testing.T, timeout time.Duration) {
+	t.Helper()
+	select {
+	case <-p.exited:
+	case <-time.After(timeout):
+		t.Fatalf("coordinator process %d still runs after %s", p.cmd.Process.Pid, timeout)
+	}
+	var ee *exec.ExitError
+	require.True(t, errors.As(p.err, &ee), "process ended with %v, want killed", p.err)
+	ws, ok := ee.Sys().(syscall.WaitStatus)
+	require.True(t, ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL, "process ended with %v, want SIGKILL", p.err)
+}
+
+func tail(s string, lines int) string {
+	parts := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(parts) > lines {
+		parts = parts[len(parts)-lines:]
+	}
+	return strings.Join(parts, "\n")
+}
