@@ -387,3 +387,245 @@ func TestBarrierInterruptedHandlerDecidesNothing(t *testing.T) {
 // noTransport satisfies Config validation for tests that never start the worker; embedding the
 // interface keeps it compiling as the interface grows (any call would panic).
 type noTransport struct{ transport.Transport }
+
+func actionAttempt(saga string, attempt int) *protocol.StepCommand {
+	cmd := action(saga)
+	cmd.Attempt = attempt
+	return cmd
+}
+
+// actionRow reads the action barrier row of (saga, "debit"): its outcome, error and attempt.
+func (e *barrierEnv) actionRow(t *testing.T, saga string) (outcome, errText string, attempt int) {
+	t.Helper()
+	require.NoError(t, e.pool.QueryRow(context.Background(),
+		`SELECT reply->>'outcome', coalesce(reply->>'error', ''), attempt FROM barrier WHERE gid = $1 AND step = 'debit' AND kind = 'action'`,
+		saga).Scan(&outcome, &errText, &attempt))
+	return outcome, errText, attempt
+}
+
+// TestBarrierLaterAttemptReopensBusinessFailure: a business failure is final for its attempt, but
+// a later attempt (forward recovery after the pivot, or a retry after a timeout) runs the handler
+// again, until one succeeds; a success is never reopened.
+func TestBarrierLaterAttemptReopensBusinessFailure(t *testing.T) {
+	t.Parallel()
+	e := newBarrierEnv(t)
+	h := &recorder{err: Failf("insufficient funds")}
+
+	first := e.run(t, actionAttempt("s1", 1), h.handle)
+	require.Equal(t, protocol.StepReply{Outcome: protocol.OutcomeFailed, Error: "insufficient funds"}, first.reply)
+	require.True(t, first.committed)
+	outcome, _, attempt := e.actionRow(t, "s1")
+	require.Equal(t, protocol.OutcomeFailed, outcome)
+	require.Equal(t, 1, attempt, "the row records the attempt that decided it")
+
+	dup := e.run(t, actionAttempt("s1", 1), h.handle)
+	require.True(t, dup.duplicate, "a redelivery of the same attempt does not reopen its failure")
+	require.Equal(t, first.reply, dup.reply)
+	require.EqualValues(t, 1, h.calls.Load())
+
+	h.err = Failf("still insufficient")
+	second := e.run(t, actionAttempt("s1", 2), h.handle)
+	require.True(t, second.handlerRan)
+	require.True(t, second.committed)
+	require.False(t, second.duplicate)
+	require.Equal(t, protocol.StepReply{Outcome: protocol.OutcomeFailed, Error: "still insufficient"}, second.reply)
+	_, _, attempt = e.actionRow(t, "s1")
+	require.Equal(t, 2, attempt)
+	require.EqualValues(t, 2, h.calls.Load())
+
+	// The row holds one decision per key, the latest: a redelivery of attempt 1 now gets attempt
+	// 2's failure. The coordinator counts a failure only for the attempt in flight, so a failure
+	// sent for attempt 1 changes nothing there.
+	for _, n := range []int{1, 2} {
+		r := e.run(t, actionAttempt("s1", n), h.handle)
+		require.True(t, r.duplicate, "attempt %d", n)
+		require.Equal(t, second.reply, r.reply, "attempt %d", n)
+	}
+	require.EqualValues(t, 2, h.calls.Load())
+	require.Equal(t, 0, e.effects(t), "each failure rolled its effect back")
+
+	h.err, h.out = nil, `{"entry":3}`
+	third := e.run(t, actionAttempt("s1", 3), h.handle)
+	require.Equal(t, protocol.OutcomeSucceeded, third.reply.Outcome)
+	require.JSONEq(t, `{"entry":3}`, string(third.reply.Output))
+	require.True(t, third.committed)
+	require.Equal(t, 1, e.effects(t))
+
+	// After the success every attempt, earlier or later, gets that success and nothing runs again.
+	// That is safe: the effect was applied exactly once, a success is true whichever attempt asks,
+	// and the coordinator takes a success from any attempt up to its current one (a late success),
+	// so an old attempt answered with it tells the coordinator the truth.
+	for _, n := range []int{1, 2, 3, 4} {
+		r := e.run(t, actionAttempt("s1", n), h.handle)
+		require.True(t, r.duplicate, "attempt %d", n)
+		require.False(t, r.handlerRan, "attempt %d", n)
+		require.Equal(t, third.reply, r.reply, "attempt %d", n)
+	}
+	require.EqualValues(t, 3, h.calls.Load())
+	require.Equal(t, 1, e.effects(t))
+	outcome, _, attempt = e.actionRow(t, "s1")
+	require.Equal(t, protocol.OutcomeSucceeded, outcome)
+	require.Equal(t, 3, attempt, "a success is not reopened")
+}
+
+// TestBarrierReopenIsPartOfTheAttemptsTransaction: a later attempt that meets a transient error
+// rolls back with the reopening, so the earlier failure stays stored and a redelivery of the later
+// attempt reopens it again.
+func TestBarrierReopenIsPartOfTheAttemptsTransaction(t *testing.T) {
+	t.Parallel()
+	e := newBarrierEnv(t)
+	h := &recorder{err: Failf("insufficient funds")}
+	first := e.run(t, actionAttempt("s1", 1), h.handle)
+
+	h.err = errors.New("deadlock detected")
+	r := e.run(t, actionAttempt("s1", 2), h.handle)
+	require.Equal(t, protocol.OutcomeRetry, r.reply.Outcome)
+	require.False(t, r.committed)
+	outcome, errText, attempt := e.actionRow(t, "s1")
+	require.Equal(t, []any{protocol.OutcomeFailed, "insufficient funds", 1}, []any{outcome, errText, attempt},
+		"the reopening was rolled back with the attempt")
+	dup := e.run(t, actionAttempt("s1", 1), h.handle)
+	require.Equal(t, first.reply, dup.reply)
+
+	h.err = nil
+	r = e.run(t, actionAttempt("s1", 2), h.handle)
+	require.Equal(t, protocol.OutcomeSucceeded, r.reply.Outcome)
+	require.EqualValues(t, 3, h.calls.Load())
+	require.Equal(t, 1, e.effects(t))
+}
+
+// TestBarrierCompensationTurnsStoredFailureIntoRefusal: once a compensation has found a stored
+// business failure, the action row holds the refusal, so no later attempt runs the action: the
+// saga gave the step up and will not undo an effect applied after that.
+func TestBarrierCompensationTurnsStoredFailureIntoRefusal(t *testing.T) {
+	t.Parallel()
+	e := newBarrierEnv(t)
+	act := &recorder{err: Failf("insufficient funds")}
+	comp := &recorder{}
+
+	e.run(t, actionAttempt("s1", 1), act.handle)
+	c := e.run(t, compensation("s1"), comp.handle)
+	require.Equal(t, protocol.StepReply{Outcome: protocol.OutcomeSucceeded}, c.reply)
+	require.True(t, c.committed)
+	require.False(t, c.handlerRan, "nothing to undo")
+	outcome, errText, _ := e.actionRow(t, "s1")
+	require.Equal(t, protocol.OutcomeFailed, outcome)
+	require.Equal(t, errCompensatedFirst, errText, "the business failure became the refusal")
+
+	act.err, act.out = nil, `{"entry":1}`
+	refusal := protocol.StepReply{Outcome: protocol.OutcomeFailed, Error: errCompensatedFirst}
+	for _, n := range []int{2, 1, 3} {
+		r := e.run(t, actionAttempt("s1", n), act.handle)
+		require.Equal(t, refusal, r.reply, "attempt %d", n)
+		require.True(t, r.duplicate, "attempt %d", n)
+		require.False(t, r.handlerRan, "attempt %d", n)
+	}
+	require.EqualValues(t, 1, act.calls.Load(), "only the first attempt ran")
+	require.Equal(t, 0, e.effects(t))
+
+	for _, n := range []int{1, 2} {
+		cmd := compensation("s1")
+		cmd.Attempt = n
+		again := e.run(t, cmd, comp.handle)
+		require.True(t, again.duplicate)
+		require.Equal(t, c.reply, again.reply)
+	}
+	require.EqualValues(t, 0, comp.calls.Load())
+}
+
+// TestBarrierCompensationWaitsForReopenedAction: a compensation that arrives while a later attempt
+// is running after a stored failure waits for it, and undoes its effect if it succeeded.
+func TestBarrierCompensationWaitsForReopenedAction(t *testing.T) {
+	t.Parallel()
+	e := newBarrierEnv(t)
+	e.run(t, actionAttempt("s1", 1), (&recorder{err: Failf("insufficient funds")}).handle)
+
+	act := newBlocker(`{"entry":2}`)
+	comp := &recorder{out: `{"reversed":2}`}
+	actDone := make(chan result, 1)
+	go func() {
+		r, err := e.b.run(context.Background(), actionAttempt("s1", 2), act.handle)
+		if err != nil {
+			t.Error(err)
+		}
+		actDone <- r
+	}()
+	select {
+	case <-act.entered:
+	case r := <-actDone:
+		t.Fatalf("attempt 2 did not run its handler: got %+v", r.reply)
+	}
+	compDone := make(chan result, 1)
+	go func() {
+		r, err := e.b.run(context.Background(), compensation("s1"), comp.handle)
+		if err != nil {
+			t.Error(err)
+		}
+		compDone <- r
+	}()
+	e.waitLockWaiters(t, 1)
+	close(act.release)
+
+	a := <-actDone
+	require.Equal(t, protocol.OutcomeSucceeded, a.reply.Outcome)
+	c := <-compDone
+	require.Equal(t, protocol.OutcomeSucceeded, c.reply.Outcome)
+	require.True(t, c.handlerRan, "the reopened attempt committed a success first, so the compensation undoes it")
+	require.JSONEq(t, `{"entry":2}`, string(comp.last.Load().Output), "with the output of the attempt that succeeded")
+	require.Equal(t, 2, e.effects(t), "the action's and its compensation's")
+}
+
+// TestBarrierMigrateAddsAttemptToOldTable: a barrier table made before rows recorded their attempt
+// gets the column from Migrate, keeps its rows, and works on.
+func TestBarrierMigrateAddsAttemptToOldTable(t *testing.T) {
+	t.Parallel()
+	pool, dbURL := testenv.Pool(t)
+	schema := searchPath(t, dbURL)
+	ctx := context.Background()
+	// The table as Migrate made it before the attempt column existed.
+	_, err := pool.Exec(ctx, `CREATE TABLE barrier (
+	gid        text        NOT NULL,
+	step       text        NOT NULL,
+	kind       text        NOT NULL,
+	reply      jsonb       NOT NULL,
+	created_at timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (gid, step, kind)
+)`)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `INSERT INTO barrier (gid, step, kind, reply) VALUES ('old', 'debit', 'action', '{"outcome":"succeeded","output":{"entry":1}}')`)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `CREATE TABLE effects (gid text, step text, kind text, note text)`)
+	require.NoError(t, err)
+
+	w, err := New(Config{Name: "p", Transport: noTransport{}, DB: pool, Schema: schema})
+	require.NoError(t, err)
+	require.NoError(t, w.Migrate(ctx))
+	require.NoError(t, w.Migrate(ctx), "Migrate is idempotent on a migrated table")
+
+	var dataType, nullable, def string
+	require.NoError(t, pool.QueryRow(ctx, `SELECT data_type, is_nullable, coalesce(column_default, '') FROM information_schema.columns
+		WHERE table_schema = $1 AND table_name = 'barrier' AND column_name = 'attempt'`, schema).Scan(&dataType, &nullable, &def))
+	require.Equal(t, []string{"integer", "NO", "0"}, []string{dataType, nullable, def})
+	e := &barrierEnv{pool: pool, schema: schema, b: w.barrier}
+	require.Equal(t, 1, e.barrierRows(t, protocol.KindAction), "the old row is kept")
+	outcome, _, attempt := e.actionRow(t, "old")
+	require.Equal(t, protocol.OutcomeSucceeded, outcome)
+	require.Equal(t, 0, attempt, "rows from before the column hold attempt 0")
+
+	// The old row still answers its duplicates and feeds its compensation.
+	h := &recorder{out: `{"entry":2}`}
+	dup := e.run(t, actionAttempt("old", 2), h.handle)
+	require.True(t, dup.duplicate)
+	require.JSONEq(t, `{"entry":1}`, string(dup.reply.Output))
+	comp := &recorder{out: `{}`}
+	c := e.run(t, compensation("old"), comp.handle)
+	require.True(t, c.handlerRan)
+	require.JSONEq(t, `{"entry":1}`, string(comp.last.Load().Output))
+
+	// New rows record their attempt.
+	r := e.run(t, actionAttempt("new", 3), h.handle)
+	require.Equal(t, protocol.OutcomeSucceeded, r.reply.Outcome)
+	_, _, attempt = e.actionRow(t, "new")
+	require.Equal(t, 3, attempt)
+	require.EqualValues(t, 1, h.calls.Load())
+}
