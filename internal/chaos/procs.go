@@ -25,6 +25,9 @@ type process struct {
 	ready         func(ctx context.Context, p *process, logFrom int64) error
 	restartOnExit time.Duration
 	event         func(format string, args ...any)
+	// restarted is told when an instance restarted after exiting on its own is ready: that
+	// heals a crash fault for the convergence measure.
+	restarted func(p *process)
 
 	mu       sync.Mutex
 	cmd      *exec.Cmd
@@ -92,6 +95,9 @@ func (p *process) wait(cmd *exec.Cmd, f *os.File, exited chan struct{}) {
 		return
 	}
 	p.event("%s restarted after it exited", p.name)
+	if p.restarted != nil {
+		p.restarted(p)
+	}
 }
 
 // waitReady waits until the current instance is ready.

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -168,13 +169,13 @@ type Sample struct {
 
 // run is the state of one scenario run.
 type run struct {
-	s     *Scenario
-	opts  Options
-	seed  uint64
-	id    string
-	res   *Result
-	t0    time.Time
-	t0Set chan struct{}
+	s    *Scenario
+	opts Options
+	seed uint64
+	id   string
+	res  *Result
+	// t0 is the start of the workload (UnixNano); supervisors read it from their goroutines.
+	t0 atomic.Int64
 
 	work, data string // logs and configs; private instance data
 	bins       string
@@ -197,7 +198,24 @@ type run struct {
 	injected   int // poison messages published
 
 	mu     sync.Mutex
+	pmu    sync.Mutex // serialises progress lines
 	events []Event
+	// selfHealed is when the last process that crashed on its own (a crash point of the
+	// scenario) was ready again.
+	selfHealed time.Time
+}
+
+// restarted waits until a process restarted by its supervisor is ready and notes the time.
+func (r *run) restarted(p *process) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := p.waitReady(ctx); err != nil {
+		r.event("%v", err)
+		return
+	}
+	r.mu.Lock()
+	r.selfHealed = time.Now()
+	r.mu.Unlock()
 }
 
 // Run runs one scenario and returns its result; it never returns nil. A run that could not be
@@ -210,11 +228,10 @@ func Run(ctx context.Context, s *Scenario, opts Options) *Result {
 	}
 	var idb [4]byte
 	_, _ = rand.Read(idb[:])
-	r := &run{s: s, opts: opts, seed: seed, id: hex.EncodeToString(idb[:]), t0Set: make(chan struct{}),
-		procs: map[string]*process{}, coordAddr: map[string]string{}}
+	r := &run{s: s, opts: opts, seed: seed, id: hex.EncodeToString(idb[:]), procs: map[string]*process{}, coordAddr: map[string]string{}}
 	r.res = &Result{Scenario: s, Seed: seed, Broken: opts.Broken, Final: map[string]int{}}
 	start := time.Now()
-	r.t0 = start
+	r.t0.Store(start.UnixNano())
 	defer func() { r.res.Elapsed = time.Since(start).Seconds() }()
 	r.progress("== %s (seed %d)", s.Name, seed)
 	err := r.execute(ctx)
@@ -237,11 +254,15 @@ func Run(ctx context.Context, s *Scenario, opts Options) *Result {
 }
 
 func (r *run) progress(format string, args ...any) {
+	r.pmu.Lock()
+	defer r.pmu.Unlock()
 	fmt.Fprintf(r.opts.Progress, format+"\n", args...)
 }
 
 // since returns seconds from the start of the workload.
-func (r *run) since(t time.Time) float64 { return t.Sub(r.t0).Seconds() }
+func (r *run) since(t time.Time) float64 { return t.Sub(r.start()).Seconds() }
+
+func (r *run) start() time.Time { return time.Unix(0, r.t0.Load()) }
 
 func (r *run) event(format string, args ...any) {
 	text := fmt.Sprintf(format, args...)
@@ -296,8 +317,8 @@ func (r *run) execute(ctx context.Context) (err error) {
 
 	// The workload, the timeline and the sampler run together from t0.
 	reqs := r.s.generate(r.seed)
-	r.t0 = time.Now()
-	d := &driver{s: r.s, conns: r.workloadConns(), defName: r.defName, t0: r.t0}
+	r.t0.Store(time.Now().UnixNano())
+	d := &driver{s: r.s, conns: r.workloadConns(), defName: r.defName, t0: r.start()}
 	r.progress("   workload: %d %s starts, concurrency %d", len(reqs), r.s.Workload.Kind, r.s.Workload.Concurrency)
 	runCtx, cancelRun := context.WithCancel(ctx)
 	defer cancelRun()
@@ -326,6 +347,11 @@ func (r *run) execute(ctx context.Context) (err error) {
 	}
 
 	r.settle(ctx)
+	r.mu.Lock()
+	if !r.selfHealed.IsZero() {
+		r.res.LastHeal = max(r.res.LastHeal, r.since(r.selfHealed))
+	}
+	r.mu.Unlock()
 	close(stopSampler)
 	<-samplerDone
 	if r.taps != nil {
@@ -462,7 +488,9 @@ func (r *run) startProcesses(ctx context.Context) error {
 		addr := "127.0.0.1:" + strconv.Itoa(port)
 		r.coordAddr[c.Name] = addr
 		db, mq := r.urlsOf(c.Name, true)
-		args := []string{"serve", "--migrate", "--database-url", db, "--amqp-url", mq, "--listen", addr, "--name", c.Name, "--queue-type", t.QueueType}
+		// Small pools: the machine's PostgreSQL is shared (max_connections 100); a flag of the
+		// scenario's comes later and wins.
+		args := []string{"serve", "--migrate", "--database-url", db, "--amqp-url", mq, "--listen", addr, "--name", c.Name, "--queue-type", t.QueueType, "--db-max-conns", "6"}
 		args = append(args, c.Flags...)
 		if r.opts.Broken {
 			args = append(args, "--test-disable-outbox")
@@ -479,6 +507,7 @@ func (r *run) startProcesses(ctx context.Context) error {
 			logPath:       filepath.Join(r.work, c.Name+".log"),
 			restartOnExit: c.RestartOnExit.D(),
 			event:         r.event,
+			restarted:     r.restarted,
 			ready: func(_ context.Context, p *process, from int64) error {
 				if p.logContains(from, "coordinator listening on") {
 					return nil
@@ -521,13 +550,14 @@ func (r *run) startProcesses(ctx context.Context) error {
 			return err
 		}
 		db, mq := r.urlsOf(sim.Name, false)
-		args := append([]string{"--config", cfgPath, "--database-url", db, "--amqp-url", mq, "--queue-type", t.QueueType}, sim.Flags...)
+		args := append([]string{"--config", cfgPath, "--database-url", db, "--amqp-url", mq, "--queue-type", t.QueueType, "--db-max-conns", "8"}, sim.Flags...)
 		p := &process{
 			name: sim.Name, role: "participant-sim", bin: filepath.Join(r.bins, "participant-sim"),
 			args:          func(bool) []string { return args },
 			logPath:       filepath.Join(r.work, sim.Name+".log"),
 			restartOnExit: sim.RestartOnExit.D(),
 			event:         r.event,
+			restarted:     r.restarted,
 			ready: func(_ context.Context, p *process, from int64) error {
 				if p.logContains(from, "participant-sim ready") {
 					return nil
@@ -812,7 +842,7 @@ func (r *run) teardown() {
 
 // waitT0 sleeps until offset from the start of the workload.
 func (r *run) sleepUntil(ctx context.Context, offset time.Duration) error {
-	d := time.Until(r.t0.Add(offset))
+	d := time.Until(r.start().Add(offset))
 	if d <= 0 {
 		return ctx.Err()
 	}

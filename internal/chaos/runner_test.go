@@ -1,0 +1,149 @@
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// binDir holds the coordinator and participant-sim built once for the tests that run scenarios.
+var binDir string
+
+func TestMain(m *testing.M) {
+	code := func() int {
+		dir, err := os.MkdirTemp("", "chaos-test-bin-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		binDir = dir
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+// buildBinaries builds the two binaries on first use (tests that need no processes skip it).
+func buildBinaries(t *testing.T) string {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(binDir, "participant-sim")); err == nil {
+		return binDir
+	}
+	root, err := moduleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("go", "build", "-o", binDir+"/", "./cmd/coordinator", "./cmd/participant-sim")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v: %s", err, out)
+	}
+	return binDir
+}
+
+const tinyDefinition = `name: transfer
+steps:
+  - {name: debit, participant: bank-a, action: debit, compensation: refund_debit, timeout: 5s}
+  - {name: credit, participant: bank-b, action: credit, compensation: undo_credit, timeout: 5s}
+`
+
+// tinyScenario is a small saga scenario: 30 transfers, one participant-sim SIGKILLed and
+// restarted under load.
+func tinyScenario(t *testing.T, settle string) *Scenario {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "transfer.yaml"), []byte(tinyDefinition), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Parse([]byte(`
+name: tiny
+topology:
+  participant_sims:
+    - name: bank-a
+      participants: [{name: bank-a, kind: transfer, seed_accounts: 5, initial_balance: 500}]
+    - name: bank-b
+      participants: [{name: bank-b, kind: transfer, seed_accounts: 5, initial_balance: 500, faults: {credit: {fail_probability: 0.2}}}]
+workload:
+  definition: transfer.yaml
+  count: 30
+  rate: 30
+  input: {accounts: 5, max_amount: 200}
+timeline:
+  - {at: 300ms, kind: sigkill, target: bank-b, duration: 300ms}
+settle: ` + settle + "\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.dir = dir
+	return s
+}
+
+func runTiny(t *testing.T, broken bool, settle string) *Result {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("runs real processes against PostgreSQL and RabbitMQ; skipped with -short")
+	}
+	bins := buildBinaries(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var progress strings.Builder
+	res := Run(ctx, tinyScenario(t, settle), Options{BinDir: bins, Broken: broken, WorkDir: t.TempDir(), Progress: &progress})
+	t.Logf("run:\n%s", progress.String())
+	if res.Status == StatusError || res.Status == StatusSkipped {
+		t.Fatalf("run did not happen: %s: %s", res.Status, res.Reason)
+	}
+	return res
+}
+
+func TestTinyScenarioPasses(t *testing.T) {
+	t.Parallel()
+	res := runTiny(t, false, "60s")
+	if res.Status != StatusPassed {
+		var b strings.Builder
+		(&Report{Results: []*Result{res}}).WriteSummary(&b)
+		t.Fatalf("status %s, want passed:\n%s", res.Status, b.String())
+	}
+	if res.Workload.Accepted != 30 {
+		t.Errorf("accepted %d of 30", res.Workload.Accepted)
+	}
+	if res.Convergence < 0 || len(res.Faults) != 1 || res.Faults[0].Error != "" {
+		t.Errorf("convergence %v, faults %+v", res.Convergence, res.Faults)
+	}
+	for _, inv := range res.Invariants {
+		if inv.Checked == 0 && inv.Name != G4 {
+			t.Errorf("%s checked nothing", inv.Name)
+		}
+	}
+}
+
+// The deliberately broken build (every coordinator never publishes) must fail with G1 (sagas
+// stuck RUNNING) and G5 (outbox rows never published), naming the offenders.
+func TestBrokenBuildFailsG1AndG5(t *testing.T) {
+	t.Parallel()
+	res := runTiny(t, true, "3s")
+	if res.Status != StatusFailed {
+		t.Fatalf("status %s, want failed", res.Status)
+	}
+	g1, g5 := res.invariant(G1), res.invariant(G5)
+	if g1 == nil || g1.Passed || g1.Violations != 30 || !strings.Contains(g1.Offending[0], "RUNNING") {
+		t.Errorf("G1 = %+v, want 30 sagas RUNNING", g1)
+	}
+	if g5 == nil || g5.Passed || !strings.Contains(strings.Join(g5.Offending, "\n"), "never published") {
+		t.Errorf("G5 = %+v, want outbox rows never published", g5)
+	}
+	if res.Convergence != -1 {
+		t.Errorf("convergence %v, want -1 (not converged)", res.Convergence)
+	}
+	var b strings.Builder
+	(&Report{Results: []*Result{res}}).WriteSummary(&b)
+	for _, want := range []string{"FAILED", "G1 violated", "G5 violated", "never published"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("summary lacks %q:\n%s", want, b.String())
+		}
+	}
+}
