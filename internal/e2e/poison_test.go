@@ -95,7 +95,8 @@ func TestGarbageIsDeadLettered(t *testing.T) {
 
 // TestReplyTheDatabaseRejectsIsDeadLettered (fault 16): a reply that decodes (valid JSON, known
 // saga, the attempt in flight) but that PostgreSQL cannot store, because its output or its error
-// text holds a \u0000 (jsonb refuses it), is poison for the coordinator. Workers in other languages
+// text holds a \u0000 (jsonb refuses it) or its output is not UTF-8 (json.Valid accepts that, the
+// database does not), is poison for the coordinator. Workers in other languages
 // can send one (the Go SDK strips NULs from error texts, not from outputs). It must be
 // dead-lettered without holding up the replies of other sagas, and the step's real reply must
 // still be applied.
@@ -115,8 +116,8 @@ func TestReplyTheDatabaseRejectsIsDeadLettered(t *testing.T) {
 	e.register(chain("victim", slowStep("a", "pa"), slowStep("b", "pb")))
 	e.register(chain("bystander", step("x", "other"), step("y", "other")))
 
-	victims := []string{e.start("victim", `{}`), e.start("victim", `{}`)}
-	held.tap.awaitHeld(t, 2, 20*time.Second)
+	victims := []string{e.start("victim", `{}`), e.start("victim", `{}`), e.start("victim", `{}`)}
+	held.tap.awaitHeld(t, 3, 20*time.Second)
 	replyTo := func(id string, r protocol.StepReply, msgID string) protocol.Message {
 		cmd := &protocol.StepCommand{SagaID: id, Step: "b", StepIndex: 1, Kind: protocol.KindAction, Participant: "pb", Action: "do_b", Attempt: 1}
 		m := encodeReply(t, cmd, r)
@@ -126,6 +127,7 @@ func TestReplyTheDatabaseRejectsIsDeadLettered(t *testing.T) {
 	e.publish(
 		toCoordinator(replyTo(victims[0], protocol.StepReply{Outcome: protocol.OutcomeSucceeded, Output: json.RawMessage(`{"note":"\u0000"}`)}, "poison-output")),
 		toCoordinator(replyTo(victims[1], protocol.StepReply{Outcome: protocol.OutcomeRetry, Error: "disk \x00 error"}, "poison-error")),
+		toCoordinator(replyTo(victims[2], protocol.StepReply{Outcome: protocol.OutcomeSucceeded, Output: json.RawMessage("{\"a\":\"\xff\"}")}, "poison-utf8")),
 	)
 
 	// Other sagas' replies are not held up behind the poison.
@@ -134,7 +136,7 @@ func TestReplyTheDatabaseRejectsIsDeadLettered(t *testing.T) {
 		sg := e.waitStatus(other, 20*time.Second)
 		require.Equal(t, pb.SagaStatus_SAGA_STATUS_COMPLETED, sg.GetStatus())
 	}
-	dead.await(t, 10*time.Second, "poison-output", "poison-error")
+	dead.await(t, 10*time.Second, "poison-output", "poison-error", "poison-utf8")
 
 	held.tap.releaseHeld()
 	for _, id := range victims {
