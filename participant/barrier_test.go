@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math"
 	"net/url"
 	"strings"
 	"sync"
@@ -610,7 +611,7 @@ func TestBarrierMigrateAddsAttemptToOldTable(t *testing.T) {
 	require.Equal(t, 1, e.barrierRows(t, protocol.KindAction), "the old row is kept")
 	outcome, _, attempt := e.actionRow(t, "old")
 	require.Equal(t, protocol.OutcomeSucceeded, outcome)
-	require.Equal(t, 0, attempt, "rows from before the column hold attempt 0")
+	require.Equal(t, math.MaxInt32, attempt, "rows from before the column hold an attempt no command carries, so none reopens them")
 
 	// The old row still answers its duplicates and feeds its compensation.
 	h := &recorder{out: `{"entry":2}`}

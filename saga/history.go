@@ -48,7 +48,7 @@ var stepEdges = []StepEdge{
 	{StepRunning, StepFailed, "business failure, retries exhausted, or retry cancelled by compensation", anyLive},
 	{StepSucceeded, StepCompensating, "its dependents are undone, compensation sent", compensates},
 	{StepSucceeded, StepCompensated, "its dependents are undone and it has no compensation", compensates},
-	{StepFailed, StepCompensating, "uncertain (an attempt timed out), dependents undone, compensation sent", compensates},
+	{StepFailed, StepCompensating, "uncertain (an attempt timed out or answered retry), dependents undone, compensation sent", compensates},
 	{StepFailed, StepCompensated, "uncertain, dependents undone, no compensation defined", compensates},
 	{StepCompensating, StepCompensated, "compensation reply succeeded", []Status{StatusCompensating, StatusFailed}},
 }

@@ -65,8 +65,9 @@ type StepState struct {
 	// Waiting means no command is in flight: the step waits for TimerAt to send the next attempt,
 	// or, with TimerAt zero, for an operator (the saga is FAILED).
 	Waiting bool `json:"waiting,omitempty"`
-	// Uncertain means an attempt timed out: the action may have been applied, so the step is
-	// compensated even if it never reported success.
+	// Uncertain means an attempt timed out or answered retry: the action may have been applied
+	// (a retry is followed by a redelivery if the participant died before its ack), so the step
+	// is compensated even if it never reported success.
 	Uncertain bool `json:"uncertain,omitempty"`
 	// TimerAt is when the in-flight attempt times out, or when the waiting step retries.
 	TimerAt    time.Time       `json:"timer_at,omitzero"`
