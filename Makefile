@@ -6,7 +6,7 @@ PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.0
 GOBIN := $(shell $(GO) env GOPATH)/bin
 
-.PHONY: help build generate lint test test-short demo bench services clean
+.PHONY: help build generate lint test test-short demo bench chaos chaos-fast services clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -39,6 +39,13 @@ demo: build services ## run the whole system locally and print how many sagas co
 
 bench: build services ## measure throughput and latency on the local services (ARGS="--rate 1000")
 	scripts/bench.sh $(ARGS)
+
+CHAOS_REPORT ?= /tmp/sagacoord-chaos-report
+chaos: build services ## run every chaos scenario of scenarios/ (report in CHAOS_REPORT, default /tmp/sagacoord-chaos-report; ARGS="--seed 1,2")
+	$(BIN)/sagactl chaos run scenarios/ --bin $(BIN) --report $(CHAOS_REPORT) $(ARGS)
+
+chaos-fast: build services ## the chaos scenarios tagged fast: under 10 minutes (report in CHAOS_REPORT-fast)
+	$(BIN)/sagactl chaos run scenarios/ --tag fast --bin $(BIN) --report $(CHAOS_REPORT)-fast $(ARGS)
 
 clean: ## remove build outputs
 	rm -rf $(BIN)

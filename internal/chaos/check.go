@@ -660,6 +660,7 @@ func (r *run) figures() {
 	}
 	for _, s := range res.Samples {
 		f.WorstMoneyInFlight = max(f.WorstMoneyInFlight, s.MoneyInFlight)
+		f.WorstHeld = max(f.WorstHeld, s.Held)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -121,6 +121,7 @@ var comparisonRows = []comparisonRow{
 	{"throughput during the fault (/s)", func(x *Result) string { return fmt.Sprintf("%.1f", x.Figures.ThroughputDuring) }},
 	{"throughput overall (/s)", func(x *Result) string { return fmt.Sprintf("%.1f", x.Figures.ThroughputOverall) }},
 	{"worst money in flight", func(x *Result) string { return fmt.Sprint(x.Figures.WorstMoneyInFlight) }},
+	{"most money held by prepared transactions", func(x *Result) string { return fmt.Sprint(x.Figures.WorstHeld) }},
 	{"time to converge after heal", func(x *Result) string {
 		if x.Convergence < 0 {
 			return "not converged"
@@ -293,12 +294,18 @@ func statusChart(x *Result) template.HTML {
 // moneyChart draws the money debited but not yet credited or refunded, over time.
 func moneyChart(x *Result) template.HTML {
 	s := series{"money in flight", "#9467bd", nil}
+	h := series{"held by prepared 2PC transactions", "#8c564b", nil}
 	var ts []float64
 	for _, sm := range x.Samples {
 		ts = append(ts, sm.T)
 		s.values = append(s.values, float64(sm.MoneyInFlight))
+		h.values = append(h.values, float64(sm.Held))
 	}
-	return svgChart("chart-money", "money in flight (initial total − balances)", ts, []series{s}, x)
+	ss := []series{s}
+	if x.Scenario.Workload.Kind == WorkloadTwoPC {
+		ss = append(ss, h)
+	}
+	return svgChart("chart-money", "money in flight (initial total − balances)", ts, ss, x)
 }
 
 func svgChart(class, title string, ts []float64, ss []series, x *Result) template.HTML {

@@ -133,6 +133,9 @@ type Figures struct {
 	// WorstMoneyInFlight is the most money debited but not (yet) credited or refunded at any
 	// sample: the initial total minus the accounts' balances.
 	WorstMoneyInFlight int64 `json:"worst_money_in_flight"`
+	// WorstHeld is the most money held by prepared 2PC transactions at any sample (unavailable
+	// to anyone else while the transaction is in doubt).
+	WorstHeld int64 `json:"worst_held"`
 	// BlockedPrepared is the total time participants held a prepared transaction's reservation
 	// (2PC; seconds), and BlockedPreparedMax the longest.
 	BlockedPrepared    float64 `json:"blocked_prepared_s"`
@@ -730,6 +733,15 @@ func (r *run) sampleOnce(ctx context.Context) (Sample, error) {
 		return sm, err
 	}
 	sm.MoneyInFlight = r.initial - total
+	if r.s.Workload.Kind == WorkloadTwoPC && len(r.transfer) > 0 {
+		var parts []string
+		for _, s := range r.transfer {
+			parts = append(parts, "(SELECT coalesce(sum(held), 0) FROM "+pgx.Identifier{s, "accounts"}.Sanitize()+")")
+		}
+		if err := r.admin.QueryRow(ctx, "SELECT ("+strings.Join(parts, " + ")+")::bigint").Scan(&sm.Held); err != nil {
+			return sm, err
+		}
+	}
 	return sm, nil
 }
 
@@ -780,7 +792,8 @@ func (r *run) settle(ctx context.Context) {
 	r.progress("   settling (at most %s)", r.s.Settle.D())
 	streak := 0
 	for time.Now().Before(deadline) && ctx.Err() == nil {
-		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		// rabbitmqctl (private broker) takes seconds on a busy machine.
+		qctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		ok := r.quiescent(qctx)
 		cancel()
 		if ok {
