@@ -4,10 +4,12 @@
 package protocol
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Version is the protocol version carried in every message's HeaderVersion header.
@@ -86,6 +88,41 @@ const (
 	// MaxOutputBytes is the largest step output a reply may carry.
 	MaxOutputBytes = 256 << 10
 )
+
+// checkText rejects text that PostgreSQL's text and jsonb types cannot hold (NUL, invalid UTF-8):
+// such a value would fail every transaction that tries to store it.
+func checkText(field, v string) error {
+	if !utf8.ValidString(v) {
+		return malformed("%s is not valid UTF-8", field)
+	}
+	if strings.IndexByte(v, 0) >= 0 {
+		return malformed("%s contains a NUL character", field)
+	}
+	return nil
+}
+
+// checkJSONValue rejects a JSON value that PostgreSQL's jsonb cannot hold: invalid UTF-8, or a
+// \u0000 escape (one whose backslash is not itself escaped).
+func checkJSONValue(field string, b []byte) error {
+	if !utf8.Valid(b) {
+		return malformed("%s is not valid UTF-8", field)
+	}
+	for i := 0; ; {
+		j := bytes.Index(b[i:], []byte(`u0000`))
+		if j < 0 {
+			return nil
+		}
+		at := i + j
+		slashes := 0
+		for k := at - 1; k >= 0 && b[k] == '\\'; k-- {
+			slashes++
+		}
+		if slashes%2 == 1 {
+			return malformed("%s contains a \\u0000 escape, which PostgreSQL's jsonb cannot store", field)
+		}
+		i = at + 1
+	}
+}
 
 // checkBody applies the checks every decoder shares: the type, the body size and, when present,
 // the protocol version header.

@@ -204,3 +204,35 @@ func BenchmarkStepCommandEncodeDecode(b *testing.B) {
 		}
 	}
 }
+
+// Values PostgreSQL cannot store are malformed at the door, so that no transaction keeps failing
+// on them.
+func TestDecodeRejectsWhatPostgreSQLCannotStore(t *testing.T) {
+	t.Parallel()
+	cmd := sampleCommand()
+	for name, tc := range map[string]struct {
+		reply protocol.StepReply
+		ok    bool
+	}{
+		"NUL escape in output":     {protocol.StepReply{Outcome: protocol.OutcomeSucceeded, Output: json.RawMessage(`{"a":"x\u0000"}`)}, false},
+		"escaped backslash is ok":  {protocol.StepReply{Outcome: protocol.OutcomeSucceeded, Output: json.RawMessage(`{"a":"x\\u0000"}`)}, true},
+		"invalid UTF-8 in output":  {protocol.StepReply{Outcome: protocol.OutcomeSucceeded, Output: json.RawMessage("{\"a\":\"\xff\"}")}, false},
+		"NUL in error":             {protocol.StepReply{Outcome: protocol.OutcomeFailed, Error: "a\x00b"}, false},
+		"plain failure":            {protocol.StepReply{Outcome: protocol.OutcomeFailed, Error: "out of stock"}, true},
+		"three backslashes is NUL": {protocol.StepReply{Outcome: protocol.OutcomeSucceeded, Output: json.RawMessage(`{"a":"\\\u0000"}`)}, false},
+	} {
+		m, err := protocol.EncodeStepReply(cmd, tc.reply)
+		if err != nil {
+			// json.Marshal refuses invalid JSON output itself; build the body by hand.
+			m, err = protocol.EncodeStepReply(cmd, protocol.StepReply{Outcome: tc.reply.Outcome})
+			require.NoError(t, err)
+			m.Body = []byte(`{"outcome":"` + tc.reply.Outcome + `","output":` + string(tc.reply.Output) + `}`)
+		}
+		_, err = protocol.DecodeSagaReply(m)
+		if tc.ok {
+			require.NoError(t, err, name)
+		} else {
+			require.ErrorIs(t, err, protocol.ErrMalformed, name)
+		}
+	}
+}

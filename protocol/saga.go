@@ -150,6 +150,12 @@ func DecodeSagaReply(m Message) (*SagaReply, error) {
 	if len(r.Output) > 0 && !json.Valid(r.Output) {
 		return nil, malformed("output is not JSON")
 	}
+	if err := checkJSONValue("output", r.Output); err != nil {
+		return nil, err
+	}
+	if err := checkText("error", r.Error); err != nil {
+		return nil, err
+	}
 	return &SagaReply{SagaID: sagaID, StepIndex: idx, Kind: kind, Attempt: attempt, StepReply: r}, nil
 }
 

@@ -173,6 +173,9 @@ func DecodeTxReply(m Message) (*TxReplyMessage, error) {
 	if err := strictUnmarshal(m.Body, &r); err != nil {
 		return nil, malformed("body: %v", err)
 	}
+	if err := checkText("error", r.Error); err != nil {
+		return nil, err
+	}
 	ok := kind == KindPrepare && (r.Outcome == OutcomeVoteYes || r.Outcome == OutcomeVoteNo) ||
 		kind != KindPrepare && r.Outcome == OutcomeAck
 	if !ok {
@@ -212,6 +215,9 @@ func DecodeTxQuery(m Message) (*TxQuery, error) {
 	}
 	if q.TxID == "" || q.Participant == "" {
 		return nil, malformed("tx_id and participant must be set")
+	}
+	if err := checkText("participant", q.Participant); err != nil {
+		return nil, err
 	}
 	return &q, nil
 }

@@ -21,6 +21,9 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrConflict means an optimistic version check failed: someone else changed the row.
 	ErrConflict = errors.New("concurrent update")
+	// ErrInvalidData means the database refused a value (a NUL in text, say): retrying the
+	// same write cannot succeed.
+	ErrInvalidData = errors.New("the database refused a value")
 )
 
 // Saga is one stored saga.

@@ -679,6 +679,19 @@ func (e *Engine) applyReplies(ctx context.Context, batch []*transport.Delivery) 
 		}
 		return changes, nil
 	})
+	if errors.Is(err, store.ErrInvalidData) {
+		// One reply holds a value the database refuses. Apply them one by one, so that only
+		// that one is dead-lettered and the others are not held back with it.
+		if len(valid) > 1 {
+			for _, p := range valid {
+				e.applyReplies(ctx, []*transport.Delivery{p.d})
+			}
+			return
+		}
+		e.log.Warn("dead-lettering a reply the database refuses", "message_id", valid[0].d.MessageID, "err", err)
+		e.settle(valid[0].d.Reject, valid[0].d)
+		return
+	}
 	if err != nil {
 		e.log.Error("apply replies; they will be redelivered", "replies", len(valid), "err", err)
 		e.backoff(ctx)

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -423,7 +424,7 @@ func mutate[T any](ctx context.Context, s *Store, t table[T], fn func(time.Time,
 		return err
 	})
 	if err != nil {
-		return 0, nil, fmt.Errorf("update %s: %w", t.name, err)
+		return 0, nil, fmt.Errorf("update %s: %w", t.name, translate(err))
 	}
 	return claimed, out, nil
 }
@@ -605,6 +606,16 @@ func (s *Store) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
 		if err == nil || !retryable(err) {
 			return err
 		}
+	}
+	return err
+}
+
+// translate marks errors that no retry can fix with store.ErrInvalidData (SQLSTATE class 22,
+// data exceptions).
+func translate(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && strings.HasPrefix(pgErr.Code, "22") {
+		return fmt.Errorf("%w: %w", store.ErrInvalidData, err)
 	}
 	return err
 }
