@@ -132,6 +132,7 @@ type Engine struct {
 	knownParticipants sync.Map
 
 	starts chan *startCall
+	kick   chan time.Time // to the timer loop: a timer falls due at this local time
 
 	mu      sync.Mutex
 	cancel  context.CancelFunc
@@ -150,7 +151,7 @@ func New(cfg Config) (*Engine, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Engine{cfg: cfg, log: cfg.Logger, starts: make(chan *startCall, cfg.MaxPendingStarts)}, nil
+	return &Engine{cfg: cfg, log: cfg.Logger, starts: make(chan *startCall, cfg.MaxPendingStarts), kick: make(chan time.Time, 16)}, nil
 }
 
 // Start declares the broker topology, declares the queues of every known participant and starts
@@ -479,9 +480,22 @@ func (e *Engine) operate(ctx context.Context, id uuid.UUID, op func(*saga.Machin
 	return result, nil
 }
 
+// wakeSoon kicks the timer loop when a timer falls due before its next poll. It may be called
+// from a transaction that then rolls back: a spurious wake-up only finds nothing due.
+func (e *Engine) wakeSoon(at, now time.Time) {
+	if at.IsZero() || at.Sub(now) >= e.cfg.TimerPoll {
+		return
+	}
+	select {
+	case e.kick <- time.Now().Add(at.Sub(now)):
+	default:
+	}
+}
+
 // change records the derived columns of a saga after the machine ran and builds its messages.
 func (e *Engine) change(m *saga.Machine, sg *store.Saga, cmds []saga.Command, now time.Time) (store.Change, error) {
 	sg.WakeAt = m.WakeAt(sg.State)
+	e.wakeSoon(sg.WakeAt, now)
 	if sg.State.Status.Terminal() && sg.FinishedAt.IsZero() {
 		sg.FinishedAt = now
 	}
@@ -762,15 +776,30 @@ func (e *Engine) retentionLoop(ctx context.Context) {
 
 // timerLoop fires due timers (timeouts, backoffs, deadlines) of any saga, claiming them with
 // SKIP LOCKED so that instances share the work.
+//
+// Polling is the fallback. A timer set by this instance that falls due before the next poll
+// (a short retry backoff, say) kicks the loop to run at that time instead; the instance that set a
+// timer is alive to fire it, and if it dies, every other instance's poll picks it up.
 func (e *Engine) timerLoop(ctx context.Context) {
-	t := time.NewTicker(e.cfg.TimerPoll)
+	t := time.NewTimer(e.cfg.TimerPoll)
 	defer t.Stop()
+	next := time.Now().Add(e.cfg.TimerPoll)
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case at := <-e.kick:
+			// A little late rather than early: the database's clock decides what is due.
+			at = at.Add(2 * time.Millisecond)
+			if at.Before(next) {
+				next = at
+				t.Reset(max(time.Until(next), 0))
+			}
+			continue
 		case <-t.C:
 		}
+		next = time.Now().Add(e.cfg.TimerPoll)
+		t.Reset(e.cfg.TimerPoll)
 		for ctx.Err() == nil {
 			n, err := e.fireTxTimers(ctx)
 			if err != nil {

@@ -128,6 +128,7 @@ func (e *Engine) GetTransaction(ctx context.Context, id uuid.UUID) (*store.Tx, e
 
 func (e *Engine) txChange(t *store.Tx, cmds []twopc.Command, now time.Time) (store.TxChange, error) {
 	t.WakeAt = twopc.WakeAt(t.Tx)
+	e.wakeSoon(t.WakeAt, now)
 	if t.Tx.State.Terminal() && t.FinishedAt.IsZero() {
 		t.FinishedAt = now
 	}
