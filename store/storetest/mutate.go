@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
+	"github.com/sagacoord/sagacoord/protocol"
 	"github.com/sagacoord/sagacoord/store"
 	"github.com/sagacoord/sagacoord/transport"
 )
@@ -110,6 +111,7 @@ func (k kind[T]) tests() []mutateTest {
 		{k.name + "/MutateWritesChangesAndMessages", k.testMutate},
 		{k.name + "/MutateMissingIDsAreAbsent", k.testMutateMissing},
 		{k.name + "/MutateErrorRollsBack", k.testMutateError},
+		{k.name + "/MutateRefusedValueIsErrInvalidData", k.testMutateInvalidData},
 		{k.name + "/MutateHoldsLocks", k.testMutateLocks},
 		{k.name + "/MutateConcurrentNoLostUpdate", k.testMutateConcurrent},
 		{k.name + "/MutateDueClaimsOnlyDue", k.testMutateDue},
@@ -226,6 +228,38 @@ func (k kind[T]) testMutateError(t *testing.T, newStore func(t *testing.T) store
 		require.Equal(t, "0", *k.fields(got).reason, "nothing is written")
 	}
 	require.Equal(t, before, backlog(t, f.ctx, f.s), "no message is written")
+}
+
+// testMutateInvalidData writes a value the database refuses (a NUL in the state, which jsonb
+// cannot hold): Mutate fails with store.ErrInvalidData, which tells the caller that retrying
+// the same write cannot succeed, writes nothing, and the row can be changed afterwards.
+func (k kind[T]) testMutateInvalidData(t *testing.T, newStore func(t *testing.T) store.Store) {
+	f := setup(t, newStore)
+	row := k.create(t, f, uuid.New(), rowOpts{})
+	id := k.fields(row).id
+	for _, bad := range []struct {
+		reason string
+		msgs   []transport.Outgoing
+	}{
+		{reason: "a NUL \x00 in the state"},
+		{reason: "1", msgs: []transport.Outgoing{{Exchange: "x", RoutingKey: "y", Message: protocol.Message{MessageID: "nul", Headers: map[string]string{"h": "\x00"}}}}},
+	} {
+		rows, err := k.mutate(f.ctx, f.s, []uuid.UUID{id}, func(_ time.Time, got []T) ([]store.Changed[T], error) {
+			*k.fields(got[0]).reason = bad.reason
+			return []store.Changed[T]{{Row: got[0], Messages: bad.msgs}}, nil
+		})
+		require.ErrorIs(t, err, store.ErrInvalidData, "reason %q, messages %v", bad.reason, bad.msgs)
+		require.Empty(t, rows)
+	}
+	got, err := k.get(f.ctx, f.s, id)
+	require.NoError(t, err)
+	require.Equal(t, int64(1), *k.fields(got).version, "nothing is written")
+	require.Zero(t, backlog(t, f.ctx, f.s), "no message is written")
+	_, err = k.mutate(f.ctx, f.s, []uuid.UUID{id}, func(_ time.Time, got []T) ([]store.Changed[T], error) {
+		*k.fields(got[0]).reason = "fine"
+		return []store.Changed[T]{{Row: got[0]}}, nil
+	})
+	require.NoError(t, err, "the row can be changed after a refused write")
 }
 
 // testMutateLocks checks that fn holds its rows locked: a MutateDue run from inside fn skips

@@ -7,8 +7,8 @@
 //
 // The suite checks the contract the engine, the server and the outbox relay rely on: definition
 // versioning, idempotent batch creation, keyset listing, mutations that lock, commit their
-// messages with them and roll back together, timers claimed by one instance only, outbox leases,
-// and retention.
+// messages with them and roll back together (a value the database refuses is ErrInvalidData),
+// timers claimed by one instance only, outbox leases, and retention.
 package storetest
 
 import (
