@@ -18,8 +18,9 @@ func (r *run) apply(ctx context.Context, f ScheduledFault) AppliedFault {
 		a.Error = err.Error()
 		return a
 	}
-	a.AppliedAt = r.since(time.Now())
 	heal, err := r.inject(ctx, f)
+	// Applied when it took effect: a kill is instant, rabbitmqctl takes seconds.
+	a.AppliedAt = r.since(time.Now())
 	desc := describe(f)
 	if err != nil {
 		a.Error = err.Error()

@@ -746,25 +746,31 @@ func (r *run) sampleOnce(ctx context.Context) (Sample, error) {
 }
 
 // quiescent reports whether every started saga or transaction is final, the outbox is empty and
-// no queue holds work.
-func (r *run) quiescent(ctx context.Context) bool {
+// no queue holds work; if not, it says what is left.
+func (r *run) quiescent(ctx context.Context) (bool, string) {
 	var open, outbox int
-	if err := r.admin.QueryRow(ctx, "SELECT count(*) FROM "+r.mainTable()+" WHERE NOT (status = ANY($1))", r.terminalStatuses()).Scan(&open); err != nil || open > 0 {
-		return false
+	if err := r.admin.QueryRow(ctx, "SELECT count(*) FROM "+r.mainTable()+" WHERE NOT (status = ANY($1))", r.terminalStatuses()).Scan(&open); err != nil {
+		return false, err.Error()
 	}
-	if err := r.admin.QueryRow(ctx, "SELECT count(*) FROM "+r.table("outbox")).Scan(&outbox); err != nil || outbox > 0 {
-		return false
+	if open > 0 {
+		return false, fmt.Sprintf("%d not final", open)
+	}
+	if err := r.admin.QueryRow(ctx, "SELECT count(*) FROM "+r.table("outbox")).Scan(&outbox); err != nil {
+		return false, err.Error()
+	}
+	if outbox > 0 {
+		return false, fmt.Sprintf("%d outbox rows", outbox)
 	}
 	qs, err := r.queueStats(ctx)
 	if err != nil {
-		return false
+		return false, "queue depths: " + err.Error()
 	}
 	for _, q := range qs {
 		if !r.ignoredQueue(q.Name) && q.Ready+q.Unacked > 0 {
-			return false
+			return false, fmt.Sprintf("queue %s: %d ready, %d unacked", q.Name, q.Ready, q.Unacked)
 		}
 	}
-	return true
+	return true, ""
 }
 
 func (r *run) terminalStatuses() []string {
@@ -791,11 +797,15 @@ func (r *run) settle(ctx context.Context) {
 	deadline := time.Now().Add(r.s.Settle.D())
 	r.progress("   settling (at most %s)", r.s.Settle.D())
 	streak := 0
+	var said time.Time
 	for time.Now().Before(deadline) && ctx.Err() == nil {
-		// rabbitmqctl (private broker) takes seconds on a busy machine.
 		qctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		ok := r.quiescent(qctx)
+		ok, left := r.quiescent(qctx)
 		cancel()
+		if !ok && time.Since(said) > 10*time.Second {
+			r.event("waiting for quiescence: %s", left)
+			said = time.Now()
+		}
 		if ok {
 			streak++
 			if streak >= 2 {
@@ -810,7 +820,8 @@ func (r *run) settle(ctx context.Context) {
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
-	r.event("not quiescent after the settle time of %s; checking anyway", r.s.Settle.D())
+	_, left := r.quiescent(ctx)
+	r.event("not quiescent after the settle time of %s (%s); checking anyway", r.s.Settle.D(), left)
 }
 
 func (r *run) teardown() {

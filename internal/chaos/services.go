@@ -150,6 +150,7 @@ func (p *privatePostgres) url() string {
 type privateRabbit struct {
 	dir, node    string
 	port, dist   int
+	mgmtPort     int
 	server, ctl  string
 	cmd          *exec.Cmd
 	exited       chan struct{}
@@ -177,14 +178,19 @@ func startPrivateRabbit(ctx context.Context, parent, runID string) (*privateRabb
 		if r.dist, err = freePort(); err != nil {
 			return nil, err
 		}
+		if r.mgmtPort, err = freePort(); err != nil {
+			return nil, err
+		}
 		// RabbitMQ's CLI tools find a node's distribution port on its own, but AMQP port +
 		// 20000 is the default distribution port of any other node: keep clear of it.
-		if r.port+20000 != r.dist && r.port < 45000 {
+		if r.port+20000 != r.dist && r.port < 45000 && r.mgmtPort != r.dist && r.mgmtPort != r.port {
 			break
 		}
 	}
-	conf := fmt.Sprintf("listeners.tcp.local = 127.0.0.1:%d\nloopback_users = none\n", r.port)
-	for name, content := range map[string]string{"rabbitmq.conf": conf, "enabled_plugins": "[].\n", "rabbitmq-env.conf": ""} {
+	// The management plugin on a port of its own: its API reads queue depths in milliseconds,
+	// where rabbitmqctl takes seconds.
+	conf := fmt.Sprintf("listeners.tcp.local = 127.0.0.1:%d\nloopback_users = none\nmanagement.tcp.ip = 127.0.0.1\nmanagement.tcp.port = %d\n", r.port, r.mgmtPort)
+	for name, content := range map[string]string{"rabbitmq.conf": conf, "enabled_plugins": "[rabbitmq_management].\n", "rabbitmq-env.conf": ""} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
 			return nil, err
 		}
@@ -238,7 +244,10 @@ func (r *privateRabbit) start(ctx context.Context) error {
 		conn, err := amqp.Dial(r.url("/"))
 		if err == nil {
 			_ = conn.Close()
-			return nil
+			var overview map[string]any
+			if err = r.api().do(ctx, http.MethodGet, "/api/overview", "", &overview); err == nil {
+				return nil
+			}
 		}
 		select {
 		case <-r.exited:
@@ -329,8 +338,17 @@ func (r *privateRabbit) url(vhost string) string {
 	return fmt.Sprintf("amqp://guest:guest@127.0.0.1:%d/%s", r.port, url.PathEscape(vhost))
 }
 
-// queueStats lists the queues of vhost with their ready and unacknowledged messages.
+// api is the node's management API.
+func (r *privateRabbit) api() management {
+	return management{base: fmt.Sprintf("http://guest:guest@127.0.0.1:%d", r.mgmtPort)}
+}
+
+// queueStats lists the queues of vhost with their ready and unacknowledged messages, from the
+// management API or, if it does not answer, rabbitmqctl.
 func (r *privateRabbit) queueStats(ctx context.Context, vhost string) ([]QueueStat, error) {
+	if qs, err := r.api().queueStats(ctx, vhost); err == nil {
+		return qs, nil
+	}
 	out, err := r.ctlRun(ctx, "list_queues", "-p", vhost, "name", "messages_ready", "messages_unacknowledged", "--formatter", "json", "-q")
 	if err != nil {
 		return nil, fmt.Errorf("rabbitmqctl list_queues: %v: %s", err, out)
