@@ -101,13 +101,9 @@ var txKind = kind[*store.Tx]{
 	},
 }
 
-type mutateTest struct {
-	name string
-	run  func(t *testing.T, newStore func(t *testing.T) store.Store)
-}
-
-func (k kind[T]) tests() []mutateTest {
-	return []mutateTest{
+// tests returns the tests of this file for the kind.
+func (k kind[T]) tests() []test {
+	return []test{
 		{k.name + "/MutateWritesChangesAndMessages", k.testMutate},
 		{k.name + "/MutateMissingIDsAreAbsent", k.testMutateMissing},
 		{k.name + "/MutateErrorRollsBack", k.testMutateError},

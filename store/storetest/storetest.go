@@ -47,10 +47,7 @@ const Timeout = 30 * time.Second
 // given (a fresh schema), whose new outbox rows are leased for NewRowLease, and which can use at
 // least two connections at once. It arranges for what it opens to be closed when the test ends.
 func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
-	tests := []struct {
-		name string
-		run  func(t *testing.T, newStore func(t *testing.T) store.Store)
-	}{
+	tests := []test{
 		{"Definitions/IdenticalContentIsNoOp", testDefinitionIdentical},
 		{"Definitions/ChangedContentIsNextVersion", testDefinitionChanged},
 		{"Definitions/GetLatestSpecificAndNotFound", testDefinitionGet},
@@ -82,20 +79,20 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 
 		{"Retention/DeleteFinished", testDeleteFinished},
 	}
-	for _, k := range []interface{ tests() []mutateTest }{sagaKind, txKind} {
-		for _, mt := range k.tests() {
-			tests = append(tests, struct {
-				name string
-				run  func(t *testing.T, newStore func(t *testing.T) store.Store)
-			}{mt.name, mt.run})
-		}
-	}
+	tests = append(tests, sagaKind.tests()...)
+	tests = append(tests, txKind.tests()...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			tc.run(t, newStore)
 		})
 	}
+}
+
+// test is one test of the suite.
+type test struct {
+	name string
+	run  func(t *testing.T, newStore func(t *testing.T) store.Store)
 }
 
 // errBuild is the error the suite's failing Build and mutate functions return.
