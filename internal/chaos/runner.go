@@ -401,7 +401,7 @@ func (r *run) setupServices(ctx context.Context) error {
 		r.amqpBase = mq.url("")
 	} else {
 		r.vhost = "chaos-" + r.id
-		r.mgmt = management{base: r.opts.RabbitAPI}
+		r.mgmt = newManagement(r.opts.RabbitAPI)
 		if err := r.mgmt.createVHost(ctx, r.vhost); err != nil {
 			return err
 		}
@@ -856,6 +856,7 @@ func (r *run) teardown() {
 			}
 		}
 	}
+	r.mgmt.close()
 	if r.mq != nil {
 		r.mq.stop()
 	}

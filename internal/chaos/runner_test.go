@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 // binDir holds the coordinator and participant-sim built once for the tests that run scenarios.
@@ -23,7 +25,14 @@ func TestMain(m *testing.M) {
 		}
 		defer os.RemoveAll(dir)
 		binDir = dir
-		return m.Run()
+		code := m.Run()
+		if code == 0 {
+			if err := goleak.Find(); err != nil {
+				fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
+				return 1
+			}
+		}
+		return code
 	}()
 	os.Exit(code)
 }
@@ -145,5 +154,22 @@ func TestBrokenBuildFailsG1AndG5(t *testing.T) {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("summary lacks %q:\n%s", want, b.String())
 		}
+	}
+}
+
+// A scenario that needs a private PostgreSQL is skipped, with the reason, where initdb is
+// missing; a skipped run does not fail the report.
+func TestPrivateInstanceWithoutBinariesIsSkipped(t *testing.T) {
+	t.Parallel()
+	s, err := Parse([]byte(strings.Replace(minimal, "topology:\n", "topology:\n  private_postgres: true\n", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := Run(context.Background(), s, Options{PostgresBin: filepath.Join(t.TempDir(), "none"), WorkDir: t.TempDir()})
+	if res.Status != StatusSkipped || !strings.Contains(res.Reason, "initdb") {
+		t.Fatalf("status %s (%s), want skipped naming initdb", res.Status, res.Reason)
+	}
+	if rep := (&Report{Results: []*Result{res}}); !rep.Passed() {
+		t.Error("a skipped run fails the report")
 	}
 }

@@ -86,6 +86,7 @@ func TestParseRefusesBadScenarios(t *testing.T) {
 	for _, tc := range []struct{ name, yaml, want string }{
 		{"empty", "", "empty scenario"},
 		{"two documents", minimal + "---\nname: x\n", "one YAML document"},
+		{"duplicate key", minimal + "topology: {}\n", `"topology" already defined`},
 		{"bare number duration", minimal + "settle: 10\n", `a duration is a string`},
 		{"unknown kind", minimal + "timeline:\n  - {at: 1s, kind: explode, target: c1}\n", `timeline[0]: kind "explode"`},
 		{"unknown target", minimal + "timeline:\n  - {at: 1s, kind: sigkill, target: c9}\n", `target "c9" of sigkill`},

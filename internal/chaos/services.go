@@ -151,6 +151,7 @@ type privateRabbit struct {
 	dir, node    string
 	port, dist   int
 	mgmtPort     int
+	mgmt         management
 	server, ctl  string
 	cmd          *exec.Cmd
 	exited       chan struct{}
@@ -329,6 +330,7 @@ func (r *privateRabbit) stop() {
 	if pid := r.beamPID(); pid > 0 {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
+	r.mgmt.close()
 	if r.cmd.Process != nil {
 		_ = syscall.Kill(-r.cmd.Process.Pid, syscall.SIGKILL)
 	}
@@ -340,7 +342,10 @@ func (r *privateRabbit) url(vhost string) string {
 
 // api is the node's management API.
 func (r *privateRabbit) api() management {
-	return management{base: fmt.Sprintf("http://guest:guest@127.0.0.1:%d", r.mgmtPort)}
+	if r.mgmt.client == nil {
+		r.mgmt = newManagement(fmt.Sprintf("http://guest:guest@127.0.0.1:%d", r.mgmtPort))
+	}
+	return r.mgmt
 }
 
 // queueStats lists the queues of vhost with their ready and unacknowledged messages, from the
@@ -373,8 +378,23 @@ type QueueStat struct {
 
 // --- shared services ---
 
-// management is the RabbitMQ management API of the shared broker.
-type management struct{ base string }
+// management is a RabbitMQ management API. Its client is the run's own, so the run can close
+// its idle connections when it ends.
+type management struct {
+	base   string
+	client *http.Client
+}
+
+func newManagement(base string) management {
+	return management{base: base, client: &http.Client{Transport: &http.Transport{}, Timeout: 30 * time.Second}}
+}
+
+// close drops the client's idle connections.
+func (m management) close() {
+	if m.client != nil {
+		m.client.CloseIdleConnections()
+	}
+}
 
 func (m management) do(ctx context.Context, method, path, body string, out any) error {
 	u, err := url.Parse(m.base)
@@ -392,7 +412,7 @@ func (m management) do(ctx context.Context, method, path, body string, out any) 
 		req.SetBasicAuth(userinfo.Username(), pw)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := m.client.Do(req)
 	if err != nil {
 		return err
 	}
