@@ -143,22 +143,35 @@ func (w *Worker) processTx(ctx context.Context, d *transport.Delivery) {
 // queryBatch bounds the decision queries published at once.
 const queryBatch = 256
 
-// watchdog asks the coordinator for the decision of transactions prepared here: all of them at
-// once when the worker starts (it may have missed anything while it was down), then those silent
-// for Config.PreparedSilence. It runs until Stop or the end of ctx.
-func (w *Worker) watchdog(ctx context.Context) {
+// startTime returns the database time before the worker consumes anything, or nil when the
+// database cannot say (then the watchdog asks only after PreparedSilence).
+func (w *Worker) startTime(ctx context.Context) *time.Time {
+	var now time.Time
+	if err := w.cfg.DB.QueryRow(ctx, `SELECT now()`).Scan(&now); err != nil {
+		w.log.Warn("cannot read the database time; prepared transactions will be asked about after the silence only", "err", err, "silence", w.cfg.PreparedSilence)
+		return nil
+	}
+	return &now
+}
+
+// watchdog asks the coordinator for the decision of transactions prepared here: at once for
+// those prepared before the worker started (startedAt: it may have missed their decision while
+// it was down), then for those silent for Config.PreparedSilence. A transaction this worker
+// prepares itself is never asked about before the silence, so the question cannot overtake its
+// own vote (a question to a coordinator still collecting votes aborts the transaction). It runs
+// until Stop or the end of ctx.
+func (w *Worker) watchdog(ctx context.Context, startedAt *time.Time) {
 	defer w.wg.Done()
 	t := time.NewTicker(w.cfg.QueryInterval)
 	defer t.Stop()
-	startup := true
 	for {
 		if w.txHandlersOrNil() != nil {
-			if err := w.queryDecisions(ctx, startup); err != nil {
+			if err := w.queryDecisions(ctx, startedAt); err != nil {
 				if ctx.Err() == nil {
 					w.log.Warn("looking for prepared transactions to ask about failed; trying again", "err", err, "interval", w.cfg.QueryInterval)
 				}
 			} else {
-				startup = false
+				startedAt = nil
 			}
 		}
 		select {
@@ -171,20 +184,12 @@ func (w *Worker) watchdog(ctx context.Context) {
 	}
 }
 
-// queryDecisions publishes a decision query for every prepared transaction that is due; with
-// all, for every prepared transaction. A query whose publish fails is asked again after
-// PreparedSilence.
-func (w *Worker) queryDecisions(ctx context.Context, all bool) error {
-	var since *time.Time
-	if all {
-		var now time.Time
-		if err := w.cfg.DB.QueryRow(ctx, `SELECT now()`).Scan(&now); err != nil {
-			return fmt.Errorf("read database time: %w", err)
-		}
-		since = &now
-	}
+// queryDecisions publishes a decision query for every prepared transaction that is due, and
+// with startedAt for every one prepared before then. A query whose publish fails is asked again
+// after PreparedSilence.
+func (w *Worker) queryDecisions(ctx context.Context, startedAt *time.Time) error {
 	for ctx.Err() == nil {
-		rows, err := w.cfg.DB.Query(ctx, w.tx.claimQueries, w.cfg.Name, since, w.cfg.PreparedSilence.Microseconds(), queryBatch)
+		rows, err := w.cfg.DB.Query(ctx, w.tx.claimQueries, w.cfg.Name, startedAt, w.cfg.PreparedSilence.Microseconds(), queryBatch)
 		if err != nil {
 			return fmt.Errorf("claim prepared transactions: %w", err)
 		}
@@ -218,7 +223,7 @@ func (w *Worker) queryDecisions(ctx context.Context, all bool) error {
 		if len(errs) != len(msgs) || failed > 0 {
 			return fmt.Errorf("publish decision queries: %d of %d failed (%w); they are asked again after %s", max(failed, len(msgs)-len(errs)), len(msgs), errors.Join(errs...), w.cfg.PreparedSilence)
 		}
-		w.log.Info("asked the coordinator for the decision of prepared transactions", "count", len(msgs), "startup", all)
+		w.log.Info("asked the coordinator for the decision of prepared transactions", "count", len(msgs), "startup", startedAt != nil)
 		if len(msgs) < queryBatch {
 			return nil
 		}

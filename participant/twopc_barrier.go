@@ -46,13 +46,14 @@ func newTxBarrier(db *pgxpool.Pool, schema string) *txBarrier {
 		insertPrepared: `INSERT INTO ` + prepared + ` (tx_id, participant, payload) VALUES ($1, $2, $3::jsonb)`,
 		deletePrepared: `DELETE FROM ` + prepared + ` WHERE tx_id = $1 AND participant = $2 RETURNING coalesce(payload::text, '')`,
 		// Claims the prepared transactions to ask about and stamps them, so that competing
-		// processes of one participant do not ask twice. $2 (a database time, or NULL) asks
-		// about every row not asked since then; otherwise a row is due after $3 microseconds of
-		// silence since its prepare and since its last question.
+		// processes of one participant do not ask twice. $2 (the database time when the
+		// worker started, or NULL) asks about every row prepared and not asked before then;
+		// otherwise a row is due after $3 microseconds of silence since its prepare and since
+		// its last question.
 		claimQueries: `WITH due AS (
 	SELECT tx_id FROM ` + prepared + `
 	WHERE participant = $1
-	  AND (($2::timestamptz IS NOT NULL AND (last_query_at IS NULL OR last_query_at < $2::timestamptz))
+	  AND (($2::timestamptz IS NOT NULL AND prepared_at < $2::timestamptz AND (last_query_at IS NULL OR last_query_at < $2::timestamptz))
 	    OR (prepared_at <= now() - $3::bigint * interval '1 microsecond'
 	      AND (last_query_at IS NULL OR last_query_at <= now() - $3::bigint * interval '1 microsecond')))
 	ORDER BY prepared_at

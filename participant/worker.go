@@ -190,6 +190,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	if err := w.cfg.Transport.DeclareParticipant(ctx, w.cfg.Name); err != nil {
 		return fmt.Errorf("participant %s: declare queue: %w", w.cfg.Name, err)
 	}
+	startedAt := w.startTime(ctx) // before any delivery: see watchdog
 	workCtx, cancelWork := context.WithCancel(ctx)
 	consumeCtx, cancelConsume := context.WithCancel(workCtx)
 	queue := protocol.ParticipantQueue(w.cfg.Name)
@@ -205,7 +206,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	for range w.cfg.Concurrency {
 		go w.loop(workCtx, deliveries)
 	}
-	go w.watchdog(workCtx)
+	go w.watchdog(workCtx, startedAt)
 	w.log.Info("participant worker started", "queue", queue, "prefetch", w.cfg.Prefetch, "concurrency", w.cfg.Concurrency)
 	return nil
 }
