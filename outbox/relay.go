@@ -99,6 +99,12 @@ func (r *Relay) Enqueue(rows []store.OutboxRow) {
 func (r *Relay) Start(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	switch {
+	case r.stopped:
+		return errors.New("outbox: Start after Stop; make a new Relay")
+	case r.cancel != nil:
+		return errors.New("outbox: the relay is already started")
+	}
 	ctx, r.cancel = context.WithCancel(ctx)
 	for range r.cfg.Workers {
 		r.wg.Add(1)

@@ -76,7 +76,10 @@ func (s *Store) RegisterDefinition(ctx context.Context, def saga.Definition) (sa
 		}
 		var version int
 		var createdAt time.Time
-		err := tx.QueryRow(ctx, `SELECT version, created_at FROM saga_definitions WHERE name = $1 AND hash = $2`, def.Name, hash).Scan(&version, &createdAt)
+		// Identical to the latest version is a no-op; anything else, even an older version's
+		// content, becomes the next version (re-registering A after B makes A the latest again).
+		err := tx.QueryRow(ctx, `SELECT version, created_at FROM saga_definitions WHERE name = $1 AND hash = $2
+			AND version = (SELECT max(version) FROM saga_definitions WHERE name = $1)`, def.Name, hash).Scan(&version, &createdAt)
 		if err == nil {
 			out = def
 			out.Version, out.CreatedAt = version, createdAt
@@ -219,12 +222,13 @@ func (s *Store) CreateSagas(ctx context.Context, batch []store.NewSaga) ([]store
 				results[i] = store.Created{Err: errSameBatch(j)}
 				continue
 			}
-			first[ns.ID] = i
 			ch, err := ns.Build(now)
 			if err != nil {
+				// Only a request that builds claims its id: a later one may still succeed.
 				results[i] = store.Created{Err: err}
 				continue
 			}
+			first[ns.ID] = i
 			ch.Row.ID = ns.ID
 			index = append(index, i)
 			changes = append(changes, ch)
@@ -297,8 +301,8 @@ func (s *Store) CreateSagas(ctx context.Context, batch []store.NewSaga) ([]store
 			}
 		}
 		for i, ns := range batch {
-			if j := first[ns.ID]; j != i && results[i].Err != nil && results[j].Saga != nil {
-				results[i] = store.Created{Saga: results[j].Saga}
+			if _, dup := results[i].Err.(errSameBatch); dup && results[first[ns.ID]].Saga != nil {
+				results[i] = store.Created{Saga: results[first[ns.ID]].Saga}
 			}
 		}
 		rows, err = s.insertOutbox(ctx, tx, msgs)
@@ -407,6 +411,11 @@ func mutate[T any](ctx context.Context, s *Store, t table[T], fn func(time.Time,
 		if len(locked) == 0 {
 			return nil
 		}
+		// now() is the transaction's start; the locks may have been waited for since. The time
+		// the changes are made at must not be older than the rows they change.
+		if err := tx.QueryRow(ctx, `SELECT statement_timestamp()`).Scan(&now); err != nil {
+			return err
+		}
 		changes, err := fn(now, locked)
 		if err != nil || len(changes) == 0 {
 			return err
@@ -502,7 +511,7 @@ func (s *Store) insertOutbox(ctx context.Context, tx pgx.Tx, msgs []transport.Ou
 		return nil, nil
 	}
 	n := len(msgs)
-	exchanges, keys, ids, types, corrs, headers := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	exchanges, keys, ids, types, corrs, headers, ctypes := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	bodies := make([][]byte, n)
 	for i, m := range msgs {
 		h, err := json.Marshal(m.Headers)
@@ -510,12 +519,13 @@ func (s *Store) insertOutbox(ctx context.Context, tx pgx.Tx, msgs []transport.Ou
 			return nil, err
 		}
 		exchanges[i], keys[i], ids[i], types[i], corrs[i], headers[i], bodies[i] = m.Exchange, m.RoutingKey, m.MessageID, m.Type, m.CorrelationID, string(h), m.Body
+		ctypes[i] = m.ContentType
 	}
-	rows, err := tx.Query(ctx, `INSERT INTO outbox (exchange, routing_key, message_id, type, correlation_id, headers, body, lease_until)
-		SELECT e, k, m, t, c, h::jsonb, b, now() + $8::interval
-		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[]) WITH ORDINALITY AS u(e, k, m, t, c, h, b, ord)
+	rows, err := tx.Query(ctx, `INSERT INTO outbox (exchange, routing_key, message_id, type, correlation_id, headers, body, content_type, lease_until)
+		SELECT e, k, m, t, c, h::jsonb, b, ct, now() + $8::interval
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[], $9::text[]) WITH ORDINALITY AS u(e, k, m, t, c, h, b, ct, ord)
 		ORDER BY ord
-		RETURNING id`, exchanges, keys, ids, types, corrs, headers, bodies, s.cfg.OutboxLease)
+		RETURNING id`, exchanges, keys, ids, types, corrs, headers, bodies, s.cfg.OutboxLease, ctypes)
 	if err != nil {
 		return nil, err
 	}
@@ -542,7 +552,7 @@ type outboxStore struct{ s *Store }
 func (o outboxStore) ClaimExpired(ctx context.Context, limit int, lease time.Duration) ([]store.OutboxRow, error) {
 	rows, err := o.s.pool.Query(ctx, `UPDATE outbox SET lease_until = now() + $2::interval, attempts = attempts + 1
 		WHERE id IN (SELECT id FROM outbox WHERE lease_until < now() ORDER BY lease_until LIMIT $1 FOR UPDATE SKIP LOCKED)
-		RETURNING id, exchange, routing_key, message_id, type, correlation_id, headers, body, attempts`, limit, lease)
+		RETURNING id, exchange, routing_key, message_id, type, correlation_id, headers, body, attempts, content_type`, limit, lease)
 	if err != nil {
 		return nil, fmt.Errorf("claim outbox rows: %w", err)
 	}
@@ -553,7 +563,7 @@ func (o outboxStore) ClaimExpired(ctx context.Context, limit int, lease time.Dur
 			r       store.OutboxRow
 			headers []byte
 		)
-		if err := rows.Scan(&r.ID, &r.Exchange, &r.RoutingKey, &r.MessageID, &r.Type, &r.CorrelationID, &headers, &r.Body, &r.Attempts); err != nil {
+		if err := rows.Scan(&r.ID, &r.Exchange, &r.RoutingKey, &r.MessageID, &r.Type, &r.CorrelationID, &headers, &r.Body, &r.Attempts, &r.ContentType); err != nil {
 			return nil, fmt.Errorf("claim outbox rows: %w", err)
 		}
 		if err := json.Unmarshal(headers, &r.Headers); err != nil {

@@ -54,6 +54,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Definitions/ListLatestPerName", testDefinitionList},
 		{"Definitions/ConcurrentIdentical", testDefinitionConcurrentIdentical},
 		{"Definitions/ConcurrentChanged", testDefinitionConcurrentChanged},
+		{"Definitions/ReregisterOlder", testDefinitionReregisterOlder},
 
 		{"Sagas/CreateWritesSagasAndMessages", testCreateSagas},
 		{"Sagas/CreateExistingReturnsItWithoutMessages", testCreateSagasExisting},
