@@ -52,7 +52,7 @@ func newBarrier(db *pgxpool.Pool, schema string) *barrier {
 		// decided before the upgrade (the coordinator may have taken it as final already).
 		addAttempt: `ALTER TABLE ` + table + ` ADD COLUMN IF NOT EXISTS attempt integer NOT NULL DEFAULT 2147483647;
 ALTER TABLE ` + table + ` ALTER COLUMN attempt SET DEFAULT 0`,
-		insert:     `INSERT INTO ` + table + ` (gid, step, kind, reply, attempt) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`,
+		insert: `INSERT INTO ` + table + ` (gid, step, kind, reply, attempt) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`,
 		// A business failure is final for its attempt, but a later attempt may run again: the
 		// coordinator sends one only to retry forward after the pivot, or after an attempt that
 		// timed out. A refusal planted by a compensation is never reopened.

@@ -50,8 +50,10 @@ const (
 	DefaultPrepareTimeout = 10 * time.Second
 	// ResendInitial and ResendMax bound the backoff of re-sending a decision to a participant that
 	// has not acknowledged it.
-	ResendInitial = 200 * time.Millisecond
-	ResendMax     = 10 * time.Second
+	// The first re-send waits long enough for a loaded participant to answer the first copy:
+	// re-sending sooner only adds duplicates to its queue.
+	ResendInitial = 2 * time.Second
+	ResendMax     = 30 * time.Second
 	// MaxParticipants bounds a transaction.
 	MaxParticipants = 32
 )
@@ -129,6 +131,11 @@ func ApplyVote(t *Tx, participant int, v Vote, reason string, now time.Time) ([]
 	p := &t.Participants[participant]
 	if p.Vote != VoteNone || (v != VoteYes && v != VoteNo) {
 		return nil, false
+	}
+	if !t.PrepareDeadline.After(now) {
+		// A vote that arrives after the prepare timeout (say, queued while the coordinator was
+		// down) cannot count: the timeout means abort, whichever event is applied first.
+		return decide(t, StateAborting, "prepare timed out at "+t.PrepareDeadline.UTC().Format(time.RFC3339Nano), now), true
 	}
 	p.Vote = v
 	if v == VoteNo {
