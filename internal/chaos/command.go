@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -37,7 +38,7 @@ G1-G7 and T1 of DESIGN section 4.`,
 			return cmd.Help()
 		},
 	}
-	root.AddCommand(runCommand(app), validateCommand(app))
+	root.AddCommand(runCommand(app), validateCommand(app), reportCommand(app))
 	return root
 }
 
@@ -72,6 +73,32 @@ func validateCommand(app *cli.App) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+func reportCommand(app *cli.App) *cobra.Command {
+	var out string
+	c := &cobra.Command{
+		Use:   "report REPORT.json",
+		Short: "Render a report.json again as report.html (and print its summary)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			b, err := os.ReadFile(args[0])
+			if err != nil {
+				return &cli.ExitError{Code: cli.ExitUsage, Err: err}
+			}
+			var rep Report
+			if err := json.Unmarshal(b, &rep); err != nil {
+				return &cli.ExitError{Code: cli.ExitUsage, Err: fmt.Errorf("%s: %w", args[0], err)}
+			}
+			rep.WriteSummary(app.Stdout())
+			if out != "" {
+				return rep.Write(out)
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVar(&out, "out", "", "write report.json and report.html into this directory")
+	return c
 }
 
 func runCommand(app *cli.App) *cobra.Command {
@@ -126,7 +153,9 @@ built with 'go build' from the module the command runs in.`,
 			opts.Progress = app.Stderr()
 			rep := &Report{StartedAt: time.Now()}
 			for _, seed := range seedList {
-				rep.Seeds = append(rep.Seeds, seed)
+				if seed != 0 {
+					rep.Seeds = append(rep.Seeds, seed)
+				}
 				for _, s := range ss {
 					o := opts
 					o.Seed = seed

@@ -223,12 +223,13 @@ var reportTemplate = template.Must(template.New("report").Funcs(template.FuncMap
 body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}
 th{background:#f3f3f3}.passed{color:#186a00;font-weight:bold}.failed,.error{color:#b00000;font-weight:bold}.skipped{color:#8a6d00;font-weight:bold}
-.charts{display:flex;flex-wrap:wrap;gap:1em}.side{display:flex;gap:2em;flex-wrap:wrap}
+.charts{display:flex;flex-wrap:wrap;gap:1em}.side{display:flex;gap:2em}.side>div{flex:1 1 0;min-width:0}
+svg{max-width:100%;height:auto}
 code{background:#f5f5f5;padding:0 3px}section{border-top:2px solid #ddd;margin-top:2em}
 .legend span{margin-right:1em}.off{font-family:monospace;font-size:12px}
 </style></head><body>
 <h1>sagacoord chaos report</h1>
-<p>Started {{.StartedAt.Format "2006-01-02 15:04:05 MST"}}, {{seconds .Elapsed}} in all. Seeds: {{range .Seeds}}{{.}} {{end}}</p>
+<p>Started {{.StartedAt.Format "2006-01-02 15:04:05 MST"}}, {{seconds .Elapsed}} in all. Seeds: {{range .Seeds}}{{.}} {{else}}each scenario's own{{end}}</p>
 <table id="summary"><tr><th>scenario</th><th>seed</th><th>status</th><th>invariants</th><th>accepted</th><th>final</th><th>convergence</th><th>time</th></tr>
 {{range .Results}}<tr class="result-row"><td><a href="#{{anchor .}}">{{.Scenario.Name}}</a></td><td>{{.Seed}}</td><td class="{{.Status}}">{{upper .Status}}</td>
 <td>{{range .Invariants}}<span class="{{if .Passed}}passed{{else}}failed{{end}}">{{.Name}}</span> {{end}}</td>
