@@ -127,6 +127,23 @@ type Store interface {
 	// DeleteFinished deletes at most limit sagas and at most limit transactions that finished
 	// more than olderThan ago, and returns how many it deleted.
 	DeleteFinished(ctx context.Context, olderThan time.Duration, limit int) (int, error)
+	// Stats counts the sagas and transactions that are not finished, for the gauges of
+	// docs/observability.md.
+	Stats(ctx context.Context) (Stats, error)
+}
+
+// Stats counts unfinished work by state. A state with none is absent from its map.
+type Stats struct {
+	// Sagas by status: RUNNING, COMPENSATING and FAILED.
+	Sagas map[saga.Status]Pending
+	// Transactions by state: PREPARING, COMMITTING and ABORTING (in doubt).
+	Transactions map[twopc.State]Pending
+}
+
+// Pending is how many rows are in one state and how long ago the oldest was created.
+type Pending struct {
+	Count     int
+	OldestAge time.Duration
 }
 
 // Outbox is the relay's view of the outbox table.

@@ -79,6 +79,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Outbox/DeleteAndBacklog", testOutboxDelete},
 
 		{"Retention/DeleteFinished", testDeleteFinished},
+		{"Stats/UnfinishedByState", testStats},
 	}
 	tests = append(tests, sagaKind.tests()...)
 	tests = append(tests, txKind.tests()...)
