@@ -512,6 +512,9 @@ func (r *run) checkTwoPC(ctx context.Context, verdicts map[string]*verdict, ledg
 					v.fail(h.tx, "still prepared (held) at %s since %s", h.participant, h.preparedAt.Format(time.RFC3339))
 				}
 			}
+			if err := r.checkPrepared(ctx, v); err != nil {
+				v.broken(err)
+			}
 			committed := map[string]map[string]bool{}
 			for _, e := range ledgers {
 				if e.kind == "commit" {
@@ -571,6 +574,41 @@ func mapKeys(m map[string]bool) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// checkPrepared fails T1 for every row left in a participant's prepared table (the SDK's
+// durable record of a YES vote awaiting its decision).
+func (r *run) checkPrepared(ctx context.Context, v *verdict) error {
+	for _, sim := range r.s.Topology.Sims {
+		for _, p := range sim.Participants {
+			table := pgx.Identifier{schemaOf(r.schema+"_", p.Name), "prepared"}.Sanitize()
+			var exists bool
+			if err := r.admin.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, table).Scan(&exists); err != nil {
+				return err
+			}
+			if !exists {
+				continue
+			}
+			rows, err := r.admin.Query(ctx, `SELECT tx_id, prepared_at FROM `+table)
+			if err != nil {
+				return fmt.Errorf("read prepared of %s: %w", p.Name, err)
+			}
+			for rows.Next() {
+				var tx string
+				var at time.Time
+				if err := rows.Scan(&tx, &at); err != nil {
+					rows.Close()
+					return err
+				}
+				v.fail(tx, "still prepared at %s (its prepared record since %s)", p.Name, at.Format(time.RFC3339))
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 type hold struct {
