@@ -6,8 +6,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 )
 
 // apply applies one fault at its time, heals it after its duration, and says when each
@@ -183,5 +181,3 @@ func (r *run) terminateBackends(ctx context.Context, target string) (int, error)
 	err := r.admin.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name LIKE $1 AND pid <> pg_backend_pid()`, pattern).Scan(&n)
 	return n, err
 }
-
-var _ = pgx.Identifier{}

@@ -15,7 +15,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -865,7 +864,7 @@ func (r *run) teardown() {
 	}
 }
 
-// waitT0 sleeps until offset from the start of the workload.
+// sleepUntil sleeps until offset from the start of the workload.
 func (r *run) sleepUntil(ctx context.Context, offset time.Duration) error {
 	d := time.Until(r.start().Add(offset))
 	if d <= 0 {
@@ -878,5 +877,3 @@ func (r *run) sleepUntil(ctx context.Context, offset time.Duration) error {
 		return nil
 	}
 }
-
-var _ = syscall.SIGKILL
