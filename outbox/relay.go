@@ -12,6 +12,10 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/sagacoord/sagacoord/internal/telemetry"
 	"github.com/sagacoord/sagacoord/store"
 	"github.com/sagacoord/sagacoord/transport"
 )
@@ -38,6 +42,9 @@ type Config struct {
 	// AfterConfirm, when set, runs after the broker confirmed a batch and before its rows are
 	// deleted (a crash point for fault injection).
 	AfterConfirm func()
+	// MeterProvider, when set, records the relay's metrics: publish latency and messages
+	// published (docs/observability.md). Nil turns them off.
+	MeterProvider metric.MeterProvider
 }
 
 // WithDefaults returns c with defaults filled in.
@@ -69,6 +76,9 @@ type Relay struct {
 	outbox    store.Outbox
 	transport transport.Transport
 	queue     chan store.OutboxRow
+	// latency and published are nil when metrics are off.
+	latency   metric.Float64Histogram
+	published metric.Int64Counter
 
 	mu      sync.Mutex
 	cancel  context.CancelFunc
@@ -79,7 +89,17 @@ type Relay struct {
 // NewRelay returns a relay over the given outbox and transport.
 func NewRelay(ob store.Outbox, tr transport.Transport, cfg Config) *Relay {
 	cfg = cfg.WithDefaults()
-	return &Relay{cfg: cfg, outbox: ob, transport: tr, queue: make(chan store.OutboxRow, cfg.QueueSize)}
+	r := &Relay{cfg: cfg, outbox: ob, transport: tr, queue: make(chan store.OutboxRow, cfg.QueueSize)}
+	if cfg.MeterProvider != nil {
+		m := cfg.MeterProvider.Meter("github.com/sagacoord/sagacoord/outbox")
+		// Creating an instrument fails only for an invalid name; these are constant.
+		r.latency, _ = m.Float64Histogram("sagacoord.outbox.publish.duration",
+			metric.WithDescription("Time to publish one batch of outbox rows until the broker confirmed (or refused) every message."),
+			metric.WithUnit("s"), metric.WithExplicitBucketBoundaries(telemetry.DurationBuckets...))
+		r.published, _ = m.Int64Counter("sagacoord.outbox.published",
+			metric.WithDescription("Outbox messages published, by result: confirmed, or failed (left for a later attempt)."))
+	}
+	return r
 }
 
 // Enqueue hands rows that were just committed (and are leased to this instance) to the relay. It
@@ -197,7 +217,9 @@ func (r *Relay) publish(ctx context.Context, rows []store.OutboxRow) {
 		msgs[i] = row.Outgoing
 	}
 	pctx, cancel := context.WithTimeout(ctx, r.cfg.Lease)
+	began := time.Now()
 	errs := r.transport.Publish(pctx, msgs)
+	took := time.Since(began)
 	cancel()
 	done := make([]int64, 0, len(rows))
 	var firstErr error
@@ -210,6 +232,13 @@ func (r *Relay) publish(ctx context.Context, rows []store.OutboxRow) {
 		failed++
 		if firstErr == nil {
 			firstErr = err
+		}
+	}
+	if r.latency != nil {
+		r.latency.Record(ctx, took.Seconds())
+		r.published.Add(ctx, int64(len(done)), metric.WithAttributes(attribute.String("result", "confirmed")))
+		if failed > 0 {
+			r.published.Add(ctx, int64(failed), metric.WithAttributes(attribute.String("result", "failed")))
 		}
 	}
 	if failed > 0 && ctx.Err() == nil {

@@ -97,6 +97,10 @@ type State struct {
 	Deadline     time.Time       `json:"deadline,omitzero"`
 	Steps        []StepState     `json:"steps"`
 	History      []Transition    `json:"history,omitempty"`
+	// Trace is the W3C traceparent of the span that started the saga (StartSaga's), when the
+	// coordinator traces: the saga's spans belong to its trace, whichever instance emits them.
+	// The machine never reads it.
+	Trace string `json:"trace,omitempty"`
 }
 
 // Command is a step command the machine asks the engine to send.

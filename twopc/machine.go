@@ -86,6 +86,9 @@ type Tx struct {
 	DecidedAt       time.Time     `json:"decided_at,omitzero"`
 	Reason          string        `json:"reason,omitempty"`
 	History         []Transition  `json:"history,omitempty"`
+	// Trace is the W3C traceparent of the span that began the transaction, when the coordinator
+	// traces (see saga.State.Trace). The machine never reads it.
+	Trace string `json:"trace,omitempty"`
 }
 
 // Command is a message the machine asks the engine to send to one participant.

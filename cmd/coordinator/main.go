@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"time"
 
+	"go.opentelemetry.io/otel"
+
 	"github.com/sagacoord/sagacoord/internal/coordinator"
 	"github.com/sagacoord/sagacoord/migrations"
 )
@@ -97,6 +99,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.Name, "name", env("SAGACOORD_NAME", "coordinator"), "instance name, used in broker connection names and logs (env SAGACOORD_NAME)")
 	fs.DurationVar(&cfg.Retention, "retention", 7*24*time.Hour, "delete finished sagas and transactions older than this; a negative value keeps them forever")
 	fs.StringVar(&cfg.DebugAddr, "debug-listen", env("SAGACOORD_DEBUG_LISTEN", ""), "serve net/http/pprof on this address, e.g. 127.0.0.1:6060 (env SAGACOORD_DEBUG_LISTEN)")
+	fs.StringVar(&cfg.OTLPEndpoint, "otlp-endpoint", env("OTEL_EXPORTER_OTLP_ENDPOINT", ""), "export traces with OTLP over gRPC to this host:port or URL, e.g. http://jaeger:4317; empty: no tracing (env OTEL_EXPORTER_OTLP_ENDPOINT)")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-listen", env("SAGACOORD_METRICS_LISTEN", ""), "serve Prometheus metrics on http://ADDR/metrics, e.g. 127.0.0.1:9464; empty: no metrics (env SAGACOORD_METRICS_LISTEN)")
 	fs.BoolVar(&cfg.DisableOutbox, "test-disable-outbox", false, "TEST ONLY: never publish (proves the chaos checks catch lost messages)")
 	crashAfterConfirm := fs.Bool("test-crash-after-confirm", false, "TEST ONLY: SIGKILL self after the first confirmed publish, before its outbox rows are deleted")
 	if err := fs.Parse(args); err != nil {
@@ -112,6 +116,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cfg.Logger = log
+	// The exporters report their errors (an unreachable collector, say) through OpenTelemetry's
+	// global handler; send them to the log instead of the standard logger.
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { log.Warn("telemetry", "err", err) }))
 	if *crashAfterConfirm {
 		cfg.CrashAfterConfirm = func() {
 			log.Warn("test crash point reached: after confirm, before the outbox rows are deleted")
@@ -126,6 +133,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprintf(stdout, "coordinator listening on %s\n", c.Addr())
+	if a := c.MetricsAddr(); a != "" {
+		fmt.Fprintf(stdout, "coordinator metrics on http://%s/metrics\n", a)
+	}
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down")

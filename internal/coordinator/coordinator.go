@@ -13,11 +13,16 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
 	"github.com/sagacoord/sagacoord/internal/engine"
 	"github.com/sagacoord/sagacoord/internal/server"
+	"github.com/sagacoord/sagacoord/internal/telemetry"
 	"github.com/sagacoord/sagacoord/migrations"
 	"github.com/sagacoord/sagacoord/outbox"
 	"github.com/sagacoord/sagacoord/store/pgstore"
@@ -52,7 +57,18 @@ type Config struct {
 	// CrashAfterConfirm kills the process after the first batch the broker confirmed and before
 	// its outbox rows are deleted (a test-only crash point for the chaos suite).
 	CrashAfterConfirm func()
-	Logger            *slog.Logger
+	// OTLPEndpoint, when set, exports traces over OTLP gRPC to it (host:port or a URL such as
+	// http://jaeger:4317). Default: no tracing, at no cost.
+	OTLPEndpoint string
+	// MetricsAddr, when set, serves Prometheus metrics on http://MetricsAddr/metrics. Default: no
+	// metrics.
+	MetricsAddr string
+	// TracerProvider and MeterProvider, when set, replace the OTLP exporter and the /metrics
+	// endpoint (tests use in-memory ones). The tracer provider must use telemetry.IDGenerator.
+	TracerProvider trace.TracerProvider
+	MeterProvider  metric.MeterProvider
+	// Logger receives JSON logs. Default: discard.
+	Logger *slog.Logger
 }
 
 // WithDefaults returns c with defaults filled in.
@@ -99,12 +115,20 @@ func Redact(raw string) string {
 
 // OpenPool opens a pool on the database URL.
 func OpenPool(ctx context.Context, databaseURL string, maxConns int32) (*pgxpool.Pool, error) {
+	return openPool(ctx, databaseURL, maxConns, nil)
+}
+
+// openPool opens a pool whose queries are traced by tracer when it is not nil.
+func openPool(ctx context.Context, databaseURL string, maxConns int32, tracer pgx.QueryTracer) (*pgxpool.Pool, error) {
 	pc, err := pgxpool.ParseConfig(databaseURL)
 	if err != nil {
 		return nil, fmt.Errorf("database URL: %w", err)
 	}
 	if maxConns > 0 {
 		pc.MaxConns = maxConns
+	}
+	if tracer != nil {
+		pc.ConnConfig.Tracer = tracer
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
@@ -122,6 +146,7 @@ func OpenPool(ctx context.Context, databaseURL string, maxConns int32) (*pgxpool
 // Coordinator is a running coordinator.
 type Coordinator struct {
 	cfg       Config
+	telemetry *telemetry.Telemetry
 	pool      *pgxpool.Pool
 	transport *amqptransport.Transport
 	relay     *outbox.Relay
@@ -147,7 +172,35 @@ func Start(ctx context.Context, cfg Config) (*Coordinator, error) {
 		}
 	}()
 	var err error
-	if c.pool, err = OpenPool(ctx, cfg.DatabaseURL, cfg.DBMaxConns); err != nil {
+	c.telemetry, err = telemetry.Start(ctx, telemetry.Config{
+		ServiceName: "sagacoord-coordinator", InstanceName: cfg.Name,
+		OTLPEndpoint: cfg.OTLPEndpoint, MetricsAddr: cfg.MetricsAddr,
+		TracerProvider: cfg.TracerProvider, MeterProvider: cfg.MeterProvider, Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	// Nil providers turn the engine's and the relay's instruments off entirely.
+	var (
+		tp       trace.TracerProvider
+		mp       metric.MeterProvider
+		pgTracer pgx.QueryTracer
+		grpcOpts []grpc.ServerOption
+		tel      = c.telemetry
+	)
+	if tel.Tracing() {
+		tp = tel.TracerProvider
+		pgTracer = telemetry.NewQueryTracer(tp)
+	}
+	if tel.Metrics() {
+		mp = tel.MeterProvider
+	}
+	if tp != nil || mp != nil {
+		grpcOpts = append(grpcOpts, grpc.StatsHandler(otelgrpc.NewServerHandler(
+			otelgrpc.WithTracerProvider(tel.TracerProvider), otelgrpc.WithMeterProvider(tel.MeterProvider),
+			otelgrpc.WithPropagators(telemetry.Propagator))))
+	}
+	if c.pool, err = openPool(ctx, cfg.DatabaseURL, cfg.DBMaxConns, pgTracer); err != nil {
 		return nil, err
 	}
 	mig := &migrations.Migrator{Pool: c.pool}
@@ -173,8 +226,11 @@ func Start(ctx context.Context, cfg Config) (*Coordinator, error) {
 		return nil, err
 	}
 	st := pgstore.New(c.pool, pgstore.Config{})
-	c.relay = outbox.NewRelay(st.Outbox(), c.transport, outbox.Config{Logger: log, Disabled: cfg.DisableOutbox, AfterConfirm: cfg.CrashAfterConfirm})
-	c.engine, err = engine.New(engine.Config{Store: st, Transport: c.transport, Relay: c.relay, Logger: log, MaxPayloadBytes: cfg.MaxPayloadBytes, Retention: cfg.Retention})
+	c.relay = outbox.NewRelay(st.Outbox(), c.transport, outbox.Config{Logger: log, Disabled: cfg.DisableOutbox, AfterConfirm: cfg.CrashAfterConfirm, MeterProvider: mp})
+	c.engine, err = engine.New(engine.Config{
+		Store: st, Transport: c.transport, Relay: c.relay, Logger: log, MaxPayloadBytes: cfg.MaxPayloadBytes, Retention: cfg.Retention,
+		TracerProvider: tp, MeterProvider: mp,
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -202,7 +258,7 @@ func Start(ctx context.Context, cfg Config) (*Coordinator, error) {
 		c.debug = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go func() { _ = c.debug.Serve(dl) }()
 	}
-	c.grpc = server.NewGRPCServer(&server.SagaService{Engine: c.engine, Logger: log}, &server.TwoPCService{Engine: c.engine, Logger: log})
+	c.grpc = server.NewGRPCServer(&server.SagaService{Engine: c.engine, Logger: log}, &server.TwoPCService{Engine: c.engine, Logger: log}, grpcOpts...)
 	go func() { c.served <- c.grpc.Serve(c.lis) }()
 	log.Info("coordinator serving", "addr", c.lis.Addr().String(), "database", Redact(cfg.DatabaseURL), "amqp", Redact(cfg.AMQPURL))
 	ok = true
@@ -214,6 +270,10 @@ func (c *Coordinator) Addr() string { return c.lis.Addr().String() }
 
 // Engine returns the engine.
 func (c *Coordinator) Engine() *engine.Engine { return c.engine }
+
+// MetricsAddr returns the address /metrics is served on, or "" when metrics are off or come from
+// Config.MeterProvider.
+func (c *Coordinator) MetricsAddr() string { return c.telemetry.MetricsAddr() }
 
 // Done returns a channel that receives the gRPC server's exit.
 func (c *Coordinator) Done() <-chan error { return c.served }
@@ -244,5 +304,11 @@ func (c *Coordinator) Stop() {
 	}
 	if c.pool != nil {
 		c.pool.Close()
+	}
+	if c.telemetry != nil {
+		// Flushes the spans of the last events.
+		if err := c.telemetry.Shutdown(context.Background()); err != nil {
+			c.cfg.Logger.Warn("shut down telemetry", "err", err)
+		}
 	}
 }

@@ -19,7 +19,10 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
+	"github.com/sagacoord/sagacoord/internal/telemetry"
 	"github.com/sagacoord/sagacoord/outbox"
 	"github.com/sagacoord/sagacoord/protocol"
 	"github.com/sagacoord/sagacoord/saga"
@@ -66,6 +69,12 @@ type Config struct {
 	Retention time.Duration
 	// RetentionInterval is how often the deletion runs. Default 1m.
 	RetentionInterval time.Duration
+	// TracerProvider, when set, traces sagas and transactions (see observe.go); it must use
+	// telemetry.IDGenerator. Nil turns tracing off at no cost.
+	TracerProvider trace.TracerProvider
+	// MeterProvider, when set, records the engine's metrics (docs/observability.md). Nil turns
+	// them off.
+	MeterProvider metric.MeterProvider
 }
 
 // WithDefaults returns c with defaults filled in.
@@ -125,6 +134,9 @@ func (c Config) validate() error {
 type Engine struct {
 	cfg Config
 	log *slog.Logger
+	obs *observer
+	// gauges reads the database for the gauges; unregistered by Stop.
+	gauges metric.Registration
 
 	machines sync.Map // defKey -> *saga.Machine; definitions are immutable
 	latest   sync.Map // name -> latestVersion
@@ -151,7 +163,11 @@ func New(cfg Config) (*Engine, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Engine{cfg: cfg, log: cfg.Logger, starts: make(chan *startCall, cfg.MaxPendingStarts), kick: make(chan time.Time, 16)}, nil
+	obs, err := newObserver(cfg.Logger, cfg.TracerProvider, cfg.MeterProvider)
+	if err != nil {
+		return nil, fmt.Errorf("engine metrics: %w", err)
+	}
+	return &Engine{cfg: cfg, log: cfg.Logger, obs: obs, starts: make(chan *startCall, cfg.MaxPendingStarts), kick: make(chan time.Time, 16)}, nil
 }
 
 // Start declares the broker topology, declares the queues of every known participant and starts
@@ -175,6 +191,11 @@ func (e *Engine) Start(ctx context.Context) error {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.cfg.MeterProvider != nil {
+		if e.gauges, err = registerGauges(e.cfg.MeterProvider, e.cfg.Store, e.log); err != nil {
+			return fmt.Errorf("engine gauges: %w", err)
+		}
+	}
 	ctx, e.cancel = context.WithCancel(ctx)
 	for range e.cfg.ReplyWorkers {
 		e.wg.Add(1)
@@ -218,6 +239,9 @@ func (e *Engine) Stop() {
 	e.cancel()
 	e.mu.Unlock()
 	e.wg.Wait()
+	if e.gauges != nil {
+		_ = e.gauges.Unregister()
+	}
 }
 
 func (e *Engine) declareParticipants(ctx context.Context, d saga.Definition) error {
@@ -335,6 +359,8 @@ func (e *Engine) StartSaga(ctx context.Context, req StartRequest) (*store.Saga, 
 	}
 	def := m.Definition()
 	hash := req.hash()
+	tp, endSpan := e.obs.traceparent(ctx, "sagacoord.StartSaga")
+	defer endSpan()
 	r := &startCall{
 		ns: store.NewSaga{ID: req.ID, Build: func(now time.Time) (store.Change, error) {
 			var deadline time.Time
@@ -344,6 +370,7 @@ func (e *Engine) StartSaga(ctx context.Context, req StartRequest) (*store.Saga, 
 				deadline = now.Add(def.Deadline)
 			}
 			st, cmds := m.New(req.ID.String(), req.Input, deadline, now)
+			st.Trace = tp
 			sg := &store.Saga{ID: req.ID, DefinitionName: def.Name, DefinitionVersion: def.Version, State: st, RequestHash: hash}
 			return e.change(m, sg, cmds, now)
 		}},
@@ -407,6 +434,11 @@ func (e *Engine) startLoop(ctx context.Context) {
 		results, rows, err := e.cfg.Store.CreateSagas(ctx, news)
 		if err == nil {
 			e.cfg.Relay.Enqueue(rows)
+			for _, res := range results {
+				if res.Created {
+					e.obs.started(ctx, res.Saga)
+				}
+			}
 		}
 		for i, r := range batch {
 			if err != nil {
@@ -451,16 +483,22 @@ func (e *Engine) RetrySaga(ctx context.Context, id uuid.UUID) (*store.Saga, erro
 }
 
 func (e *Engine) operate(ctx context.Context, id uuid.UUID, op func(*saga.Machine, *saga.State, time.Time) ([]saga.Command, error)) (*store.Saga, error) {
-	var result *store.Saga
+	var (
+		result *store.Saga
+		ev     sagaEvents
+	)
 	found := false
 	rows, err := e.cfg.Store.Mutate(ctx, []uuid.UUID{id}, func(now time.Time, sagas []*store.Saga) ([]store.Change, error) {
+		ev.reset()
 		sg := sagas[0]
 		found, result = true, sg
 		m, err := e.machine(ctx, sg.DefinitionName, sg.DefinitionVersion)
 		if err != nil {
 			return nil, err
 		}
+		mark := len(sg.State.History)
 		cmds, err := op(m, sg.State, now)
+		e.obs.statuses(&ev, sg, mark)
 		if err != nil {
 			return nil, fmt.Errorf("%w: saga %s: %w", ErrFailedPrecondition, id, err)
 		}
@@ -477,6 +515,7 @@ func (e *Engine) operate(ctx context.Context, id uuid.UUID, op func(*saga.Machin
 		return nil, fmt.Errorf("saga %s: %w", id, ErrNotFound)
 	}
 	e.cfg.Relay.Enqueue(rows)
+	e.obs.emit(ctx, &ev)
 	return result, nil
 }
 
@@ -537,6 +576,13 @@ func (e *Engine) command(m *saga.Machine, st *saga.State, c saga.Command) (trans
 	msg, err := cmd.Encode()
 	if err != nil {
 		return transport.Outgoing{}, fmt.Errorf("encode command for saga %s step %q: %w", st.ID, sd.Name, err)
+	}
+	if st.Trace != "" {
+		// The participant's span becomes a child of this attempt's span, which the instance
+		// that sees the attempt end emits with this id.
+		if tp := telemetry.ChildTraceparent(st.Trace, attemptSpanID(st.ID, c.StepIndex, c.Kind, c.Attempt)); tp != "" {
+			msg.Headers[protocol.HeaderTraceparent] = tp
+		}
 	}
 	return transport.Outgoing{Exchange: protocol.ExchangeCommands, RoutingKey: sd.Participant, Message: msg}, nil
 }
@@ -630,9 +676,11 @@ func (e *Engine) applyReplies(ctx context.Context, batch []*transport.Delivery) 
 		seen  = map[uuid.UUID]bool{}
 	)
 	for _, d := range batch {
+		e.obs.received(ctx, d.Redelivered)
 		p, tev, err := classify(d)
 		if err != nil {
 			e.log.Warn("dead-lettering malformed message on the reply queue", "message_id", d.MessageID, "type", d.Type, "correlation_id", d.CorrelationID, "err", err)
+			e.obs.deadLettered(ctx, "malformed")
 			e.settle(d.Reject, d)
 			continue
 		}
@@ -651,12 +699,16 @@ func (e *Engine) applyReplies(ctx context.Context, batch []*transport.Delivery) 
 		return
 	}
 	found := map[uuid.UUID]bool{}
+	var ev sagaEvents
 	rows, err := e.cfg.Store.Mutate(ctx, ids, func(now time.Time, sagas []*store.Saga) ([]store.Change, error) {
 		clear(found)
+		ev.reset()
 		byID := make(map[uuid.UUID]*store.Saga, len(sagas))
+		marks := make(map[uuid.UUID]int, len(sagas))
 		for _, sg := range sagas {
 			byID[sg.ID] = sg
 			found[sg.ID] = true
+			marks[sg.ID] = len(sg.State.History)
 		}
 		changed := map[uuid.UUID][]saga.Command{}
 		var order []uuid.UUID
@@ -669,13 +721,16 @@ func (e *Engine) applyReplies(ctx context.Context, batch []*transport.Delivery) 
 			if err != nil {
 				return nil, err
 			}
-			cmds, ok := m.ApplyReply(sg.State, saga.Reply{
+			r := saga.Reply{
 				StepIndex: p.reply.StepIndex, Kind: p.reply.Kind, Attempt: p.reply.Attempt,
 				Outcome: p.reply.Outcome, Output: p.reply.Output, Error: p.reply.Error,
-			}, now)
+			}
+			e.obs.before(&ev, m, sg)
+			cmds, ok := m.ApplyReply(sg.State, r, now)
 			if !ok {
 				continue
 			}
+			e.obs.after(&ev, m, sg, &r, now)
 			if _, dup := changed[p.id]; !dup {
 				order = append(order, p.id)
 			}
@@ -684,6 +739,7 @@ func (e *Engine) applyReplies(ctx context.Context, batch []*transport.Delivery) 
 		changes := make([]store.Change, 0, len(order))
 		for _, id := range order {
 			sg := byID[id]
+			e.obs.statuses(&ev, sg, marks[id])
 			m, _ := e.machine(ctx, sg.DefinitionName, sg.DefinitionVersion)
 			c, err := e.change(m, sg, changed[id], now)
 			if err != nil {
@@ -702,7 +758,8 @@ func (e *Engine) applyReplies(ctx context.Context, batch []*transport.Delivery) 
 			}
 			return
 		}
-		e.log.Warn("dead-lettering a reply the database refuses", "message_id", valid[0].d.MessageID, "err", err)
+		e.log.Warn("dead-lettering a reply the database refuses", "saga_id", valid[0].id, "message_id", valid[0].d.MessageID, "err", err)
+		e.obs.deadLettered(ctx, "invalid_data")
 		e.settle(valid[0].d.Reject, valid[0].d)
 		return
 	}
@@ -715,9 +772,11 @@ func (e *Engine) applyReplies(ctx context.Context, batch []*transport.Delivery) 
 		return
 	}
 	e.cfg.Relay.Enqueue(rows)
+	e.obs.emit(ctx, &ev)
 	for _, p := range valid {
 		if !found[p.id] {
 			e.log.Warn("dead-lettering reply for unknown saga", "saga_id", p.id, "message_id", p.d.MessageID)
+			e.obs.deadLettered(ctx, "unknown_saga")
 			e.settle(p.d.Reject, p.d)
 			continue
 		}
@@ -813,15 +872,21 @@ func (e *Engine) timerLoop(ctx context.Context) {
 			}
 			break
 		}
+		var ev sagaEvents
 		for ctx.Err() == nil {
 			n, rows, err := e.cfg.Store.MutateDue(ctx, e.cfg.TimerBatch, func(now time.Time, sagas []*store.Saga) ([]store.Change, error) {
+				ev.reset()
 				changes := make([]store.Change, 0, len(sagas))
 				for _, sg := range sagas {
 					m, err := e.machine(ctx, sg.DefinitionName, sg.DefinitionVersion)
 					if err != nil {
 						return nil, err
 					}
+					mark := len(sg.State.History)
+					e.obs.before(&ev, m, sg)
 					cmds, _ := m.Tick(sg.State, now)
+					e.obs.after(&ev, m, sg, nil, now)
+					e.obs.statuses(&ev, sg, mark)
 					// Always write: even an unchanged saga needs its wake_at recomputed.
 					c, err := e.change(m, sg, cmds, now)
 					if err != nil {
@@ -838,6 +903,7 @@ func (e *Engine) timerLoop(ctx context.Context) {
 				break
 			}
 			e.cfg.Relay.Enqueue(rows)
+			e.obs.emit(ctx, &ev)
 			if n < e.cfg.TimerBatch {
 				break
 			}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/sagacoord/sagacoord/internal/telemetry"
 	"github.com/sagacoord/sagacoord/protocol"
 	"github.com/sagacoord/sagacoord/store"
 	"github.com/sagacoord/sagacoord/transport"
@@ -103,9 +104,12 @@ func (e *Engine) BeginTransaction(ctx context.Context, req BeginRequest) (*store
 		req.ID = uuid.New()
 	}
 	hash := req.hash()
+	tp, endSpan := e.obs.traceparent(ctx, "sagacoord.BeginTransaction")
+	defer endSpan()
 	t, created, rows, err := e.cfg.Store.CreateTx(ctx, req.ID, func(now time.Time) (store.TxChange, error) {
 		parts := append([]twopc.Participant(nil), req.Participants...)
 		tx, cmds := twopc.New(req.ID.String(), parts, req.PrepareTimeout, now)
+		tx.Trace = tp
 		return e.txChange(&store.Tx{ID: req.ID, Tx: tx, RequestHash: hash}, cmds, now)
 	})
 	if err != nil {
@@ -118,6 +122,7 @@ func (e *Engine) BeginTransaction(ctx context.Context, req BeginRequest) (*store
 		return t, false, nil
 	}
 	e.cfg.Relay.Enqueue(rows)
+	e.obs.txBegun(ctx)
 	return t, true, nil
 }
 
@@ -139,6 +144,11 @@ func (e *Engine) txChange(t *store.Tx, cmds []twopc.Command, now time.Time) (sto
 		msg, err := cmd.Encode()
 		if err != nil {
 			return store.TxChange{}, fmt.Errorf("encode %s for transaction %s: %w", c.Kind, t.Tx.ID, err)
+		}
+		if t.Tx.Trace != "" {
+			if tp := telemetry.ChildTraceparent(t.Tx.Trace, txCommandSpanID(t.Tx.ID, p.Name, c.Kind)); tp != "" {
+				msg.Headers[protocol.HeaderTraceparent] = tp
+			}
 		}
 		msgs = append(msgs, transport.Outgoing{Exchange: protocol.ExchangeCommands, RoutingKey: p.Name, Message: msg})
 	}
@@ -176,12 +186,16 @@ func (e *Engine) applyTxEvents(ctx context.Context, events []txEvent) {
 		}
 	}
 	found := map[uuid.UUID]bool{}
+	var ev txEvents
 	rows, err := e.cfg.Store.MutateTx(ctx, ids, func(now time.Time, txs []*store.Tx) ([]store.TxChange, error) {
 		clear(found)
+		ev.reset()
 		byID := map[uuid.UUID]*store.Tx{}
+		marks := make(map[uuid.UUID]txMark, len(txs))
 		for _, t := range txs {
 			byID[t.ID] = t
 			found[t.ID] = true
+			marks[t.ID] = markTx(t.Tx)
 		}
 		cmds := map[uuid.UUID][]twopc.Command{}
 		var order []uuid.UUID
@@ -217,6 +231,7 @@ func (e *Engine) applyTxEvents(ctx context.Context, events []txEvent) {
 		}
 		changes := make([]store.TxChange, 0, len(order))
 		for _, id := range order {
+			e.obs.txChanged(&ev, byID[id], marks[id], now)
 			ch, err := e.txChange(byID[id], cmds[id], now)
 			if err != nil {
 				return nil, err
@@ -234,6 +249,7 @@ func (e *Engine) applyTxEvents(ctx context.Context, events []txEvent) {
 		return
 	}
 	e.cfg.Relay.Enqueue(rows)
+	e.obs.emitTx(ctx, &ev)
 	for _, ev := range events {
 		if found[ev.id] {
 			e.settle(ev.d.Ack, ev.d)
@@ -241,6 +257,7 @@ func (e *Engine) applyTxEvents(ctx context.Context, events []txEvent) {
 		}
 		if ev.query == nil {
 			e.log.Warn("dead-lettering reply for unknown transaction", "tx_id", ev.id, "message_id", ev.d.MessageID)
+			e.obs.deadLettered(ctx, "unknown_transaction")
 			e.settle(ev.d.Reject, ev.d)
 			continue
 		}
@@ -269,26 +286,35 @@ func (e *Engine) abortUnknown(ctx context.Context, id uuid.UUID, participant str
 		e.cfg.Relay.Enqueue(rows)
 		return nil
 	}
+	var ev txEvents
 	rows, err = e.cfg.Store.MutateTx(ctx, []uuid.UUID{id}, func(now time.Time, txs []*store.Tx) ([]store.TxChange, error) {
+		ev.reset()
+		mark := markTx(txs[0].Tx)
 		cmds, changed := twopc.Query(txs[0].Tx, txs[0].Tx.Index(participant), now)
 		if !changed {
 			return nil, nil
 		}
+		e.obs.txChanged(&ev, txs[0], mark, now)
 		ch, err := e.txChange(txs[0], cmds, now)
 		return []store.TxChange{ch}, err
 	})
 	if err == nil {
 		e.cfg.Relay.Enqueue(rows)
+		e.obs.emitTx(ctx, &ev)
 	}
 	return err
 }
 
 // fireTxTimers fires due transaction timers: prepare timeouts and decision re-sends.
 func (e *Engine) fireTxTimers(ctx context.Context) (int, error) {
+	var ev txEvents
 	n, rows, err := e.cfg.Store.MutateDueTx(ctx, e.cfg.TimerBatch, func(now time.Time, txs []*store.Tx) ([]store.TxChange, error) {
+		ev.reset()
 		changes := make([]store.TxChange, 0, len(txs))
 		for _, t := range txs {
+			mark := markTx(t.Tx)
 			cmds, _ := twopc.Tick(t.Tx, now)
+			e.obs.txChanged(&ev, t, mark, now)
 			ch, err := e.txChange(t, cmds, now)
 			if err != nil {
 				return nil, err
@@ -301,5 +327,6 @@ func (e *Engine) fireTxTimers(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	e.cfg.Relay.Enqueue(rows)
+	e.obs.emitTx(ctx, &ev)
 	return n, nil
 }

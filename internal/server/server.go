@@ -36,9 +36,10 @@ type SagaService struct {
 	WatchPoll time.Duration
 }
 
-// NewGRPCServer returns a gRPC server with the saga and 2PC services, health and reflection.
-func NewGRPCServer(svc *SagaService, tx *TwoPCService) *grpc.Server {
-	srv := grpc.NewServer(grpc.MaxRecvMsgSize(MaxMessageBytes))
+// NewGRPCServer returns a gRPC server with the saga and 2PC services, health and reflection, and
+// opts (a stats handler for telemetry, say).
+func NewGRPCServer(svc *SagaService, tx *TwoPCService, opts ...grpc.ServerOption) *grpc.Server {
+	srv := grpc.NewServer(append([]grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageBytes)}, opts...)...)
 	pb.RegisterSagaServiceServer(srv, svc)
 	pb.RegisterTwoPCServiceServer(srv, tx)
 	hs := health.NewServer()
