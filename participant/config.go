@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sagacoord/sagacoord/protocol"
 	"github.com/sagacoord/sagacoord/transport"
@@ -65,6 +67,14 @@ type Config struct {
 	// ABORT, so keep it above the prepare timeouts your transactions use. Default
 	// DefaultPreparedSilence (5s).
 	PreparedSilence time.Duration
+	// TracerProvider, when set, continues each command's trace: a consumer span, child of the
+	// command's traceparent, with the saga id (or transaction id), step, attempt and outcome; the
+	// reply carries the span's context. Default nil: no spans, and the reply carries the
+	// command's traceparent unchanged. Pass otel.GetTracerProvider() to use the global one.
+	TracerProvider trace.TracerProvider
+	// MeterProvider, when set, records the handler duration histogram and the outcome counters
+	// of docs/observability.md. Default nil: no metrics.
+	MeterProvider metric.MeterProvider
 }
 
 // WithDefaults returns a copy of c with every zero field set to its default.

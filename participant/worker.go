@@ -67,6 +67,7 @@ type Worker struct {
 	log     *slog.Logger
 	barrier *barrier
 	tx      *txBarrier
+	tel     *instruments
 
 	mu         sync.Mutex
 	handlers   map[string]Handler
@@ -87,8 +88,13 @@ func New(cfg Config) (*Worker, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	tel, err := newInstruments(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("participant: metrics: %w", err)
+	}
 	return &Worker{
 		cfg:      cfg,
+		tel:      tel,
 		log:      cfg.Logger.With("participant", cfg.Name),
 		barrier:  newBarrier(cfg.DB, cfg.Schema),
 		tx:       newTxBarrier(cfg.DB, cfg.Schema),
@@ -287,12 +293,16 @@ func (w *Worker) process(ctx context.Context, d *transport.Delivery) {
 		return
 	}
 
+	ctx, span := w.tel.start(ctx, d, w.cfg.Name+" "+cmd.Action, sagaAttrs(cmd)...)
+	began := time.Now()
 	hctx := context.WithValue(ctx, deliveryKey{}, DeliveryInfo{MessageID: d.MessageID, Redelivered: d.Redelivered, Headers: d.Headers})
 	res, err := w.barrier.run(hctx, cmd, h)
 	if err != nil {
+		w.tel.end(ctx, span, began, cmd.Kind, cmd.Action, "error", false, false, err)
 		w.barrierFailed(ctx, log, d, err)
 		return
 	}
+	w.tel.end(ctx, span, began, cmd.Kind, cmd.Action, res.reply.Outcome, res.duplicate, res.handlerRan, res.cause)
 	if res.committed && w.cfg.OnCommitted != nil {
 		w.cfg.OnCommitted(cmd, res.reply)
 	}
@@ -328,11 +338,7 @@ func (w *Worker) barrierFailed(ctx context.Context, log *slog.Logger, d *transpo
 // publishReply publishes the reply to d with confirms and then acknowledges d. When the publish
 // fails, d is requeued: its redelivery is answered from the barrier with the same reply.
 func (w *Worker) publishReply(ctx context.Context, log *slog.Logger, d *transport.Delivery, msg protocol.Message) {
-	for _, k := range []string{protocol.HeaderTraceparent, protocol.HeaderTracestate} {
-		if v, ok := d.Headers[k]; ok {
-			msg.Headers[k] = v
-		}
-	}
+	w.tel.inject(ctx, d, msg.Headers)
 	errs := w.cfg.Transport.Publish(ctx, []transport.Outgoing{{
 		Exchange:   protocol.ExchangeReplies,
 		RoutingKey: protocol.RoutingKeyReplies,
@@ -381,6 +387,9 @@ func (w *Worker) backoffAndRequeue(ctx context.Context, d *transport.Delivery) {
 }
 
 func (w *Worker) settle(d *transport.Delivery, what string, f func(*transport.Delivery) error) {
+	if what == "reject" {
+		w.tel.rejected(context.Background())
+	}
 	err := f(d)
 	switch {
 	case err == nil:
