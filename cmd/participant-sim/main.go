@@ -22,7 +22,11 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
+	"github.com/sagacoord/sagacoord/internal/telemetry"
 	"github.com/sagacoord/sagacoord/transport/amqptransport"
 )
 
@@ -95,6 +99,7 @@ type options struct {
 	databaseURL, amqpURL, queueType string
 	participants, configFile        string
 	schemaPrefix, logLevel          string
+	otlpEndpoint, metricsAddr       string
 	seed                            uint64
 	seedAccounts                    int
 	initialBalance                  int64
@@ -118,6 +123,8 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 	fs.IntVar(&o.dbMaxConns, "db-max-conns", 32, "most database connections (each handler in flight holds one); pool_max_conns in the URL wins")
 	fs.DurationVar(&o.shutdownGrace, "shutdown-grace", 10*time.Second, "on SIGTERM, how long handlers in flight may finish before they are cut off (their commands are redelivered)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&o.otlpEndpoint, "otlp-endpoint", "", "export traces with OTLP over gRPC to this host:port or URL, e.g. http://jaeger:4317; empty: no tracing [OTEL_EXPORTER_OTLP_ENDPOINT]")
+	fs.StringVar(&o.metricsAddr, "metrics-listen", "", "serve Prometheus metrics on http://ADDR/metrics, e.g. 127.0.0.1:9465; empty: no metrics [SAGACOORD_METRICS_LISTEN]")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usageText)
 		fs.PrintDefaults()
@@ -132,7 +139,8 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 	// --help never prints a URL (and its password) taken from the environment.
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	for name, p := range map[string]*string{"database-url": &o.databaseURL, "amqp-url": &o.amqpURL, "queue-type": &o.queueType} {
+	for name, p := range map[string]*string{"database-url": &o.databaseURL, "amqp-url": &o.amqpURL, "queue-type": &o.queueType,
+		"otlp-endpoint": &o.otlpEndpoint, "metrics-listen": &o.metricsAddr} {
 		if v := os.Getenv(envOf[name]); v != "" && !set[name] {
 			*p = v
 		}
@@ -145,6 +153,9 @@ var envOf = map[string]string{
 	"database-url": "SAGACOORD_DATABASE_URL",
 	"amqp-url":     "SAGACOORD_AMQP_URL",
 	"queue-type":   "SAGACOORD_QUEUE_TYPE",
+	// The OpenTelemetry SDKs' own variable, so one setting serves every process.
+	"otlp-endpoint":  "OTEL_EXPORTER_OTLP_ENDPOINT",
+	"metrics-listen": "SAGACOORD_METRICS_LISTEN",
 }
 
 // simConfig builds the configuration from --config or --participants.
@@ -207,9 +218,31 @@ func run(ctx context.Context, args []string, stderr io.Writer, exit func(int)) e
 		return err
 	}
 
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { log.Warn("telemetry", "err", err) }))
+	tel, err := telemetry.Start(ctx, telemetry.Config{ServiceName: "participant-sim", InstanceName: "participant-sim",
+		OTLPEndpoint: o.otlpEndpoint, MetricsAddr: o.metricsAddr, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tel.Shutdown(context.WithoutCancel(ctx)) }()
+	var (
+		tp trace.TracerProvider
+		mp metric.MeterProvider
+	)
+	if tel.Tracing() {
+		tp = tel.TracerProvider
+	}
+	if tel.Metrics() {
+		mp = tel.MeterProvider
+	}
+
 	poolCfg, err := pgxpool.ParseConfig(o.databaseURL)
 	if err != nil {
 		return fmt.Errorf("--database-url %s: %w", redactURL(o.databaseURL), err)
+	}
+	if tp != nil {
+		// The handlers' queries become children of their command's span.
+		poolCfg.ConnConfig.Tracer = telemetry.NewQueryTracer(tp)
 	}
 	if !strings.Contains(o.databaseURL, "pool_max_conns") {
 		poolCfg.MaxConns = int32(max(1, o.dbMaxConns))
@@ -234,7 +267,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, exit func(int)) e
 	}
 	defer tr.Close()
 
-	s, err := newSim(cfg, db, tr, log, exit)
+	s, err := newSimWith(cfg, db, tr, log, exit, tp, mp)
 	if err != nil {
 		return err
 	}
@@ -248,7 +281,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, exit func(int)) e
 		return err
 	}
 	log.Info("participant-sim ready", "participants", len(cfg.Participants), "seed", cfg.Seed,
-		"database", redactURL(o.databaseURL), "amqp", redactURL(o.amqpURL))
+		"database", redactURL(o.databaseURL), "amqp", redactURL(o.amqpURL), "metrics_addr", tel.MetricsAddr())
 	<-ctx.Done()
 	log.Info("stopping", "grace", o.shutdownGrace.String())
 	s.shutdown(o.shutdownGrace, cancelWork)

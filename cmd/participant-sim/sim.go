@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sagacoord/sagacoord/participant"
 	"github.com/sagacoord/sagacoord/transport"
@@ -26,6 +28,11 @@ type sim struct {
 // newSim builds the workers. exit is how an injected crash ends the process (os.Exit outside
 // tests).
 func newSim(cfg simConfig, db *pgxpool.Pool, tr transport.Transport, log *slog.Logger, exit func(int)) (*sim, error) {
+	return newSimWith(cfg, db, tr, log, exit, nil, nil)
+}
+
+// newSimWith is newSim whose workers trace with tp and record metrics with mp (nil: off).
+func newSimWith(cfg simConfig, db *pgxpool.Pool, tr transport.Transport, log *slog.Logger, exit func(int), tp trace.TracerProvider, mp metric.MeterProvider) (*sim, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
@@ -35,15 +42,17 @@ func newSim(cfg simConfig, db *pgxpool.Pool, tr transport.Transport, log *slog.L
 		schema := schemaOf(cfg.SchemaPrefix, p.Name)
 		d := dice{seed: cfg.Seed, participant: p.Name}
 		w, err := participant.New(participant.Config{
-			Name:          p.Name,
-			Transport:     tr,
-			DB:            db,
-			Schema:        schema,
-			Prefetch:      p.Prefetch,
-			Concurrency:   p.Concurrency,
-			Logger:        log,
-			OnCommitted:   crashAfterCommit(p, d, plog, exit),
-			OnTxCommitted: crashAfterTxCommit(p, d, plog, exit),
+			Name:           p.Name,
+			Transport:      tr,
+			DB:             db,
+			Schema:         schema,
+			Prefetch:       p.Prefetch,
+			Concurrency:    p.Concurrency,
+			Logger:         log,
+			OnCommitted:    crashAfterCommit(p, d, plog, exit),
+			OnTxCommitted:  crashAfterTxCommit(p, d, plog, exit),
+			TracerProvider: tp,
+			MeterProvider:  mp,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("participant %s: %w", p.Name, err)
