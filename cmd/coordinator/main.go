@@ -53,9 +53,25 @@ func envBool(name string) bool {
 }
 
 func commonFlags(fs *flag.FlagSet, cfg *coordinator.Config) *string {
-	fs.StringVar(&cfg.DatabaseURL, "database-url", env("SAGACOORD_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"), "PostgreSQL URL (env SAGACOORD_DATABASE_URL)")
+	fs.StringVar(&cfg.DatabaseURL, "database-url", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable", "PostgreSQL URL (env SAGACOORD_DATABASE_URL)")
 	logLevel := fs.String("log-level", env("SAGACOORD_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env SAGACOORD_LOG_LEVEL)")
 	return logLevel
+}
+
+// urlsFromEnv sets the URL flags that the command line left out from their environment
+// variables. It runs after parsing, so that --help, which prints the defaults, never shows a URL
+// (and its password) taken from the environment.
+func urlsFromEnv(fs *flag.FlagSet, cfg *coordinator.Config) {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	for name, v := range map[string]struct {
+		env string
+		p   *string
+	}{"database-url": {"SAGACOORD_DATABASE_URL", &cfg.DatabaseURL}, "amqp-url": {"SAGACOORD_AMQP_URL", &cfg.AMQPURL}} {
+		if e := os.Getenv(v.env); e != "" && !set[name] && fs.Lookup(name) != nil {
+			*v.p = e
+		}
+	}
 }
 
 func logger(w io.Writer, level string) (*slog.Logger, error) {
@@ -90,7 +106,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("coordinator serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	logLevel := commonFlags(fs, &cfg)
-	fs.StringVar(&cfg.AMQPURL, "amqp-url", env("SAGACOORD_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"), "RabbitMQ URL (env SAGACOORD_AMQP_URL)")
+	fs.StringVar(&cfg.AMQPURL, "amqp-url", "amqp://guest:guest@127.0.0.1:5672/", "RabbitMQ URL (env SAGACOORD_AMQP_URL)")
 	fs.StringVar(&cfg.ListenAddr, "listen", env("SAGACOORD_LISTEN", "127.0.0.1:7233"), "gRPC listen address (env SAGACOORD_LISTEN)")
 	fs.StringVar(&cfg.QueueType, "queue-type", env("SAGACOORD_QUEUE_TYPE", "classic"), "queue type: classic or quorum (env SAGACOORD_QUEUE_TYPE)")
 	fs.BoolVar(&cfg.Migrate, "migrate", envBool("SAGACOORD_MIGRATE"), "apply pending migrations before serving (env SAGACOORD_MIGRATE)")
@@ -109,6 +125,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return 2
 	}
+	urlsFromEnv(fs, &cfg)
 	cfg.DBMaxConns = int32(*maxConns)
 	log, err := logger(stderr, *logLevel)
 	if err != nil {
@@ -164,6 +181,7 @@ func migrate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return 2
 	}
+	urlsFromEnv(fs, &cfg)
 	pool, err := coordinator.OpenPool(ctx, cfg.DatabaseURL, 2)
 	if err != nil {
 		fmt.Fprintln(stderr, "coordinator:", err)
