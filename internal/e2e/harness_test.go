@@ -15,6 +15,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -131,6 +133,9 @@ type participantOpts struct {
 	// hold, when set, makes the participant's tap hold back the deliveries it matches before
 	// the worker sees them (a message delayed in transit) until tap.releaseHeld.
 	hold func(d *transport.Delivery) bool
+	// tracer and meter, when set, are the worker's telemetry providers.
+	tracer trace.TracerProvider
+	meter  metric.MeterProvider
 }
 
 // testParticipant is a running test participant.
@@ -157,7 +162,7 @@ func (e *env) startParticipant(o participantOpts) *testParticipant {
 	schema := testenv.Name("p_")
 	w, err := participant.New(participant.Config{
 		Name: o.name, Transport: tr, DB: pool, Schema: schema, Prefetch: o.prefetch, Concurrency: o.concurrency,
-		RetryBackoff: 50 * time.Millisecond, Logger: testLogger(t),
+		RetryBackoff: 50 * time.Millisecond, Logger: testLogger(t), TracerProvider: o.tracer, MeterProvider: o.meter,
 	})
 	require.NoError(t, err)
 	w.HandleDefault(func(ctx context.Context, tx pgx.Tx, cmd *protocol.StepCommand) (json.RawMessage, error) {

@@ -1,0 +1,318 @@
+package e2e_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/otel/attribute"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	pb "github.com/sagacoord/sagacoord/gen/sagacoord/v1"
+	"github.com/sagacoord/sagacoord/internal/coordinator"
+	"github.com/sagacoord/sagacoord/internal/telemetry"
+	"github.com/sagacoord/sagacoord/internal/testenv"
+	"github.com/sagacoord/sagacoord/participant"
+	"github.com/sagacoord/sagacoord/protocol"
+)
+
+// failShipping makes the ship step fail (a business failure) for sagas whose input asks for it.
+func failShipping(_ context.Context, cmd *protocol.StepCommand) (json.RawMessage, error) {
+	if cmd.Kind == protocol.KindAction && strings.Contains(string(cmd.Input), `"fail"`) {
+		return nil, participant.Failf("out of stock")
+	}
+	return json.RawMessage(`{}`), nil
+}
+
+// TestOneTracePerSaga follows two sagas, one completed and one compensated, through the real
+// coordinator, broker and participants, with every span in one in-memory exporter, and checks
+// that each saga is one connected trace: client span -> StartSaga server span -> saga span ->
+// step attempt spans -> participant consumer spans.
+func TestOneTracePerSaga(t *testing.T) {
+	t.Parallel()
+	exp := tracetest.NewInMemoryExporter()
+	tp := telemetry.NewTracerProvider(sdktrace.WithSyncer(exp))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+
+	e := newEnvWith(t, envOpts{noCoordinator: true})
+	c, err := coordinator.Start(e.ctx, coordinator.Config{
+		DatabaseURL: e.dbURL, AMQPURL: e.amqpURL, ListenAddr: "127.0.0.1:0", Migrate: true,
+		DBMaxConns: coordinatorConns, Logger: testLogger(t), Name: testenv.Name("coord-"), TracerProvider: tp,
+	})
+	require.NoError(t, err)
+	t.Cleanup(c.Stop)
+	conn, err := grpc.NewClient(c.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(tp), otelgrpc.WithPropagators(telemetry.Propagator))))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close() })
+	e.client = pb.NewSagaServiceClient(conn)
+
+	e.startParticipant(participantOpts{name: "inventory", tracer: tp})
+	e.startParticipant(participantOpts{name: "payments", tracer: tp})
+	e.startParticipant(participantOpts{name: "shipping", tracer: tp, behave: failShipping})
+	e.register(chain("order", step("reserve", "inventory"), step("charge", "payments"), step("ship", "shipping")))
+
+	good := e.start("order", `{"sku":"a"}`)
+	bad := e.start("order", `{"sku":"b","fail":true}`)
+	e.waitStatus(good, 30*time.Second, pb.SagaStatus_SAGA_STATUS_COMPLETED)
+	e.waitStatus(bad, 30*time.Second, pb.SagaStatus_SAGA_STATUS_COMPENSATED)
+
+	// The saga span is emitted right after the commit that ended the saga, which WatchSaga may
+	// see first.
+	sagaSpan := func(id string) (sdktrace.ReadOnlySpan, []sdktrace.ReadOnlySpan) {
+		spans := exp.GetSpans().Snapshots()
+		for _, s := range spans {
+			if s.Name() == "saga order" && attr(s, telemetry.AttrSagaID) == id {
+				return s, spans
+			}
+		}
+		return nil, spans
+	}
+	for _, tc := range []struct {
+		id       string
+		status   string
+		attempts []string // "name outcome", sorted
+	}{
+		{good, "COMPLETED", []string{"charge action succeeded", "reserve action succeeded", "ship action succeeded"}},
+		{bad, "COMPENSATED", []string{"charge action succeeded", "charge compensate succeeded", "reserve action succeeded", "reserve compensate succeeded", "ship action failed"}},
+	} {
+		var root sdktrace.ReadOnlySpan
+		var all []sdktrace.ReadOnlySpan
+		eventually(t, 10*time.Second, func() (bool, string) {
+			root, all = sagaSpan(tc.id)
+			return root != nil, "no saga span for " + tc.id
+		})
+		tid := root.SpanContext().TraceID()
+		byID := map[trace.SpanID]sdktrace.ReadOnlySpan{}
+		var inTrace []sdktrace.ReadOnlySpan
+		for _, s := range all {
+			if s.SpanContext().TraceID() == tid {
+				byID[s.SpanContext().SpanID()] = s
+				inTrace = append(inTrace, s)
+			}
+		}
+		t.Logf("saga %s (%s), trace %s:\n%s", tc.id, tc.status, tid, spanTree(inTrace))
+
+		require.Equal(t, tc.status, attr(root, telemetry.AttrStatus))
+		server, ok := byID[root.Parent().SpanID()]
+		require.True(t, ok, "the saga span's parent is in the trace")
+		require.Equal(t, "sagacoord.v1.SagaService/StartSaga", server.Name())
+		require.Equal(t, trace.SpanKindServer, server.SpanKind())
+		client, ok := byID[server.Parent().SpanID()]
+		require.True(t, ok, "the server span's parent is the client span")
+		require.Equal(t, trace.SpanKindClient, client.SpanKind())
+		require.False(t, client.Parent().IsValid(), "the client span is the root")
+
+		var attempts []string
+		attemptIDs := map[trace.SpanID]string{}
+		for _, s := range inTrace {
+			if p := s.Parent(); p.IsValid() {
+				_, ok := byID[p.SpanID()]
+				require.True(t, ok, "span %q has its parent %s in the trace: one connected trace", s.Name(), p.SpanID())
+			}
+			if s.Parent().SpanID() == root.SpanContext().SpanID() {
+				require.Equal(t, trace.SpanKindProducer, s.SpanKind(), s.Name())
+				attempts = append(attempts, s.Name()+" "+attr(s, telemetry.AttrOutcome))
+				attemptIDs[s.SpanContext().SpanID()] = s.Name()
+				require.Equal(t, tc.id, attr(s, telemetry.AttrSagaID))
+				require.NotEmpty(t, attr(s, telemetry.AttrAttempt))
+			}
+		}
+		sort.Strings(attempts)
+		require.Equal(t, tc.attempts, attempts, "step attempt spans under the saga span")
+
+		consumed := map[string]bool{}
+		for _, s := range inTrace {
+			if s.SpanKind() != trace.SpanKindConsumer {
+				continue
+			}
+			name, ok := attemptIDs[s.Parent().SpanID()]
+			require.True(t, ok, "consumer span %q is a child of a step attempt span", s.Name())
+			require.Equal(t, tc.id, attr(s, telemetry.AttrSagaID))
+			consumed[name] = true
+		}
+		for _, name := range attemptIDs {
+			require.True(t, consumed[name], "the participant continued the trace of %q", name)
+		}
+	}
+}
+
+func attr(s sdktrace.ReadOnlySpan, k attribute.Key) string {
+	for _, kv := range s.Attributes() {
+		if kv.Key == k {
+			return kv.Value.Emit()
+		}
+	}
+	return ""
+}
+
+// spanTree renders spans as an indented tree, children in start order.
+func spanTree(spans []sdktrace.ReadOnlySpan) string {
+	children := map[trace.SpanID][]sdktrace.ReadOnlySpan{}
+	ids := map[trace.SpanID]bool{}
+	for _, s := range spans {
+		ids[s.SpanContext().SpanID()] = true
+	}
+	var roots []sdktrace.ReadOnlySpan
+	for _, s := range spans {
+		if p := s.Parent(); p.IsValid() && ids[p.SpanID()] {
+			children[p.SpanID()] = append(children[p.SpanID()], s)
+		} else {
+			roots = append(roots, s)
+		}
+	}
+	var b strings.Builder
+	var walk func(s sdktrace.ReadOnlySpan, depth int)
+	walk = func(s sdktrace.ReadOnlySpan, depth int) {
+		extra := ""
+		if o := attr(s, telemetry.AttrOutcome); o != "" {
+			extra = " outcome=" + o
+		}
+		if a := attr(s, telemetry.AttrAttempt); a != "" {
+			extra += " attempt=" + a
+		}
+		fmt.Fprintf(&b, "%s%s [%s] %s%s\n", strings.Repeat("  ", depth), s.Name(), s.SpanKind(), s.EndTime().Sub(s.StartTime()).Round(100*time.Microsecond), extra)
+		kids := children[s.SpanContext().SpanID()]
+		sort.Slice(kids, func(i, j int) bool { return kids[i].StartTime().Before(kids[j].StartTime()) })
+		for _, k := range kids {
+			walk(k, depth+1)
+		}
+	}
+	for _, r := range roots {
+		walk(r, 0)
+	}
+	return b.String()
+}
+
+// scrape reads a /metrics endpoint in the Prometheus text format.
+func scrape(t *testing.T, addr string) map[string]*dto.MetricFamily {
+	t.Helper()
+	client := &http.Client{Timeout: 10 * time.Second}
+	defer client.CloseIdleConnections()
+	resp, err := client.Get("http://" + addr + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(resp.Body)
+	require.NoError(t, err)
+	return fams
+}
+
+// metricValue sums the samples of a family whose labels include want: counter and gauge values,
+// histogram sample counts. A family that is absent counts 0.
+func metricValue(fams map[string]*dto.MetricFamily, name string, want map[string]string) float64 {
+	f, ok := fams[name]
+	if !ok {
+		return 0
+	}
+	sum := 0.0
+next:
+	for _, m := range f.GetMetric() {
+		labels := map[string]string{}
+		for _, l := range m.GetLabel() {
+			labels[l.GetName()] = l.GetValue()
+		}
+		for k, v := range want {
+			if labels[k] != v {
+				continue next
+			}
+		}
+		switch {
+		case m.Counter != nil:
+			sum += m.GetCounter().GetValue()
+		case m.Gauge != nil:
+			sum += m.GetGauge().GetValue()
+		case m.Histogram != nil:
+			sum += float64(m.GetHistogram().GetSampleCount())
+		}
+	}
+	return sum
+}
+
+func familyNames(fams map[string]*dto.MetricFamily) string {
+	var names []string
+	for n := range fams {
+		if strings.HasPrefix(n, "sagacoord") || strings.HasPrefix(n, "rpc") {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	return strings.Join(names, " ")
+}
+
+// TestMetricsMoveAfterSagas scrapes the coordinator's and the participants' /metrics before and
+// after a few sagas and checks that the counters and histograms moved by what happened.
+func TestMetricsMoveAfterSagas(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, envOpts{noCoordinator: true})
+	c, err := coordinator.Start(e.ctx, coordinator.Config{
+		DatabaseURL: e.dbURL, AMQPURL: e.amqpURL, ListenAddr: "127.0.0.1:0", Migrate: true,
+		DBMaxConns: coordinatorConns, Logger: testLogger(t), Name: testenv.Name("coord-"), MetricsAddr: "127.0.0.1:0",
+	})
+	require.NoError(t, err)
+	t.Cleanup(c.Stop)
+	e.client = e.dial(c.Addr())
+	ptel, err := telemetry.Start(e.ctx, telemetry.Config{ServiceName: "participants", MetricsAddr: "127.0.0.1:0"})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = ptel.Shutdown(context.Background()) })
+	for _, name := range []string{"inventory", "payments"} {
+		e.startParticipant(participantOpts{name: name, meter: ptel.MeterProvider})
+	}
+	e.startParticipant(participantOpts{name: "shipping", meter: ptel.MeterProvider, behave: failShipping})
+	e.register(chain("order", step("reserve", "inventory"), step("charge", "payments"), step("ship", "shipping")))
+
+	before, pbefore := scrape(t, c.MetricsAddr()), scrape(t, ptel.MetricsAddr())
+	var ids []string
+	for i := range 5 {
+		input := `{"n":1}`
+		if i >= 3 {
+			input = `{"fail":true}`
+		}
+		ids = append(ids, e.start("order", input))
+	}
+	for _, id := range ids {
+		e.waitStatus(id, 30*time.Second)
+	}
+
+	def := map[string]string{"saga_definition": "order"}
+	delta := func(after, before map[string]*dto.MetricFamily, name string, labels map[string]string) float64 {
+		return metricValue(after, name, labels) - metricValue(before, name, labels)
+	}
+	var after map[string]*dto.MetricFamily
+	eventually(t, 10*time.Second, func() (bool, string) {
+		after = scrape(t, c.MetricsAddr())
+		return delta(after, before, "sagacoord_sagas_completed_total", def) == 3 && delta(after, before, "sagacoord_sagas_compensated_total", def) == 2,
+			"saga counters did not reach +3 completed, +2 compensated; families: " + familyNames(after)
+	})
+	require.Equal(t, 5.0, delta(after, before, "sagacoord_sagas_started_total", def), "sagas started")
+	require.Zero(t, delta(after, before, "sagacoord_sagas_failed_total", def), "sagas failed")
+	// 3 x 3 actions, 2 x (3 actions + 2 compensations)
+	require.Equal(t, 19.0, delta(after, before, "sagacoord_step_duration_seconds", nil), "step attempts observed")
+	require.Equal(t, 2.0, delta(after, before, "sagacoord_step_duration_seconds", map[string]string{"saga_participant": "shipping", "saga_outcome": "failed"}))
+	require.Positive(t, delta(after, before, "sagacoord_outbox_publish_duration_seconds", nil), "relay publish latency")
+	require.Equal(t, 19.0, delta(after, before, "sagacoord_outbox_published_total", map[string]string{"result": "confirmed"}), "commands published")
+	require.Positive(t, delta(after, before, "rpc_server_call_duration_seconds", nil), "gRPC server metrics (otelgrpc); families: "+familyNames(after))
+	for _, g := range []string{"sagacoord_outbox_backlog", "sagacoord_outbox_oldest_age_seconds", "sagacoord_sagas_unfinished", "sagacoord_sagas_oldest_unfinished_age_seconds", "sagacoord_twopc_in_doubt"} {
+		require.Contains(t, after, g, "gauge %s", g)
+	}
+	require.Zero(t, metricValue(after, "sagacoord_sagas_unfinished", map[string]string{"saga_status": "RUNNING"}), "no saga left running")
+
+	pafter := scrape(t, ptel.MetricsAddr())
+	require.Equal(t, 19.0, delta(pafter, pbefore, "sagacoord_participant_handler_duration_seconds", nil), "participant handler durations; families: "+familyNames(pafter))
+	require.Equal(t, 2.0, delta(pafter, pbefore, "sagacoord_participant_commands_total", map[string]string{"saga_participant": "shipping", "saga_outcome": "failed"}))
+}
