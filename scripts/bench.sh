@@ -25,7 +25,7 @@ rabbitmqctl -q delete_vhost "$VHOST" >/dev/null 2>&1 || true
 rabbitmqctl -q add_vhost "$VHOST" >/dev/null
 rabbitmqctl -q set_permissions -p "$VHOST" guest '.*' '.*' '.*' >/dev/null
 
-"$BIN/coordinator" serve --migrate --database-url "$DB" --amqp-url "$AMQP" --listen "$ADDR" --log-level warn >"$LOGS/coordinator.log" 2>&1 &
+"$BIN/coordinator" serve --migrate --database-url "$DB" --amqp-url "$AMQP" --listen "$ADDR" --log-level warn ${BENCH_DEBUG_LISTEN:+--debug-listen "$BENCH_DEBUG_LISTEN"} >"$LOGS/coordinator.log" 2>&1 &
 coord=$!
 pids+=($coord)
 "$BIN/participant-sim" --participants bench-a=noop,bench-b=noop,bench-c=noop --schema-prefix bench_sim_ \

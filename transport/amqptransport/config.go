@@ -50,7 +50,8 @@ type Config struct {
 	ReconnectBackoffMax time.Duration
 
 	// PublishChannels is the number of confirm-mode channels that concurrent Publish calls share;
-	// a Publish call holds one channel for its whole batch. Default 4.
+	// a Publish call holds one channel for its whole batch, confirms included, so this bounds the
+	// publishes waiting for the broker at once. Default 32.
 	PublishChannels int
 
 	// ConnectionName is advertised as the connection_name client property, suffixed with the
@@ -84,7 +85,7 @@ func (c Config) WithDefaults() Config {
 		c.ReconnectBackoffMax = 5 * time.Second
 	}
 	if c.PublishChannels == 0 {
-		c.PublishChannels = 4
+		c.PublishChannels = 32
 	}
 	if c.ConnectionName == "" {
 		c.ConnectionName = "sagacoord"
