@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -28,6 +29,7 @@ import (
 	"github.com/sagacoord/sagacoord/internal/testenv"
 	"github.com/sagacoord/sagacoord/participant"
 	"github.com/sagacoord/sagacoord/protocol"
+	"github.com/sagacoord/sagacoord/transport/amqptransport"
 )
 
 // failShipping makes the ship step fail (a business failure) for sagas whose input asks for it.
@@ -315,4 +317,216 @@ func TestMetricsMoveAfterSagas(t *testing.T) {
 	pafter := scrape(t, ptel.MetricsAddr())
 	require.Equal(t, 19.0, delta(pafter, pbefore, "sagacoord_participant_handler_duration_seconds", nil), "participant handler durations; families: "+familyNames(pafter))
 	require.Equal(t, 2.0, delta(pafter, pbefore, "sagacoord_participant_commands_total", map[string]string{"saga_participant": "shipping", "saga_outcome": "failed"}))
+}
+
+// tracedCoordinator starts an in-process coordinator whose spans go to tp (its own process, as far
+// as tracing knows) and returns it with a client whose calls are traced by tp too.
+func (e *env) tracedCoordinator(tp trace.TracerProvider) (*coordinator.Coordinator, *grpc.ClientConn) {
+	t := e.t
+	c, err := coordinator.Start(e.ctx, coordinator.Config{
+		DatabaseURL: e.dbURL, AMQPURL: e.amqpURL, ListenAddr: "127.0.0.1:0", Migrate: true,
+		DBMaxConns: coordinatorConns, Logger: testLogger(t), Name: testenv.Name("coord-"), TracerProvider: tp,
+	})
+	require.NoError(t, err)
+	t.Cleanup(c.Stop)
+	conn, err := grpc.NewClient(c.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(tp), otelgrpc.WithPropagators(telemetry.Propagator))))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close() })
+	return c, conn
+}
+
+// TestTraceSurvivesCoordinatorRestart starts a saga on one coordinator, stops it while a step is
+// held in its handler, and lets a second coordinator, with a tracer (and memory) of its own,
+// finish the saga: the spans the second one emits belong to the trace the first one began, under
+// the first one's StartSaga span, because the trace lives in the saga's row.
+func TestTraceSurvivesCoordinatorRestart(t *testing.T) {
+	t.Parallel()
+	expA, expB, expP := tracetest.NewInMemoryExporter(), tracetest.NewInMemoryExporter(), tracetest.NewInMemoryExporter()
+	tpA := telemetry.NewTracerProvider(sdktrace.WithSyncer(expA))
+	tpB := telemetry.NewTracerProvider(sdktrace.WithSyncer(expB))
+	tpP := telemetry.NewTracerProvider(sdktrace.WithSyncer(expP))
+	for _, tp := range []*sdktrace.TracerProvider{tpA, tpB, tpP} {
+		t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	}
+	e := newEnvWith(t, envOpts{noCoordinator: true})
+	a, connA := e.tracedCoordinator(tpA)
+	e.client = pb.NewSagaServiceClient(connA)
+
+	held, entered := e.newGate(), make(chan struct{}, 1)
+	e.startParticipant(participantOpts{name: "first", tracer: tpP, behave: func(ctx context.Context, cmd *protocol.StepCommand) (json.RawMessage, error) {
+		select {
+		case entered <- struct{}{}:
+		default:
+		}
+		return json.RawMessage(`{}`), held.wait(ctx)
+	}})
+	e.startParticipant(participantOpts{name: "second", tracer: tpP})
+	e.register(chain("handover", step("one", "first"), step("two", "second")))
+	id := e.start("handover", `{}`)
+	select {
+	case <-entered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the first step's handler never ran")
+	}
+	a.Stop()
+
+	_, connB := e.tracedCoordinator(tpB)
+	e.client = pb.NewSagaServiceClient(connB)
+	held.open()
+	e.waitStatus(id, 30*time.Second, pb.SagaStatus_SAGA_STATUS_COMPLETED)
+
+	var server sdktrace.ReadOnlySpan
+	for _, s := range expA.GetSpans().Snapshots() {
+		if s.Name() == "sagacoord.v1.SagaService/StartSaga" && s.SpanKind() == trace.SpanKindServer {
+			server = s
+		}
+	}
+	require.NotNil(t, server, "coordinator A traced StartSaga")
+	var sagaSpan sdktrace.ReadOnlySpan
+	eventually(t, 10*time.Second, func() (bool, string) {
+		for _, s := range expB.GetSpans().Snapshots() {
+			if s.Name() == "saga handover" {
+				sagaSpan = s
+			}
+		}
+		return sagaSpan != nil, "coordinator B emitted no saga span"
+	})
+	require.Equal(t, server.SpanContext().TraceID(), sagaSpan.SpanContext().TraceID(), "B continues A's trace")
+	require.Equal(t, server.SpanContext().SpanID(), sagaSpan.Parent().SpanID(), "under A's StartSaga span")
+	attempts := map[trace.SpanID]string{}
+	for _, s := range expB.GetSpans().Snapshots() {
+		if s.SpanKind() == trace.SpanKindProducer {
+			require.Equal(t, sagaSpan.SpanContext().SpanID(), s.Parent().SpanID(), s.Name())
+			attempts[s.SpanContext().SpanID()] = s.Name()
+		}
+	}
+	require.ElementsMatch(t, []string{"one action", "two action"}, valuesOf(attempts), "B emitted both attempt spans, the first one's started under A")
+	for _, s := range expP.GetSpans().Snapshots() {
+		if s.SpanKind() == trace.SpanKindConsumer {
+			require.Equal(t, sagaSpan.SpanContext().TraceID(), s.SpanContext().TraceID(), s.Name())
+			require.Contains(t, attempts, s.Parent().SpanID(), "consumer span %q is a child of an attempt span B emitted", s.Name())
+		}
+	}
+}
+
+func valuesOf[K comparable, V any](m map[K]V) []V {
+	out := make([]V, 0, len(m))
+	for _, v := range m {
+		out = append(out, v)
+	}
+	return out
+}
+
+// TestOneTracePerTransaction checks two-phase commit's trace: BeginTransaction server span ->
+// transaction span -> prepare and decision spans per participant -> participant consumer spans,
+// for a committed and an aborted transaction.
+func TestOneTracePerTransaction(t *testing.T) {
+	t.Parallel()
+	exp := tracetest.NewInMemoryExporter()
+	tp := telemetry.NewTracerProvider(sdktrace.WithSyncer(exp))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	e := newEnvWith(t, envOpts{noCoordinator: true})
+	_, conn := e.tracedCoordinator(tp)
+	client := pb.NewTwoPCServiceClient(conn)
+	for _, name := range []string{"tx-a", "tx-b", "tx-no"} {
+		e.startTracedTxParticipant(name, tp)
+	}
+
+	committed := e.beginTx(client, 10*time.Second, txParts("tx-a", "tx-b"))
+	aborted := e.beginTx(client, 10*time.Second, txParts("tx-a", "tx-no"))
+	e.awaitTx(client, committed, 30*time.Second, "COMMITTED", txInState(pb.TransactionState_TRANSACTION_STATE_COMMITTED))
+	e.awaitTx(client, aborted, 30*time.Second, "ABORTED", txInState(pb.TransactionState_TRANSACTION_STATE_ABORTED))
+
+	for _, tc := range []struct {
+		id, state string
+		want      []string // producer spans under the transaction span, "name outcome"
+	}{
+		{committed, "COMMITTED", []string{"tx-a commit ack", "tx-a prepare vote_yes", "tx-b commit ack", "tx-b prepare vote_yes"}},
+		{aborted, "ABORTED", []string{"tx-a abort ack", "tx-no abort ack", "tx-no prepare vote_no"}},
+	} {
+		var root sdktrace.ReadOnlySpan
+		var all []sdktrace.ReadOnlySpan
+		eventually(t, 10*time.Second, func() (bool, string) {
+			all = exp.GetSpans().Snapshots()
+			for _, s := range all {
+				if s.Name() == "transaction" && attr(s, telemetry.AttrTxID) == tc.id {
+					root = s
+				}
+			}
+			return root != nil, "no transaction span for " + tc.id
+		})
+		var inTrace []sdktrace.ReadOnlySpan
+		byID := map[trace.SpanID]sdktrace.ReadOnlySpan{}
+		for _, s := range all {
+			if s.SpanContext().TraceID() == root.SpanContext().TraceID() {
+				inTrace = append(inTrace, s)
+				byID[s.SpanContext().SpanID()] = s
+			}
+		}
+		t.Logf("transaction %s (%s):\n%s", tc.id, tc.state, spanTree(inTrace))
+		require.Equal(t, tc.state, attr(root, telemetry.AttrTxState))
+		server := byID[root.Parent().SpanID()]
+		require.NotNil(t, server, "the transaction span's parent is in the trace")
+		require.Equal(t, "sagacoord.v1.TwoPCService/BeginTransaction", server.Name())
+		var got []string
+		producers := map[trace.SpanID]bool{}
+		for _, s := range inTrace {
+			if s.SpanKind() == trace.SpanKindProducer && s.Parent().SpanID() == root.SpanContext().SpanID() {
+				producers[s.SpanContext().SpanID()] = true
+				if o := attr(s, telemetry.AttrOutcome); o != "no_vote" || tc.state != "ABORTED" {
+					got = append(got, s.Name()+" "+o)
+				}
+			}
+		}
+		sort.Strings(got)
+		if tc.state == "ABORTED" {
+			// tx-a's YES may come before tx-no's NO (vote_yes) or after the decision (no_vote).
+			got = slicesWithout(got, "tx-a prepare vote_yes")
+		}
+		require.Equal(t, tc.want, got, "prepare and decision spans")
+		consumers := 0
+		for _, s := range inTrace {
+			if s.SpanKind() == trace.SpanKindConsumer {
+				consumers++
+				require.True(t, producers[s.Parent().SpanID()], "consumer span %q is a child of a prepare or decision span", s.Name())
+			}
+		}
+		require.GreaterOrEqual(t, consumers, 4, "every participant continued the trace of its prepare and its decision")
+	}
+}
+
+func slicesWithout(s []string, drop string) []string {
+	out := s[:0:0]
+	for _, v := range s {
+		if v != drop {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// startTracedTxParticipant runs a 2PC participant that votes YES (NO when its name says "no") and
+// traces with tp.
+func (e *env) startTracedTxParticipant(name string, tp trace.TracerProvider) {
+	t := e.t
+	tr, err := amqptransport.New(e.ctx, amqptransport.Config{URL: e.amqpURL, ConnectionName: testenv.Name("p-" + name + "-")})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = tr.Close() })
+	w, err := participant.New(participant.Config{Name: name, Transport: tr, DB: e.pool, Schema: testenv.Name("p_"), Prefetch: 4,
+		RetryBackoff: 50 * time.Millisecond, Logger: testLogger(t), TracerProvider: tp})
+	require.NoError(t, err)
+	nop := func(context.Context, pgx.Tx, *protocol.TxCommand) error { return nil }
+	w.HandleTx(participant.TxHandlers{
+		Prepare: func(context.Context, pgx.Tx, *protocol.TxCommand) error {
+			if strings.Contains(name, "no") {
+				return participant.Failf("%s says no", name)
+			}
+			return nil
+		},
+		Commit: nop, Abort: nop,
+	})
+	require.NoError(t, w.Migrate(e.ctx))
+	require.NoError(t, w.Start(e.ctx))
+	t.Cleanup(w.Stop)
 }
