@@ -436,6 +436,9 @@ func (r *run) checkG5(ctx context.Context, v *verdict) {
 	if dead > allowed {
 		v.fail("queue "+deadQueue, "%d dead letters but only %d were injected (plus %d expected): real messages were dead-lettered", dead, r.injected, r.s.Expect.DeadLetters)
 	}
+	if dead < r.injected {
+		v.fail("queue "+deadQueue, "%d poison message(s) injected but %d dead-lettered: the others were dropped or acked", r.injected, dead)
+	}
 }
 
 // checkTwoPC checks G1, T1 and G6 for a 2PC workload, from the transactions table and the

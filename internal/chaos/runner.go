@@ -19,6 +19,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	amqp "github.com/rabbitmq/amqp091-go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -784,12 +785,43 @@ func (r *run) ignoredQueue(name string) bool {
 	return name == deadQueue || strings.HasPrefix(name, tapPrefix)
 }
 
+// queueStats lists the scenario's queues with their depths. The management API names the
+// queues and counts unacknowledged messages, but its numbers are samples up to its collection
+// interval (5s) old; the ready counts are therefore read exactly with a passive declare over
+// AMQP.
 func (r *run) queueStats(ctx context.Context) ([]QueueStat, error) {
+	var qs []QueueStat
+	var err error
 	if r.mq != nil {
-		return r.mq.queueStats(ctx, r.vhost)
+		qs, err = r.mq.queueStats(ctx, r.vhost)
+	} else {
+		qs, err = r.mgmt.queueStats(ctx, r.vhost)
 	}
-	return r.mgmt.queueStats(ctx, r.vhost)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := amqp.DialConfig(r.amqpBase, amqp.Config{Properties: amqp.Table{"connection_name": "chaos-inspect"}})
+	if err != nil {
+		return nil, fmt.Errorf("inspect queues: %w", err)
+	}
+	defer conn.Close()
+	var ch *amqp.Channel
+	for i := range qs {
+		if ch == nil || ch.IsClosed() {
+			if ch, err = conn.Channel(); err != nil {
+				return nil, fmt.Errorf("inspect queues: %w", err)
+			}
+		}
+		// A queue that is gone, or exclusive to another connection, keeps the API's count.
+		if q, err := ch.QueueDeclarePassive(qs[i].Name, false, false, false, false, nil); err == nil {
+			qs[i].Ready = q.Messages
+		}
+	}
+	return qs, nil
 }
+
+// statsInterval is how old the management API's message counts may be.
+const statsInterval = 5 * time.Second
 
 // settle waits until the system is quiescent (twice in a row) or the settle time is over.
 func (r *run) settle(ctx context.Context) {
@@ -808,8 +840,21 @@ func (r *run) settle(ctx context.Context) {
 		if ok {
 			streak++
 			if streak >= 2 {
-				r.event("quiescent")
-				return
+				// The unacked counts come from the management API's samples: look again once
+				// they are surely newer than the moment the system went quiet.
+				select {
+				case <-ctx.Done():
+				case <-time.After(statsInterval + time.Second):
+				}
+				qctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				ok, left = r.quiescent(qctx)
+				cancel()
+				if ok {
+					r.event("quiescent")
+					return
+				}
+				r.event("not quiescent after all: %s", left)
+				streak = 0
 			}
 		} else {
 			streak = 0
