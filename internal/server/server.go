@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
@@ -308,8 +309,11 @@ func watch(ctx context.Context, poll time.Duration, read func(context.Context) (
 	t := time.NewTicker(poll)
 	defer t.Stop()
 	var last int64 = -1
+	// The polls are not traced: a stream watching a long saga would hold a query span every
+	// 50 ms. The stream's own span still covers the call.
+	rctx := trace.ContextWithSpan(ctx, trace.SpanFromContext(context.Background()))
 	for {
-		v, terminal, err := read(ctx)
+		v, terminal, err := read(rctx)
 		if err != nil {
 			return toStatus(err)
 		}
