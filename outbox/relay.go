@@ -24,7 +24,8 @@ import (
 type Config struct {
 	// BatchSize is the most messages published and deleted together. Default 256.
 	BatchSize int
-	// Workers is the number of goroutines publishing freshly committed rows. Default 4.
+	// Workers is the number of goroutines publishing freshly committed rows; each waits for the
+	// broker's confirms of its batch, so this bounds the batches in flight. Default 16.
 	Workers int
 	// PollInterval is how often the relay claims rows whose lease lapsed (left by a crash or a
 	// failed publish). Default 1s.
@@ -53,7 +54,7 @@ func (c Config) WithDefaults() Config {
 		c.BatchSize = 256
 	}
 	if c.Workers == 0 {
-		c.Workers = 4
+		c.Workers = 16
 	}
 	if c.PollInterval == 0 {
 		c.PollInterval = time.Second
@@ -80,16 +81,21 @@ type Relay struct {
 	latency   metric.Float64Histogram
 	published metric.Int64Counter
 
+	// deletes carries confirmed row ids from the workers to the deleter.
+	deletes chan []int64
+
 	mu      sync.Mutex
 	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	wg      sync.WaitGroup // workers and poller
+	dcancel context.CancelFunc
+	dwg     sync.WaitGroup // the deleter, stopped after the workers
 	stopped bool
 }
 
 // NewRelay returns a relay over the given outbox and transport.
 func NewRelay(ob store.Outbox, tr transport.Transport, cfg Config) *Relay {
 	cfg = cfg.WithDefaults()
-	r := &Relay{cfg: cfg, outbox: ob, transport: tr, queue: make(chan store.OutboxRow, cfg.QueueSize)}
+	r := &Relay{cfg: cfg, outbox: ob, transport: tr, queue: make(chan store.OutboxRow, cfg.QueueSize), deletes: make(chan []int64, 1024)}
 	if cfg.MeterProvider != nil {
 		m := cfg.MeterProvider.Meter("github.com/sagacoord/sagacoord/outbox")
 		// Creating an instrument fails only for an invalid name; these are constant.
@@ -138,6 +144,13 @@ func (r *Relay) Start(ctx context.Context) error {
 		defer r.wg.Done()
 		r.poll(ctx)
 	}()
+	var dctx context.Context
+	dctx, r.dcancel = context.WithCancel(context.WithoutCancel(ctx))
+	r.dwg.Add(1)
+	go func() {
+		defer r.dwg.Done()
+		r.deleter(dctx)
+	}()
 	return nil
 }
 
@@ -153,6 +166,9 @@ func (r *Relay) Stop() {
 	r.cancel()
 	r.mu.Unlock()
 	r.wg.Wait()
+	// Only now that no worker can hand over more ids does the deleter drain and stop.
+	r.dcancel()
+	r.dwg.Wait()
 }
 
 func (r *Relay) work(ctx context.Context) {
@@ -251,7 +267,54 @@ func (r *Relay) publish(ctx context.Context, rows []store.OutboxRow) {
 	if r.cfg.AfterConfirm != nil && len(done) > 0 {
 		r.cfg.AfterConfirm()
 	}
-	if err := r.outbox.Delete(context.WithoutCancel(ctx), done); err != nil {
-		r.cfg.Logger.Error("delete confirmed outbox rows; they will be published again", "err", err)
+	if len(done) == 0 {
+		return
+	}
+	// The delete is batched across publishes by the deleter: a crash before it only publishes
+	// confirmed messages again, which consumers deduplicate.
+	select {
+	case r.deletes <- done:
+	case <-ctx.Done():
+		r.delete(context.WithoutCancel(ctx), done)
+	}
+}
+
+// deleter deletes confirmed rows in batches gathered from every worker, off the publish path.
+func (r *Relay) deleter(ctx context.Context) {
+	for {
+		var ids []int64
+		select {
+		case <-ctx.Done():
+			// Workers are gone; delete what they handed over.
+			for {
+				select {
+				case more := <-r.deletes:
+					ids = append(ids, more...)
+				default:
+					r.delete(context.WithoutCancel(ctx), ids)
+					return
+				}
+			}
+		case ids = <-r.deletes:
+		}
+	gather:
+		for len(ids) < 8*r.cfg.BatchSize {
+			select {
+			case more := <-r.deletes:
+				ids = append(ids, more...)
+			default:
+				break gather
+			}
+		}
+		r.delete(ctx, ids)
+	}
+}
+
+func (r *Relay) delete(ctx context.Context, ids []int64) {
+	if len(ids) == 0 {
+		return
+	}
+	if err := r.outbox.Delete(ctx, ids); err != nil && ctx.Err() == nil {
+		r.cfg.Logger.Error("delete confirmed outbox rows; they will be published again", "rows", len(ids), "err", err)
 	}
 }

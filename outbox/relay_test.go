@@ -388,8 +388,9 @@ func TestAfterConfirmRunsBeforeDelete(t *testing.T) {
 	for i, c := range calls {
 		total += c.batch
 		// Published so far: c.queued, this batch included. Deleted so far: n - c.backlog,
-		// which must not yet include this batch.
-		require.Equal(t, c.queued-c.batch, n-c.backlog, "call %d: rows of the confirmed batch were deleted before AfterConfirm ran", i)
+		// which must not yet include this batch (earlier batches' deletes may still lag: the
+		// deleter batches them off the publish path).
+		require.LessOrEqual(t, n-c.backlog, c.queued-c.batch, "call %d: rows of the confirmed batch were deleted before AfterConfirm ran", i)
 	}
 	require.Equal(t, n, total, "AfterConfirm ran once per confirmed batch")
 }

@@ -25,11 +25,11 @@ rabbitmqctl -q delete_vhost "$VHOST" >/dev/null 2>&1 || true
 rabbitmqctl -q add_vhost "$VHOST" >/dev/null
 rabbitmqctl -q set_permissions -p "$VHOST" guest '.*' '.*' '.*' >/dev/null
 
-"$BIN/coordinator" serve --migrate --database-url "$DB" --amqp-url "$AMQP" --listen "$ADDR" --log-level warn ${BENCH_DEBUG_LISTEN:+--debug-listen "$BENCH_DEBUG_LISTEN"} >"$LOGS/coordinator.log" 2>&1 &
+"$BIN/coordinator" serve --migrate --database-url "$DB" --amqp-url "$AMQP" --listen "$ADDR" --log-level warn ${BENCH_DEBUG_LISTEN:+--debug-listen "$BENCH_DEBUG_LISTEN"} ${BENCH_METRICS_COORD:+--metrics-listen "$BENCH_METRICS_COORD"} >"$LOGS/coordinator.log" 2>&1 &
 coord=$!
 pids+=($coord)
 "$BIN/participant-sim" --participants bench-a=noop,bench-b=noop,bench-c=noop --schema-prefix bench_sim_ \
-  --database-url "$SIMDB" --amqp-url "$AMQP" --log-level warn >"$LOGS/participant-sim.log" 2>&1 &
+  --database-url "$SIMDB" --amqp-url "$AMQP" --log-level warn ${BENCH_METRICS_SIM:+--metrics-listen "$BENCH_METRICS_SIM"} >"$LOGS/participant-sim.log" 2>&1 &
 pids+=($!)
 for i in $(seq 1 100); do
   SAGACOORD_ADDR=$ADDR "$BIN/sagactl" definition list >/dev/null 2>&1 && break
