@@ -713,9 +713,16 @@ func (r *run) figures() {
 			f.ThroughputOverall = float64(n) / res.Converged
 		}
 	}
+	// Convergence counts the work that was started before the last heal: requests that keep
+	// arriving afterwards would otherwise measure the workload's length, not the recovery.
+	var before *time.Time
+	healedAt := r.start().Add(time.Duration(res.LastHeal * float64(time.Second)))
+	if err := r.admin.QueryRow(ctx, "SELECT max(coalesce(finished_at, updated_at)) FROM "+r.mainTable()+" WHERE created_at <= $1", healedAt).Scan(&before); err == nil && before != nil {
+		res.ConvergedBeforeHeal = r.since(*before)
+	}
 	res.Convergence = -1
 	if g1 := res.invariant(G1); g1 == nil || g1.Passed {
-		res.Convergence = max(0, res.Converged-res.LastHeal)
+		res.Convergence = max(0, res.ConvergedBeforeHeal-res.LastHeal)
 	}
 	if r.s.Workload.Kind == WorkloadTwoPC {
 		holds, err := r.readHolds(ctx)

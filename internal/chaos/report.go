@@ -152,6 +152,7 @@ func (r *Report) groups() []group {
 		if c == "" {
 			continue
 		}
+		c = fmt.Sprintf("%s, seed %d", c, x.Seed)
 		i, ok := idx[c]
 		if !ok {
 			i = len(out)
@@ -216,6 +217,7 @@ var reportTemplate = template.Must(template.New("report").Funcs(template.FuncMap
 		return fmt.Sprintf("%.1fs", x.Convergence)
 	},
 	"anchor": func(x *Result) string { return fmt.Sprintf("s-%s-%d", x.Scenario.Name, x.Seed) },
+	"slug":   func(s string) string { return strings.NewReplacer(", seed ", "-", " ", "-").Replace(s) },
 	"cell":   func(row comparisonRow, x *Result) string { return row.value(x) },
 }).Parse(`<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>sagacoord chaos report</title>
@@ -235,7 +237,7 @@ code{background:#f5f5f5;padding:0 3px}section{border-top:2px solid #ddd;margin-t
 <td>{{range .Invariants}}<span class="{{if .Passed}}passed{{else}}failed{{end}}">{{.Name}}</span> {{end}}</td>
 <td>{{.Workload.Accepted}}/{{.Workload.Requested}}</td><td>{{final .Final}}</td><td>{{conv .}}</td><td>{{seconds .Elapsed}}</td></tr>
 {{end}}</table>
-{{range groups .}}<section class="comparison" id="compare-{{.Name}}"><h2>Side by side: {{.Name}}</h2>
+{{range groups .}}<section class="comparison" id="compare-{{slug .Name}}"><h2>Side by side: {{.Name}}</h2>
 <table><tr><th>figure</th>{{range .Results}}<th>{{.Scenario.Name}} ({{.Scenario.Workload.Kind}})</th>{{end}}</tr>
 {{$g := .}}{{range rows}}{{$row := .}}<tr><td>{{.Name}}</td>{{range $g.Results}}<td>{{cell $row .}}</td>{{end}}</tr>{{end}}</table>
 <div class="side">{{range .Results}}<div><h3>{{.Scenario.Name}}</h3>{{chart .}}{{money .}}</div>{{end}}</div></section>
@@ -243,7 +245,7 @@ code{background:#f5f5f5;padding:0 3px}section{border-top:2px solid #ddd;margin-t
 {{range .Results}}<section class="scenario" id="{{anchor .}}"><h2>{{.Scenario.Name}} <span class="{{.Status}}">{{upper .Status}}</span></h2>
 <p>{{.Scenario.Description}}</p>
 <p>Seed {{.Seed}}{{if .Broken}}, <b>broken build</b> (--test-disable-outbox){{end}}{{if .Scenario.Catalogue}}; DESIGN §5 entries {{range .Scenario.Catalogue}}{{.}} {{end}}{{end}}. Logs: <code>{{.LogDir}}</code>{{if .Reason}}<br>{{.Reason}}{{end}}</p>
-<p>Workload: {{.Workload.Accepted}} of {{.Workload.Requested}} accepted, {{.Workload.Rejected}} rejected, {{.Workload.Retries}} retried call(s). Last fault healed at {{seconds .LastHeal}}, last {{.Scenario.Workload.Kind}} finished at {{seconds .Converged}}: convergence {{conv .}}.</p>
+<p>Workload: {{.Workload.Accepted}} of {{.Workload.Requested}} accepted, {{.Workload.Rejected}} rejected, {{.Workload.Retries}} retried call(s). Last fault healed at {{seconds .LastHeal}}; the last {{.Scenario.Workload.Kind}} started before it finished at {{seconds .ConvergedBeforeHeal}} (convergence {{conv .}}), the very last at {{seconds .Converged}}.</p>
 <div class="charts">{{chart .}}{{money .}}</div>
 <table><tr><th>invariant</th><th>result</th><th>checked</th><th>violations</th><th>detail and offending ids</th></tr>
 {{range .Invariants}}<tr class="invariant"><td title="{{.Title}}">{{.Name}}: {{.Title}}</td><td class="{{if .Passed}}passed{{else}}failed{{end}}">{{if .Passed}}pass{{else}}FAIL{{end}}</td><td>{{.Checked}}</td><td>{{.Violations}}</td>

@@ -63,7 +63,7 @@ func TestReportHTMLIsSelfContained(t *testing.T) {
 	}
 	var sum bytes.Buffer
 	sampleReport(t).WriteSummary(&sum)
-	for _, want := range []string{"cap-saga", "cap-2pc", `comparison "cap-base"`, "worst money in flight", "G1 violated"} {
+	for _, want := range []string{"cap-saga", "cap-2pc", `comparison "cap-base, seed 1"`, "worst money in flight", "G1 violated"} {
 		if !strings.Contains(sum.String(), want) {
 			t.Errorf("summary lacks %q:\n%s", want, sum.String())
 		}
@@ -112,7 +112,7 @@ func TestReportRendersInChromium(t *testing.T) {
 		{`<rect class="fault"`, 8},
 		{`<table id="summary">`, 1},
 		{`class="result-row"`, 2},
-		{`<section class="comparison" id="compare-cap-base">`, 1},
+		{`<section class="comparison" id="compare-cap-base-1">`, 1},
 	} {
 		if got := strings.Count(dom, want.what); got < want.n {
 			t.Errorf("rendered DOM has %d of %q, want at least %d", got, want.what, want.n)

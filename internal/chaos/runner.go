@@ -110,7 +110,10 @@ type Result struct {
 	LastHeal float64 `json:"last_heal_s"`
 	// Converged is when the last saga or transaction reached its final state (seconds).
 	Converged float64 `json:"converged_s"`
-	// Convergence is Converged - LastHeal (at least 0), or -1 if not everything finished.
+	// ConvergedBeforeHeal is when the last of those started before the last heal reached it.
+	ConvergedBeforeHeal float64 `json:"converged_before_heal_s"`
+	// Convergence is ConvergedBeforeHeal - LastHeal (at least 0): how long after the last heal
+	// the work started until then was all final; -1 if not everything finished (G1 failed).
 	Convergence float64 `json:"convergence_s"`
 	// Figures compares runs under a partition (the CAP/BASE pair).
 	Figures Figures `json:"figures"`
