@@ -8,13 +8,14 @@ package outbox
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/sagacoord/sagacoord/internal/lifecycle"
 	"github.com/sagacoord/sagacoord/internal/telemetry"
 	"github.com/sagacoord/sagacoord/store"
 	"github.com/sagacoord/sagacoord/transport"
@@ -84,12 +85,8 @@ type Relay struct {
 	// deletes carries confirmed row ids from the workers to the deleter.
 	deletes chan []int64
 
-	mu      sync.Mutex
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup // workers and poller
-	dcancel context.CancelFunc
-	dwg     sync.WaitGroup // the deleter, stopped after the workers
-	stopped bool
+	workers lifecycle.Group // publishing workers and the poller
+	deleter lifecycle.Group // stopped after the workers, so that it drains what they handed over
 }
 
 // NewRelay returns a relay over the given outbox and transport.
@@ -123,52 +120,30 @@ func (r *Relay) Enqueue(rows []store.OutboxRow) {
 
 // Start starts the publishing workers and the poller.
 func (r *Relay) Start(ctx context.Context) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	switch {
-	case r.stopped:
-		return errors.New("outbox: Start after Stop; make a new Relay")
-	case r.cancel != nil:
-		return errors.New("outbox: the relay is already started")
+	wctx, err := r.workers.Start(ctx)
+	if err != nil {
+		return fmt.Errorf("outbox relay: %w", err)
 	}
-	ctx, r.cancel = context.WithCancel(ctx)
+	// The deleter outlives the workers' context: it is stopped after them.
+	dctx, err := r.deleter.Start(context.WithoutCancel(ctx))
+	if err != nil {
+		r.workers.Stop()
+		return fmt.Errorf("outbox relay: %w", err)
+	}
 	for range r.cfg.Workers {
-		r.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
-			r.work(ctx)
-		}()
+		r.workers.Go(func() { r.work(wctx) })
 	}
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		r.poll(ctx)
-	}()
-	var dctx context.Context
-	dctx, r.dcancel = context.WithCancel(context.WithoutCancel(ctx))
-	r.dwg.Add(1)
-	go func() {
-		defer r.dwg.Done()
-		r.deleter(dctx)
-	}()
+	r.workers.Go(func() { r.poll(wctx) })
+	r.deleter.Go(func() { r.deleteLoop(dctx) })
 	return nil
 }
 
 // Stop stops the relay and waits for its goroutines. Rows still queued are left to their lease.
+// It is idempotent.
 func (r *Relay) Stop() {
-	r.mu.Lock()
-	if r.stopped || r.cancel == nil {
-		r.stopped = true
-		r.mu.Unlock()
-		return
-	}
-	r.stopped = true
-	r.cancel()
-	r.mu.Unlock()
-	r.wg.Wait()
+	r.workers.Stop()
 	// Only now that no worker can hand over more ids does the deleter drain and stop.
-	r.dcancel()
-	r.dwg.Wait()
+	r.deleter.Stop()
 }
 
 func (r *Relay) work(ctx context.Context) {
@@ -279,8 +254,8 @@ func (r *Relay) publish(ctx context.Context, rows []store.OutboxRow) {
 	}
 }
 
-// deleter deletes confirmed rows in batches gathered from every worker, off the publish path.
-func (r *Relay) deleter(ctx context.Context) {
+// deleteLoop deletes confirmed rows in batches gathered from every worker, off the publish path.
+func (r *Relay) deleteLoop(ctx context.Context) {
 	for {
 		var ids []int64
 		select {

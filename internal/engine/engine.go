@@ -22,6 +22,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/sagacoord/sagacoord/internal/lifecycle"
 	"github.com/sagacoord/sagacoord/internal/telemetry"
 	"github.com/sagacoord/sagacoord/outbox"
 	"github.com/sagacoord/sagacoord/protocol"
@@ -146,10 +147,7 @@ type Engine struct {
 	starts chan *startCall
 	kick   chan time.Time // to the timer loop: a timer falls due at this local time
 
-	mu      sync.Mutex
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-	stopped bool
+	group lifecycle.Group
 }
 
 type defKey struct {
@@ -185,43 +183,31 @@ func (e *Engine) Start(ctx context.Context) error {
 			return err
 		}
 	}
+	ctx, err = e.group.Start(ctx)
+	if err != nil {
+		return fmt.Errorf("engine: %w", err)
+	}
+	// The consumer ends with the group, so Stop also stops taking replies.
 	deliveries, err := e.cfg.Transport.Consume(ctx, protocol.QueueReplies, e.cfg.ReplyPrefetch)
 	if err != nil {
+		e.group.Stop()
 		return fmt.Errorf("consume replies: %w", err)
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
 	if e.cfg.MeterProvider != nil {
 		if e.gauges, err = registerGauges(e.cfg.MeterProvider, e.cfg.Store, e.log); err != nil {
+			e.group.Stop()
 			return fmt.Errorf("engine gauges: %w", err)
 		}
 	}
-	ctx, e.cancel = context.WithCancel(ctx)
 	for range e.cfg.ReplyWorkers {
-		e.wg.Add(1)
-		go func() {
-			defer e.wg.Done()
-			e.consumeReplies(ctx, deliveries)
-		}()
+		e.group.Go(func() { e.consumeReplies(ctx, deliveries) })
 	}
 	for range e.cfg.StartWorkers {
-		e.wg.Add(1)
-		go func() {
-			defer e.wg.Done()
-			e.startLoop(ctx)
-		}()
+		e.group.Go(func() { e.startLoop(ctx) })
 	}
-	e.wg.Add(1)
-	go func() {
-		defer e.wg.Done()
-		e.timerLoop(ctx)
-	}()
+	e.group.Go(func() { e.timerLoop(ctx) })
 	if e.cfg.Retention > 0 {
-		e.wg.Add(1)
-		go func() {
-			defer e.wg.Done()
-			e.retentionLoop(ctx)
-		}()
+		e.group.Go(func() { e.retentionLoop(ctx) })
 	}
 	return nil
 }
@@ -229,16 +215,9 @@ func (e *Engine) Start(ctx context.Context) error {
 // Stop stops consuming and waits for in-flight batches to finish. Unacknowledged replies are
 // redelivered to another instance.
 func (e *Engine) Stop() {
-	e.mu.Lock()
-	if e.stopped || e.cancel == nil {
-		e.stopped = true
-		e.mu.Unlock()
+	if !e.group.Stop() {
 		return
 	}
-	e.stopped = true
-	e.cancel()
-	e.mu.Unlock()
-	e.wg.Wait()
 	if e.gauges != nil {
 		_ = e.gauges.Unregister()
 	}
