@@ -46,16 +46,8 @@ func (c *StepCommand) Encode() (Message, error) {
 		MessageID:   CommandID(c.SagaID, c.StepIndex, c.Kind, c.Attempt),
 		Type:        typ,
 		ContentType: ContentType,
-		Headers: map[string]string{
-			HeaderVersion:     Version,
-			HeaderSagaID:      c.SagaID,
-			HeaderStep:        c.Step,
-			HeaderStepIndex:   strconv.Itoa(c.StepIndex),
-			HeaderAttempt:     strconv.Itoa(c.Attempt),
-			HeaderKind:        c.Kind,
-			HeaderParticipant: c.Participant,
-		},
-		Body: body,
+		Headers:     c.headers(),
+		Body:        body,
 	}, nil
 }
 
@@ -93,26 +85,35 @@ func DecodeStepCommand(m Message) (*StepCommand, error) {
 
 // EncodeStepReply returns the reply message to cmd.
 func EncodeStepReply(cmd *StepCommand, r StepReply) (Message, error) {
+	return reply(CommandID(cmd.SagaID, cmd.StepIndex, cmd.Kind, cmd.Attempt), cmd.headers(), r)
+}
+
+// headers are a step command's headers; its reply carries the same ones.
+func (c *StepCommand) headers() map[string]string {
+	return map[string]string{
+		HeaderVersion:     Version,
+		HeaderSagaID:      c.SagaID,
+		HeaderStep:        c.Step,
+		HeaderStepIndex:   strconv.Itoa(c.StepIndex),
+		HeaderAttempt:     strconv.Itoa(c.Attempt),
+		HeaderKind:        c.Kind,
+		HeaderParticipant: c.Participant,
+	}
+}
+
+// reply builds the reply to the command with message id commandID.
+func reply(commandID string, headers map[string]string, r any) (Message, error) {
 	body, err := json.Marshal(r)
 	if err != nil {
 		return Message{}, err
 	}
-	id := CommandID(cmd.SagaID, cmd.StepIndex, cmd.Kind, cmd.Attempt)
 	return Message{
-		MessageID:     ReplyID(id),
+		MessageID:     ReplyID(commandID),
 		Type:          TypeReply,
 		ContentType:   ContentType,
-		CorrelationID: id,
-		Headers: map[string]string{
-			HeaderVersion:     Version,
-			HeaderSagaID:      cmd.SagaID,
-			HeaderStep:        cmd.Step,
-			HeaderStepIndex:   strconv.Itoa(cmd.StepIndex),
-			HeaderAttempt:     strconv.Itoa(cmd.Attempt),
-			HeaderKind:        cmd.Kind,
-			HeaderParticipant: cmd.Participant,
-		},
-		Body: body,
+		CorrelationID: commandID,
+		Headers:       headers,
+		Body:          body,
 	}, nil
 }
 

@@ -86,14 +86,8 @@ func (c *TxCommand) Encode() (Message, error) {
 		MessageID:   TxCommandID(c.TxID, c.Participant, c.Kind, c.Attempt),
 		Type:        txType(c.Kind),
 		ContentType: ContentType,
-		Headers: map[string]string{
-			HeaderVersion:     Version,
-			HeaderTxID:        c.TxID,
-			HeaderAttempt:     strconv.Itoa(c.Attempt),
-			HeaderKind:        c.Kind,
-			HeaderParticipant: c.Participant,
-		},
-		Body: body,
+		Headers:     c.headers(),
+		Body:        body,
 	}, nil
 }
 
@@ -129,25 +123,18 @@ func DecodeTxCommand(m Message) (*TxCommand, error) {
 
 // EncodeTxReply returns the reply message to cmd.
 func EncodeTxReply(cmd *TxCommand, r TxReply) (Message, error) {
-	body, err := json.Marshal(r)
-	if err != nil {
-		return Message{}, err
+	return reply(TxCommandID(cmd.TxID, cmd.Participant, cmd.Kind, cmd.Attempt), cmd.headers(), r)
+}
+
+// headers are a transaction command's headers; its reply carries the same ones.
+func (c *TxCommand) headers() map[string]string {
+	return map[string]string{
+		HeaderVersion:     Version,
+		HeaderTxID:        c.TxID,
+		HeaderAttempt:     strconv.Itoa(c.Attempt),
+		HeaderKind:        c.Kind,
+		HeaderParticipant: c.Participant,
 	}
-	id := TxCommandID(cmd.TxID, cmd.Participant, cmd.Kind, cmd.Attempt)
-	return Message{
-		MessageID:     ReplyID(id),
-		Type:          TypeReply,
-		ContentType:   ContentType,
-		CorrelationID: id,
-		Headers: map[string]string{
-			HeaderVersion:     Version,
-			HeaderTxID:        cmd.TxID,
-			HeaderAttempt:     strconv.Itoa(cmd.Attempt),
-			HeaderKind:        cmd.Kind,
-			HeaderParticipant: cmd.Participant,
-		},
-		Body: body,
-	}, nil
 }
 
 // TxReplyMessage is a decoded reply to a transaction command.
