@@ -40,7 +40,10 @@ func (t *Transport) Consume(ctx context.Context, queue string, prefetch int) (<-
 	if err != nil {
 		return nil, err
 	}
-	out := make(chan *transport.Delivery)
+	// The hand-off is buffered up to the prefetch (the most the broker sends unacknowledged), so
+	// a consumer that applies deliveries in batches finds every delivery that has arrived, not
+	// one at a time. Deliveries left in the buffer when ctx ends are taken back (see reclaim).
+	out := make(chan *transport.Delivery, prefetch)
 	if !t.goTracked(func() { t.consumeLoop(ctx, sub, out) }) {
 		sub.retire()
 		return nil, ErrClosed
@@ -179,7 +182,7 @@ const (
 
 // consumeLoop forwards deliveries to out and resubscribes after every loss until ctx ends or
 // the transport closes.
-func (t *Transport) consumeLoop(ctx context.Context, sub *subscription, out chan<- *transport.Delivery) {
+func (t *Transport) consumeLoop(ctx context.Context, sub *subscription, out chan *transport.Delivery) {
 	outOpen := true
 	defer func() {
 		if outOpen {
@@ -193,6 +196,7 @@ func (t *Transport) consumeLoop(ctx context.Context, sub *subscription, out chan
 			sub.retire()
 			return
 		case stopCtx:
+			reclaim(out)
 			close(out)
 			outOpen = false
 			t.drain(sub)
@@ -263,6 +267,22 @@ func (t *Transport) pump(ctx context.Context, sub *subscription, out chan<- *tra
 			return stopCtx
 		case <-t.closing:
 			return stopClosing
+		}
+	}
+}
+
+// reclaim takes back the deliveries still buffered in out, which the consumer never received,
+// so that drain does not wait for them to be settled: the broker requeues them when the channel
+// closes, as if they had never been handed out.
+func reclaim(out chan *transport.Delivery) {
+	for {
+		select {
+		case d := <-out:
+			if a, ok := d.Acknowledger.(*acknowledger); ok && a.settled.CompareAndSwap(false, true) {
+				a.sub.release()
+			}
+		default:
+			return
 		}
 	}
 }

@@ -60,6 +60,7 @@ func Run(t *testing.T, newTransport func(t *testing.T) transport.Transport) {
 		{"PrefetchBoundsUnsettled", testPrefetch},
 		{"ConsumeUnknownQueueFails", testConsumeUnknownQueue},
 		{"ContextEndClosesConsumer", testContextEnd},
+		{"ContextEndReturnsUnreadDeliveries", testContextEndUnread},
 		{"CloseIsIdempotentAndFinal", testClose},
 		{"ConnectionLossMakesDeliveriesStale", testConnectionLoss},
 	}
@@ -532,6 +533,38 @@ func testContextEnd(t *testing.T, newTransport func(t *testing.T) transport.Tran
 	again := consume(t, tr, ctx, participantQueue, 5)
 	ack(t, receiveID(t, again, "ctx-2"))
 	requireNext(t, tr, again, "ctx-sentinel")
+}
+
+// testContextEndUnread stops a consumer that was sent more than it read. What it never read
+// goes back to the queue at once, without anyone reading the closed channel.
+func testContextEndUnread(t *testing.T, newTransport func(t *testing.T) transport.Transport) {
+	tr := setup(t, newTransport)
+	ctx := timeout(t)
+	const total = 20
+	msgs := make([]transport.Outgoing, total)
+	for i := range msgs {
+		msgs[i] = command(fmt.Sprintf("unread-%d", i))
+	}
+	publishAll(t, tr, msgs...)
+	consumerCtx, stop := context.WithCancel(ctx)
+	ch := consume(t, tr, consumerCtx, participantQueue, total)
+	ack(t, receiveID(t, ch, "unread-0"))
+	stop()
+	again := consume(t, tr, ctx, participantQueue, total)
+	// Requeued messages need not come back in their order (quorum queues).
+	left := map[string]bool{}
+	for i := 1; i < total; i++ {
+		left[fmt.Sprintf("unread-%d", i)] = true
+	}
+	for len(left) > 0 {
+		d := receive(t, again)
+		if !left[d.MessageID] {
+			t.Fatalf("received %q, want one of the unread %v", d.MessageID, left)
+		}
+		delete(left, d.MessageID)
+		ack(t, d)
+	}
+	requireNext(t, tr, again, "unread-sentinel")
 }
 
 func testClose(t *testing.T, newTransport func(t *testing.T) transport.Transport) {
