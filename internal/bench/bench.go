@@ -268,6 +268,7 @@ func (d *driver) load(ctx context.Context) {
 					id := uuid.New()
 					done := d.waiter.add(id)
 					if !d.start(ctx, id, n.Add(1)) {
+						d.waiter.forget(id)
 						continue
 					}
 					select {
@@ -320,6 +321,13 @@ func (w *waiter) add(id uuid.UUID) <-chan struct{} {
 	w.waiting[id] = ch
 	w.mu.Unlock()
 	return ch
+}
+
+// forget stops waiting for a saga that did not start.
+func (w *waiter) forget(id uuid.UUID) {
+	w.mu.Lock()
+	delete(w.waiting, id)
+	w.mu.Unlock()
 }
 
 func (w *waiter) run(ctx context.Context, pool *pgxpool.Pool) {

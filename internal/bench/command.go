@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -24,6 +25,7 @@ func Command(app *cli.App) *cobra.Command {
 		parts    string
 		noBase   bool
 		duration time.Duration
+		cpuProf  string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench --database-url URL [--rate N | --concurrency N] [--duration D]",
@@ -65,6 +67,13 @@ make bench starts a system and runs it.`,
 			if !asJSON {
 				cfg.Log = app.Stderr()
 			}
+			if cpuProf != "" {
+				stop, err := startCPUProfile(cpuProf)
+				if err != nil {
+					return &cli.ExitError{Code: 1, Err: err}
+				}
+				defer stop()
+			}
 			res, err := Run(cmd.Context(), cfg)
 			if err != nil {
 				return &cli.ExitError{Code: 2, Err: err}
@@ -90,6 +99,7 @@ make bench starts a system and runs it.`,
 	f.StringVar(&pids, "pid", "", "coordinator process ids, comma-separated, for CPU and RSS")
 	f.BoolVar(&noBase, "no-baselines", false, "skip the raw publish and insert baselines")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object with every figure")
+	f.StringVar(&cpuProf, "cpuprofile", "", "write the bench client's own CPU profile to this file (to check that the load generator is not the bottleneck)")
 	return cmd
 }
 
@@ -124,4 +134,17 @@ func printTable(app *cli.App, r *Result) {
 		row("broker efficiency", fmt.Sprintf("%.2f", r.BrokerEfficiency))
 	}
 	_ = w.Flush()
+}
+
+// startCPUProfile profiles this process into path until the returned function is called.
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	return func() { pprof.StopCPUProfile(); _ = f.Close() }, nil
 }
