@@ -15,8 +15,8 @@ import (
 
 // BenchmarkPublish measures confirmed, persistent, mandatory publishing of batches of 64 step
 // commands (about 300 bytes each) to a participant queue, from one goroutine and from four
-// concurrent ones (as many as the default publish channels). One op is one batch. The msgs/s metric is the figure to compare with the broker's
-// own capacity (see DESIGN, section 6).
+// concurrent ones. One op is one batch. The msgs/s metric is the figure to compare with the
+// broker's own capacity (see DESIGN, section 6).
 //
 //	go test -run '^$' -bench Publish -benchtime 5s ./transport/amqptransport/
 func BenchmarkPublish(b *testing.B) {
@@ -29,8 +29,34 @@ func BenchmarkPublish(b *testing.B) {
 	}
 }
 
+// BenchmarkPublishConcurrentSingles measures what participants replying and the coordinator's
+// relay workers do: many goroutines, each publishing one message per call and waiting for its
+// confirm before the next. One op is one message. It runs with the default publish channels and
+// with a few explicit counts, to show how the channel count trades parallel confirms against
+// batching.
+//
+//	go test -run '^$' -bench PublishConcurrentSingles -benchtime 5s ./transport/amqptransport/
+func BenchmarkPublishConcurrentSingles(b *testing.B) {
+	for _, channels := range []int{0, 4, 32} { // 0: the default
+		name := fmt.Sprintf("classic/publishers=64/channels=%d", channels)
+		if channels == 0 {
+			name = "classic/publishers=64/channels=default"
+		}
+		b.Run(name, func(b *testing.B) {
+			benchmarkPublishWith(b, Config{QueueType: QueueTypeClassic, PublishChannels: channels}, 1, 64)
+		})
+	}
+}
+
 func benchmarkPublish(b *testing.B, queueType string, batchSize, publishers int) {
-	tr := newTransport(b, Config{QueueType: queueType, Logger: slog.New(slog.DiscardHandler)})
+	benchmarkPublishWith(b, Config{QueueType: queueType}, batchSize, publishers)
+}
+
+// benchmarkPublishWith runs publishers goroutines that publish b.N batches of batchSize messages
+// between them.
+func benchmarkPublishWith(b *testing.B, cfg Config, batchSize, publishers int) {
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	tr := newTransport(b, cfg)
 	ctx := context.Background()
 	if err := tr.DeclareParticipant(ctx, "bench"); err != nil {
 		b.Fatalf("DeclareParticipant: %v", err)
