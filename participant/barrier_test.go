@@ -44,7 +44,7 @@ func newBarrierEnv(t *testing.T) *barrierEnv {
 	return &barrierEnv{pool: pool, schema: schema, b: w.barrier}
 }
 
-func searchPath(t *testing.T, dbURL string) string {
+func searchPath(t testing.TB, dbURL string) string {
 	t.Helper()
 	u, err := url.Parse(dbURL)
 	require.NoError(t, err)
