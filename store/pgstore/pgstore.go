@@ -239,7 +239,7 @@ func (s *Store) CreateSagas(ctx context.Context, batch []store.NewSaga) ([]store
 		}
 		n := len(changes)
 		var (
-			sagaIDs            = make([]uuid.UUID, n)
+			sagaIDs            = make([][16]byte, n)
 			defNames, statuses = make([]string, n), make([]string, n)
 			hashes, states     = make([]string, n), make([]string, n)
 			defVersions        = make([]int32, n)
@@ -359,8 +359,18 @@ func (s *Store) Mutate(ctx context.Context, ids []uuid.UUID, fn store.MutateFunc
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	_, rows, err := mutate(ctx, s, sagaRows, fn, `SELECT now(), `+sagaColumns+` FROM sagas WHERE id = ANY($1) ORDER BY id FOR UPDATE`, ids)
+	_, rows, err := mutate(ctx, s, sagaRows, fn, `SELECT now(), `+sagaColumns+` FROM sagas WHERE id = ANY($1) ORDER BY id FOR UPDATE`, uuidArray(ids))
 	return rows, err
+}
+
+// uuidArray converts ids to the form pgx encodes directly; []uuid.UUID goes through reflection
+// and a text round trip per element.
+func uuidArray(ids []uuid.UUID) [][16]byte {
+	out := make([][16]byte, len(ids))
+	for i, id := range ids {
+		out[i] = id
+	}
+	return out
 }
 
 // MutateDue implements store.Sagas.
@@ -370,9 +380,11 @@ func (s *Store) MutateDue(ctx context.Context, limit int, fn store.MutateFunc) (
 
 // table is what mutate needs to know about a table of state rows (sagas, transactions).
 type table[T any] struct {
-	name   string
-	scan   func(pgx.Row) (T, error)
-	update func(ctx context.Context, tx pgx.Tx, now time.Time, rows []T) error
+	name string
+	scan func(pgx.Row) (T, error)
+	// update queues the statement that writes rows at now, and marks them written once it
+	// succeeded.
+	update func(b *pgx.Batch, now time.Time, rows []T) error
 }
 
 var sagaRows = table[*store.Saga]{name: "sagas", scan: scanSaga, update: updateSagas}
@@ -380,42 +392,42 @@ var sagaRows = table[*store.Saga]{name: "sagas", scan: scanSaga, update: updateS
 // mutate locks rows with query, lets fn change them, and writes the changes and their messages in
 // one transaction, retried on deadlock or conflict. It returns how many rows it locked and the
 // outbox rows written.
+//
+// The transaction costs three round trips whatever the number of rows: BEGIN, the locking query
+// and the time read after it travel together; then the update and the outbox insert; then COMMIT.
 func mutate[T any](ctx context.Context, s *Store, t table[T], fn func(time.Time, []T) ([]store.Changed[T], error), query string, arg any) (int, []store.OutboxRow, error) {
 	var (
 		claimed int
 		out     []store.OutboxRow
 	)
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
+	err := s.inPipeTx(ctx, func(p *pipeTx) error {
 		claimed, out = 0, nil
-		rows, err := tx.Query(ctx, query, arg)
-		if err != nil {
-			return err
-		}
 		var (
 			now    time.Time
 			locked []T
 		)
-		for rows.Next() {
-			var rowNow time.Time
-			v, err := t.scan(scanPrefix{rows, &rowNow})
-			if err != nil {
-				rows.Close()
-				return err
+		read := &pgx.Batch{}
+		read.Queue(query, arg).Query(func(rows pgx.Rows) error {
+			for rows.Next() {
+				var rowNow time.Time
+				v, err := t.scan(scanPrefix{rows, &rowNow})
+				if err != nil {
+					return err
+				}
+				locked = append(locked, v)
 			}
-			now = rowNow
-			locked = append(locked, v)
-		}
-		if err := rows.Err(); err != nil {
+			return rows.Err()
+		})
+		// now() is the transaction's start; the locks may have been waited for since. The time
+		// the changes are made at must not be older than the rows they change: this statement
+		// starts only once the locking one has finished.
+		read.Queue(`SELECT statement_timestamp()`).QueryRow(func(row pgx.Row) error { return row.Scan(&now) })
+		if err := p.run(ctx, read); err != nil {
 			return err
 		}
 		claimed = len(locked)
 		if len(locked) == 0 {
 			return nil
-		}
-		// now() is the transaction's start; the locks may have been waited for since. The time
-		// the changes are made at must not be older than the rows they change.
-		if err := tx.QueryRow(ctx, `SELECT statement_timestamp()`).Scan(&now); err != nil {
-			return err
 		}
 		changes, err := fn(now, locked)
 		if err != nil || len(changes) == 0 {
@@ -427,11 +439,14 @@ func mutate[T any](ctx context.Context, s *Store, t table[T], fn func(time.Time,
 			changed[i] = c.Row
 			msgs = append(msgs, c.Messages...)
 		}
-		if err := t.update(ctx, tx, now, changed); err != nil {
+		write := &pgx.Batch{}
+		if err := t.update(write, now, changed); err != nil {
 			return err
 		}
-		out, err = s.insertOutbox(ctx, tx, msgs)
-		return err
+		if err := s.queueOutbox(write, msgs, &out); err != nil {
+			return err
+		}
+		return p.run(ctx, write)
 	})
 	if err != nil {
 		return 0, nil, fmt.Errorf("update %s: %w", t.name, translate(err))
@@ -449,19 +464,17 @@ func (p scanPrefix) Scan(dest ...any) error {
 	return p.rows.Scan(append([]any{p.now}, dest...)...)
 }
 
-func updateSagas(ctx context.Context, tx pgx.Tx, now time.Time, changed []*store.Saga) error {
+func updateSagas(b *pgx.Batch, now time.Time, changed []*store.Saga) error {
 	rows := make([]rowUpdate, len(changed))
 	for i, sg := range changed {
 		rows[i] = rowUpdate{sg.ID, string(sg.State.Status), sg.State, sg.Version, sg.WakeAt, sg.FinishedAt}
 	}
-	if err := updateRows(ctx, tx, now, "sagas", rows); err != nil {
-		return err
-	}
-	for _, sg := range changed {
-		sg.Version++
-		sg.UpdatedAt = now
-	}
-	return nil
+	return queueUpdate(b, now, "sagas", rows, func() {
+		for _, sg := range changed {
+			sg.Version++
+			sg.UpdatedAt = now
+		}
+	})
 }
 
 // rowUpdate is the new content of one state row (a saga or a transaction).
@@ -474,11 +487,12 @@ type rowUpdate struct {
 	fin     time.Time
 }
 
-// updateRows writes rows in one statement, each only if its version is still the one read
-// (compare-and-set); any mismatch fails the whole transaction with store.ErrConflict.
-func updateRows(ctx context.Context, tx pgx.Tx, now time.Time, tableName string, rows []rowUpdate) error {
+// queueUpdate queues one statement that writes rows, each only if its version is still the one
+// read (compare-and-set); any mismatch fails the whole transaction with store.ErrConflict. done
+// runs once the statement succeeded.
+func queueUpdate(b *pgx.Batch, now time.Time, tableName string, rows []rowUpdate, done func()) error {
 	n := len(rows)
-	ids := make([]uuid.UUID, n)
+	ids := make([][16]byte, n)
 	statuses := make([]string, n)
 	states := make([]string, n)
 	versions := make([]int64, n)
@@ -493,23 +507,37 @@ func updateRows(ctx context.Context, tx pgx.Tx, now time.Time, tableName string,
 		wakes[i], fins[i] = tsOrNull(r.wake), tsOrNull(r.fin)
 	}
 	// tableName is one of two constants, never outside input.
-	tag, err := tx.Exec(ctx, `UPDATE `+tableName+` t SET status = u.status, state = u.state::jsonb, version = t.version + 1,
+	b.Queue(`UPDATE `+tableName+` t SET status = u.status, state = u.state::jsonb, version = t.version + 1,
 			wake_at = u.wake_at, finished_at = u.finished_at, updated_at = $7
 		FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[], $6::timestamptz[])
 			AS u(id, status, state, version, wake_at, finished_at)
-		WHERE t.id = u.id AND t.version = u.version`, ids, statuses, states, versions, wakes, fins, now)
-	if err != nil {
-		return err
-	}
-	if int(tag.RowsAffected()) != n {
-		return fmt.Errorf("%w: %d of %d %s changed under us", store.ErrConflict, n-int(tag.RowsAffected()), n, tableName)
-	}
+		WHERE t.id = u.id AND t.version = u.version`, ids, statuses, states, versions, wakes, fins, now).Exec(func(tag pgconn.CommandTag) error {
+		if int(tag.RowsAffected()) != n {
+			return fmt.Errorf("%w: %d of %d %s changed under us", store.ErrConflict, n-int(tag.RowsAffected()), n, tableName)
+		}
+		done()
+		return nil
+	})
 	return nil
 }
 
+// insertOutbox inserts msgs into the outbox in tx and returns their rows.
 func (s *Store) insertOutbox(ctx context.Context, tx pgx.Tx, msgs []transport.Outgoing) ([]store.OutboxRow, error) {
+	var out []store.OutboxRow
+	b := &pgx.Batch{}
+	if err := s.queueOutbox(b, msgs, &out); err != nil || b.Len() == 0 {
+		return nil, err
+	}
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// queueOutbox queues the insert of msgs into the outbox; once it ran, *out holds their rows.
+func (s *Store) queueOutbox(b *pgx.Batch, msgs []transport.Outgoing, out *[]store.OutboxRow) error {
 	if len(msgs) == 0 {
-		return nil, nil
+		return nil
 	}
 	n := len(msgs)
 	exchanges, keys, ids, types, corrs, headers, ctypes := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
@@ -517,33 +545,33 @@ func (s *Store) insertOutbox(ctx context.Context, tx pgx.Tx, msgs []transport.Ou
 	for i, m := range msgs {
 		h, err := json.Marshal(m.Headers)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		exchanges[i], keys[i], ids[i], types[i], corrs[i], headers[i], bodies[i] = m.Exchange, m.RoutingKey, m.MessageID, m.Type, m.CorrelationID, string(h), m.Body
 		ctypes[i] = m.ContentType
 	}
-	rows, err := tx.Query(ctx, `INSERT INTO outbox (exchange, routing_key, message_id, type, correlation_id, headers, body, content_type, lease_until)
+	b.Queue(`INSERT INTO outbox (exchange, routing_key, message_id, type, correlation_id, headers, body, content_type, lease_until)
 		SELECT e, k, m, t, c, h::jsonb, b, ct, now() + $8::interval
 		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[], $9::text[]) WITH ORDINALITY AS u(e, k, m, t, c, h, b, ct, ord)
 		ORDER BY ord
-		RETURNING id`, exchanges, keys, ids, types, corrs, headers, bodies, s.cfg.OutboxLease, ctypes)
-	if err != nil {
-		return nil, err
-	}
-	rowIDs, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-	if err != nil {
-		return nil, err
-	}
-	if len(rowIDs) != n {
-		return nil, fmt.Errorf("outbox insert returned %d ids for %d messages", len(rowIDs), n)
-	}
-	out := make([]store.OutboxRow, n)
-	for i := range msgs {
-		out[i] = store.OutboxRow{ID: rowIDs[i], Outgoing: msgs[i]}
-	}
-	// ORDER BY ord makes the serial ids follow the input order, and RETURNING yields the rows
-	// in the order they were inserted, so ids map to messages by position.
-	return out, nil
+		RETURNING id`, exchanges, keys, ids, types, corrs, headers, bodies, s.cfg.OutboxLease, ctypes).Query(func(rows pgx.Rows) error {
+		rowIDs, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		if err != nil {
+			return err
+		}
+		if len(rowIDs) != n {
+			return fmt.Errorf("outbox insert returned %d ids for %d messages", len(rowIDs), n)
+		}
+		// ORDER BY ord makes the serial ids follow the input order, and RETURNING yields the
+		// rows in the order they were inserted, so ids map to messages by position.
+		rs := make([]store.OutboxRow, n)
+		for i := range msgs {
+			rs[i] = store.OutboxRow{ID: rowIDs[i], Outgoing: msgs[i]}
+		}
+		*out = rs
+		return nil
+	})
+	return nil
 }
 
 // --- outbox ---
@@ -580,14 +608,14 @@ func (o outboxStore) Delete(ctx context.Context, ids []int64) error {
 		return nil
 	}
 	// Losing this delete in a crash only republishes confirmed messages, which consumers
-	// deduplicate; so it need not wait for the WAL flush.
-	err := pgx.BeginFunc(ctx, o.s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
-			return err
-		}
-		_, err := tx.Exec(ctx, `DELETE FROM outbox WHERE id = ANY($1)`, ids)
-		return err
-	})
+	// deduplicate; so it need not wait for the WAL flush. The whole transaction is one round
+	// trip.
+	b := &pgx.Batch{}
+	b.Queue(`BEGIN`)
+	b.Queue(`SET LOCAL synchronous_commit = off`)
+	b.Queue(`DELETE FROM outbox WHERE id = ANY($1)`, ids)
+	b.Queue(`COMMIT`)
+	err := o.s.pool.SendBatch(ctx, b).Close()
 	if err != nil {
 		return fmt.Errorf("delete %d outbox rows: %w", len(ids), err)
 	}

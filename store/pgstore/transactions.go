@@ -117,7 +117,7 @@ func (s *Store) MutateTx(ctx context.Context, ids []uuid.UUID, fn store.TxMutate
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	_, rows, err := mutate(ctx, s, txRows, fn, `SELECT now(), `+txColumns+` FROM transactions WHERE id = ANY($1) ORDER BY id FOR UPDATE`, ids)
+	_, rows, err := mutate(ctx, s, txRows, fn, `SELECT now(), `+txColumns+` FROM transactions WHERE id = ANY($1) ORDER BY id FOR UPDATE`, uuidArray(ids))
 	return rows, err
 }
 
@@ -126,17 +126,15 @@ func (s *Store) MutateDueTx(ctx context.Context, limit int, fn store.TxMutateFun
 	return mutate(ctx, s, txRows, fn, `SELECT now(), `+txColumns+` FROM transactions WHERE wake_at <= now() ORDER BY wake_at LIMIT $1 FOR UPDATE SKIP LOCKED`, limit)
 }
 
-func updateTxs(ctx context.Context, tx pgx.Tx, now time.Time, changed []*store.Tx) error {
+func updateTxs(b *pgx.Batch, now time.Time, changed []*store.Tx) error {
 	rows := make([]rowUpdate, len(changed))
 	for i, t := range changed {
 		rows[i] = rowUpdate{t.ID, string(t.Tx.State), t.Tx, t.Version, t.WakeAt, t.FinishedAt}
 	}
-	if err := updateRows(ctx, tx, now, "transactions", rows); err != nil {
-		return err
-	}
-	for _, t := range changed {
-		t.Version++
-		t.UpdatedAt = now
-	}
-	return nil
+	return queueUpdate(b, now, "transactions", rows, func() {
+		for _, t := range changed {
+			t.Version++
+			t.UpdatedAt = now
+		}
+	})
 }
