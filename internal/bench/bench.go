@@ -56,6 +56,10 @@ type Config struct {
 	// MaxInFlight bounds open-loop sagas in flight; beyond it starts are counted as shed.
 	// Default 20000.
 	MaxInFlight int
+	// PrefillFinished, when positive, first runs one benchmark saga to completion and then copies
+	// it as this many finished sagas (finished within the last 48 hours, so that retention keeps
+	// them), to measure throughput with large tables.
+	PrefillFinished int64
 	// Participants are the three no-op participants. Default bench-a, bench-b, bench-c.
 	Participants []string
 	// CoordinatorPIDs are measured for CPU and RSS (optional).
@@ -119,6 +123,10 @@ type Result struct {
 	BaselineInserts   float64 `json:"baseline_inserts_per_second,omitempty"`
 	// BrokerEfficiency is sagas/s x messages per saga / baseline publish rate.
 	BrokerEfficiency float64 `json:"broker_efficiency,omitempty"`
+	// SagaRows is the number of rows in the sagas table when the window began (the planner's
+	// estimate), and PrefillSeconds how long --prefill-finished took.
+	SagaRows       int64   `json:"saga_rows"`
+	PrefillSeconds float64 `json:"prefill_seconds,omitempty"`
 }
 
 // Definition is the benchmark saga: three steps over no-op participants.
@@ -152,6 +160,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		res.Mode, res.Concurrency = "open", 0
 	}
 	d := &driver{cfg: cfg, pool: pool, waiter: waiter{waiting: map[uuid.UUID]chan struct{}{}}}
+	if cfg.PrefillFinished > 0 {
+		began := time.Now()
+		if err := d.prefill(ctx, cfg.PrefillFinished); err != nil {
+			return nil, err
+		}
+		res.PrefillSeconds = time.Since(began).Seconds()
+	}
 
 	runCtx, stopLoad := context.WithCancel(ctx)
 	defer stopLoad()
@@ -165,6 +180,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	before, err := d.snapshot(ctx)
 	if err != nil {
 		return nil, err
+	}
+	if err := pool.QueryRow(ctx, `SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = 'sagas'::regclass`).Scan(&res.SagaRows); err != nil {
+		return nil, fmt.Errorf("bench: estimate saga rows: %w", err)
 	}
 	d.startedInWindow.Store(0)
 	t0 := time.Now()
@@ -390,6 +408,51 @@ func (d *driver) latency(ctx context.Context, t0, t1 time.Time, res *Result) err
 	res.LatencyP50Millis, res.LatencyP95Millis, res.LatencyP99Millis = q(0.50), q(0.95), q(0.99)
 	if len(ms) > 0 {
 		res.LatencyMaxMillis = ms[len(ms)-1]
+	}
+	return nil
+}
+
+// prefill runs one benchmark saga to completion and copies it n times as finished sagas, in
+// chunks, then analyzes the table so the planner knows its size.
+func (d *driver) prefill(ctx context.Context, n int64) error {
+	id := uuid.New()
+	fmt.Fprintf(d.cfg.Log, "prefill: running template saga %s\n", id)
+	if !d.start(ctx, id, 0) {
+		return fmt.Errorf("bench: prefill: start the template saga failed")
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var done bool
+		if err := d.pool.QueryRow(ctx, `SELECT finished_at IS NOT NULL FROM sagas WHERE id = $1`, id).Scan(&done); err != nil {
+			return fmt.Errorf("bench: prefill: read the template saga: %w", err)
+		}
+		if done {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("bench: prefill: template saga %s did not finish within a minute (are the participants running?)", id)
+		}
+		if err := sleep(ctx, 20*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	const chunk = 200_000
+	for done := int64(0); done < n; {
+		k := min(chunk, n-done)
+		_, err := d.pool.Exec(ctx, `INSERT INTO sagas (id, definition_name, definition_version, status, input, request_hash, state, version, wake_at, created_at, updated_at, finished_at)
+			SELECT gen_random_uuid(), t.definition_name, t.definition_version, t.status, t.input, t.request_hash, t.state, t.version, NULL,
+				x.ts - interval '50 milliseconds', x.ts, x.ts
+			FROM sagas t, generate_series(1, $2::bigint) g,
+				LATERAL (SELECT g, now() - random() * interval '48 hours' AS ts) x
+			WHERE t.id = $1`, id, k)
+		if err != nil {
+			return fmt.Errorf("bench: prefill: insert finished sagas: %w", err)
+		}
+		done += k
+		fmt.Fprintf(d.cfg.Log, "prefill: %d of %d finished sagas\n", done, n)
+	}
+	if _, err := d.pool.Exec(ctx, `ANALYZE sagas`); err != nil {
+		return fmt.Errorf("bench: prefill: analyze: %w", err)
 	}
 	return nil
 }

@@ -99,6 +99,7 @@ make bench starts a system and runs it.`,
 	f.StringVar(&pids, "pid", "", "coordinator process ids, comma-separated, for CPU and RSS")
 	f.BoolVar(&noBase, "no-baselines", false, "skip the raw publish and insert baselines")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object with every figure")
+	f.Int64Var(&cfg.PrefillFinished, "prefill-finished", 0, "first add this many finished sagas to the tables (copies of one real run), to measure with large tables")
 	f.StringVar(&cpuProf, "cpuprofile", "", "write the bench client's own CPU profile to this file (to check that the load generator is not the bottleneck)")
 	return cmd
 }
@@ -119,6 +120,7 @@ func printTable(app *cli.App, r *Result) {
 		row("mode", fmt.Sprintf("closed loop, %d in flight", r.Concurrency))
 	}
 	row("window", fmt.Sprintf("%.1fs", r.DurationSeconds))
+	row("rows in sagas", fmt.Sprintf("%d", r.SagaRows))
 	row("started / errors / shed", fmt.Sprintf("%d / %d / %d", r.Started, r.StartErrors, r.Shed))
 	row("completed sagas/s", fmt.Sprintf("%.0f", r.SagasPerSecond))
 	row("latency p50 / p95 / p99 / max", fmt.Sprintf("%.1f / %.1f / %.1f / %.1f ms", r.LatencyP50Millis, r.LatencyP95Millis, r.LatencyP99Millis, r.LatencyMaxMillis))
