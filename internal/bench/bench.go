@@ -60,6 +60,10 @@ type Config struct {
 	// it as this many finished sagas (finished within the last 48 hours, so that retention keeps
 	// them), to measure throughput with large tables.
 	PrefillFinished int64
+	// Burst, when positive, replaces the timed window: start this many sagas as fast as the
+	// coordinator accepts them (Concurrency start calls at a time), then wait for all of them
+	// to finish. It measures the coordinator with many sagas in flight.
+	Burst int64
 	// Participants are the three no-op participants. Default bench-a, bench-b, bench-c.
 	Participants []string
 	// CoordinatorPIDs are measured for CPU and RSS (optional).
@@ -127,6 +131,12 @@ type Result struct {
 	// estimate), and PrefillSeconds how long --prefill-finished took.
 	SagaRows       int64   `json:"saga_rows"`
 	PrefillSeconds float64 `json:"prefill_seconds,omitempty"`
+	// Burst mode: sagas started, the most open at once, seconds to start them all and to
+	// finish them all (from the first start).
+	Burst             int64   `json:"burst,omitempty"`
+	BurstInFlightPeak int64   `json:"burst_in_flight_peak,omitempty"`
+	BurstStartSeconds float64 `json:"burst_start_seconds,omitempty"`
+	BurstEndSeconds   float64 `json:"burst_finish_seconds,omitempty"`
 }
 
 // Definition is the benchmark saga: three steps over no-op participants.
@@ -168,6 +178,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		res.PrefillSeconds = time.Since(began).Seconds()
 	}
 
+	if cfg.Burst > 0 {
+		return d.burst(ctx, res)
+	}
 	runCtx, stopLoad := context.WithCancel(ctx)
 	defer stopLoad()
 	var wg sync.WaitGroup
@@ -410,6 +423,54 @@ func (d *driver) latency(ctx context.Context, t0, t1 time.Time, res *Result) err
 		res.LatencyMaxMillis = ms[len(ms)-1]
 	}
 	return nil
+}
+
+// burst starts cfg.Burst sagas with cfg.Concurrency start calls at a time, retrying those the
+// coordinator pushes back, and waits until every one has finished.
+func (d *driver) burst(ctx context.Context, res *Result) (*Result, error) {
+	res.Mode, res.Burst = "burst", d.cfg.Burst
+	t0 := time.Now()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range d.cfg.Concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := next.Add(1); i <= d.cfg.Burst && ctx.Err() == nil; i = next.Add(1) {
+				id := uuid.New()
+				for !d.start(ctx, id, i) && ctx.Err() == nil {
+					// Pushed back (or failed): the same id again is idempotent.
+					_ = sleep(ctx, 50*time.Millisecond)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	res.BurstStartSeconds = time.Since(t0).Seconds()
+	res.Started, res.StartErrors, res.Shed = d.startedInWindow.Load(), d.startErrors.Load(), d.shed.Load()
+	fmt.Fprintf(d.cfg.Log, "burst: %d started in %.1fs; waiting for them to finish\n", res.Started, res.BurstStartSeconds)
+	for {
+		var open int64
+		if err := d.pool.QueryRow(ctx, `SELECT count(*) FROM sagas WHERE definition_name = 'bench-3step' AND created_at >= $1 AND finished_at IS NULL`, t0).Scan(&open); err != nil {
+			return nil, fmt.Errorf("bench: count open sagas: %w", err)
+		}
+		res.BurstInFlightPeak = max(res.BurstInFlightPeak, open)
+		for _, pid := range d.cfg.CoordinatorPIDs {
+			_, rss, peak := procStats(pid)
+			res.CoordinatorRSSMB = max(res.CoordinatorRSSMB, rss)
+			res.CoordinatorPeakMB = max(res.CoordinatorPeakMB, peak)
+		}
+		if open == 0 {
+			break
+		}
+		if err := sleep(ctx, 500*time.Millisecond); err != nil {
+			return nil, err
+		}
+	}
+	res.BurstEndSeconds = time.Since(t0).Seconds()
+	res.Completed = res.Started
+	res.SagasPerSecond = float64(res.Completed) / res.BurstEndSeconds
+	return res, nil
 }
 
 // prefill runs one benchmark saga to completion and copies it n times as finished sagas, in
