@@ -50,6 +50,8 @@ type Config struct {
 	Name string
 	// Retention is how long finished sagas and transactions are kept (engine.Config.Retention).
 	Retention time.Duration
+	// MaxActiveSagas bounds running and compensating sagas (engine.Config.MaxActiveSagas).
+	MaxActiveSagas int
 	// DebugAddr, when set, serves net/http/pprof on this address (for profiling; keep it private).
 	DebugAddr string
 	// DisableOutbox never publishes (a test-only fault for the chaos suite).
@@ -229,7 +231,7 @@ func Start(ctx context.Context, cfg Config) (*Coordinator, error) {
 	c.relay = outbox.NewRelay(st.Outbox(), c.transport, outbox.Config{Logger: log, Disabled: cfg.DisableOutbox, AfterConfirm: cfg.CrashAfterConfirm, MeterProvider: mp})
 	c.engine, err = engine.New(engine.Config{
 		Store: st, Transport: c.transport, Relay: c.relay, Logger: log, MaxPayloadBytes: cfg.MaxPayloadBytes, Retention: cfg.Retention,
-		TracerProvider: tp, MeterProvider: mp,
+		MaxActiveSagas: cfg.MaxActiveSagas, TracerProvider: tp, MeterProvider: mp,
 	})
 	if err != nil {
 		return nil, err

@@ -205,3 +205,43 @@ func TestConcurrentStartSagaWithOneID(t *testing.T) {
 	require.Equal(t, pb.SagaStatus_SAGA_STATUS_COMPLETED, sg.GetStatus())
 	require.Equal(t, []string{"a/action", "b/action"}, e.ledgerKeys(id))
 }
+
+// TestStartSagaPushesBackAtMaxActiveSagas: while as many sagas as the limit are running,
+// StartSaga fails with ResourceExhausted; once they finish, the refused request succeeds when
+// retried with the same id.
+func TestStartSagaPushesBackAtMaxActiveSagas(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, envOpts{maxActiveSagas: 2})
+	// No participant consumes yet: every saga started stays RUNNING. The count is refreshed each
+	// second, so starts succeed until it catches up with the limit.
+	e.register(chain("held", step("a", "late")))
+	var (
+		accepted []string
+		refused  string
+		lastErr  error
+	)
+	eventually(t, 30*time.Second, func() (bool, string) {
+		id := uuid.NewString()
+		_, lastErr = e.client.StartSaga(e.ctx, &pb.StartSagaRequest{SagaId: id, Definition: "held", Input: []byte(`{}`)})
+		if lastErr == nil {
+			accepted = append(accepted, id)
+			return false, "StartSaga accepted"
+		}
+		refused = id
+		return true, ""
+	})
+	requireCode(t, lastErr, codes.ResourceExhausted, "sagas are running or compensating", "the limit is 2")
+	require.GreaterOrEqual(t, len(accepted), 2, "the limit refused a start below it")
+	_, err := e.client.GetSaga(e.ctx, &pb.GetSagaRequest{SagaId: refused})
+	requireCode(t, err, codes.NotFound, refused)
+
+	e.startParticipant(participantOpts{name: "late"})
+	for _, id := range accepted {
+		e.waitStatus(id, 30*time.Second, pb.SagaStatus_SAGA_STATUS_COMPLETED)
+	}
+	eventually(t, 30*time.Second, func() (bool, string) {
+		_, lastErr = e.client.StartSaga(e.ctx, &pb.StartSagaRequest{SagaId: refused, Definition: "held", Input: []byte(`{}`)})
+		return lastErr == nil, fmt.Sprintf("StartSaga answered %v", lastErr)
+	})
+	e.waitStatus(refused, 30*time.Second, pb.SagaStatus_SAGA_STATUS_COMPLETED)
+}

@@ -40,6 +40,8 @@ type env struct {
 	coord   *coordinator.Coordinator
 	client  pb.SagaServiceClient
 	ledger  string // schema of the shared ledger table
+	// maxActive is passed to every coordinator the test starts.
+	maxActive int
 
 	pubOnce sync.Once
 	pub     *amqptransport.Transport // the test's own connection, for injecting messages
@@ -53,6 +55,8 @@ type envOpts struct {
 	// noCoordinator leaves the coordinator to the test (a child process, say); e.client is nil
 	// until the test dials one (e.client = e.dial(addr)).
 	noCoordinator bool
+	// maxActiveSagas is the coordinator's MaxActiveSagas (0: its default).
+	maxActiveSagas int
 }
 
 func testLogger(t *testing.T) *slog.Logger {
@@ -68,7 +72,7 @@ func newEnvWith(t *testing.T, o envOpts) *env {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	e := &env{t: t, ctx: ctx, dbURL: testenv.Schema(t), amqpURL: testenv.VHost(t)}
+	e := &env{t: t, ctx: ctx, dbURL: testenv.Schema(t), amqpURL: testenv.VHost(t), maxActive: o.maxActiveSagas}
 	e.pool = e.newPool(10)
 	e.ledger = testenv.Name("ledger_")
 	_, err := e.pool.Exec(ctx, `CREATE SCHEMA `+e.ledger+`;
@@ -104,6 +108,7 @@ func (e *env) startCoordinator() (*coordinator.Coordinator, pb.SagaServiceClient
 	c, err := coordinator.Start(e.ctx, coordinator.Config{
 		DatabaseURL: e.dbURL, AMQPURL: e.amqpURL, ListenAddr: "127.0.0.1:0", Migrate: true,
 		DBMaxConns: coordinatorConns, Logger: testLogger(t), Name: testenv.Name("coord-"),
+		MaxActiveSagas: e.maxActive,
 	})
 	require.NoError(t, err)
 	t.Cleanup(c.Stop)

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -61,6 +62,14 @@ type Config struct {
 	// MaxPendingStarts bounds StartSaga calls waiting for a batch; beyond it StartSaga fails
 	// with ResourceExhausted instead of queueing without bound. Default 4096.
 	MaxPendingStarts int
+	// MaxActiveSagas bounds the sagas RUNNING or COMPENSATING in the whole database: while at
+	// least this many are, StartSaga fails with ResourceExhausted, so that offered load beyond
+	// what the system completes is pushed back to the caller instead of piling up as sagas that
+	// all finish late. Each instance counts them every ActiveCountInterval, so the bound is
+	// approximate. Default 100000; negative disables it.
+	MaxActiveSagas int
+	// ActiveCountInterval is how often the active sagas are counted. Default 1s.
+	ActiveCountInterval time.Duration
 	// TimerBatch is the most due sagas claimed in one transaction. Default 256.
 	TimerBatch int
 	// TimerPoll is how often due timers are looked for. Default 100ms.
@@ -107,6 +116,12 @@ func (c Config) WithDefaults() Config {
 	if c.TimerBatch == 0 {
 		c.TimerBatch = 256
 	}
+	if c.MaxActiveSagas == 0 {
+		c.MaxActiveSagas = 100_000
+	}
+	if c.ActiveCountInterval == 0 {
+		c.ActiveCountInterval = time.Second
+	}
 	if c.Retention == 0 {
 		c.Retention = 7 * 24 * time.Hour
 	}
@@ -146,6 +161,8 @@ type Engine struct {
 
 	starts chan *startCall
 	kick   chan time.Time // to the timer loop: a timer falls due at this local time
+	// active is the last count of RUNNING and COMPENSATING sagas (admission control).
+	active atomic.Int64
 
 	group lifecycle.Group
 }
@@ -206,6 +223,9 @@ func (e *Engine) Start(ctx context.Context) error {
 		e.group.Go(func() { e.startLoop(ctx) })
 	}
 	e.group.Go(func() { e.timerLoop(ctx) })
+	if e.cfg.MaxActiveSagas > 0 {
+		e.group.Go(func() { e.countActiveLoop(ctx) })
+	}
 	if e.cfg.Retention > 0 {
 		e.group.Go(func() { e.retentionLoop(ctx) })
 	}
@@ -331,6 +351,11 @@ func (e *Engine) StartSaga(ctx context.Context, req StartRequest) (*store.Saga, 
 	}
 	if req.ID == uuid.Nil {
 		req.ID = uuid.New()
+	}
+	if limit := e.cfg.MaxActiveSagas; limit > 0 {
+		if n := e.active.Load(); n >= int64(limit) {
+			return nil, false, fmt.Errorf("%w: %d sagas are running or compensating, the limit is %d (MaxActiveSagas); retry with the same saga_id when some have finished", ErrResourceExhausted, n, limit)
+		}
 	}
 	m, err := e.machine(ctx, req.Definition, req.DefinitionVersion)
 	if err != nil {
@@ -779,6 +804,26 @@ func (e *Engine) settle(f func() error, d *transport.Delivery) {
 	if err := f(); err != nil {
 		// A stale delivery is redelivered by the broker; applying it again changes nothing.
 		e.log.Debug("settle delivery", "message_id", d.MessageID, "err", err)
+	}
+}
+
+// countActiveLoop counts the active sagas for admission control. When the count fails, the last
+// one stands: a database outage fails StartSaga on its own.
+func (e *Engine) countActiveLoop(ctx context.Context) {
+	t := time.NewTicker(e.cfg.ActiveCountInterval)
+	defer t.Stop()
+	for {
+		st, err := e.cfg.Store.Stats(ctx)
+		if err == nil {
+			e.active.Store(int64(st.Sagas[saga.StatusRunning].Count + st.Sagas[saga.StatusCompensating].Count))
+		} else if ctx.Err() == nil {
+			e.log.Warn("count active sagas for admission control", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
 	}
 }
 
