@@ -537,7 +537,16 @@ func (e *Engine) wakeSoon(at, now time.Time) {
 
 // change records the derived columns of a saga after the machine ran and builds its messages.
 func (e *Engine) change(m *saga.Machine, sg *store.Saga, cmds []saga.Command, now time.Time) (store.Change, error) {
-	sg.WakeAt = m.WakeAt(sg.State)
+	wake := m.WakeAt(sg.State)
+	// Keep an earlier wake-up that is still ahead rather than move it later: the saga, woken
+	// early, finds nothing due and the timer loop writes its real wake_at then (it always
+	// rewrites it). Moving wake_at at every step would change an indexed column in every update
+	// and deny PostgreSQL the HOT update, with no index writes, that a step transition otherwise
+	// gets (migration 005 leaves room on each page for it).
+	if !wake.IsZero() && sg.WakeAt.After(now) && sg.WakeAt.Before(wake) {
+		wake = sg.WakeAt
+	}
+	sg.WakeAt = wake
 	e.wakeSoon(sg.WakeAt, now)
 	if sg.State.Status.Terminal() && sg.FinishedAt.IsZero() {
 		sg.FinishedAt = now

@@ -1,0 +1,2 @@
+ALTER TABLE sagas RESET (fillfactor);
+ALTER TABLE transactions RESET (fillfactor);
