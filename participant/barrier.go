@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/sagacoord/sagacoord/protocol"
@@ -82,48 +83,54 @@ var errInterrupted = errors.New("interrupted by shutdown")
 
 // run applies cmd through the barrier. An error is an infrastructure failure (database, shutdown):
 // nothing was decided and the command must be redelivered.
+//
+// The common paths cost two round trips besides the handler's statements: BEGIN, the claim and
+// the handler's savepoint go in one batch, the reply and COMMIT in another.
 func (b *barrier) run(ctx context.Context, cmd *protocol.StepCommand, h Handler) (result, error) {
-	tx, err := b.db.Begin(ctx)
-	if err != nil {
-		return result{}, fmt.Errorf("begin barrier transaction: %w", err)
-	}
-	// Rollback after Commit is a no-op; without a cancelled context it still reaches the server.
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-
-	var res result
-	if cmd.Kind == protocol.KindCompensate {
-		res, err = b.compensate(ctx, tx, cmd, h)
-	} else {
-		res, err = b.action(ctx, tx, cmd, h)
-	}
+	t, err := b.begin(ctx)
 	if err != nil {
 		return result{}, err
 	}
-	if res.committed {
-		if err := tx.Commit(ctx); err != nil {
-			// Indeterminate: redelivery finds the stored reply if the commit did happen.
-			return result{}, fmt.Errorf("commit barrier transaction: %w", err)
-		}
+	// Rolls back what was not committed; without a cancelled context it still reaches the server.
+	defer t.end(context.WithoutCancel(ctx))
+	if cmd.Kind == protocol.KindCompensate {
+		return b.compensate(ctx, t, cmd, h)
 	}
-	return res, nil
+	return b.action(ctx, t, cmd, h)
 }
 
-func (b *barrier) action(ctx context.Context, tx pgx.Tx, cmd *protocol.StepCommand, h Handler) (result, error) {
-	inserted, err := b.claim(ctx, tx, cmd, protocol.KindAction, `{}`)
-	if err != nil {
+func (b *barrier) action(ctx context.Context, t *barrierTx, cmd *protocol.StepCommand, h Handler) (result, error) {
+	var claimed pgconn.CommandTag
+	first := t.beginBatch()
+	first.exec(&claimed, rowError("insert barrier row", cmd, protocol.KindAction), b.insert, cmd.SagaID, cmd.Step, protocol.KindAction, `{}`, cmd.Attempt)
+	// Made before knowing whether the handler runs, which it mostly does.
+	sp := t.savepoint(first)
+	if err := t.send(ctx, first); err != nil {
 		return result{}, err
 	}
-	if !inserted {
-		tag, err := tx.Exec(ctx, b.reopen, cmd.SagaID, cmd.Step, protocol.KindAction, cmd.Attempt, errCompensatedFirst)
-		if err != nil {
-			return result{}, fmt.Errorf("reopen barrier row (%s, %s, action): %w", cmd.SagaID, cmd.Step, err)
+	if claimed.RowsAffected() == 0 {
+		var reopened pgconn.CommandTag
+		var raw string
+		again := &batch{}
+		again.exec(&reopened, rowError("reopen barrier row", cmd, protocol.KindAction), b.reopen, cmd.SagaID, cmd.Step, protocol.KindAction, cmd.Attempt, errCompensatedFirst)
+		again.queryRow(&raw, rowError("read barrier row", cmd, protocol.KindAction), b.selectReply, cmd.SagaID, cmd.Step, protocol.KindAction)
+		// The reopening must survive a business failure: the handler runs in a savepoint made
+		// after it.
+		sp = t.savepoint(again)
+		if err := t.send(ctx, again); err != nil {
+			return result{}, err
 		}
-		if tag.RowsAffected() == 0 {
+		if reopened.RowsAffected() == 0 {
 			// A duplicate, or the compensation came first and left a refusal here.
-			return b.stored(ctx, tx, cmd, protocol.KindAction)
+			r, err := decodeStored(raw, cmd, protocol.KindAction)
+			if err != nil {
+				return result{}, err
+			}
+			return result{reply: r, duplicate: true}, nil
 		}
 	}
-	out, herr, err := b.callInSavepoint(ctx, tx, cmd, h)
+	last := &batch{}
+	out, herr, err := b.callInSavepoint(ctx, sp, cmd, h, last)
 	if err != nil {
 		return result{}, err
 	}
@@ -140,35 +147,59 @@ func (b *barrier) action(ctx context.Context, tx pgx.Tx, cmd *protocol.StepComma
 		// No barrier row is kept, so the coordinator's retry runs the handler again.
 		return result{reply: retryReply(herr), handlerRan: true, cause: herr}, nil
 	}
-	stored, err := b.store(ctx, tx, cmd, protocol.KindAction, reply)
+	stored, err := b.store(last, cmd, protocol.KindAction, reply)
 	if err != nil {
 		return result{}, err
 	}
-	return result{reply: stored, committed: true, handlerRan: true, cause: herr}, nil
+	last.commit()
+	if err := t.send(ctx, last); err != nil {
+		return result{}, err
+	}
+	r, err := stored()
+	if err != nil {
+		return result{}, err
+	}
+	return result{reply: r, committed: true, handlerRan: true, cause: herr}, nil
 }
 
-func (b *barrier) compensate(ctx context.Context, tx pgx.Tx, cmd *protocol.StepCommand, h Handler) (result, error) {
-	inserted, err := b.claim(ctx, tx, cmd, protocol.KindCompensate, `{}`)
-	if err != nil {
-		return result{}, err
-	}
-	if !inserted {
-		return b.stored(ctx, tx, cmd, protocol.KindCompensate)
-	}
-	// Waits for an action still in flight on the same key, then either plants the refusal of a
-	// late action or finds what the action decided.
+func (b *barrier) compensate(ctx context.Context, t *barrierTx, cmd *protocol.StepCommand, h Handler) (result, error) {
+	// The refusal of a late action is planted when the action row is absent. Claiming it waits
+	// for an action still in flight on the same key; the row read next is then what that action
+	// decided.
 	refusal, err := json.Marshal(protocol.StepReply{Outcome: protocol.OutcomeFailed, Error: errCompensatedFirst})
 	if err != nil {
 		return result{}, err
 	}
-	actionAbsent, err := b.claim(ctx, tx, cmd, protocol.KindAction, string(refusal))
-	if err != nil {
+	var claimed, actionClaimed pgconn.CommandTag
+	var actionRaw string
+	first := t.beginBatch()
+	first.exec(&claimed, rowError("insert barrier row", cmd, protocol.KindCompensate), b.insert, cmd.SagaID, cmd.Step, protocol.KindCompensate, `{}`, cmd.Attempt)
+	// Sent on the chance that the compensation is new, which it mostly is; on a duplicate they
+	// are rolled back with the rest.
+	first.exec(&actionClaimed, rowError("insert barrier row", cmd, protocol.KindAction), b.insert, cmd.SagaID, cmd.Step, protocol.KindAction, string(refusal), cmd.Attempt)
+	first.queryRow(&actionRaw, rowError("read barrier row", cmd, protocol.KindAction), b.selectReply, cmd.SagaID, cmd.Step, protocol.KindAction)
+	sp := t.savepoint(first)
+	if err := t.send(ctx, first); err != nil {
 		return result{}, err
 	}
+	if claimed.RowsAffected() == 0 {
+		var raw string
+		again := &batch{}
+		again.queryRow(&raw, rowError("read barrier row", cmd, protocol.KindCompensate), b.selectReply, cmd.SagaID, cmd.Step, protocol.KindCompensate)
+		if err := t.send(ctx, again); err != nil {
+			return result{}, err
+		}
+		r, err := decodeStored(raw, cmd, protocol.KindCompensate)
+		if err != nil {
+			return result{}, err
+		}
+		return result{reply: r, duplicate: true}, nil
+	}
+	last := &batch{}
 	noop := protocol.StepReply{Outcome: protocol.OutcomeSucceeded}
 	ran := false
-	if !actionAbsent {
-		action, err := b.read(ctx, tx, cmd, protocol.KindAction)
+	if actionClaimed.RowsAffected() == 0 {
+		action, err := decodeStored(actionRaw, cmd, protocol.KindAction)
 		if err != nil {
 			return result{}, err
 		}
@@ -177,7 +208,7 @@ func (b *barrier) compensate(ctx context.Context, tx pgx.Tx, cmd *protocol.StepC
 			// The action's effect was never applied (or was refused): nothing to undo. Turn a
 			// business failure into the refusal, so that no later attempt reopens it.
 			if action.Error != errCompensatedFirst {
-				if _, err := b.store(ctx, tx, cmd, protocol.KindAction, protocol.StepReply{Outcome: protocol.OutcomeFailed, Error: errCompensatedFirst}); err != nil {
+				if _, err := b.store(last, cmd, protocol.KindAction, protocol.StepReply{Outcome: protocol.OutcomeFailed, Error: errCompensatedFirst}); err != nil {
 					return result{}, err
 				}
 			}
@@ -186,7 +217,9 @@ func (b *barrier) compensate(ctx context.Context, tx pgx.Tx, cmd *protocol.StepC
 			if len(c.Output) == 0 {
 				c.Output = action.Output
 			}
-			out, herr, err := b.callInSavepoint(ctx, tx, &c, h)
+			// A compensation's business failure is not stored, so no batch follows: it is
+			// rolled back to the savepoint at once, and then with everything else.
+			out, herr, err := b.callInSavepoint(ctx, sp, &c, h, nil)
 			if err != nil {
 				return result{}, err
 			}
@@ -204,51 +237,41 @@ func (b *barrier) compensate(ctx context.Context, tx pgx.Tx, cmd *protocol.StepC
 			return result{}, fmt.Errorf("barrier row (%s, %s, action) holds outcome %q, want succeeded or failed", cmd.SagaID, cmd.Step, action.Outcome)
 		}
 	}
-	stored, err := b.store(ctx, tx, cmd, protocol.KindCompensate, noop)
+	stored, err := b.store(last, cmd, protocol.KindCompensate, noop)
 	if err != nil {
 		return result{}, err
 	}
-	return result{reply: stored, committed: true, handlerRan: ran}, nil
-}
-
-// claim inserts the barrier row for (cmd.SagaID, cmd.Step, kind) and reports whether it was new.
-// A concurrent transaction holding the same key makes it wait for that one to finish.
-func (b *barrier) claim(ctx context.Context, tx pgx.Tx, cmd *protocol.StepCommand, kind, reply string) (bool, error) {
-	tag, err := tx.Exec(ctx, b.insert, cmd.SagaID, cmd.Step, kind, reply, cmd.Attempt)
-	if err != nil {
-		return false, fmt.Errorf("insert barrier row (%s, %s, %s): %w", cmd.SagaID, cmd.Step, kind, err)
+	last.commit()
+	if err := t.send(ctx, last); err != nil {
+		return result{}, err
 	}
-	return tag.RowsAffected() == 1, nil
-}
-
-func (b *barrier) read(ctx context.Context, tx pgx.Tx, cmd *protocol.StepCommand, kind string) (protocol.StepReply, error) {
-	var raw string
-	if err := tx.QueryRow(ctx, b.selectReply, cmd.SagaID, cmd.Step, kind).Scan(&raw); err != nil {
-		return protocol.StepReply{}, fmt.Errorf("read barrier row (%s, %s, %s): %w", cmd.SagaID, cmd.Step, kind, err)
-	}
-	return decodeStored(raw, cmd, kind)
-}
-
-func (b *barrier) stored(ctx context.Context, tx pgx.Tx, cmd *protocol.StepCommand, kind string) (result, error) {
-	r, err := b.read(ctx, tx, cmd, kind)
+	r, err := stored()
 	if err != nil {
 		return result{}, err
 	}
-	return result{reply: r, duplicate: true}, nil
+	return result{reply: r, committed: true, handlerRan: ran}, nil
 }
 
-// store writes the decided reply and returns it as the database holds it, so that the first
-// reply and every re-sent copy are byte for byte the same.
-func (b *barrier) store(ctx context.Context, tx pgx.Tx, cmd *protocol.StepCommand, kind string, r protocol.StepReply) (protocol.StepReply, error) {
+// rowError names the barrier row that a statement works on, for its error.
+func rowError(what string, cmd *protocol.StepCommand, kind string) string {
+	return fmt.Sprintf("%s (%s, %s, %s)", what, cmd.SagaID, cmd.Step, kind)
+}
+
+// store queues the write of the decided reply in bt. Once bt has been sent, the returned function
+// gives the reply as the database holds it, so that the first reply and every re-sent copy are
+// byte for byte the same.
+//
+// The COMMIT that follows in the batch does not wait for the row count: the row cannot be missing,
+// as this transaction inserted or found it and barrier rows are never deleted (a handler that
+// deletes them breaks the barrier whatever it does).
+func (b *barrier) store(bt *batch, cmd *protocol.StepCommand, kind string, r protocol.StepReply) (func() (protocol.StepReply, error), error) {
 	body, err := json.Marshal(r)
 	if err != nil {
-		return protocol.StepReply{}, fmt.Errorf("encode reply: %w", err)
+		return nil, fmt.Errorf("encode reply: %w", err)
 	}
 	var raw string
-	if err := tx.QueryRow(ctx, b.updateReply, cmd.SagaID, cmd.Step, kind, string(body)).Scan(&raw); err != nil {
-		return protocol.StepReply{}, fmt.Errorf("store reply in barrier row (%s, %s, %s): %w", cmd.SagaID, cmd.Step, kind, err)
-	}
-	return decodeStored(raw, cmd, kind)
+	bt.queryRow(&raw, rowError("store reply in barrier row", cmd, kind), b.updateReply, cmd.SagaID, cmd.Step, kind, string(body))
+	return func() (protocol.StepReply, error) { return decodeStored(raw, cmd, kind) }, nil
 }
 
 func decodeStored(raw string, cmd *protocol.StepCommand, kind string) (protocol.StepReply, error) {
@@ -262,20 +285,17 @@ func decodeStored(raw string, cmd *protocol.StepCommand, kind string) (protocol.
 	return r, nil
 }
 
-// callInSavepoint runs h inside a savepoint of tx. herr is the handler's result; a business
-// failure has already been rolled back to the savepoint. err is an infrastructure failure.
-func (b *barrier) callInSavepoint(ctx context.Context, tx pgx.Tx, cmd *protocol.StepCommand, h Handler) (out json.RawMessage, herr error, err error) {
-	sp, err := tx.Begin(ctx)
-	if err != nil {
-		return nil, nil, fmt.Errorf("savepoint before handler: %w", err)
-	}
+// callInSavepoint runs h in the savepoint sp. herr is the handler's result; a business failure's
+// effect is rolled back to the savepoint, in next when the caller sends one, else at once. err is
+// an infrastructure failure.
+func (b *barrier) callInSavepoint(ctx context.Context, sp *savepointTx, cmd *protocol.StepCommand, h Handler, next *batch) (out json.RawMessage, herr error, err error) {
 	c := *cmd // the handler may not change what the reply is built from
 	out, herr = call(ctx, h, sp, &c)
 	if herr == nil {
 		herr = checkOutput(out)
 	}
 	if IsBusiness(herr) {
-		if err := sp.Rollback(ctx); err != nil {
+		if err := sp.discard(ctx, next); err != nil {
 			return nil, nil, fmt.Errorf("roll back to savepoint after business failure: %w", err)
 		}
 		return nil, herr, nil
@@ -283,7 +303,7 @@ func (b *barrier) callInSavepoint(ctx context.Context, tx pgx.Tx, cmd *protocol.
 	if herr != nil {
 		return nil, herr, nil // the caller rolls back the whole transaction
 	}
-	if err := sp.Commit(ctx); err != nil {
+	if err := sp.keep(ctx); err != nil {
 		// The handler left its transaction unusable (a swallowed SQL error, or it ended the
 		// transaction itself): retry rather than record a success whose effect is gone.
 		return nil, fmt.Errorf("handler returned success but its transaction cannot be kept: %w", err), nil

@@ -36,18 +36,18 @@ func failing(context.Context, pgx.Tx, *protocol.StepCommand) (json.RawMessage, e
 }
 
 func BenchmarkBarrierAction(b *testing.B) {
-	e := newBenchEnv(b)
+	e := newBenchEnv(b, 0)
 	e.measure(b, func(i int) *protocol.StepCommand { return action(e.gid(i)) }, noop, protocol.OutcomeSucceeded)
 }
 
 func BenchmarkBarrierActionBusinessFailure(b *testing.B) {
-	e := newBenchEnv(b)
+	e := newBenchEnv(b, 0)
 	e.measure(b, func(i int) *protocol.StepCommand { return action(e.gid(i)) }, failing, protocol.OutcomeFailed)
 }
 
 // BenchmarkBarrierCompensation undoes actions that succeeded, so the handler runs.
 func BenchmarkBarrierCompensation(b *testing.B) {
-	e := newBenchEnv(b)
+	e := newBenchEnv(b, 0)
 	_, err := e.pool.Exec(context.Background(), `INSERT INTO barrier (gid, step, kind, reply, attempt)
 		SELECT $1 || i, 'debit', 'action', '{"outcome":"succeeded","output":{"entry":1}}', 1 FROM generate_series(0, $2 - 1) AS i`,
 		e.prefix, b.N)
@@ -59,7 +59,7 @@ func BenchmarkBarrierCompensation(b *testing.B) {
 
 // BenchmarkBarrierActionParallel runs actions from 4 goroutines per CPU, as a busy worker does.
 func BenchmarkBarrierActionParallel(b *testing.B) {
-	e := newBenchEnv(b)
+	e := newBenchEnv(b, 0)
 	var next atomic.Int64
 	e.start(b)
 	b.SetParallelism(4)
@@ -87,7 +87,9 @@ type benchEnv struct {
 	cpuStart      int64
 }
 
-func newBenchEnv(b *testing.B) *benchEnv {
+// newBenchEnv makes a barrier on a fresh schema, with a pool of at most maxConns connections (0:
+// pgxpool's default) that counts what it sends.
+func newBenchEnv(b testing.TB, maxConns int32) *benchEnv {
 	b.Helper()
 	dbURL := testenv.Schema(b)
 	e := &benchEnv{prefix: testenv.Name("b") + "-"}
@@ -102,6 +104,9 @@ func newBenchEnv(b *testing.B) *benchEnv {
 			return nil, err
 		}
 		return &countingConn{Conn: c, writes: &e.writes}, nil
+	}
+	if maxConns > 0 {
+		cfg.MaxConns = maxConns
 	}
 	cfg.ConnConfig.Tracer = (*statementCounter)(&e.stmts)
 	cfg.AfterConnect = func(_ context.Context, c *pgx.Conn) error {
@@ -165,6 +170,13 @@ func (e *benchEnv) stop(b *testing.B) {
 			b.ReportMetric(float64(end-e.cpuStart)/n, "pg-cpu-us/op")
 		}
 	}
+}
+
+// connections returns the process ids of the backends of the connections the pool opened.
+func (e *benchEnv) connections() []uint32 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]uint32(nil), e.backends...)
 }
 
 // backendCPU returns the CPU time in microseconds the pool's backends have used, or -1 when
