@@ -43,8 +43,12 @@ type Transport struct {
 	publisher *link
 	consumer  *link
 
-	// pool holds PublishChannels slots; a nil slot means "open a channel when needed".
-	pool chan *pubChannel
+	// requests queues Publish calls for the PublishChannels publish workers (see publishWorker);
+	// when maxChunk calls wait, Publish waits for room.
+	requests chan *pubRequest
+	// onBatch, when set (by tests), is called by a publish worker with the requests of each
+	// batch before it publishes them.
+	onBatch atomic.Pointer[func(reqs []*pubRequest)]
 
 	consumerSeq atomic.Uint64
 
@@ -69,11 +73,8 @@ func New(ctx context.Context, cfg Config) (*Transport, error) {
 		cfg:      cfg,
 		log:      cfg.Logger.With("broker", redactURL(cfg.URL)),
 		redacted: redactURL(cfg.URL),
-		pool:     make(chan *pubChannel, cfg.PublishChannels),
+		requests: make(chan *pubRequest, maxChunk),
 		closing:  make(chan struct{}),
-	}
-	for range cfg.PublishChannels {
-		t.pool <- nil
 	}
 	t.publisher = newLink(t, "publish")
 	t.consumer = newLink(t, "consume")
@@ -83,6 +84,9 @@ func New(ctx context.Context, cfg Config) (*Transport, error) {
 	if _, err := t.consumer.get(ctx); err != nil {
 		_ = t.Close()
 		return nil, err
+	}
+	for range cfg.PublishChannels {
+		t.goTracked(t.publishWorker)
 	}
 	return t, nil
 }

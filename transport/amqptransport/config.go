@@ -49,9 +49,11 @@ type Config struct {
 	// ReconnectBackoffMax caps the wait between reconnection attempts. Default 5s.
 	ReconnectBackoffMax time.Duration
 
-	// PublishChannels is the number of confirm-mode channels that concurrent Publish calls share;
-	// a Publish call holds one channel for its whole batch, confirms included, so this bounds the
-	// publishes waiting for the broker at once. Default 32.
+	// PublishChannels is the number of confirm-mode channels that concurrent Publish calls share.
+	// A channel publishes one batch at a time and holds it until every confirm is in; calls that
+	// arrive meanwhile wait, and the next channel to come free publishes all of them (up to 1024
+	// messages) as one batch. More channels let more batches wait for the broker at once; fewer
+	// make bigger batches, which cost the broker less per message. Default 32.
 	PublishChannels int
 
 	// ConnectionName is advertised as the connection_name client property, suffixed with the

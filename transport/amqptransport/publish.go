@@ -46,6 +46,14 @@ func (pc *pubChannel) reason() error {
 	return pc.closeErr
 }
 
+// pubRequest is one Publish call handed to a publish worker. It carries the caller's context,
+// as an http.Request does, so the worker knows when nobody waits for the messages any more.
+type pubRequest struct {
+	ctx  context.Context
+	msgs []transport.Outgoing
+	res  chan []error // buffered; receives one result per message, once
+}
+
 // Publish publishes msgs persistently with the mandatory flag on a confirm channel, pipelined,
 // and waits for every confirm. The result has one entry per message: nil when the broker
 // confirmed and routed it; an error wrapping transport.ErrReturned when no queue was bound for
@@ -53,12 +61,185 @@ func (pc *pubChannel) reason() error {
 // publishers; otherwise a connection or context error, after which the message may or may not
 // have been enqueued. Publish returns by ctx's deadline even when the broker stops reading, and
 // never waits for a lost connection to come back: the caller publishes the failed messages
-// again later. Concurrent calls share Config.PublishChannels channels.
+// again later.
+//
+// Concurrent calls share Config.PublishChannels channels. Calls that arrive while every channel
+// is busy are published together, as one pipelined batch, on the next channel to come free; the
+// end of one caller's ctx fails only that caller's messages. Bodies and headers are read until
+// the broker has them, which can be after Publish has returned on ctx: do not modify them.
 func (t *Transport) Publish(ctx context.Context, msgs []transport.Outgoing) []error {
-	errs := make([]error, len(msgs))
 	if len(msgs) == 0 {
+		return []error{}
+	}
+	fail := func(err error) []error {
+		errs := make([]error, len(msgs))
+		for i := range errs {
+			errs[i] = err
+		}
 		return errs
 	}
+	if t.isClosed() {
+		return fail(ErrClosed)
+	}
+	if err := ctx.Err(); err != nil {
+		return fail(fmt.Errorf("publish: %w", err))
+	}
+	// A copy, so the worker never reads a slice that the caller reuses after an early return.
+	req := &pubRequest{ctx: ctx, msgs: slices.Clone(msgs), res: make(chan []error, 1)}
+	select {
+	case t.requests <- req:
+	case <-ctx.Done():
+		return fail(fmt.Errorf("publish: wait for room in the publish queue: %w", ctx.Err()))
+	case <-t.closing:
+		return fail(ErrClosed)
+	}
+	select {
+	case errs := <-req.res:
+		return errs
+	case <-ctx.Done():
+	case <-t.closing:
+	}
+	select {
+	case errs := <-req.res: // it came at the same time: the results say more than "gave up"
+		return errs
+	default:
+	}
+	if ctx.Err() == nil {
+		return fail(ErrClosed)
+	}
+	errs := make([]error, len(msgs))
+	for i := range msgs {
+		errs[i] = fmt.Errorf("publish %s: wait for the broker's confirm: %w", describe(&msgs[i]), ctx.Err())
+	}
+	return errs
+}
+
+// publishWorker owns one publish channel (opened when first needed) and publishes the requests of
+// Publish calls on it until the transport closes. It takes every request waiting when it comes
+// free, up to maxChunk messages, and publishes them as one batch: concurrent callers then share
+// one pipelined write and one wait for the broker's confirms instead of a round trip each.
+func (t *Transport) publishWorker() {
+	base, stop := t.untilClosed(context.Background())
+	defer stop()
+	var (
+		pc    *pubChannel
+		carry *pubRequest // taken from the queue, but too large for the batch it came with
+		batch []*pubRequest
+	)
+	for {
+		batch = batch[:0]
+		if carry != nil {
+			batch, carry = append(batch, carry), nil
+		} else {
+			select {
+			case r := <-t.requests:
+				batch = append(batch, r)
+			case <-t.closing:
+				return
+			}
+		}
+		n := len(batch[0].msgs)
+	gather:
+		for n < maxChunk {
+			select {
+			case r := <-t.requests:
+				if n+len(r.msgs) > maxChunk {
+					carry = r
+					break gather
+				}
+				batch = append(batch, r)
+				n += len(r.msgs)
+			default:
+				break gather
+			}
+		}
+		pc = t.publishRequests(base, pc, batch)
+		clear(batch) // let the requests go
+	}
+}
+
+// publishRequests publishes the messages of reqs on pc as one batch and sends every request its
+// results. It returns the channel to use next (nil when pc had to be discarded).
+func (t *Transport) publishRequests(base context.Context, pc *pubChannel, reqs []*pubRequest) *pubChannel {
+	// A caller that gave up while queued has returned, or is returning: publish nothing for it.
+	live := reqs[:0:0]
+	for _, r := range reqs {
+		if r.ctx.Err() == nil {
+			live = append(live, r)
+		}
+	}
+	if len(live) == 0 {
+		return pc
+	}
+	ctx, cancel := batchContext(base, live)
+	defer cancel()
+	if hook := t.onBatch.Load(); hook != nil {
+		(*hook)(live)
+	}
+	msgs := live[0].msgs
+	if len(live) > 1 {
+		msgs = nil
+		for _, r := range live {
+			msgs = append(msgs, r.msgs...)
+		}
+	}
+	errs := make([]error, len(msgs))
+	pc = t.publishBatch(ctx, pc, msgs, errs)
+	off := 0
+	for _, r := range live {
+		end := off + len(r.msgs)
+		r.res <- errs[off:end:end]
+		off = end
+	}
+	return pc
+}
+
+// batchContext returns a context for publishing the batch of reqs that ends when base ends or
+// when the context of every request has ended. A batch is abandoned (its channel discarded, a
+// stalled write interrupted by closing the connection) only once nobody waits for it, so one
+// caller giving up never fails the messages of the others; each caller still returns on its own
+// context. When every request has a deadline, the latest is the batch's, so a dial on behalf of
+// the batch is bounded by it.
+func batchContext(base context.Context, reqs []*pubRequest) (context.Context, context.CancelFunc) {
+	var latest time.Time
+	for _, r := range reqs {
+		d, ok := r.ctx.Deadline()
+		if !ok {
+			latest = time.Time{}
+			break
+		}
+		if d.After(latest) {
+			latest = d
+		}
+	}
+	var ctx context.Context
+	var cancel context.CancelFunc
+	if latest.IsZero() {
+		ctx, cancel = context.WithCancel(base)
+	} else {
+		ctx, cancel = context.WithDeadline(base, latest)
+	}
+	var left atomic.Int64
+	left.Store(int64(len(reqs)))
+	stops := make([]func() bool, len(reqs))
+	for i, r := range reqs {
+		stops[i] = context.AfterFunc(r.ctx, func() {
+			if left.Add(-1) == 0 {
+				cancel()
+			}
+		})
+	}
+	return ctx, func() {
+		for _, stop := range stops {
+			stop()
+		}
+		cancel()
+	}
+}
+
+// publishBatch publishes msgs on pc (or on a new channel when pc is nil or closed) in chunks of
+// at most maxChunk, writing one result per message into errs. It returns the channel to use next.
+func (t *Transport) publishBatch(ctx context.Context, pc *pubChannel, msgs []transport.Outgoing, errs []error) *pubChannel {
 	fill := func(from int, err error) {
 		for i := from; i < len(errs); i++ {
 			if errs[i] == nil {
@@ -66,38 +247,22 @@ func (t *Transport) Publish(ctx context.Context, msgs []transport.Outgoing) []er
 			}
 		}
 	}
-	if t.isClosed() {
-		fill(0, ErrClosed)
-		return errs
-	}
-	var pc *pubChannel
-	select {
-	case pc = <-t.pool:
-	case <-ctx.Done():
-		fill(0, fmt.Errorf("publish: wait for a free publish channel: %w", ctx.Err()))
-		return errs
-	case <-t.closing:
-		fill(0, ErrClosed)
-		return errs
-	}
-	defer func() { t.pool <- pc }()
-
 	for start := 0; start < len(msgs); start += maxChunk {
 		end := min(start+maxChunk, len(msgs))
 		if pc == nil || pc.ch.IsClosed() {
 			var err error
 			if pc, err = t.openPubChannel(ctx); err != nil {
 				fill(start, fmt.Errorf("publish: %w", err))
-				return errs
+				return nil
 			}
 		}
 		if err := pc.sess.blockedErr(); err != nil {
 			fill(start, fmt.Errorf("publish: %w", err))
-			return errs
+			return pc
 		}
 		if err := t.checkExchanges(ctx, pc.sess, msgs[start:end], errs[start:end]); err != nil {
 			fill(start, fmt.Errorf("publish: %w", err))
-			return errs
+			return pc
 		}
 		if !t.publishChunk(ctx, pc, msgs[start:end], errs[start:end]) {
 			var amqpErr *amqp.Error
@@ -111,7 +276,7 @@ func (t *Transport) Publish(ctx context.Context, msgs []transport.Outgoing) []er
 			pc = nil
 		}
 	}
-	return errs
+	return pc
 }
 
 // openPubChannel opens a confirm channel on the publishing connection, redialling it if needed.
