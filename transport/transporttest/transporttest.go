@@ -53,6 +53,7 @@ func Run(t *testing.T, newTransport func(t *testing.T) transport.Transport) {
 		{"UnroutableIsReturned", testUnroutable},
 		{"BatchOf500IsConfirmed", testBatch},
 		{"ConcurrentPublishers", testConcurrentPublishers},
+		{"ConcurrentPublishersGetTheirOwnResults", testConcurrentMixedPublishers},
 		{"PublishWithEndedContextFails", testPublishEndedContext},
 		{"RejectDeadLetters", testReject},
 		{"RequeueRedelivers", testRequeue},
@@ -399,6 +400,65 @@ func testConcurrentPublishers(t *testing.T, newTransport func(t *testing.T) tran
 	if len(seen) != publishers*perPublisher {
 		t.Fatalf("received %d distinct messages, want %d", len(seen), publishers*perPublisher)
 	}
+}
+
+// testConcurrentMixedPublishers has concurrent callers publish routable and unroutable messages
+// with the same ids, as happens when a transport publishes concurrent calls together: each caller
+// must get the results of its own messages.
+func testConcurrentMixedPublishers(t *testing.T, newTransport func(t *testing.T) transport.Transport) {
+	tr := setup(t, newTransport)
+	ctx := timeout(t)
+	const publishers, rounds = 8, 5
+	var wg sync.WaitGroup
+	errc := make(chan error, publishers*rounds*3)
+	for p := range publishers {
+		wg.Go(func() {
+			for r := range rounds {
+				twin := command("mixed-twin") // the same unroutable message from every caller
+				twin.RoutingKey = "nobody"
+				own := command(fmt.Sprintf("mixed-%d-%d", p, r))
+				if p%2 == 1 {
+					own.RoutingKey = "nobody"
+				}
+				batch := []transport.Outgoing{command("mixed-shared"), twin, own}
+				errs := tr.Publish(ctx, batch)
+				if len(errs) != len(batch) {
+					errc <- fmt.Errorf("publisher %d: %d results for %d messages", p, len(errs), len(batch))
+					return
+				}
+				for i, err := range errs {
+					wantReturned := batch[i].RoutingKey == "nobody"
+					if wantReturned != errors.Is(err, transport.ErrReturned) || (!wantReturned && err != nil) {
+						errc <- fmt.Errorf("publisher %d, message %s (key %s): got %v", p, batch[i].MessageID, batch[i].RoutingKey, err)
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		t.Error(err)
+	}
+	if t.Failed() {
+		return
+	}
+	want := map[string]int{"mixed-shared": publishers * rounds}
+	for p := 0; p < publishers; p += 2 {
+		for r := range rounds {
+			want[fmt.Sprintf("mixed-%d-%d", p, r)] = 1
+		}
+	}
+	ch := consume(t, tr, ctx, participantQueue, 50)
+	for range publishers*rounds + publishers/2*rounds {
+		d := receive(t, ch)
+		if want[d.MessageID] == 0 {
+			t.Fatalf("received %s, which was not confirmed as routed (or more often than confirmed)", d.MessageID)
+		}
+		want[d.MessageID]--
+		ack(t, d)
+	}
+	requireNext(t, tr, ch, "mixed-sentinel")
 }
 
 func testPublishEndedContext(t *testing.T, newTransport func(t *testing.T) transport.Transport) {
