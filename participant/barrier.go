@@ -32,7 +32,7 @@ const errCompensatedFirst = "compensated before action"
 type barrier struct {
 	db *pgxpool.Pool
 
-	createTable, addAttempt, insert, reopen, selectReply, updateReply string
+	createTable, addAttempt, insert, reopen, selectReply, lockReply, updateReply string
 }
 
 func newBarrier(db *pgxpool.Pool, schema string) *barrier {
@@ -60,6 +60,7 @@ ALTER TABLE ` + table + ` ALTER COLUMN attempt SET DEFAULT 0`,
 		reopen: `UPDATE ` + table + ` SET reply = '{}', attempt = $4 WHERE gid = $1 AND step = $2 AND kind = $3
 	AND attempt < $4 AND reply->>'outcome' = 'failed' AND coalesce(reply->>'error', '') <> $5`,
 		selectReply: `SELECT reply::text FROM ` + table + ` WHERE gid = $1 AND step = $2 AND kind = $3`,
+		lockReply:   `SELECT reply::text FROM ` + table + ` WHERE gid = $1 AND step = $2 AND kind = $3 FOR UPDATE`,
 		updateReply: `UPDATE ` + table + ` SET reply = $4 WHERE gid = $1 AND step = $2 AND kind = $3 RETURNING reply::text`,
 	}
 }
@@ -177,7 +178,9 @@ func (b *barrier) compensate(ctx context.Context, t *barrierTx, cmd *protocol.St
 	// Sent on the chance that the compensation is new, which it mostly is; on a duplicate they
 	// are rolled back with the rest.
 	first.exec(&actionClaimed, rowError("insert barrier row", cmd, protocol.KindAction), b.insert, cmd.SagaID, cmd.Step, protocol.KindAction, string(refusal), cmd.Attempt)
-	first.queryRow(&actionRaw, rowError("read barrier row", cmd, protocol.KindAction), b.selectReply, cmd.SagaID, cmd.Step, protocol.KindAction)
+	// Locked, so that a later action attempt cannot reopen a failure between this read and the
+	// refusal written over it: the attempt's reopen waits, then finds the refusal.
+	first.queryRow(&actionRaw, rowError("read barrier row", cmd, protocol.KindAction), b.lockReply, cmd.SagaID, cmd.Step, protocol.KindAction)
 	sp := t.savepoint(first)
 	if err := t.send(ctx, first); err != nil {
 		return result{}, err
