@@ -53,7 +53,7 @@ type Config struct {
 	// A channel publishes one batch at a time and holds it until every confirm is in; calls that
 	// arrive meanwhile wait, and the next channel to come free publishes all of them (up to 1024
 	// messages) as one batch. More channels let more batches wait for the broker at once; fewer
-	// make bigger batches, which cost the broker less per message. Default 32.
+	// make bigger batches, which cost the broker less per message. Default 8.
 	PublishChannels int
 
 	// ConnectionName is advertised as the connection_name client property, suffixed with the
@@ -87,7 +87,7 @@ func (c Config) WithDefaults() Config {
 		c.ReconnectBackoffMax = 5 * time.Second
 	}
 	if c.PublishChannels == 0 {
-		c.PublishChannels = 32
+		c.PublishChannels = 8
 	}
 	if c.ConnectionName == "" {
 		c.ConnectionName = "sagacoord"

@@ -24,7 +24,7 @@ func TestConfigDefaults(t *testing.T) {
 		DialTimeout:         10 * time.Second,
 		ReconnectBackoffMin: 100 * time.Millisecond,
 		ReconnectBackoffMax: 5 * time.Second,
-		PublishChannels:     32,
+		PublishChannels:     8,
 		ConnectionName:      "sagacoord",
 		Logger:              c.Logger,
 	}
