@@ -633,8 +633,8 @@ func procStats(pid int) (cpu, rssMB, peakMB float64) {
 	return cpu, rssMB, peakMB
 }
 
-// PublishBaseline measures confirmed persistent publishes per second to a scratch queue with 64
-// messages in flight.
+// PublishBaseline measures confirmed persistent publishes per second, 64 in flight on one channel,
+// to a durable scratch queue that a consumer drains, acknowledging each message.
 func PublishBaseline(ctx context.Context, amqpURL string, d time.Duration) (float64, error) {
 	conn, err := amqp.Dial(amqpURL)
 	if err != nil {
@@ -645,10 +645,33 @@ func PublishBaseline(ctx context.Context, amqpURL string, d time.Duration) (floa
 	if err != nil {
 		return 0, err
 	}
-	q, err := ch.QueueDeclare("", false, true, true, false, nil)
-	if err != nil {
+	// Durable, so that persistent messages are really written, and drained by a consumer that
+	// acknowledges each message, as every sagacoord queue is: the broker's work per message is
+	// then what it is for a command or a reply.
+	const queue = "sagacoord.bench.baseline"
+	if _, err := ch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
 		return 0, fmt.Errorf("bench: baseline publish: scratch queue: %w", err)
 	}
+	defer func() { _, _ = ch.QueueDelete(queue, false, false, false) }()
+	if _, err := ch.QueuePurge(queue, false); err != nil {
+		return 0, err
+	}
+	cch, err := conn.Channel()
+	if err != nil {
+		return 0, err
+	}
+	if err := cch.Qos(256, 0, false); err != nil {
+		return 0, err
+	}
+	deliveries, err := cch.Consume(queue, "", false, true, false, false, nil)
+	if err != nil {
+		return 0, fmt.Errorf("bench: baseline publish: consume: %w", err)
+	}
+	go func() {
+		for dv := range deliveries {
+			_ = dv.Ack(false)
+		}
+	}()
 	if err := ch.Confirm(false); err != nil {
 		return 0, err
 	}
@@ -659,7 +682,7 @@ func PublishBaseline(ctx context.Context, amqpURL string, d time.Duration) (floa
 	for time.Now().Before(end) && ctx.Err() == nil {
 		var batch []*amqp.DeferredConfirmation
 		for range 64 {
-			dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", q.Name, false, false, amqp.Publishing{DeliveryMode: amqp.Persistent, Body: body})
+			dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", queue, false, false, amqp.Publishing{DeliveryMode: amqp.Persistent, Body: body})
 			if err != nil {
 				return 0, fmt.Errorf("bench: baseline publish: %w", err)
 			}
@@ -669,9 +692,6 @@ func PublishBaseline(ctx context.Context, amqpURL string, d time.Duration) (floa
 			if ok, err := dc.WaitContext(ctx); err == nil && ok {
 				confirmed++
 			}
-		}
-		if _, err := ch.QueuePurge(q.Name, false); err != nil {
-			return 0, err
 		}
 	}
 	return float64(confirmed) / time.Since(start).Seconds(), nil
