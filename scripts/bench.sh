@@ -3,7 +3,8 @@
 # RabbitMQ, in their own schema and vhost (recreated each run), and runs `sagactl bench` against
 # them. Arguments are passed to sagactl bench, e.g. scripts/bench.sh --rate 1000 --duration 20s.
 # The participants keep their barrier in database "test", so pg_commits_per_saga counts only the
-# coordinator's own commits (database "postgres").
+# coordinator's own commits (database "postgres"). BENCH_COORDINATOR_FLAGS adds flags to the
+# coordinator, e.g. BENCH_COORDINATOR_FLAGS='--max-active-sagas 2000'.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-bin}
@@ -25,7 +26,7 @@ rabbitmqctl -q delete_vhost "$VHOST" >/dev/null 2>&1 || true
 rabbitmqctl -q add_vhost "$VHOST" >/dev/null
 rabbitmqctl -q set_permissions -p "$VHOST" guest '.*' '.*' '.*' >/dev/null
 
-"$BIN/coordinator" serve --migrate --database-url "$DB" --amqp-url "$AMQP" --listen "$ADDR" --log-level warn ${BENCH_DEBUG_LISTEN:+--debug-listen "$BENCH_DEBUG_LISTEN"} ${BENCH_METRICS_COORD:+--metrics-listen "$BENCH_METRICS_COORD"} >"$LOGS/coordinator.log" 2>&1 &
+"$BIN/coordinator" serve --migrate --database-url "$DB" --amqp-url "$AMQP" --listen "$ADDR" --log-level warn ${BENCH_COORDINATOR_FLAGS:-} ${BENCH_DEBUG_LISTEN:+--debug-listen "$BENCH_DEBUG_LISTEN"} ${BENCH_METRICS_COORD:+--metrics-listen "$BENCH_METRICS_COORD"} >"$LOGS/coordinator.log" 2>&1 &
 coord=$!
 pids+=($coord)
 "$BIN/participant-sim" --participants bench-a=noop,bench-b=noop,bench-c=noop --schema-prefix bench_sim_ \
