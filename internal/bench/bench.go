@@ -64,6 +64,9 @@ type Config struct {
 	// coordinator accepts them (Concurrency start calls at a time), then wait for all of them
 	// to finish. It measures the coordinator with many sagas in flight.
 	Burst int64
+	// StepTimeout is each step's timeout in the benchmark definition. It counts from dispatch,
+	// so it must exceed the time a command waits in its queue. Default 30s.
+	StepTimeout time.Duration
 	// Participants are the three no-op participants. Default bench-a, bench-b, bench-c.
 	Participants []string
 	// CoordinatorPIDs are measured for CPU and RSS (optional).
@@ -80,6 +83,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Duration == 0 {
 		c.Duration = 10 * time.Second
+	}
+	if c.StepTimeout == 0 {
+		c.StepTimeout = 30 * time.Second
 	}
 	if c.Warmup == 0 {
 		c.Warmup = 2 * time.Second
@@ -132,7 +138,8 @@ type Result struct {
 	SagaRows       int64   `json:"saga_rows"`
 	PrefillSeconds float64 `json:"prefill_seconds,omitempty"`
 	// Burst mode: sagas started, the most open at once, seconds to start them all and to
-	// finish them all (from the first start).
+	// finish them all (from the first start). Completed counts those that completed (the others
+	// compensated, or are FAILED and counted in Unfinished).
 	Burst             int64   `json:"burst,omitempty"`
 	BurstInFlightPeak int64   `json:"burst_in_flight_peak,omitempty"`
 	BurstStartSeconds float64 `json:"burst_start_seconds,omitempty"`
@@ -140,12 +147,12 @@ type Result struct {
 }
 
 // Definition is the benchmark saga: three steps over no-op participants.
-func Definition(participants []string) *pb.SagaDefinition {
+func Definition(participants []string, stepTimeout time.Duration) *pb.SagaDefinition {
 	def := &pb.SagaDefinition{Name: "bench-3step"}
 	for i, p := range participants {
 		def.Steps = append(def.Steps, &pb.StepDefinition{
 			Name: fmt.Sprintf("s%d", i+1), Participant: p, Action: "noop", Compensation: "undo",
-			Timeout: durationpb.New(30 * time.Second),
+			Timeout: durationpb.New(stepTimeout),
 		})
 	}
 	return def
@@ -162,7 +169,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, fmt.Errorf("bench: open database: %w", err)
 	}
 	defer pool.Close()
-	if _, err := cfg.Client.RegisterDefinition(ctx, &pb.RegisterDefinitionRequest{Definition: Definition(cfg.Participants)}); err != nil {
+	if _, err := cfg.Client.RegisterDefinition(ctx, &pb.RegisterDefinitionRequest{Definition: Definition(cfg.Participants, cfg.StepTimeout)}); err != nil {
 		return nil, fmt.Errorf("bench: register the benchmark definition: %w", err)
 	}
 	res := &Result{Mode: "closed", Concurrency: cfg.Concurrency, TargetRate: cfg.Rate}
@@ -450,11 +457,14 @@ func (d *driver) burst(ctx context.Context, res *Result) (*Result, error) {
 	res.Started, res.StartErrors, res.Shed = d.startedInWindow.Load(), d.startErrors.Load(), d.shed.Load()
 	fmt.Fprintf(d.cfg.Log, "burst: %d started in %.1fs; waiting for them to finish\n", res.Started, res.BurstStartSeconds)
 	for {
-		var open int64
-		if err := d.pool.QueryRow(ctx, `SELECT count(*) FROM sagas WHERE definition_name = 'bench-3step' AND created_at >= $1 AND finished_at IS NULL`, t0).Scan(&open); err != nil {
+		// FAILED sagas wait for an operator: they are not in flight, and are reported.
+		var open, failed int64
+		if err := d.pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE status <> 'FAILED'), count(*) FILTER (WHERE status = 'FAILED')
+			FROM sagas WHERE definition_name = 'bench-3step' AND created_at >= $1 AND finished_at IS NULL`, t0).Scan(&open, &failed); err != nil {
 			return nil, fmt.Errorf("bench: count open sagas: %w", err)
 		}
 		res.BurstInFlightPeak = max(res.BurstInFlightPeak, open)
+		res.Unfinished = failed
 		for _, pid := range d.cfg.CoordinatorPIDs {
 			_, rss, peak := procStats(pid)
 			res.CoordinatorRSSMB = max(res.CoordinatorRSSMB, rss)
@@ -468,8 +478,10 @@ func (d *driver) burst(ctx context.Context, res *Result) (*Result, error) {
 		}
 	}
 	res.BurstEndSeconds = time.Since(t0).Seconds()
-	res.Completed = res.Started
-	res.SagasPerSecond = float64(res.Completed) / res.BurstEndSeconds
+	if err := d.pool.QueryRow(ctx, `SELECT count(*) FROM sagas WHERE definition_name = 'bench-3step' AND created_at >= $1 AND status = 'COMPLETED'`, t0).Scan(&res.Completed); err != nil {
+		return nil, fmt.Errorf("bench: count completed sagas: %w", err)
+	}
+	res.SagasPerSecond = float64(res.Started-res.Unfinished) / res.BurstEndSeconds // every saga that reached a terminal state
 	return res, nil
 }
 

@@ -99,6 +99,7 @@ make bench starts a system and runs it.`,
 	f.StringVar(&pids, "pid", "", "coordinator process ids, comma-separated, for CPU and RSS")
 	f.BoolVar(&noBase, "no-baselines", false, "skip the raw publish and insert baselines")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object with every figure")
+	f.DurationVar(&cfg.StepTimeout, "step-timeout", 30*time.Second, "each step's timeout in the benchmark definition; it counts from dispatch, so a large --burst needs more")
 	f.Int64Var(&cfg.Burst, "burst", 0, "instead of a timed window, start this many sagas as fast as accepted and wait for all to finish (many in flight)")
 	f.Int64Var(&cfg.PrefillFinished, "prefill-finished", 0, "first add this many finished sagas to the tables (copies of one real run), to measure with large tables")
 	f.StringVar(&cpuProf, "cpuprofile", "", "write the bench client's own CPU profile to this file (to check that the load generator is not the bottleneck)")
@@ -120,7 +121,8 @@ func printTable(app *cli.App, r *Result) {
 		row("started in / all finished after", fmt.Sprintf("%.1fs / %.1fs", r.BurstStartSeconds, r.BurstEndSeconds))
 		row("most in flight", fmt.Sprintf("%d", r.BurstInFlightPeak))
 		row("started / errors / shed", fmt.Sprintf("%d / %d / %d", r.Started, r.StartErrors, r.Shed))
-		row("completed sagas/s (start of burst to last finish)", fmt.Sprintf("%.0f", r.SagasPerSecond))
+		row("completed / failed (parked for an operator)", fmt.Sprintf("%d / %d", r.Completed, r.Unfinished))
+		row("sagas/s (start of burst to last finish)", fmt.Sprintf("%.0f", r.SagasPerSecond))
 		row("coordinator RSS / peak", fmt.Sprintf("%.0f MB / %.0f MB", r.CoordinatorRSSMB, r.CoordinatorPeakMB))
 		_ = w.Flush()
 		return

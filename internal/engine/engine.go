@@ -66,7 +66,7 @@ type Config struct {
 	// least this many are, StartSaga fails with ResourceExhausted, so that offered load beyond
 	// what the system completes is pushed back to the caller instead of piling up as sagas that
 	// all finish late. Each instance counts them every ActiveCountInterval, so the bound is
-	// approximate. Default 100000; negative disables it.
+	// approximate. Default 10000; negative disables it.
 	MaxActiveSagas int
 	// ActiveCountInterval is how often the active sagas are counted. Default 1s.
 	ActiveCountInterval time.Duration
@@ -117,7 +117,7 @@ func (c Config) WithDefaults() Config {
 		c.TimerBatch = 256
 	}
 	if c.MaxActiveSagas == 0 {
-		c.MaxActiveSagas = 100_000
+		c.MaxActiveSagas = 10_000
 	}
 	if c.ActiveCountInterval == 0 {
 		c.ActiveCountInterval = time.Second
