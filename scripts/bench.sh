@@ -4,7 +4,8 @@
 # them. Arguments are passed to sagactl bench, e.g. scripts/bench.sh --rate 1000 --duration 20s.
 # The participants keep their barrier in database "test", so pg_commits_per_saga counts only the
 # coordinator's own commits (database "postgres"). BENCH_COORDINATOR_FLAGS adds flags to the
-# coordinator, e.g. BENCH_COORDINATOR_FLAGS='--max-active-sagas 2000'.
+# coordinator, e.g. BENCH_COORDINATOR_FLAGS='--max-active-sagas 2000'. BENCH_KEEP_TABLES=1 keeps the
+# coordinator's tables of the previous run (to measure again on a table --prefill-finished filled).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-bin}
@@ -20,7 +21,9 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-PGOPTIONS='-c client_min_messages=warning' psql -q "$PG/postgres" -c "DROP SCHEMA IF EXISTS $SCHEMA CASCADE; CREATE SCHEMA $SCHEMA;"
+if [ -z "${BENCH_KEEP_TABLES:-}" ]; then
+  PGOPTIONS='-c client_min_messages=warning' psql -q "$PG/postgres" -c "DROP SCHEMA IF EXISTS $SCHEMA CASCADE; CREATE SCHEMA $SCHEMA;"
+fi
 PGOPTIONS='-c client_min_messages=warning' psql -q "$SIMDB" -c "DROP SCHEMA IF EXISTS bench_sim_bench_a CASCADE; DROP SCHEMA IF EXISTS bench_sim_bench_b CASCADE; DROP SCHEMA IF EXISTS bench_sim_bench_c CASCADE;"
 rabbitmqctl -q delete_vhost "$VHOST" >/dev/null 2>&1 || true
 rabbitmqctl -q add_vhost "$VHOST" >/dev/null
