@@ -170,3 +170,22 @@ func TestHandlerOutputTheDatabaseRejectsIsDeadLettered(t *testing.T) {
 	dead.await(t, 10*time.Second, protocol.CommandID(id, 1, protocol.KindAction, 1), protocol.CommandID(id, 1, protocol.KindAction, 2))
 	require.Equal(t, []string{"a/action", "a/compensate"}, e.ledgerKeys(id), "b's effect was rolled back")
 }
+
+// TestReplyForAStepTheSagaLacksIsDeadLettered: a well-formed reply for an existing saga that
+// names a step index its definition does not have is garbage, not a stale reply: it is
+// dead-lettered, and the saga goes on.
+func TestReplyForAStepTheSagaLacksIsDeadLettered(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	dead := e.consumeDeadLetters()
+	e.startParticipant(participantOpts{name: "pa"})
+	e.register(chain("one-step", step("a", "pa")))
+	id := e.start("one-step", `{}`)
+	m := garbage("reply-step-99", protocol.TypeReply, protocol.CommandID(id, 99, protocol.KindAction, 1), `{"outcome":"succeeded"}`)
+	e.publish(toCoordinator(m))
+	dead.await(t, 20*time.Second, m.MessageID)
+	got, _ := dead.get(m.MessageID)
+	require.Equal(t, string(m.Body), string(got.Body), "the dead letter keeps its body for inspection")
+	sg := e.waitStatus(id, 30*time.Second)
+	require.Equal(t, pb.SagaStatus_SAGA_STATUS_COMPLETED, sg.GetStatus(), "reason %q", sg.GetReason())
+}

@@ -712,9 +712,13 @@ func (e *Engine) applyReplies(ctx context.Context, batch []*transport.Delivery) 
 		return
 	}
 	found := map[uuid.UUID]bool{}
+	// invalid holds the replies that name a step their saga's definition does not have:
+	// garbage, dead-lettered rather than acknowledged as stale.
+	invalid := map[*transport.Delivery]string{}
 	var ev sagaEvents
 	rows, err := e.cfg.Store.Mutate(ctx, ids, func(now time.Time, sagas []*store.Saga) ([]store.Change, error) {
 		clear(found)
+		clear(invalid)
 		ev.reset()
 		byID := make(map[uuid.UUID]*store.Saga, len(sagas))
 		marks := make(map[uuid.UUID]int, len(sagas))
@@ -733,6 +737,10 @@ func (e *Engine) applyReplies(ctx context.Context, batch []*transport.Delivery) 
 			m, err := e.machine(ctx, sg.DefinitionName, sg.DefinitionVersion)
 			if err != nil {
 				return nil, err
+			}
+			if n := len(m.Definition().Steps); p.reply.StepIndex >= n {
+				invalid[p.d] = fmt.Sprintf("step_index %d is out of range: definition %s version %d has %d steps", p.reply.StepIndex, sg.DefinitionName, sg.DefinitionVersion, n)
+				continue
 			}
 			r := saga.Reply{
 				StepIndex: p.reply.StepIndex, Kind: p.reply.Kind, Attempt: p.reply.Attempt,
@@ -790,6 +798,12 @@ func (e *Engine) applyReplies(ctx context.Context, batch []*transport.Delivery) 
 		if !found[p.id] {
 			e.log.Warn("dead-lettering reply for unknown saga", "saga_id", p.id, "message_id", p.d.MessageID)
 			e.obs.deadLettered(ctx, "unknown_saga")
+			e.settle(p.d.Reject, p.d)
+			continue
+		}
+		if why, bad := invalid[p.d]; bad {
+			e.log.Warn("dead-lettering reply for a step the saga does not have", "saga_id", p.id, "message_id", p.d.MessageID, "err", why)
+			e.obs.deadLettered(ctx, "invalid_step")
 			e.settle(p.d.Reject, p.d)
 			continue
 		}
