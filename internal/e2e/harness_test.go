@@ -104,15 +104,24 @@ func (e *env) newPool(size int32) *pgxpool.Pool {
 // startCoordinator starts an in-process coordinator on the test's database and vhost (another
 // instance when one runs already) and returns it with a client.
 func (e *env) startCoordinator() (*coordinator.Coordinator, pb.SagaServiceClient) {
+	c := e.runCoordinator(func(*coordinator.Config) {})
+	return c, e.dial(c.Addr())
+}
+
+// runCoordinator starts an in-process coordinator on the test's database and vhost, with the
+// test's configuration changed by adjust, and stops it when the test ends.
+func (e *env) runCoordinator(adjust func(*coordinator.Config)) *coordinator.Coordinator {
 	t := e.t
-	c, err := coordinator.Start(e.ctx, coordinator.Config{
+	cfg := coordinator.Config{
 		DatabaseURL: e.dbURL, AMQPURL: e.amqpURL, ListenAddr: "127.0.0.1:0", Migrate: true,
 		DBMaxConns: coordinatorConns, Logger: testLogger(t), Name: testenv.Name("coord-"),
 		MaxActiveSagas: e.maxActive,
-	})
+	}
+	adjust(&cfg)
+	c, err := coordinator.Start(e.ctx, cfg)
 	require.NoError(t, err)
 	t.Cleanup(c.Stop)
-	return c, e.dial(c.Addr())
+	return c
 }
 
 // dial returns a client of the coordinator at addr, closed when the test ends.

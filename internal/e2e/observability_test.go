@@ -51,16 +51,7 @@ func TestOneTracePerSaga(t *testing.T) {
 	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
 
 	e := newEnvWith(t, envOpts{noCoordinator: true})
-	c, err := coordinator.Start(e.ctx, coordinator.Config{
-		DatabaseURL: e.dbURL, AMQPURL: e.amqpURL, ListenAddr: "127.0.0.1:0", Migrate: true,
-		DBMaxConns: coordinatorConns, Logger: testLogger(t), Name: testenv.Name("coord-"), TracerProvider: tp,
-	})
-	require.NoError(t, err)
-	t.Cleanup(c.Stop)
-	conn, err := grpc.NewClient(c.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(tp), otelgrpc.WithPropagators(telemetry.Propagator))))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = conn.Close() })
+	_, conn := e.tracedCoordinator(tp)
 	e.client = pb.NewSagaServiceClient(conn)
 
 	e.startParticipant(participantOpts{name: "inventory", tracer: tp})
@@ -262,12 +253,7 @@ func familyNames(fams map[string]*dto.MetricFamily) string {
 func TestMetricsMoveAfterSagas(t *testing.T) {
 	t.Parallel()
 	e := newEnvWith(t, envOpts{noCoordinator: true})
-	c, err := coordinator.Start(e.ctx, coordinator.Config{
-		DatabaseURL: e.dbURL, AMQPURL: e.amqpURL, ListenAddr: "127.0.0.1:0", Migrate: true,
-		DBMaxConns: coordinatorConns, Logger: testLogger(t), Name: testenv.Name("coord-"), MetricsAddr: "127.0.0.1:0",
-	})
-	require.NoError(t, err)
-	t.Cleanup(c.Stop)
+	c := e.runCoordinator(func(cfg *coordinator.Config) { cfg.MetricsAddr = "127.0.0.1:0" })
 	e.client = e.dial(c.Addr())
 	ptel, err := telemetry.Start(e.ctx, telemetry.Config{ServiceName: "participants", MetricsAddr: "127.0.0.1:0"})
 	require.NoError(t, err)
@@ -323,12 +309,7 @@ func TestMetricsMoveAfterSagas(t *testing.T) {
 // as tracing knows) and returns it with a client whose calls are traced by tp too.
 func (e *env) tracedCoordinator(tp trace.TracerProvider) (*coordinator.Coordinator, *grpc.ClientConn) {
 	t := e.t
-	c, err := coordinator.Start(e.ctx, coordinator.Config{
-		DatabaseURL: e.dbURL, AMQPURL: e.amqpURL, ListenAddr: "127.0.0.1:0", Migrate: true,
-		DBMaxConns: coordinatorConns, Logger: testLogger(t), Name: testenv.Name("coord-"), TracerProvider: tp,
-	})
-	require.NoError(t, err)
-	t.Cleanup(c.Stop)
+	c := e.runCoordinator(func(cfg *coordinator.Config) { cfg.TracerProvider = tp })
 	conn, err := grpc.NewClient(c.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(tp), otelgrpc.WithPropagators(telemetry.Propagator))))
 	require.NoError(t, err)

@@ -70,13 +70,70 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// coordinatorProcess is a coordinator running as a child process.
-type coordinatorProcess struct {
+// childProcess is a sagacoord binary running as a child process of the test.
+type childProcess struct {
+	name   string
 	cmd    *exec.Cmd
-	addr   string
 	stderr *lockedBuffer
 	exited chan struct{}
 	err    error // from Wait, once exited is closed
+}
+
+// startChild starts cmd, with its stderr captured, and waits until ready reports true. The
+// process is killed when the test ends if it still runs, and the tail of its log is printed when
+// the test failed.
+func startChild(t *testing.T, name string, cmd *exec.Cmd, ready func(p *childProcess) (bool, string)) *childProcess {
+	t.Helper()
+	p := &childProcess{name: name, cmd: cmd, stderr: &lockedBuffer{}, exited: make(chan struct{})}
+	cmd.Stderr = p.stderr
+	require.NoError(t, cmd.Start())
+	go func() {
+		p.err = cmd.Wait()
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-p.exited
+		if t.Failed() {
+			t.Logf("%s process %d log (tail):\n%s", name, cmd.Process.Pid, tail(p.stderr.String(), 40))
+		}
+	})
+	eventually(t, 30*time.Second, func() (bool, string) {
+		select {
+		case <-p.exited:
+			t.Fatalf("%s exited before it was ready: %v\n%s", name, p.err, p.stderr.String())
+		default:
+		}
+		return ready(p)
+	})
+	return p
+}
+
+// kill sends SIGKILL and waits for the process to end.
+func (p *childProcess) kill(t *testing.T) {
+	t.Helper()
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGKILL))
+	p.awaitExit(t, 10*time.Second)
+}
+
+// awaitExit waits for the process to end and requires that SIGKILL ended it.
+func (p *childProcess) awaitExit(t *testing.T, timeout time.Duration) {
+	t.Helper()
+	select {
+	case <-p.exited:
+	case <-time.After(timeout):
+		t.Fatalf("%s process %d still runs after %s", p.name, p.cmd.Process.Pid, timeout)
+	}
+	var ee *exec.ExitError
+	require.True(t, errors.As(p.err, &ee), "process ended with %v, want killed", p.err)
+	ws, ok := ee.Sys().(syscall.WaitStatus)
+	require.True(t, ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL, "process ended with %v, want SIGKILL", p.err)
+}
+
+// coordinatorProcess is a coordinator running as a child process.
+type coordinatorProcess struct {
+	*childProcess
+	addr string
 }
 
 // startCoordinatorProcess runs `coordinator serve` on the test's database and vhost and waits
@@ -87,57 +144,19 @@ func (e *env) startCoordinatorProcess(extra ...string) *coordinatorProcess {
 	t.Helper()
 	args := append([]string{"serve", "--database-url", e.dbURL, "--amqp-url", e.amqpURL, "--listen", "127.0.0.1:0", "--migrate", "--log-level", "info", "--db-max-conns", strconv.Itoa(coordinatorConns)}, extra...)
 	cmd := exec.Command(coordinatorBinary(t), args...)
-	p := &coordinatorProcess{cmd: cmd, stderr: &lockedBuffer{}, exited: make(chan struct{})}
 	stdout := &lockedBuffer{}
-	cmd.Stdout, cmd.Stderr = stdout, p.stderr
-	require.NoError(t, cmd.Start())
-	go func() {
-		p.err = cmd.Wait()
-		close(p.exited)
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-p.exited
-		if t.Failed() {
-			t.Logf("coordinator process %d log (tail):\n%s", cmd.Process.Pid, tail(p.stderr.String(), 40))
-		}
-	})
-	eventually(t, 30*time.Second, func() (bool, string) {
-		select {
-		case <-p.exited:
-			t.Fatalf("coordinator process exited before listening: %v\n%s", p.err, p.stderr.String())
-		default:
-		}
+	cmd.Stdout = stdout
+	c := &coordinatorProcess{}
+	c.childProcess = startChild(t, "coordinator", cmd, func(p *childProcess) (bool, string) {
 		for _, line := range strings.Split(stdout.String(), "\n") {
 			if a, ok := strings.CutPrefix(line, "coordinator listening on "); ok {
-				p.addr = a
+				c.addr = a
 				return true, ""
 			}
 		}
 		return false, "coordinator process does not listen yet:\n" + p.stderr.String()
 	})
-	return p
-}
-
-// kill sends SIGKILL and waits for the process to end.
-func (p *coordinatorProcess) kill(t *testing.T) {
-	t.Helper()
-	require.NoError(t, p.cmd.Process.Signal(syscall.SIGKILL))
-	p.awaitExit(t, 10*time.Second)
-}
-
-// awaitExit waits for the process to end and requires that SIGKILL ended it.
-func (p *coordinatorProcess) awaitExit(t *testing.T, timeout time.Duration) {
-	t.Helper()
-	select {
-	case <-p.exited:
-	case <-time.After(timeout):
-		t.Fatalf("coordinator process %d still runs after %s", p.cmd.Process.Pid, timeout)
-	}
-	var ee *exec.ExitError
-	require.True(t, errors.As(p.err, &ee), "process ended with %v, want killed", p.err)
-	ws, ok := ee.Sys().(syscall.WaitStatus)
-	require.True(t, ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL, "process ended with %v, want SIGKILL", p.err)
+	return c
 }
 
 func tail(s string, lines int) string {

@@ -831,52 +831,13 @@ func (s *simParticipants) holdStateOK(name, txID string) (string, bool) {
 	return st, true
 }
 
-// simProcess is one running participant-sim.
-type simProcess struct {
-	cmd    *exec.Cmd
-	stderr *lockedBuffer
-	exited chan struct{}
-	err    error
-}
-
 // start runs a participant-sim process and waits until its workers consume.
-func (s *simParticipants) start() *simProcess {
+func (s *simParticipants) start() *childProcess {
 	t := s.e.t
 	t.Helper()
 	cmd := exec.Command(simBinary(t), "--database-url", s.e.dbURL, "--amqp-url", s.e.amqpURL, "--participants", s.spec,
 		"--seed-accounts", "1", "--initial-balance", "100", "--schema-prefix", s.prefix, "--db-max-conns", "4", "--log-level", "info")
-	p := &simProcess{cmd: cmd, stderr: &lockedBuffer{}, exited: make(chan struct{})}
-	cmd.Stderr = p.stderr
-	require.NoError(t, cmd.Start())
-	go func() {
-		p.err = cmd.Wait()
-		close(p.exited)
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-p.exited
-		if t.Failed() {
-			t.Logf("participant-sim process %d log (tail):\n%s", cmd.Process.Pid, tail(p.stderr.String(), 30))
-		}
-	})
-	eventually(t, 30*time.Second, func() (bool, string) {
-		select {
-		case <-p.exited:
-			t.Fatalf("participant-sim exited before it was ready: %v\n%s", p.err, p.stderr.String())
-		default:
-		}
+	return startChild(t, "participant-sim", cmd, func(p *childProcess) (bool, string) {
 		return strings.Contains(p.stderr.String(), `"msg":"participant-sim ready"`), "participant-sim not ready:\n" + p.stderr.String()
 	})
-	return p
-}
-
-// kill SIGKILLs the process and waits for it to end.
-func (p *simProcess) kill(t *testing.T) {
-	t.Helper()
-	require.NoError(t, p.cmd.Process.Signal(syscall.SIGKILL))
-	select {
-	case <-p.exited:
-	case <-time.After(10 * time.Second):
-		t.Fatalf("participant-sim %d still runs after SIGKILL", p.cmd.Process.Pid)
-	}
 }
