@@ -458,10 +458,9 @@ func (d *driver) burst(ctx context.Context, res *Result) (*Result, error) {
 	fmt.Fprintf(d.cfg.Log, "burst: %d started in %.1fs; waiting for them to finish\n", res.Started, res.BurstStartSeconds)
 	for {
 		// FAILED sagas wait for an operator: they are not in flight, and are reported.
-		var open, failed int64
-		if err := d.pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE status <> 'FAILED'), count(*) FILTER (WHERE status = 'FAILED')
-			FROM sagas WHERE definition_name = 'bench-3step' AND created_at >= $1 AND finished_at IS NULL`, t0).Scan(&open, &failed); err != nil {
-			return nil, fmt.Errorf("bench: count open sagas: %w", err)
+		open, failed, err := d.openSagas(ctx, t0)
+		if err != nil {
+			return nil, err
 		}
 		res.BurstInFlightPeak = max(res.BurstInFlightPeak, open)
 		res.Unfinished = failed
@@ -530,22 +529,33 @@ func (d *driver) prefill(ctx context.Context, n int64) error {
 	return nil
 }
 
-// drain waits until no benchmark saga created since t0 is open, or timeout; it returns how many
-// were still open.
+// drain waits until no benchmark saga created since t0 is in flight, or timeout; it returns how many
+// are not terminal then, FAILED ones included.
 func (d *driver) drain(ctx context.Context, t0 time.Time, timeout time.Duration) (int64, error) {
 	deadline := time.Now().Add(timeout)
 	for {
-		var open int64
-		if err := d.pool.QueryRow(ctx, `SELECT count(*) FROM sagas WHERE definition_name = 'bench-3step' AND created_at >= $1 AND finished_at IS NULL`, t0).Scan(&open); err != nil {
-			return 0, fmt.Errorf("bench: count open sagas: %w", err)
+		inFlight, failed, err := d.openSagas(ctx, t0)
+		if err != nil {
+			return 0, err
 		}
-		if open == 0 || time.Now().After(deadline) {
-			return open, nil
+		if inFlight == 0 || time.Now().After(deadline) {
+			return inFlight + failed, nil
 		}
 		if err := sleep(ctx, 100*time.Millisecond); err != nil {
-			return open, err
+			return inFlight + failed, err
 		}
 	}
+}
+
+// openSagas counts the benchmark's sagas created since t0 that are not terminal: those still in
+// flight, and those FAILED, which wait for an operator and will not move on their own.
+func (d *driver) openSagas(ctx context.Context, t0 time.Time) (inFlight, failed int64, err error) {
+	err = d.pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE status <> 'FAILED'), count(*) FILTER (WHERE status = 'FAILED')
+		FROM sagas WHERE definition_name = 'bench-3step' AND created_at >= $1 AND finished_at IS NULL`, t0).Scan(&inFlight, &failed)
+	if err != nil {
+		return 0, 0, fmt.Errorf("bench: count open sagas: %w", err)
+	}
+	return inFlight, failed, nil
 }
 
 type snapshot struct {

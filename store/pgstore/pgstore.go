@@ -639,10 +639,15 @@ func (o outboxStore) Backlog(ctx context.Context) (int, time.Duration, error) {
 // inTx runs fn in a transaction, retrying on deadlock and serialization failure. fn must be
 // safe to run again.
 func (s *Store) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
+	return s.retrying(func() error { return pgx.BeginFunc(ctx, s.pool, fn) })
+}
+
+// retrying runs one transaction attempt, then again, up to MaxTxRetries more times, while it
+// fails with a deadlock, a serialization failure or store.ErrConflict.
+func (s *Store) retrying(attempt func() error) error {
 	var err error
-	for attempt := 0; attempt <= s.cfg.MaxTxRetries; attempt++ {
-		err = pgx.BeginFunc(ctx, s.pool, fn)
-		if err == nil || !retryable(err) {
+	for range s.cfg.MaxTxRetries + 1 {
+		if err = attempt(); err == nil || !retryable(err) {
 			return err
 		}
 	}

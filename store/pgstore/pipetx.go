@@ -32,16 +32,9 @@ func (p *pipeTx) run(ctx context.Context, b *pgx.Batch) error {
 }
 
 // inPipeTx runs fn in a pipelined transaction and commits it, retrying on deadlock,
-// serialization failure and store.ErrConflict as inTx does. fn must be safe to run again.
+// serialization failure and store.ErrConflict (retrying). fn must be safe to run again.
 func (s *Store) inPipeTx(ctx context.Context, fn func(*pipeTx) error) error {
-	var err error
-	for attempt := 0; attempt <= s.cfg.MaxTxRetries; attempt++ {
-		err = s.pipeTxOnce(ctx, fn)
-		if err == nil || !retryable(err) {
-			return err
-		}
-	}
-	return err
+	return s.retrying(func() error { return s.pipeTxOnce(ctx, fn) })
 }
 
 func (s *Store) pipeTxOnce(ctx context.Context, fn func(*pipeTx) error) error {
