@@ -201,19 +201,25 @@ func tsOrNull(t time.Time) pgtype.Timestamptz {
 }
 
 // CreateSagas implements store.Sagas: one transaction and one INSERT for the whole batch (group
-// commit of concurrent StartSaga calls).
+// commit of concurrent StartSaga calls), in two round trips: BEGIN with the clock read, then
+// one statement that inserts the sagas and the messages of those that are new, with COMMIT.
+// Existing sagas (an idempotent StartSaga) are read after the commit.
 func (s *Store) CreateSagas(ctx context.Context, batch []store.NewSaga) ([]store.Created, []store.OutboxRow, error) {
 	var (
-		results []store.Created
-		rows    []store.OutboxRow
+		results  []store.Created
+		rows     []store.OutboxRow
+		existing []uuid.UUID
+		first    map[uuid.UUID]int // id -> index of its first request
 	)
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		results, rows = make([]store.Created, len(batch)), nil
+	err := s.inPipeTx(ctx, func(p *pipeTx) error {
+		results, rows, existing = make([]store.Created, len(batch)), nil, nil
+		first = make(map[uuid.UUID]int, len(batch))
 		var now time.Time
-		if err := tx.QueryRow(ctx, `SELECT now()`).Scan(&now); err != nil {
+		clock := &pgx.Batch{}
+		clock.Queue(`SELECT now()`).QueryRow(func(row pgx.Row) error { return row.Scan(&now) })
+		if err := p.run(ctx, clock); err != nil {
 			return err
 		}
-		first := make(map[uuid.UUID]int, len(batch)) // id -> index of its first request
 		var (
 			index   []int // position in batch of each change
 			changes []store.Change
@@ -237,82 +243,144 @@ func (s *Store) CreateSagas(ctx context.Context, batch []store.NewSaga) ([]store
 		if len(changes) == 0 {
 			return nil
 		}
-		n := len(changes)
-		var (
-			sagaIDs            = make([][16]byte, n)
-			defNames, statuses = make([]string, n), make([]string, n)
-			hashes, states     = make([]string, n), make([]string, n)
-			defVersions        = make([]int32, n)
-			inputs             = make([][]byte, n)
-			wakes, fins        = make([]pgtype.Timestamptz, n), make([]pgtype.Timestamptz, n)
-		)
-		for k, ch := range changes {
-			sg := ch.Row
-			b, err := json.Marshal(sg.State)
-			if err != nil {
-				return err
-			}
-			sagaIDs[k], defNames[k], defVersions[k] = sg.ID, sg.DefinitionName, int32(sg.DefinitionVersion)
-			statuses[k], inputs[k], hashes[k], states[k] = string(sg.State.Status), sg.State.Input, sg.RequestHash, string(b)
-			wakes[k], fins[k] = tsOrNull(sg.WakeAt), tsOrNull(sg.FinishedAt)
-		}
-		inserted, err := tx.Query(ctx, `INSERT INTO sagas (`+sagaColumns+`)
-			SELECT id, dn, dv, st, inp, rh, state::jsonb, 1, wake, $10, $10, fin
-			FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::bytea[], $6::text[], $7::text[], $8::timestamptz[], $9::timestamptz[])
-				AS u(id, dn, dv, st, inp, rh, state, wake, fin)
-			ON CONFLICT (id) DO NOTHING RETURNING id`,
-			sagaIDs, defNames, defVersions, statuses, inputs, hashes, states, wakes, fins, now)
-		if err != nil {
+		write := &pgx.Batch{}
+		created := map[uuid.UUID]bool{}
+		if err := s.queueCreate(write, now, changes, created, &rows); err != nil {
 			return err
 		}
-		createdIDs, err := pgx.CollectRows(inserted, pgx.RowTo[uuid.UUID])
-		if err != nil {
+		if err := p.commit(ctx, write); err != nil {
 			return err
 		}
-		isNew := make(map[uuid.UUID]bool, len(createdIDs))
-		for _, id := range createdIDs {
-			isNew[id] = true
-		}
-		var (
-			msgs     []transport.Outgoing
-			existing []uuid.UUID
-		)
 		for k, ch := range changes {
 			i := index[k]
-			if !isNew[ch.Row.ID] {
+			if !created[ch.Row.ID] {
 				existing = append(existing, ch.Row.ID)
 				continue
 			}
 			sg := ch.Row
 			sg.Version, sg.CreatedAt, sg.UpdatedAt = 1, now, now
 			results[i] = store.Created{Saga: sg, Created: true}
-			msgs = append(msgs, ch.Messages...)
 		}
-		if len(existing) > 0 {
-			found, err := tx.Query(ctx, `SELECT `+sagaColumns+` FROM sagas WHERE id = ANY($1)`, existing)
-			if err != nil {
-				return err
-			}
-			olds, err := pgx.CollectRows(found, func(r pgx.CollectableRow) (*store.Saga, error) { return scanSaga(r) })
-			if err != nil {
-				return err
-			}
-			for _, old := range olds {
-				results[first[old.ID]] = store.Created{Saga: old}
-			}
-		}
-		for i, ns := range batch {
-			if _, dup := results[i].Err.(errSameBatch); dup && results[first[ns.ID]].Saga != nil {
-				results[i] = store.Created{Saga: results[first[ns.ID]].Saga}
-			}
-		}
-		rows, err = s.insertOutbox(ctx, tx, msgs)
-		return err
+		return nil
 	})
+	if err == nil && len(existing) > 0 {
+		err = s.readExisting(ctx, existing, first, results)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("create %d sagas: %w", len(batch), err)
 	}
+	for i, ns := range batch {
+		if _, dup := results[i].Err.(errSameBatch); dup && results[first[ns.ID]].Saga != nil {
+			results[i] = store.Created{Saga: results[first[ns.ID]].Saga}
+		}
+	}
 	return results, rows, nil
+}
+
+// queueCreate queues the statement that inserts the sagas of changes and, for those that did not
+// exist, their messages into the outbox. Once it ran, created holds the ids of the new sagas and
+// *out their outbox rows, in the order of changes.
+func (s *Store) queueCreate(b *pgx.Batch, now time.Time, changes []store.Change, created map[uuid.UUID]bool, out *[]store.OutboxRow) error {
+	n := len(changes)
+	var (
+		sagaIDs            = make([][16]byte, n)
+		defNames, statuses = make([]string, n), make([]string, n)
+		hashes, states     = make([]string, n), make([]string, n)
+		defVersions        = make([]int32, n)
+		inputs             = make([][]byte, n)
+		wakes, fins        = make([]pgtype.Timestamptz, n), make([]pgtype.Timestamptz, n)
+		msgs               []transport.Outgoing
+		msgSagas           [][16]byte
+	)
+	for k, ch := range changes {
+		sg := ch.Row
+		st, err := json.Marshal(sg.State)
+		if err != nil {
+			return err
+		}
+		sagaIDs[k], defNames[k], defVersions[k] = sg.ID, sg.DefinitionName, int32(sg.DefinitionVersion)
+		statuses[k], inputs[k], hashes[k], states[k] = string(sg.State.Status), sg.State.Input, sg.RequestHash, string(st)
+		wakes[k], fins[k] = tsOrNull(sg.WakeAt), tsOrNull(sg.FinishedAt)
+		for _, m := range ch.Messages {
+			msgs = append(msgs, m)
+			msgSagas = append(msgSagas, sg.ID)
+		}
+	}
+	ob, err := outboxArrays(msgs)
+	if err != nil {
+		return err
+	}
+	// The outbox rows of a saga that already existed are not written: its messages were, when
+	// it was created. Outbox ids map back to messages by message_id, unique in a batch.
+	b.Queue(`WITH created AS (
+			INSERT INTO sagas (`+sagaColumns+`)
+			SELECT id, dn, dv, st, inp, rh, state::jsonb, 1, wake, $10, $10, fin
+			FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::bytea[], $6::text[], $7::text[], $8::timestamptz[], $9::timestamptz[])
+				AS u(id, dn, dv, st, inp, rh, state, wake, fin)
+			ON CONFLICT (id) DO NOTHING RETURNING id
+		), queued AS (
+			INSERT INTO outbox (exchange, routing_key, message_id, type, correlation_id, headers, body, content_type, lease_until)
+			SELECT e, k, m, t, c, h::jsonb, b, ct, now() + $19::interval
+			FROM unnest($11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], $17::bytea[], $18::text[], $20::uuid[])
+				WITH ORDINALITY AS o(e, k, m, t, c, h, b, ct, saga, ord)
+			WHERE o.saga IN (SELECT id FROM created)
+			ORDER BY ord
+			RETURNING id, message_id
+		)
+		SELECT id, NULL::bigint, NULL::text FROM created
+		UNION ALL SELECT NULL, id, message_id FROM queued`,
+		sagaIDs, defNames, defVersions, statuses, inputs, hashes, states, wakes, fins, now,
+		ob.exchanges, ob.keys, ob.ids, ob.types, ob.corrs, ob.headers, ob.bodies, ob.ctypes, s.cfg.OutboxLease, msgSagas,
+	).Query(func(rs pgx.Rows) error {
+		outboxIDs := map[string]int64{}
+		for rs.Next() {
+			var (
+				sagaID    pgtype.UUID
+				outboxID  pgtype.Int8
+				messageID pgtype.Text
+			)
+			if err := rs.Scan(&sagaID, &outboxID, &messageID); err != nil {
+				return err
+			}
+			if sagaID.Valid {
+				created[sagaID.Bytes] = true
+			} else {
+				outboxIDs[messageID.String] = outboxID.Int64
+			}
+		}
+		if err := rs.Err(); err != nil {
+			return err
+		}
+		for i, m := range msgs {
+			if !created[msgSagas[i]] {
+				continue
+			}
+			id, ok := outboxIDs[m.MessageID]
+			if !ok {
+				return fmt.Errorf("outbox insert returned no id for message %s", m.MessageID)
+			}
+			*out = append(*out, store.OutboxRow{ID: id, Outgoing: m})
+		}
+		return nil
+	})
+	return nil
+}
+
+// readExisting fills the results of the sagas of ids, which existed before their StartSaga, with
+// the sagas as they are now.
+func (s *Store) readExisting(ctx context.Context, ids []uuid.UUID, first map[uuid.UUID]int, results []store.Created) error {
+	found, err := s.pool.Query(ctx, `SELECT `+sagaColumns+` FROM sagas WHERE id = ANY($1)`, uuidArray(ids))
+	if err != nil {
+		return err
+	}
+	olds, err := pgx.CollectRows(found, func(r pgx.CollectableRow) (*store.Saga, error) { return scanSaga(r) })
+	if err != nil {
+		return err
+	}
+	for _, old := range olds {
+		results[first[old.ID]] = store.Created{Saga: old}
+	}
+	return nil
 }
 
 // errSameBatch marks a request whose id an earlier request of the same batch also used; it is
@@ -382,19 +450,28 @@ func (s *Store) MutateDue(ctx context.Context, limit int, fn store.MutateFunc) (
 type table[T any] struct {
 	name string
 	scan func(pgx.Row) (T, error)
+	// key returns a row's id and version.
+	key func(T) (uuid.UUID, int64)
 	// update queues the statement that writes rows at now, and marks them written once it
 	// succeeded.
 	update func(b *pgx.Batch, now time.Time, rows []T) error
 }
 
-var sagaRows = table[*store.Saga]{name: "sagas", scan: scanSaga, update: updateSagas}
+var sagaRows = table[*store.Saga]{
+	name:   "sagas",
+	scan:   scanSaga,
+	key:    func(sg *store.Saga) (uuid.UUID, int64) { return sg.ID, sg.Version },
+	update: updateSagas,
+}
 
 // mutate locks rows with query, lets fn change them, and writes the changes and their messages in
 // one transaction, retried on deadlock or conflict. It returns how many rows it locked and the
 // outbox rows written.
 //
-// The transaction costs three round trips whatever the number of rows: BEGIN, the locking query
-// and the time read after it travel together; then the update and the outbox insert; then COMMIT.
+// The transaction costs two round trips whatever the number of rows: BEGIN, the locking query
+// and the time read after it travel together; then the update, the outbox insert and COMMIT.
+// The rows stay locked from the first round trip to the COMMIT, so the version each changed row
+// must still have is checked before the second is sent (the update checks it again).
 func mutate[T any](ctx context.Context, s *Store, t table[T], fn func(time.Time, []T) ([]store.Changed[T], error), query string, arg any) (int, []store.OutboxRow, error) {
 	var (
 		claimed int
@@ -433,9 +510,19 @@ func mutate[T any](ctx context.Context, s *Store, t table[T], fn func(time.Time,
 		if err != nil || len(changes) == 0 {
 			return err
 		}
+		lockedVersion := make(map[uuid.UUID]int64, len(locked))
+		for _, v := range locked {
+			id, version := t.key(v)
+			lockedVersion[id] = version
+		}
 		changed := make([]T, len(changes))
 		var msgs []transport.Outgoing
 		for i, c := range changes {
+			id, version := t.key(c.Row)
+			if v, ok := lockedVersion[id]; !ok || v != version {
+				return fmt.Errorf("%w: %s %s version %d was not locked at that version", store.ErrConflict, t.name, id, version)
+			}
+			delete(lockedVersion, id) // a row changed twice in one batch is a conflict too
 			changed[i] = c.Row
 			msgs = append(msgs, c.Messages...)
 		}
@@ -446,7 +533,7 @@ func mutate[T any](ctx context.Context, s *Store, t table[T], fn func(time.Time,
 		if err := s.queueOutbox(write, msgs, &out); err != nil {
 			return err
 		}
-		return p.run(ctx, write)
+		return p.commit(ctx, write)
 	})
 	if err != nil {
 		return 0, nil, fmt.Errorf("update %s: %w", t.name, translate(err))
@@ -488,8 +575,9 @@ type rowUpdate struct {
 }
 
 // queueUpdate queues one statement that writes rows, each only if its version is still the one
-// read (compare-and-set); any mismatch fails the whole transaction with store.ErrConflict. done
-// runs once the statement succeeded.
+// read (compare-and-set); a mismatch is reported as store.ErrConflict. mutate checks the versions
+// against the rows it holds locked before it sends the statement, with COMMIT in the same round
+// trip, so the check here only confirms that. done runs once the statement succeeded.
 func queueUpdate(b *pgx.Batch, now time.Time, tableName string, rows []rowUpdate, done func()) error {
 	n := len(rows)
 	ids := make([][16]byte, n)
@@ -534,27 +622,44 @@ func (s *Store) insertOutbox(ctx context.Context, tx pgx.Tx, msgs []transport.Ou
 	return out, nil
 }
 
+// outboxColumns are the outbox columns of a batch of messages, as arrays for unnest.
+type outboxColumns struct {
+	exchanges, keys, ids, types, corrs, headers, ctypes []string
+	bodies                                              [][]byte
+}
+
+func outboxArrays(msgs []transport.Outgoing) (outboxColumns, error) {
+	n := len(msgs)
+	c := outboxColumns{
+		exchanges: make([]string, n), keys: make([]string, n), ids: make([]string, n), types: make([]string, n),
+		corrs: make([]string, n), headers: make([]string, n), ctypes: make([]string, n), bodies: make([][]byte, n),
+	}
+	for i, m := range msgs {
+		h, err := json.Marshal(m.Headers)
+		if err != nil {
+			return outboxColumns{}, err
+		}
+		c.exchanges[i], c.keys[i], c.ids[i], c.types[i], c.corrs[i], c.headers[i], c.bodies[i] = m.Exchange, m.RoutingKey, m.MessageID, m.Type, m.CorrelationID, string(h), m.Body
+		c.ctypes[i] = m.ContentType
+	}
+	return c, nil
+}
+
 // queueOutbox queues the insert of msgs into the outbox; once it ran, *out holds their rows.
 func (s *Store) queueOutbox(b *pgx.Batch, msgs []transport.Outgoing, out *[]store.OutboxRow) error {
 	if len(msgs) == 0 {
 		return nil
 	}
 	n := len(msgs)
-	exchanges, keys, ids, types, corrs, headers, ctypes := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	bodies := make([][]byte, n)
-	for i, m := range msgs {
-		h, err := json.Marshal(m.Headers)
-		if err != nil {
-			return err
-		}
-		exchanges[i], keys[i], ids[i], types[i], corrs[i], headers[i], bodies[i] = m.Exchange, m.RoutingKey, m.MessageID, m.Type, m.CorrelationID, string(h), m.Body
-		ctypes[i] = m.ContentType
+	c, err := outboxArrays(msgs)
+	if err != nil {
+		return err
 	}
 	b.Queue(`INSERT INTO outbox (exchange, routing_key, message_id, type, correlation_id, headers, body, content_type, lease_until)
 		SELECT e, k, m, t, c, h::jsonb, b, ct, now() + $8::interval
 		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[], $9::text[]) WITH ORDINALITY AS u(e, k, m, t, c, h, b, ct, ord)
 		ORDER BY ord
-		RETURNING id`, exchanges, keys, ids, types, corrs, headers, bodies, s.cfg.OutboxLease, ctypes).Query(func(rows pgx.Rows) error {
+		RETURNING id`, c.exchanges, c.keys, c.ids, c.types, c.corrs, c.headers, c.bodies, s.cfg.OutboxLease, c.ctypes).Query(func(rows pgx.Rows) error {
 		rowIDs, err := pgx.CollectRows(rows, pgx.RowTo[int64])
 		if err != nil {
 			return err

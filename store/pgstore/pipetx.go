@@ -6,15 +6,17 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // pipeTx is a transaction on one pooled connection whose statements travel in pipelined
-// batches. BEGIN goes out with the first batch, so a transaction made of two dependent steps
-// costs three round trips (two batches and COMMIT) instead of one per statement.
+// batches. BEGIN goes out with the first batch and COMMIT with the last (see commit), so a
+// transaction made of two dependent steps costs two round trips instead of one per statement.
 type pipeTx struct {
-	conn  *pgxpool.Conn
-	begun bool
+	conn      *pgxpool.Conn
+	begun     bool
+	committed bool
 }
 
 // run sends b, preceded by BEGIN if the transaction has not begun, and runs the callbacks of
@@ -29,6 +31,29 @@ func (p *pipeTx) run(ctx context.Context, b *pgx.Batch) error {
 		p.begun = true
 	}
 	return p.conn.SendBatch(ctx, b).Close()
+}
+
+// commit sends b followed by COMMIT, in one round trip, and ends the transaction. PostgreSQL
+// skips the rest of a pipelined batch after a failed statement, COMMIT included, so a batch
+// whose statement fails commits nothing and returns that statement's error. A callback of b,
+// though, runs only once the whole batch has: what decides whether the transaction may commit
+// must be checked before, or in SQL. A callback error after a commit is returned unwrapped,
+// so that it is never retried as a conflict.
+func (p *pipeTx) commit(ctx context.Context, b *pgx.Batch) error {
+	var status string
+	b.Queue("COMMIT").Exec(func(tag pgconn.CommandTag) error {
+		status = tag.String()
+		return nil
+	})
+	err := p.run(ctx, b)
+	p.committed = status == "COMMIT"
+	switch {
+	case p.committed && err != nil:
+		return fmt.Errorf("committed, but reading the results failed: %v", err)
+	case err == nil && !p.committed:
+		return pgx.ErrTxCommitRollback
+	}
+	return err
 }
 
 // inPipeTx runs fn in a pipelined transaction and commits it, retrying on deadlock,
@@ -47,7 +72,7 @@ func (s *Store) pipeTxOnce(ctx context.Context, fn func(*pipeTx) error) error {
 	defer conn.Release()
 	p := &pipeTx{conn: conn}
 	if err := fn(p); err != nil {
-		if p.begun {
+		if p.begun && !p.committed {
 			// Without a cancelled context the rollback still reaches the server.
 			if _, rerr := conn.Exec(context.WithoutCancel(ctx), "ROLLBACK"); rerr != nil {
 				err = errors.Join(err, fmt.Errorf("roll back: %w", rerr))
@@ -55,7 +80,7 @@ func (s *Store) pipeTxOnce(ctx context.Context, fn func(*pipeTx) error) error {
 		}
 		return err
 	}
-	if !p.begun {
+	if !p.begun || p.committed {
 		return nil
 	}
 	if _, err := conn.Exec(ctx, "COMMIT"); err != nil {

@@ -17,7 +17,12 @@ import (
 
 const txColumns = `id, status, request_hash, state, version, wake_at, created_at, updated_at, finished_at`
 
-var txRows = table[*store.Tx]{name: "transactions", scan: scanTx, update: updateTxs}
+var txRows = table[*store.Tx]{
+	name:   "transactions",
+	scan:   scanTx,
+	key:    func(tx *store.Tx) (uuid.UUID, int64) { return tx.ID, tx.Version },
+	update: updateTxs,
+}
 
 func scanTx(row pgx.Row) (*store.Tx, error) {
 	var (
