@@ -144,6 +144,13 @@ func (r *Relay) Stop() {
 	r.workers.Stop()
 	// Only now that no worker can hand over more ids does the deleter drain and stop.
 	r.deleter.Stop()
+	if d, ok := r.outbox.(store.DeferredDelete); ok {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := d.FlushDeletes(ctx); err != nil {
+			r.cfg.Logger.Error("delete confirmed outbox rows; they will be published again", "err", err)
+		}
+	}
 }
 
 func (r *Relay) work(ctx context.Context) {
@@ -286,6 +293,11 @@ func (r *Relay) deleteLoop(ctx context.Context) {
 }
 
 func (r *Relay) delete(ctx context.Context, ids []int64) {
+	if d, ok := r.outbox.(store.DeferredDelete); ok {
+		// Most often deleted by the engine's next state transaction (see Stop).
+		d.DeleteSoon(ids)
+		return
+	}
 	if len(ids) == 0 {
 		return
 	}

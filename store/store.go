@@ -156,6 +156,16 @@ type Outbox interface {
 	Backlog(ctx context.Context) (int, time.Duration, error)
 }
 
+// DeferredDelete is an Outbox that can delete confirmed rows later, together with other work:
+// the relay uses it when the outbox offers it. A row whose delete is lost (a crash) is published
+// again once its lease lapses, which consumers deduplicate.
+type DeferredDelete interface {
+	// DeleteSoon hands over rows to delete; it does not wait.
+	DeleteSoon(ids []int64)
+	// FlushDeletes deletes every row handed over and not deleted yet.
+	FlushDeletes(ctx context.Context) error
+}
+
 // Tx is one stored two-phase-commit transaction.
 type Tx struct {
 	ID uuid.UUID

@@ -30,6 +30,9 @@ type Config struct {
 	// MaxTxRetries bounds retries of a transaction that hit a deadlock or serialization failure.
 	// Default 5.
 	MaxTxRetries int
+	// DeleteDelay is how long the ids given to DeleteSoon wait for a state transaction to delete
+	// them before they are deleted on their own. Default 50ms.
+	DeleteDelay time.Duration
 }
 
 // WithDefaults returns c with defaults filled in.
@@ -40,13 +43,17 @@ func (c Config) WithDefaults() Config {
 	if c.MaxTxRetries == 0 {
 		c.MaxTxRetries = 5
 	}
+	if c.DeleteDelay == 0 {
+		c.DeleteDelay = 50 * time.Millisecond
+	}
 	return c
 }
 
 // Store is the PostgreSQL store. It is safe for concurrent use, also by several processes.
 type Store struct {
-	pool *pgxpool.Pool
-	cfg  Config
+	pool    *pgxpool.Pool
+	cfg     Config
+	deletes deferredDeletes
 }
 
 var _ store.Store = (*Store)(nil)
@@ -248,7 +255,9 @@ func (s *Store) CreateSagas(ctx context.Context, batch []store.NewSaga) ([]store
 		if err := s.queueCreate(write, now, changes, created, &rows); err != nil {
 			return err
 		}
+		undo := s.piggyback(write)
 		if err := p.commit(ctx, write); err != nil {
+			undo()
 			return err
 		}
 		for k, ch := range changes {
@@ -533,7 +542,12 @@ func mutate[T any](ctx context.Context, s *Store, t table[T], fn func(time.Time,
 		if err := s.queueOutbox(write, msgs, &out); err != nil {
 			return err
 		}
-		return p.commit(ctx, write)
+		undo := s.piggyback(write)
+		if err := p.commit(ctx, write); err != nil {
+			undo()
+			return err
+		}
+		return nil
 	})
 	if err != nil {
 		return 0, nil, fmt.Errorf("update %s: %w", t.name, translate(err))
