@@ -369,7 +369,10 @@ func (w *waiter) forget(id uuid.UUID) {
 }
 
 func (w *waiter) run(ctx context.Context, pool *pgxpool.Pool) {
-	for sleep(ctx, 5*time.Millisecond) == nil {
+	// Every 20 ms: the latencies come from the coordinator's own timestamps, so the interval
+	// only delays the next start of a worker a little; polling every 5 ms cost 7% of
+	// PostgreSQL's time at 256 in flight.
+	for sleep(ctx, 20*time.Millisecond) == nil {
 		w.mu.Lock()
 		ids := make([]uuid.UUID, 0, len(w.waiting))
 		for id := range w.waiting {
