@@ -94,6 +94,11 @@ func (b *barrier) run(ctx context.Context, cmd *protocol.StepCommand, h Handler)
 	}
 	// Rolls back what was not committed; without a cancelled context it still reaches the server.
 	defer t.end(context.WithoutCancel(ctx))
+	return b.step(ctx, t, cmd, h)
+}
+
+// step applies cmd in t.
+func (b *barrier) step(ctx context.Context, t *barrierTx, cmd *protocol.StepCommand, h Handler) (result, error) {
 	if cmd.Kind == protocol.KindCompensate {
 		return b.compensate(ctx, t, cmd, h)
 	}
@@ -152,15 +157,7 @@ func (b *barrier) action(ctx context.Context, t *barrierTx, cmd *protocol.StepCo
 	if err != nil {
 		return result{}, err
 	}
-	last.commit()
-	if err := t.send(ctx, last); err != nil {
-		return result{}, err
-	}
-	r, err := stored()
-	if err != nil {
-		return result{}, err
-	}
-	return result{reply: r, committed: true, handlerRan: true, cause: herr}, nil
+	return t.finish(ctx, last, stored, result{committed: true, handlerRan: true, cause: herr})
 }
 
 func (b *barrier) compensate(ctx context.Context, t *barrierTx, cmd *protocol.StepCommand, h Handler) (result, error) {
@@ -244,15 +241,7 @@ func (b *barrier) compensate(ctx context.Context, t *barrierTx, cmd *protocol.St
 	if err != nil {
 		return result{}, err
 	}
-	last.commit()
-	if err := t.send(ctx, last); err != nil {
-		return result{}, err
-	}
-	r, err := stored()
-	if err != nil {
-		return result{}, err
-	}
-	return result{reply: r, committed: true, handlerRan: ran}, nil
+	return t.finish(ctx, last, stored, result{committed: true, handlerRan: ran})
 }
 
 // rowError names the barrier row that a statement works on, for its error.
@@ -293,6 +282,7 @@ func decodeStored(raw string, cmd *protocol.StepCommand, kind string) (protocol.
 // an infrastructure failure.
 func (b *barrier) callInSavepoint(ctx context.Context, sp *savepointTx, cmd *protocol.StepCommand, h Handler, next *batch) (out json.RawMessage, herr error, err error) {
 	c := *cmd // the handler may not change what the reply is built from
+	sp.owner.calls++
 	out, herr = call(ctx, h, sp, &c)
 	if herr == nil {
 		herr = checkOutput(out)

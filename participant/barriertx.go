@@ -10,6 +10,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/sagacoord/sagacoord/protocol"
 )
 
 // barrierTx is one barrier transaction on a connection of its own. The barrier sends the
@@ -29,6 +31,21 @@ type barrierTx struct {
 	savepoints int
 	// ended: the transaction is over, and the handler's Tx must fail with pgx.ErrTxClosed.
 	ended bool
+	// calls counts the handler calls, so that a group can tell whether a handler broke it.
+	calls int
+
+	// The rest serves a transaction that decides a group of commands (see barrier.runGroup).
+	group bool
+	// begun: BEGIN has been queued.
+	begun bool
+	// cmdSP names the savepoint that the current command of a group began with.
+	cmdSP string
+	// pending holds the statements that end the previous command of a group (its reply, or the
+	// rollback to its savepoint); they travel with the next batch.
+	pending *batch
+	// kept, set when a command of a group kept a decision, gives its reply once the statements
+	// that store it have been sent.
+	kept func() (protocol.StepReply, error)
 }
 
 func (b *barrier) begin(ctx context.Context) (*barrierTx, error) {
@@ -54,12 +71,77 @@ func (t *barrierTx) end(ctx context.Context) {
 	t.conn.Release()
 }
 
-// beginBatch returns a batch that begins the transaction.
+// beginBatch returns the batch that begins a command: it begins the transaction, unless an
+// earlier command of the group did. In a group it starts with the statements that end the
+// previous command, and makes the command's savepoint.
 func (t *barrierTx) beginBatch() *batch {
-	bt := &batch{}
-	bt.b.BeginTx(pgx.TxOptions{})
-	bt.steps = append(bt.steps, step{what: "begin barrier transaction", sql: bt.b.QueuedQueries[0].SQL, read: execResult(nil)})
+	bt := t.takePending()
+	if !t.begun {
+		bt.b.BeginTx(pgx.TxOptions{})
+		bt.steps = append(bt.steps, step{what: "begin barrier transaction", sql: bt.b.QueuedQueries[0].SQL, read: execResult(nil)})
+		t.begun = true
+	}
+	if t.group {
+		t.cmdSP = "cmd_" + strconv.Itoa(t.savepoints)
+		t.savepoints++
+		bt.exec(nil, "savepoint before command", "savepoint "+t.cmdSP)
+	}
 	return bt
+}
+
+// takePending returns a batch that starts with the pending statements of the previous command,
+// if any; they are its tail.
+func (t *barrierTx) takePending() *batch {
+	bt := t.pending
+	t.pending = nil
+	if bt == nil {
+		return &batch{}
+	}
+	bt.tail = len(bt.steps)
+	return bt
+}
+
+// finish ends a command that decided, whose last statements (storing the reply) are in last. A
+// command alone commits them and reads the reply at once. In a group they wait, with the release
+// of the command's savepoint, for the next command's first batch or the group's COMMIT, and
+// kept reads the reply once they have been sent.
+func (t *barrierTx) finish(ctx context.Context, last *batch, stored func() (protocol.StepReply, error), res result) (result, error) {
+	if t.group {
+		last.exec(nil, "release savepoint of command", "release savepoint "+t.cmdSP)
+		t.pending, t.kept = last, stored
+		return res, nil
+	}
+	last.commit()
+	if err := t.send(ctx, last); err != nil {
+		return result{}, err
+	}
+	r, err := stored()
+	if err != nil {
+		return result{}, err
+	}
+	res.reply = r
+	return res, nil
+}
+
+// undo queues, for the next batch, the rollback of everything the command of the group that
+// began with savepoint sp did.
+func (t *barrierTx) undo(sp string) {
+	bt := t.takePending()
+	bt.exec(nil, "roll back to savepoint of command", "rollback to savepoint "+sp)
+	bt.exec(nil, "release savepoint of command", "release savepoint "+sp)
+	t.pending = bt
+}
+
+// usable reports whether the transaction can go on after a command: the connection works, has no
+// result left unread, and is in the transaction (aborted or not: a rollback to a savepoint mends
+// an aborted one).
+func (t *barrierTx) usable() bool {
+	pc := t.c.PgConn()
+	if pc.IsClosed() || pc.IsBusy() {
+		return false
+	}
+	s := pc.TxStatus()
+	return s == 'T' || s == 'E'
 }
 
 // send sends bt and reads its results. An error names the statement that failed, or, when the
@@ -75,10 +157,23 @@ func (t *barrierTx) send(ctx context.Context, bt *batch) error {
 		t.tx = tx
 	}
 	if err != nil {
-		return bt.failed(i, err, t.c.PgConn().IsClosed())
+		i = bt.blame(i, err)
+		err = bt.failed(i, err, t.c.PgConn().IsClosed())
+		if i < bt.tail {
+			return &tailError{err: err}
+		}
+		return err
 	}
 	return nil
 }
+
+// tailError is the error of a statement that ends the previous command of a group, sent with the
+// next command's first batch: it belongs to the previous command, and none of the next
+// command's statements ran.
+type tailError struct{ err error }
+
+func (e *tailError) Error() string { return e.err.Error() }
+func (e *tailError) Unwrap() error { return e.err }
 
 // savepoint queues the savepoint that the handler runs in.
 func (t *barrierTx) savepoint(bt *batch) *savepointTx {
@@ -97,6 +192,8 @@ func (t *barrierTx) newSavepoint() *savepointTx {
 type batch struct {
 	b     pgx.Batch
 	steps []step
+	// tail counts the leading steps that end the previous command of a group.
+	tail int
 }
 
 // step is one statement of a batch.
@@ -154,19 +251,23 @@ func (bt *batch) read(br pgx.BatchResults) (int, error) {
 	return 0, nil
 }
 
-// failed names the statement i in err. pgx reports a statement that could not be prepared (before
-// any ran) as the error of every statement of the batch, the first included; that statement is
-// named instead.
-func (bt *batch) failed(i int, err error, broken bool) error {
+// blame returns the statement that err, read at statement i, belongs to. pgx reports a statement
+// that could not be prepared (before any ran) as the error of every statement of the batch, the
+// first included; that statement is blamed instead.
+func (bt *batch) blame(i int, err error) int {
 	var pe pgx.ErrPreprocessingBatch
 	if errors.As(err, &pe) {
 		for j, s := range bt.steps {
 			if s.sql == pe.SQL() {
-				i = j
-				break
+				return j
 			}
 		}
 	}
+	return i
+}
+
+// failed names the statement i in err.
+func (bt *batch) failed(i int, err error, broken bool) error {
 	if broken && !errors.As(err, new(*pgconn.PgError)) {
 		whats := make([]string, 0, len(bt.steps)-i)
 		for _, s := range bt.steps[i:] {

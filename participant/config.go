@@ -20,7 +20,12 @@ const (
 	DefaultSchema       = "sagacoord_participant"
 	DefaultPrefetch     = 32
 	DefaultRetryBackoff = 500 * time.Millisecond
+	DefaultMaxBatch     = 8
 )
+
+// maxMaxBatch bounds Config.MaxBatch: every command of a group writes in at least one
+// subtransaction, and PostgreSQL caches at most 64 subtransaction ids per backend.
+const maxMaxBatch = 64
 
 // Config configures a Worker. Zero fields take the defaults documented on each field (see
 // WithDefaults).
@@ -42,6 +47,21 @@ type Config struct {
 	// Concurrency is the number of handler goroutines, each holding at most one database
 	// connection while it runs. Default Prefetch.
 	Concurrency int
+	// MaxBatch is the most saga step commands one handler goroutine decides in one local
+	// transaction (group commit). When several commands are waiting, a goroutine takes up to
+	// MaxBatch of them, runs each in a savepoint of its own of one barrier transaction, commits
+	// once and publishes their replies together; a command that waits for none is decided alone.
+	// 1 gives every command a transaction of its own. Default DefaultMaxBatch (8), at most 64.
+	//
+	// Why small: each command of a group holds a subtransaction for its barrier row and one for
+	// its handler, plus any its handler nests, until the group commits. PostgreSQL caches at most
+	// 64 subtransaction ids per backend (PGPROC_MAX_CACHED_SUBXIDS); a transaction with more
+	// overflows the cache, and every snapshot in the whole server then gets slower. 8 commands
+	// stay near 16-24. A larger group also holds the rows its handlers lock until its COMMIT, and
+	// delays every reply of the group until its slowest handler is done; two groups that lock the
+	// same rows in opposite orders deadlock, and PostgreSQL's victim is replied "retry".
+	// Two-phase-commit commands are always decided alone.
+	MaxBatch int
 	// RetryBackoff is how long the worker waits before requeueing a command whose processing hit
 	// a database or broker error (not a handler error), so an outage does not spin. Default
 	// DefaultRetryBackoff (500ms).
@@ -88,6 +108,9 @@ func (c Config) WithDefaults() Config {
 	if c.Concurrency == 0 {
 		c.Concurrency = c.Prefetch
 	}
+	if c.MaxBatch == 0 {
+		c.MaxBatch = DefaultMaxBatch
+	}
 	if c.RetryBackoff == 0 {
 		c.RetryBackoff = DefaultRetryBackoff
 	}
@@ -124,6 +147,9 @@ func (c Config) validate() error {
 	}
 	if c.Concurrency < 1 {
 		errs = append(errs, fmt.Errorf("participant: Config.Concurrency %d must be at least 1", c.Concurrency))
+	}
+	if c.MaxBatch < 1 || c.MaxBatch > maxMaxBatch {
+		errs = append(errs, fmt.Errorf("participant: Config.MaxBatch %d must be between 1 and %d (0 takes the default, %d): PostgreSQL caches only 64 subtransactions per transaction", c.MaxBatch, maxMaxBatch, DefaultMaxBatch))
 	}
 	if c.RetryBackoff < 0 {
 		errs = append(errs, fmt.Errorf("participant: Config.RetryBackoff %v must not be negative", c.RetryBackoff))

@@ -19,6 +19,10 @@
 // handlers, which go through a barrier of their own on the same table (see TxHandlers), and a
 // prepared transaction is kept durably and asked about until its decision arrives.
 //
+// Under load, a handler goroutine decides up to Config.MaxBatch waiting saga step commands in one
+// local transaction, each in a savepoint of its own, so that each rule above holds per command,
+// and publishes their replies together (group commit).
+//
 // A command that cannot be decoded, is addressed to another participant, names an action with no
 // handler, or carries values the database cannot store is dead-lettered (and logged); the worker
 // goes on with the next. A database or broker failure returns the command to the queue after
@@ -46,6 +50,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sagacoord/sagacoord/protocol"
 	"github.com/sagacoord/sagacoord/transport"
@@ -213,7 +218,7 @@ func (w *Worker) Start(ctx context.Context) error {
 		go w.loop(workCtx, deliveries)
 	}
 	go w.watchdog(workCtx, startedAt)
-	w.log.Info("participant worker started", "queue", queue, "prefetch", w.cfg.Prefetch, "concurrency", w.cfg.Concurrency)
+	w.log.Info("participant worker started", "queue", queue, "prefetch", w.cfg.Prefetch, "concurrency", w.cfg.Concurrency, "max_batch", w.cfg.MaxBatch)
 	return nil
 }
 
@@ -239,14 +244,70 @@ func (w *Worker) Stop() {
 
 func (w *Worker) loop(ctx context.Context, deliveries <-chan *transport.Delivery) {
 	defer w.wg.Done()
+	ds := make([]*transport.Delivery, 0, w.cfg.MaxBatch)
 	for d := range deliveries {
-		select {
-		case <-w.stopping:
-			w.settle(d, "requeue", (*transport.Delivery).Requeue)
-			continue
-		default:
+		// Take what else is waiting, without waiting for more.
+		ds = append(ds[:0], d)
+	gather:
+		for len(ds) < w.cfg.MaxBatch {
+			select {
+			case d, ok := <-deliveries:
+				if !ok {
+					break gather
+				}
+				ds = append(ds, d)
+			default:
+				break gather
+			}
 		}
-		w.process(ctx, d)
+		w.processAll(ctx, ds)
+	}
+}
+
+// processAll decides the deliveries a handler goroutine took: the saga step commands together,
+// in one transaction, and the two-phase-commit commands each alone.
+func (w *Worker) processAll(ctx context.Context, ds []*transport.Delivery) {
+	if len(ds) == 1 {
+		if !w.requeueIfStopping(ds[0]) {
+			w.process(ctx, ds[0])
+		}
+		return
+	}
+	var steps []*stepWork
+	var alone []*transport.Delivery
+	for _, d := range ds {
+		switch {
+		case w.requeueIfStopping(d):
+		case protocol.IsTxCommand(d.Message):
+			alone = append(alone, d)
+		default:
+			if s := w.decodeStep(d); s != nil {
+				steps = append(steps, s)
+			}
+		}
+	}
+	switch len(steps) {
+	case 0:
+	case 1:
+		w.processStep(ctx, steps[0])
+	default:
+		w.processGroup(ctx, steps)
+	}
+	for _, d := range alone {
+		if !w.requeueIfStopping(d) {
+			w.processTx(ctx, d)
+		}
+	}
+}
+
+// requeueIfStopping returns d to its queue, and reports true, when Stop was called.
+func (w *Worker) requeueIfStopping(d *transport.Delivery) bool {
+	select {
+	case <-w.stopping:
+		w.settle(d, "requeue", (*transport.Delivery).Requeue)
+		return true
+	default:
+		return false
 	}
 }
 
@@ -273,48 +334,177 @@ func (w *Worker) process(ctx context.Context, d *transport.Delivery) {
 		w.processTx(ctx, d)
 		return
 	}
+	if s := w.decodeStep(d); s != nil {
+		w.processStep(ctx, s)
+	}
+}
+
+// stepWork is a saga step command on its way through the barrier.
+type stepWork struct {
+	d   *transport.Delivery
+	cmd *protocol.StepCommand
+	h   Handler
+	log *slog.Logger
+	// ctx carries the command's span, from began on.
+	ctx   context.Context
+	span  trace.Span
+	began time.Time
+}
+
+// decodeStep decodes a saga step command and finds its handler; it dead-letters d and returns
+// nil when it cannot.
+func (w *Worker) decodeStep(d *transport.Delivery) *stepWork {
 	log := w.log.With("message_id", d.MessageID)
 	cmd, err := protocol.DecodeStepCommand(d.Message)
 	if err != nil {
 		log.Error("dead-lettering a command that cannot be decoded", "err", err)
 		w.settle(d, "reject", (*transport.Delivery).Reject)
-		return
+		return nil
 	}
 	log = log.With("saga_id", cmd.SagaID, "step", cmd.Step, "kind", cmd.Kind, "action", cmd.Action, "attempt", cmd.Attempt)
 	if cmd.Participant != "" && cmd.Participant != w.cfg.Name {
 		log.Error("dead-lettering a command addressed to another participant", "addressed_to", cmd.Participant)
 		w.settle(d, "reject", (*transport.Delivery).Reject)
-		return
+		return nil
 	}
 	h := w.handler(cmd.Action)
 	if h == nil {
 		log.Error("dead-lettering a command for an action with no handler: register it with Worker.Handle")
 		w.settle(d, "reject", (*transport.Delivery).Reject)
-		return
+		return nil
 	}
+	return &stepWork{d: d, cmd: cmd, h: h, log: log}
+}
 
-	ctx, span := w.tel.start(ctx, d, w.cfg.Name+" "+cmd.Action, sagaAttrs(cmd)...)
-	began := time.Now()
-	hctx := context.WithValue(ctx, deliveryKey{}, DeliveryInfo{MessageID: d.MessageID, Redelivered: d.Redelivered, Headers: d.Headers})
-	res, err := w.barrier.run(hctx, cmd, h)
-	if err != nil {
-		w.tel.end(ctx, span, began, cmd.Kind, cmd.Action, "error", false, false, err)
-		w.barrierFailed(ctx, log, d, err)
-		return
-	}
-	w.tel.end(ctx, span, began, cmd.Kind, cmd.Action, res.reply.Outcome, res.duplicate, res.handlerRan, res.cause)
+// begin starts the command's span and clock, and returns its handler's context.
+func (w *Worker) begin(ctx context.Context, s *stepWork) context.Context {
+	s.ctx, s.span = w.tel.start(ctx, s.d, w.cfg.Name+" "+s.cmd.Action, sagaAttrs(s.cmd)...)
+	s.began = time.Now()
+	return context.WithValue(s.ctx, deliveryKey{}, DeliveryInfo{MessageID: s.d.MessageID, Redelivered: s.d.Redelivered, Headers: s.d.Headers})
+}
+
+// ended records that nothing was decided for s.
+func (w *Worker) ended(s *stepWork, err error) {
+	w.tel.end(s.ctx, s.span, s.began, s.cmd.Kind, s.cmd.Action, "error", false, false, err)
+}
+
+// decided records what was decided for s, calls OnCommitted and logs it.
+func (w *Worker) decided(s *stepWork, res result) {
+	w.tel.end(s.ctx, s.span, s.began, s.cmd.Kind, s.cmd.Action, res.reply.Outcome, res.duplicate, res.handlerRan, res.cause)
 	if res.committed && w.cfg.OnCommitted != nil {
-		w.cfg.OnCommitted(cmd, res.reply)
+		w.cfg.OnCommitted(s.cmd, res.reply)
 	}
-	w.logResult(log, res)
+	w.logResult(s.log, res)
+}
 
-	msg, err := protocol.EncodeStepReply(cmd, res.reply)
+// processStep decides a saga step command in a transaction of its own and replies.
+func (w *Worker) processStep(ctx context.Context, s *stepWork) {
+	hctx := w.begin(ctx, s)
+	res, err := w.barrier.run(hctx, s.cmd, s.h)
 	if err != nil {
-		log.Error("encode reply; requeueing the command", "err", err)
-		w.backoffAndRequeue(ctx, d)
+		w.ended(s, err)
+		w.barrierFailed(s.ctx, s.log, s.d, err)
 		return
 	}
-	w.publishReply(ctx, log, d, msg)
+	w.decided(s, res)
+	msg, err := protocol.EncodeStepReply(s.cmd, res.reply)
+	if err != nil {
+		s.log.Error("encode reply; requeueing the command", "err", err)
+		w.backoffAndRequeue(s.ctx, s.d)
+		return
+	}
+	w.publishReply(s.ctx, s.log, s.d, msg)
+}
+
+// processGroup decides several saga step commands in one transaction (see barrier.runGroup),
+// publishes their replies together and then settles each delivery as processStep would.
+func (w *Worker) processGroup(ctx context.Context, steps []*stepWork) {
+	items := make([]groupItem, len(steps))
+	for i, s := range steps {
+		items[i] = groupItem{ctx: w.begin(ctx, s), cmd: s.cmd, h: s.h}
+	}
+	outs, err := w.barrier.runGroup(ctx, items)
+	if err != nil {
+		for _, s := range steps {
+			w.ended(s, err)
+		}
+		w.groupFailed(ctx, steps, err)
+		return
+	}
+	var later []*transport.Delivery // to requeue after RetryBackoff
+	var sent []*stepWork
+	var msgs []transport.Outgoing
+	for i, s := range steps {
+		o := outs[i]
+		if o.err != nil {
+			w.ended(s, o.err)
+			if isDataException(o.err) {
+				s.log.Error("dead-lettering a command whose values the database rejects", "err", o.err)
+				w.settle(s.d, "reject", (*transport.Delivery).Reject)
+				continue
+			}
+			s.log.Error("barrier transaction failed for the command; requeueing it", "err", o.err, "backoff", w.cfg.RetryBackoff)
+			later = append(later, s.d)
+			continue
+		}
+		w.decided(s, o.res)
+		msg, err := protocol.EncodeStepReply(s.cmd, o.res.reply)
+		if err != nil {
+			s.log.Error("encode reply; requeueing the command", "err", err)
+			later = append(later, s.d)
+			continue
+		}
+		w.tel.inject(s.ctx, s.d, msg.Headers)
+		msgs = append(msgs, transport.Outgoing{Exchange: protocol.ExchangeReplies, RoutingKey: protocol.RoutingKeyReplies, Message: msg})
+		sent = append(sent, s)
+	}
+	if len(msgs) > 0 {
+		errs := w.cfg.Transport.Publish(ctx, msgs)
+		for i, s := range sent {
+			var err error
+			if len(errs) != len(msgs) {
+				err = fmt.Errorf("transport returned %d results for %d messages", len(errs), len(msgs))
+			} else {
+				err = errs[i]
+			}
+			if err != nil {
+				s.log.Warn("publishing the reply failed; requeueing the command, whose redelivery re-sends the stored reply", "err", err)
+				later = append(later, s.d)
+				continue
+			}
+			w.settle(s.d, "ack", (*transport.Delivery).Ack)
+		}
+	}
+	if len(later) > 0 {
+		w.backoffAndRequeue(ctx, later...)
+	}
+}
+
+// groupFailed settles the commands of a group whose transaction decided nothing: at once on
+// shutdown; each alone when the group broke for a reason of its own; all after RetryBackoff
+// otherwise.
+func (w *Worker) groupFailed(ctx context.Context, steps []*stepWork, err error) {
+	ds := make([]*transport.Delivery, len(steps))
+	for i, s := range steps {
+		ds[i] = s.d
+	}
+	switch {
+	case ctx.Err() != nil:
+		w.log.Info("group of commands interrupted by shutdown; they will be redelivered", "commands", len(steps), "err", err)
+		for _, d := range ds {
+			w.settle(d, "requeue", (*transport.Delivery).Requeue)
+		}
+	case errors.Is(err, errGroupBroken):
+		w.log.Warn("group transaction failed; deciding its commands one by one", "commands", len(steps), "err", err)
+		for _, s := range steps {
+			if !w.requeueIfStopping(s.d) {
+				w.processStep(ctx, &stepWork{d: s.d, cmd: s.cmd, h: s.h, log: s.log})
+			}
+		}
+	default:
+		w.log.Error("group transaction failed; requeueing its commands", "commands", len(steps), "err", err, "backoff", w.cfg.RetryBackoff)
+		w.backoffAndRequeue(ctx, ds...)
+	}
 }
 
 // barrierFailed settles a delivery whose barrier transaction failed and decided nothing.
@@ -374,8 +564,9 @@ func isDataException(err error) bool {
 	return errors.As(err, &pgErr) && strings.HasPrefix(pgErr.Code, "22")
 }
 
-// backoffAndRequeue waits RetryBackoff (cut short by Stop or shutdown) and returns d to its queue.
-func (w *Worker) backoffAndRequeue(ctx context.Context, d *transport.Delivery) {
+// backoffAndRequeue waits RetryBackoff (cut short by Stop or shutdown) and returns ds to their
+// queue.
+func (w *Worker) backoffAndRequeue(ctx context.Context, ds ...*transport.Delivery) {
 	t := time.NewTimer(w.cfg.RetryBackoff)
 	defer t.Stop()
 	select {
@@ -383,7 +574,9 @@ func (w *Worker) backoffAndRequeue(ctx context.Context, d *transport.Delivery) {
 	case <-w.stopping:
 	case <-ctx.Done():
 	}
-	w.settle(d, "requeue", (*transport.Delivery).Requeue)
+	for _, d := range ds {
+		w.settle(d, "requeue", (*transport.Delivery).Requeue)
+	}
 }
 
 func (w *Worker) settle(d *transport.Delivery, what string, f func(*transport.Delivery) error) {
