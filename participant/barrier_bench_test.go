@@ -24,6 +24,7 @@ import (
 //
 //	roundtrips/op  client writes to PostgreSQL, each followed by a wait for the answer
 //	stmts/op       statements executed (queries and batched queries, as pgx traces them)
+//	commits/op     COMMITs among them
 //	pg-cpu-us/op   CPU time of the pool's PostgreSQL backends (from /proc; absent when the
 //	               server is not on this machine)
 //
@@ -76,15 +77,26 @@ func BenchmarkBarrierActionParallel(b *testing.B) {
 	e.stop(b)
 }
 
+// BenchmarkBarrierActionGroup decides actions in groups of 4 and of 8 (Config.MaxBatch), in one
+// transaction per group, as a busy worker does; the figures are per command.
+func BenchmarkBarrierActionGroup(b *testing.B) {
+	for _, size := range []int{4, DefaultMaxBatch} {
+		b.Run("size="+strconv.Itoa(size), func(b *testing.B) {
+			e := newBenchEnv(b, 0)
+			e.measureGroups(b, size, func(i int) *protocol.StepCommand { return action(e.gid(i)) }, noop, protocol.OutcomeSucceeded)
+		})
+	}
+}
+
 type benchEnv struct {
 	pool   *pgxpool.Pool
 	b      *barrier
 	prefix string
 
-	writes, stmts atomic.Int64
-	mu            sync.Mutex
-	backends      []uint32
-	cpuStart      int64
+	writes, stmts, commits atomic.Int64
+	mu                     sync.Mutex
+	backends               []uint32
+	cpuStart               int64
 }
 
 // newBenchEnv makes a barrier on a fresh schema, with a pool of at most maxConns connections (0:
@@ -108,7 +120,7 @@ func newBenchEnv(b testing.TB, maxConns int32) *benchEnv {
 	if maxConns > 0 {
 		cfg.MaxConns = maxConns
 	}
-	cfg.ConnConfig.Tracer = (*statementCounter)(&e.stmts)
+	cfg.ConnConfig.Tracer = &statementCounter{stmts: &e.stmts, commits: &e.commits}
 	cfg.AfterConnect = func(_ context.Context, c *pgx.Conn) error {
 		e.mu.Lock()
 		defer e.mu.Unlock()
@@ -153,9 +165,37 @@ func (e *benchEnv) measure(b *testing.B, cmd func(i int) *protocol.StepCommand, 
 	e.stop(b)
 }
 
+// measureGroups is measure for groups of size commands (the last one may be smaller).
+func (e *benchEnv) measureGroups(b *testing.B, size int, cmd func(i int) *protocol.StepCommand, h Handler, want string) {
+	b.Helper()
+	ctx := context.Background()
+	if _, err := e.b.run(ctx, action(e.prefix+"warm"), noop); err != nil {
+		b.Fatal(err)
+	}
+	e.start(b)
+	items := make([]groupItem, 0, size)
+	for i := 0; i < b.N; i += size {
+		items = items[:0]
+		for j := i; j < min(i+size, b.N); j++ {
+			items = append(items, groupItem{ctx: ctx, cmd: cmd(j), h: h})
+		}
+		outs, err := e.b.runGroup(ctx, items)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for j, o := range outs {
+			if o.err != nil || o.res.reply.Outcome != want {
+				b.Fatalf("command %d: outcome %q, want %q (%s, %v)", i+j, o.res.reply.Outcome, want, o.res.reply.Error, o.err)
+			}
+		}
+	}
+	e.stop(b)
+}
+
 func (e *benchEnv) start(b *testing.B) {
 	e.writes.Store(0)
 	e.stmts.Store(0)
+	e.commits.Store(0)
 	e.cpuStart = e.backendCPU()
 	b.ResetTimer()
 }
@@ -165,6 +205,7 @@ func (e *benchEnv) stop(b *testing.B) {
 	n := float64(b.N)
 	b.ReportMetric(float64(e.writes.Load())/n, "roundtrips/op")
 	b.ReportMetric(float64(e.stmts.Load())/n, "stmts/op")
+	b.ReportMetric(float64(e.commits.Load())/n, "commits/op")
 	if e.cpuStart >= 0 {
 		if end := e.backendCPU(); end >= 0 {
 			b.ReportMetric(float64(end-e.cpuStart)/n, "pg-cpu-us/op")
@@ -220,11 +261,19 @@ func (c *countingConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
-// statementCounter counts the statements that pgx executes, alone or in batches.
-type statementCounter atomic.Int64
+// statementCounter counts the statements that pgx executes, alone or in batches, and the COMMITs
+// among them.
+type statementCounter struct{ stmts, commits *atomic.Int64 }
 
-func (s *statementCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
-	(*atomic.Int64)(s).Add(1)
+func (s *statementCounter) count(sql string) {
+	s.stmts.Add(1)
+	if strings.EqualFold(strings.TrimSpace(sql), "commit") {
+		s.commits.Add(1)
+	}
+}
+
+func (s *statementCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	s.count(d.SQL)
 	return ctx
 }
 
@@ -234,8 +283,8 @@ func (s *statementCounter) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ p
 	return ctx
 }
 
-func (s *statementCounter) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {
-	(*atomic.Int64)(s).Add(1)
+func (s *statementCounter) TraceBatchQuery(_ context.Context, _ *pgx.Conn, d pgx.TraceBatchQueryData) {
+	s.count(d.SQL)
 }
 
 func (s *statementCounter) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}

@@ -123,13 +123,21 @@ func (t *barrierTx) finish(ctx context.Context, last *batch, stored func() (prot
 	return res, nil
 }
 
-// undo queues, for the next batch, the rollback of everything the command of the group that
-// began with savepoint sp did.
-func (t *barrierTx) undo(sp string) {
+// undo rolls back everything the command of the group that began with savepoint sp did: in the
+// next batch, or at once when the transaction is aborted, as pgx prepares a batch's new
+// statements before it runs any, and an aborted transaction prepares nothing but a rollback.
+func (t *barrierTx) undo(ctx context.Context, sp string) error {
 	bt := t.takePending()
 	bt.exec(nil, "roll back to savepoint of command", "rollback to savepoint "+sp)
+	if t.c.PgConn().TxStatus() == 'E' {
+		if err := t.send(ctx, bt); err != nil {
+			return err
+		}
+		bt = &batch{}
+	}
 	bt.exec(nil, "release savepoint of command", "release savepoint "+sp)
 	t.pending = bt
+	return nil
 }
 
 // usable reports whether the transaction can go on after a command: the connection works, has no

@@ -382,6 +382,18 @@ func TestBarrierUnderEveryQueryExecMode(t *testing.T) {
 			require.False(t, e.run(t, compensation("first"), ok.handle).handlerRan)
 			require.Equal(t, errCompensatedFirst, e.run(t, action("first"), ok.handle).reply.Error)
 			require.Equal(t, 3, e.effects(t), "ok, its compensation, and the reopened attempt")
+
+			// A group, with a command undone in an aborted transaction and one whose reply
+			// the database refuses.
+			outs, err := e.b.runGroup(context.Background(), items(doing(action("g1"), "ok"), doing(action("g2"), "bad sql"),
+				doing(action("g3"), "nul output"), doing(action("ok"), "ok"), doing(action("g4"), "fail")))
+			require.NoError(t, err)
+			require.Equal(t, protocol.OutcomeSucceeded, outs[0].res.reply.Outcome)
+			require.Equal(t, protocol.OutcomeRetry, outs[1].res.reply.Outcome)
+			require.True(t, isDataException(outs[2].err), "%v", outs[2].err)
+			require.True(t, outs[3].res.duplicate)
+			require.Equal(t, protocol.OutcomeFailed, outs[4].res.reply.Outcome)
+			require.Equal(t, 4, e.effects(t), "and g1")
 		})
 	}
 }

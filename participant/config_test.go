@@ -16,6 +16,7 @@ func TestConfigDefaults(t *testing.T) {
 	require.Equal(t, DefaultPrefetch, c.Prefetch)
 	require.Equal(t, DefaultPrefetch, c.Concurrency, "Concurrency follows Prefetch")
 	require.Equal(t, DefaultRetryBackoff, c.RetryBackoff)
+	require.Equal(t, DefaultMaxBatch, c.MaxBatch)
 	require.NotNil(t, c.Logger)
 
 	c = Config{Prefetch: 4}.WithDefaults()
@@ -38,6 +39,9 @@ func TestConfigValidate(t *testing.T) {
 		{"upper-case schema", func(c *Config) { c.Schema = "Sim" }, "not a lower-case SQL identifier"},
 		{"negative prefetch", func(c *Config) { c.Prefetch = -1 }, "Prefetch -1 must be at least 1"},
 		{"negative concurrency", func(c *Config) { c.Concurrency = -2 }, "Concurrency -2 must be at least 1"},
+		{"max batch 1", func(c *Config) { c.MaxBatch = 1 }, ""},
+		{"negative max batch", func(c *Config) { c.MaxBatch = -1 }, "MaxBatch -1 must be between 1 and 64"},
+		{"max batch past the subtransaction cache", func(c *Config) { c.MaxBatch = 65 }, "MaxBatch 65 must be between 1 and 64"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

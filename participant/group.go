@@ -73,7 +73,9 @@ func (b *barrier) runGroup(ctx context.Context, items []groupItem) ([]groupOutco
 				return nil, t.groupFailed(ctx, false, fmt.Errorf("end command %d of the group: %w", owner, te.err))
 			}
 			outs[owner] = groupOutcome{err: te.err, sp: outs[owner].sp}
-			t.undo(outs[owner].sp)
+			if err := t.undo(ctx, outs[owner].sp); err != nil {
+				return nil, t.groupFailed(ctx, false, fmt.Errorf("undo command %d of the group: %w", owner, err))
+			}
 			kept = false
 			i-- // begin this command again
 			continue
@@ -99,7 +101,9 @@ func (b *barrier) runGroup(ctx context.Context, items []groupItem) ([]groupOutco
 		if !t.local(ctx) {
 			return nil, t.groupFailed(ctx, t.calls != calls, fmt.Errorf("command %d of the group (%s, %s, %s): %w", i, items[i].cmd.SagaID, items[i].cmd.Step, items[i].cmd.Kind, errors.Join(err, errors.New("transaction unusable after the command"))))
 		}
-		t.undo(outs[i].sp)
+		if err := t.undo(ctx, outs[i].sp); err != nil {
+			return nil, t.groupFailed(ctx, false, fmt.Errorf("undo command %d of the group: %w", i, err))
+		}
 		kept = false
 	}
 	for i := range outs {

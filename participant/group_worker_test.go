@@ -1,0 +1,293 @@
+package participant_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sagacoord/sagacoord/participant"
+	"github.com/sagacoord/sagacoord/protocol"
+	"github.com/sagacoord/sagacoord/transport"
+)
+
+// These tests run group commit (Config.MaxBatch) end to end.
+
+// heldTransport hands the worker its first n deliveries at once: Consume returns only when they
+// all wait in its channel, so that the first handler goroutine takes them as one group.
+type heldTransport struct {
+	transport.Transport
+	n int
+}
+
+func (h *heldTransport) Consume(ctx context.Context, queue string, prefetch int) (<-chan *transport.Delivery, error) {
+	in, err := h.Transport.Consume(ctx, queue, prefetch)
+	if err != nil {
+		return nil, err
+	}
+	out := make(chan *transport.Delivery, prefetch)
+	deadline := time.After(waitFor)
+	for len(out) < h.n {
+		select {
+		case d := <-in:
+			out <- d
+		case <-deadline:
+			return nil, fmt.Errorf("%d of %d deliveries arrived", len(out), h.n)
+		}
+	}
+	go func() {
+		defer close(out)
+		for d := range in {
+			select {
+			case out <- d:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out, nil
+}
+
+// commitCounter counts the COMMITs a pool sends.
+type commitCounter struct{ n atomic.Int64 }
+
+func (c *commitCounter) count(sql string) {
+	if strings.EqualFold(strings.TrimSpace(sql), "commit") {
+		c.n.Add(1)
+	}
+}
+
+func (c *commitCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	c.count(d.SQL)
+	return ctx
+}
+func (c *commitCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+func (c *commitCounter) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	return ctx
+}
+func (c *commitCounter) TraceBatchQuery(_ context.Context, _ *pgx.Conn, d pgx.TraceBatchQueryData) {
+	c.count(d.SQL)
+}
+func (c *commitCounter) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
+
+// groupConfig is a worker with one handler goroutine that finds the first n commands waiting, on
+// a pool whose COMMITs are counted.
+func (e *env) groupConfig(maxBatch, n int) (participant.Config, *commitCounter) {
+	e.t.Helper()
+	commits := &commitCounter{}
+	pc := e.pool.Config()
+	pc.ConnConfig.Tracer = commits
+	pool, err := pgxpool.NewWithConfig(e.ctx, pc)
+	require.NoError(e.t, err)
+	e.t.Cleanup(pool.Close)
+	cfg := e.config()
+	cfg.DB = pool
+	cfg.Prefetch = 16
+	cfg.Concurrency = 1
+	cfg.MaxBatch = maxBatch
+	cfg.Transport = &heldTransport{Transport: e.tr, n: n}
+	return cfg, commits
+}
+
+// script writes an effect and then does what the command's input says.
+type script struct {
+	mu    sync.Mutex
+	calls map[string]int
+	// do, when set, runs in the handler's transaction on the given call of a saga.
+	do func(ctx context.Context, tx pgx.Tx, cmd *protocol.StepCommand, call int) error
+}
+
+func (s *script) handle(ctx context.Context, tx pgx.Tx, cmd *protocol.StepCommand) (json.RawMessage, error) {
+	s.mu.Lock()
+	if s.calls == nil {
+		s.calls = map[string]int{}
+	}
+	s.calls[cmd.SagaID]++
+	call := s.calls[cmd.SagaID]
+	s.mu.Unlock()
+	if _, err := tx.Exec(ctx, `INSERT INTO effects VALUES ($1, $2, $3)`, cmd.SagaID, cmd.Step, cmd.Kind); err != nil {
+		return nil, err
+	}
+	if s.do != nil {
+		if err := s.do(ctx, tx, cmd, call); err != nil {
+			return nil, err
+		}
+	}
+	var in struct{ Do string }
+	_ = json.Unmarshal(cmd.Input, &in)
+	switch in.Do {
+	case "fail":
+		return nil, participant.Failf("insufficient funds")
+	case "retry":
+		return nil, errors.New("connection reset by peer")
+	case "panic":
+		panic("index out of range")
+	}
+	return json.RawMessage(`{"entry":1}`), nil
+}
+
+func (s *script) callsOf(saga string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.calls[saga]
+}
+
+func with(cmd *protocol.StepCommand, do string) *protocol.StepCommand {
+	cmd.Input = json.RawMessage(`{"do":"` + do + `"}`)
+	return cmd
+}
+
+// replies reads n replies, by "saga/kind".
+func (e *env) repliesBy(n int) map[string][]*protocol.SagaReply {
+	e.t.Helper()
+	got := map[string][]*protocol.SagaReply{}
+	for range n {
+		r, _ := e.reply()
+		got[r.SagaID+"/"+r.Kind] = append(got[r.SagaID+"/"+r.Kind], r)
+	}
+	return got
+}
+
+// TestWorkerGroupMixedOutcomes: a group of commands with every outcome is committed in one
+// transaction, and each command is settled as it would be alone; with MaxBatch 1, each decision
+// has a transaction of its own, as before group commit.
+func TestWorkerGroupMixedOutcomes(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		maxBatch int
+		commits  int64
+	}{{8, 1}, {1, 3}} {
+		t.Run(fmt.Sprintf("max_batch=%d", tc.maxBatch), func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t)
+			dead, err := e.coord.Consume(e.ctx, protocol.QueueDead, 16)
+			require.NoError(t, err)
+			nul := debit("s\x00nul") // valid JSON, but PostgreSQL text cannot hold a NUL
+			cmds := []*protocol.StepCommand{
+				with(debit("s-ok"), "ok"),
+				with(debit("s-fail"), "fail"),
+				with(debit("s-retry"), "retry"),
+				with(debit("s-ok"), "ok"), // a duplicate delivery
+				refund("s-comp"),          // before its action
+				with(debit("s-comp"), "ok"),
+				nul,
+				with(debit("s-panic"), "panic"),
+			}
+			for _, c := range cmds {
+				e.send(c)
+			}
+			cfg, commits := e.groupConfig(tc.maxBatch, len(cmds))
+			var committed atomic.Int32
+			cfg.OnCommitted = func(*protocol.StepCommand, protocol.StepReply) { committed.Add(1) }
+			h := &script{}
+			e.start(cfg, map[string]participant.Handler{"debit": h.handle, "refund_debit": h.handle})
+			commits.n.Store(0) // Migrate's
+
+			got := e.repliesBy(len(cmds) - 1)
+			require.Len(t, got["s-ok/action"], 2)
+			require.Equal(t, protocol.OutcomeSucceeded, got["s-ok/action"][0].Outcome)
+			require.JSONEq(t, `{"entry":1}`, string(got["s-ok/action"][0].Output))
+			require.Equal(t, got["s-ok/action"][0], got["s-ok/action"][1], "the duplicate gets the stored reply")
+			require.Equal(t, protocol.OutcomeFailed, got["s-fail/action"][0].Outcome)
+			require.Equal(t, "insufficient funds", got["s-fail/action"][0].Error)
+			require.Equal(t, protocol.OutcomeRetry, got["s-retry/action"][0].Outcome)
+			require.Equal(t, protocol.OutcomeSucceeded, got["s-comp/compensate"][0].Outcome)
+			require.Equal(t, protocol.OutcomeFailed, got["s-comp/action"][0].Outcome)
+			require.Equal(t, "compensated before action", got["s-comp/action"][0].Error)
+			require.Equal(t, protocol.OutcomeRetry, got["s-panic/action"][0].Outcome)
+			require.Contains(t, got["s-panic/action"][0].Error, "handler panicked: index out of range")
+
+			select {
+			case d := <-dead:
+				require.Equal(t, protocol.CommandID("s\x00nul", 0, protocol.KindAction, 1), d.MessageID)
+				require.NoError(t, d.Ack())
+			case <-time.After(waitFor):
+				t.Fatal("the command with a NUL was not dead-lettered")
+			}
+
+			require.Equal(t, 1, e.count(`SELECT count(*) FROM barrier WHERE gid = 's-ok' AND reply->>'outcome' = 'succeeded'`))
+			require.Equal(t, 1, e.count(`SELECT count(*) FROM barrier WHERE gid = 's-fail' AND reply->>'outcome' = 'failed'`))
+			require.Equal(t, 2, e.count(`SELECT count(*) FROM barrier WHERE gid = 's-comp'`))
+			require.Equal(t, 4, e.count(`SELECT count(*) FROM barrier`), "no row for a retry, a panic or the NUL")
+			require.Equal(t, 1, e.effects(), "only the success keeps its effect")
+			require.Equal(t, 0, h.callsOf("s-comp"), "neither the early compensation nor the refused action ran")
+			require.EqualValues(t, 1, h.callsOf("s-ok"))
+			require.EqualValues(t, 3, committed.Load(), "OnCommitted for each new decision")
+			require.Equal(t, tc.commits, commits.n.Load(), "COMMITs")
+		})
+	}
+}
+
+// TestWorkerGroupLostCommitRequeuesTheGroup: when the connection is lost at the group's COMMIT,
+// nothing of the group was decided; every command is redelivered and answered once.
+func TestWorkerGroupLostCommitRequeuesTheGroup(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	sagas := []string{"g1", "g2", "g3"}
+	for _, s := range sagas {
+		e.send(debit(s))
+	}
+	cfg, commits := e.groupConfig(8, len(sagas))
+	h := &script{do: func(ctx context.Context, tx pgx.Tx, cmd *protocol.StepCommand, call int) error {
+		if cmd.SagaID != "g3" || call != 1 {
+			return nil
+		}
+		// The last command's handler ends its own backend: the COMMIT that follows finds
+		// the connection gone.
+		_, err := e.pool.Exec(ctx, `SELECT pg_terminate_backend($1)`, tx.Conn().PgConn().PID())
+		return err
+	}}
+	e.start(cfg, map[string]participant.Handler{"debit": h.handle})
+	commits.n.Store(0)
+
+	got := e.repliesBy(len(sagas))
+	for _, s := range sagas {
+		require.Len(t, got[s+"/action"], 1, s)
+		require.Equal(t, protocol.OutcomeSucceeded, got[s+"/action"][0].Outcome, s)
+		require.Equal(t, 2, h.callsOf(s), "%s: run in the lost group, then again", s)
+	}
+	require.Equal(t, 1, e.logs.count("group transaction failed; requeueing its commands"))
+	require.Equal(t, 3, e.effects(), "each effect once")
+	require.Equal(t, 3, e.count(`SELECT count(*) FROM barrier`))
+}
+
+// TestWorkerGroupRefusedCommitDecidesOneByOne: when PostgreSQL refuses the group's COMMIT (a
+// deferred constraint of one handler), the group's commands are decided one by one, so that the
+// guilty one cannot hold back the others.
+func TestWorkerGroupRefusedCommitDecidesOneByOne(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	_, err := e.pool.Exec(e.ctx, `CREATE TABLE once (id int PRIMARY KEY DEFERRABLE INITIALLY DEFERRED)`)
+	require.NoError(t, err)
+	sagas := []string{"d1", "d2", "d3"}
+	for _, s := range sagas {
+		e.send(debit(s))
+	}
+	cfg, commits := e.groupConfig(8, len(sagas))
+	h := &script{do: func(ctx context.Context, tx pgx.Tx, cmd *protocol.StepCommand, call int) error {
+		if cmd.SagaID != "d2" || call != 1 {
+			return nil
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO once VALUES (1), (1)`) // fails only at COMMIT
+		return err
+	}}
+	e.start(cfg, map[string]participant.Handler{"debit": h.handle})
+	commits.n.Store(0)
+
+	got := e.repliesBy(len(sagas))
+	for _, s := range sagas {
+		require.Equal(t, protocol.OutcomeSucceeded, got[s+"/action"][0].Outcome, s)
+	}
+	require.Equal(t, 1, e.logs.count("group transaction failed; deciding its commands one by one"))
+	require.Equal(t, 3, e.effects())
+	require.EqualValues(t, 4, commits.n.Load(), "the refused one, then one per command")
+}
