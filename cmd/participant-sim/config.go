@@ -43,9 +43,11 @@ type participantConfig struct {
 	// InitialBalance, once: existing rows are left as they are, so a restart keeps the books.
 	SeedAccounts   int   `json:"seed_accounts"`
 	InitialBalance int64 `json:"initial_balance"`
-	// Prefetch and Concurrency of the participant's worker; 0 takes the SDK defaults.
+	// Prefetch, Concurrency and MaxBatch (commands decided in one local transaction) of the
+	// participant's worker; 0 takes the SDK defaults.
 	Prefetch    int `json:"prefetch"`
 	Concurrency int `json:"concurrency"`
+	MaxBatch    int `json:"max_batch"`
 	// Faults by action or compensation name; "*" covers the actions without their own entry.
 	Faults map[string]faults `json:"faults"`
 }
@@ -201,8 +203,8 @@ func (c simConfig) validate() error {
 		if !slices.Contains(kinds, p.Kind) {
 			errs = append(errs, fmt.Errorf("%s: kind %q must be one of %s", where, p.Kind, strings.Join(kinds, ", ")))
 		}
-		if p.SeedAccounts < 0 || p.Prefetch < 0 || p.Concurrency < 0 {
-			errs = append(errs, fmt.Errorf("%s: seed_accounts, prefetch and concurrency must not be negative", where))
+		if p.SeedAccounts < 0 || p.Prefetch < 0 || p.Concurrency < 0 || p.MaxBatch < 0 {
+			errs = append(errs, fmt.Errorf("%s: seed_accounts, prefetch, concurrency and max_batch must not be negative", where))
 		}
 		for action, f := range p.Faults {
 			if err := f.validate(); err != nil {

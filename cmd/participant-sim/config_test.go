@@ -49,6 +49,7 @@ func TestConfigValidate(t *testing.T) {
 		{"schema clash", simConfig{SchemaPrefix: "sim_", Participants: []participantConfig{{Name: "bank-a", Kind: kindNoop}, {Name: "bank.a", Kind: kindNoop}}}, `schema "sim_bank_a" is also the schema of "bank-a"`},
 		{"bad prefix", simConfig{SchemaPrefix: "Sim", Participants: ok.Participants}, "schema_prefix"},
 		{"probability", simConfig{SchemaPrefix: "sim_", Participants: []participantConfig{{Name: "a", Kind: kindNoop, Faults: map[string]faults{"x": {FailProbability: 1.5}}}}}, "fail_probability 1.5 must be between 0 and 1"},
+		{"max batch", simConfig{SchemaPrefix: "sim_", Participants: []participantConfig{{Name: "a", Kind: kindNoop, MaxBatch: -1}}}, "max_batch must not be negative"},
 		{"latency", simConfig{SchemaPrefix: "sim_", Participants: []participantConfig{{Name: "a", Kind: kindNoop, Faults: map[string]faults{"x": {Latency: -1}}}}}, "latency"},
 	}
 	for _, tt := range tests {
@@ -68,6 +69,7 @@ participants:
   - name: bank-a
     kind: transfer
     seed_accounts: 3
+    max_batch: 1
     faults:
       debit: {fail_probability: 0.1, latency: 20ms, crash_after_commit_probability: 0.01}
       "*": {retry_probability: 0.5}
@@ -81,6 +83,7 @@ participants:
 	require.Equal(t, "sim_", c.SchemaPrefix)
 	a := c.Participants[0]
 	require.Equal(t, 3, a.SeedAccounts, "the file wins")
+	require.Equal(t, 1, a.MaxBatch)
 	require.EqualValues(t, 500, a.InitialBalance, "the flag fills what the file leaves out")
 	require.Equal(t, faults{FailProbability: 0.1, Latency: duration(20 * time.Millisecond), CrashAfterCommitProbability: 0.01}, a.faultsFor("debit"))
 	require.Equal(t, faults{RetryProbability: 0.5}, a.faultsFor("credit"), "the wildcard covers other actions")

@@ -48,6 +48,7 @@ func newSimWith(cfg simConfig, db *pgxpool.Pool, tr transport.Transport, log *sl
 			Schema:         schema,
 			Prefetch:       p.Prefetch,
 			Concurrency:    p.Concurrency,
+			MaxBatch:       p.MaxBatch,
 			Logger:         log,
 			OnCommitted:    crashAfterCommit(p, d, plog, exit),
 			OnTxCommitted:  crashAfterTxCommit(p, d, plog, exit),
