@@ -2,8 +2,9 @@
 # Starts a coordinator and three no-op participants (participant-sim) on the local PostgreSQL and
 # RabbitMQ, in their own schema and vhost (recreated each run), and runs `sagactl bench` against
 # them. Arguments are passed to sagactl bench, e.g. scripts/bench.sh --rate 1000 --duration 20s.
-# The participants keep their barrier in database "test", so pg_commits_per_saga counts only the
-# coordinator's own commits (database "postgres"). BENCH_COORDINATOR_FLAGS adds flags to the
+# The participants (scripts/bench-participants.yaml, or the file BENCH_SIM_CONFIG names) keep
+# their barrier in database "test", so pg_commits_per_saga counts only the coordinator's own
+# commits (database "postgres"). BENCH_COORDINATOR_FLAGS adds flags to the
 # coordinator, e.g. BENCH_COORDINATOR_FLAGS='--max-active-sagas 2000'. BENCH_KEEP_TABLES=1 keeps the
 # coordinator's tables of the previous run (to measure again on a table --prefill-finished filled).
 set -euo pipefail
@@ -32,7 +33,7 @@ rabbitmqctl -q set_permissions -p "$VHOST" guest '.*' '.*' '.*' >/dev/null
 "$BIN/coordinator" serve --migrate --database-url "$DB" --amqp-url "$AMQP" --listen "$ADDR" --log-level warn ${BENCH_COORDINATOR_FLAGS:-} ${BENCH_DEBUG_LISTEN:+--debug-listen "$BENCH_DEBUG_LISTEN"} ${BENCH_METRICS_COORD:+--metrics-listen "$BENCH_METRICS_COORD"} >"$LOGS/coordinator.log" 2>&1 &
 coord=$!
 pids+=($coord)
-"$BIN/participant-sim" --participants bench-a=noop,bench-b=noop,bench-c=noop --schema-prefix bench_sim_ \
+"$BIN/participant-sim" --config "${BENCH_SIM_CONFIG:-scripts/bench-participants.yaml}" \
   --database-url "$SIMDB" --amqp-url "$AMQP" --log-level warn ${BENCH_METRICS_SIM:+--metrics-listen "$BENCH_METRICS_SIM"} >"$LOGS/participant-sim.log" 2>&1 &
 pids+=($!)
 for i in $(seq 1 100); do
