@@ -115,6 +115,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.Name, "name", env("SAGACOORD_NAME", "coordinator"), "instance name, used in broker connection names and logs (env SAGACOORD_NAME)")
 	fs.DurationVar(&cfg.Retention, "retention", 7*24*time.Hour, "delete finished sagas and transactions older than this; a negative value keeps them forever")
 	fs.IntVar(&cfg.MaxActiveSagas, "max-active-sagas", 10_000, "StartSaga returns RESOURCE_EXHAUSTED while this many sagas are running or compensating (whole database, counted each second); negative: no limit")
+	fs.IntVar(&cfg.ReplyWorkers, "reply-workers", 1, "reply batches this instance writes at once; one gives the largest batches (most replies per transaction)")
+	fs.IntVar(&cfg.StartWorkers, "start-workers", 1, "StartSaga batches this instance writes at once; one gives the largest batches")
 	fs.StringVar(&cfg.DebugAddr, "debug-listen", env("SAGACOORD_DEBUG_LISTEN", ""), "serve net/http/pprof on this address, e.g. 127.0.0.1:6060 (env SAGACOORD_DEBUG_LISTEN)")
 	fs.StringVar(&cfg.OTLPEndpoint, "otlp-endpoint", env("OTEL_EXPORTER_OTLP_ENDPOINT", ""), "export traces with OTLP over gRPC to this host:port or URL, e.g. http://jaeger:4317; empty: no tracing (env OTEL_EXPORTER_OTLP_ENDPOINT)")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-listen", env("SAGACOORD_METRICS_LISTEN", ""), "serve Prometheus metrics on http://ADDR/metrics, e.g. 127.0.0.1:9464; empty: no metrics (env SAGACOORD_METRICS_LISTEN)")

@@ -52,6 +52,9 @@ type Config struct {
 	Retention time.Duration
 	// MaxActiveSagas bounds running and compensating sagas (engine.Config.MaxActiveSagas).
 	MaxActiveSagas int
+	// ReplyWorkers and StartWorkers are engine.Config's: how many reply batches and start
+	// batches this instance writes at once. 0 takes the engine's defaults.
+	ReplyWorkers, StartWorkers int
 	// DebugAddr, when set, serves net/http/pprof on this address (for profiling; keep it private).
 	DebugAddr string
 	// DisableOutbox never publishes (a test-only fault for the chaos suite).
@@ -231,7 +234,8 @@ func Start(ctx context.Context, cfg Config) (*Coordinator, error) {
 	c.relay = outbox.NewRelay(st.Outbox(), c.transport, outbox.Config{Logger: log, Disabled: cfg.DisableOutbox, AfterConfirm: cfg.CrashAfterConfirm, MeterProvider: mp})
 	c.engine, err = engine.New(engine.Config{
 		Store: st, Transport: c.transport, Relay: c.relay, Logger: log, MaxPayloadBytes: cfg.MaxPayloadBytes, Retention: cfg.Retention,
-		MaxActiveSagas: cfg.MaxActiveSagas, TracerProvider: tp, MeterProvider: mp,
+		MaxActiveSagas: cfg.MaxActiveSagas, ReplyWorkers: cfg.ReplyWorkers, StartWorkers: cfg.StartWorkers,
+		TracerProvider: tp, MeterProvider: mp,
 	})
 	if err != nil {
 		return nil, err
