@@ -93,10 +93,11 @@ type benchEnv struct {
 	b      *barrier
 	prefix string
 
-	writes, stmts, commits atomic.Int64
-	mu                     sync.Mutex
-	backends               []uint32
-	cpuStart               int64
+	writes   atomic.Int64
+	sql      testenv.SQLCounter
+	mu       sync.Mutex
+	backends []uint32
+	cpuStart int64
 }
 
 // newBenchEnv makes a barrier on a fresh schema, with a pool of at most maxConns connections (0:
@@ -120,7 +121,7 @@ func newBenchEnv(b testing.TB, maxConns int32) *benchEnv {
 	if maxConns > 0 {
 		cfg.MaxConns = maxConns
 	}
-	cfg.ConnConfig.Tracer = &statementCounter{stmts: &e.stmts, commits: &e.commits}
+	cfg.ConnConfig.Tracer = &e.sql
 	cfg.AfterConnect = func(_ context.Context, c *pgx.Conn) error {
 		e.mu.Lock()
 		defer e.mu.Unlock()
@@ -194,8 +195,8 @@ func (e *benchEnv) measureGroups(b *testing.B, size int, cmd func(i int) *protoc
 
 func (e *benchEnv) start(b *testing.B) {
 	e.writes.Store(0)
-	e.stmts.Store(0)
-	e.commits.Store(0)
+	e.sql.Statements.Store(0)
+	e.sql.Commits.Store(0)
 	e.cpuStart = e.backendCPU()
 	b.ResetTimer()
 }
@@ -204,8 +205,8 @@ func (e *benchEnv) stop(b *testing.B) {
 	b.StopTimer()
 	n := float64(b.N)
 	b.ReportMetric(float64(e.writes.Load())/n, "roundtrips/op")
-	b.ReportMetric(float64(e.stmts.Load())/n, "stmts/op")
-	b.ReportMetric(float64(e.commits.Load())/n, "commits/op")
+	b.ReportMetric(float64(e.sql.Statements.Load())/n, "stmts/op")
+	b.ReportMetric(float64(e.sql.Commits.Load())/n, "commits/op")
 	if e.cpuStart >= 0 {
 		if end := e.backendCPU(); end >= 0 {
 			b.ReportMetric(float64(end-e.cpuStart)/n, "pg-cpu-us/op")
@@ -260,36 +261,3 @@ func (c *countingConn) Write(p []byte) (int, error) {
 	c.writes.Add(1)
 	return c.Conn.Write(p)
 }
-
-// statementCounter counts the statements that pgx executes, alone or in batches, and the COMMITs
-// among them.
-type statementCounter struct{ stmts, commits *atomic.Int64 }
-
-func (s *statementCounter) count(sql string) {
-	s.stmts.Add(1)
-	if strings.EqualFold(strings.TrimSpace(sql), "commit") {
-		s.commits.Add(1)
-	}
-}
-
-func (s *statementCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
-	s.count(d.SQL)
-	return ctx
-}
-
-func (s *statementCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
-
-func (s *statementCounter) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
-	return ctx
-}
-
-func (s *statementCounter) TraceBatchQuery(_ context.Context, _ *pgx.Conn, d pgx.TraceBatchQueryData) {
-	s.count(d.SQL)
-}
-
-func (s *statementCounter) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
-
-var (
-	_ pgx.QueryTracer = (*statementCounter)(nil)
-	_ pgx.BatchTracer = (*statementCounter)(nil)
-)

@@ -67,7 +67,7 @@ func TestBarrierGroupMixedOutcomes(t *testing.T) {
 	e, m := newMeteredEnv(t)
 	ctx := context.Background()
 	e.run(t, doing(action("earlier"), "ok"), scripted)
-	before := m.commits.Load()
+	before := m.sql.Commits.Load()
 
 	outs, err := e.b.runGroup(ctx, items(
 		doing(action("ok"), "ok"),
@@ -83,7 +83,7 @@ func TestBarrierGroupMixedOutcomes(t *testing.T) {
 		doing(compensation("fails"), "ok"), // for the failed action in this group: a no-op
 	))
 	require.NoError(t, err)
-	require.EqualValues(t, 1, m.commits.Load()-before, "one COMMIT for the group")
+	require.EqualValues(t, 1, m.sql.Commits.Load()-before, "one COMMIT for the group")
 
 	want := []struct {
 		outcome, errText string
@@ -158,7 +158,7 @@ func TestBarrierGroupRoundTrips(t *testing.T) {
 			{ctx, compensation(prefix + "c"), ok},
 			{ctx, action(prefix + "d"), ok},
 		}
-		before, commits := m.writes.Load(), m.commits.Load()
+		before, commits := m.writes.Load(), m.sql.Commits.Load()
 		outs, err := e.b.runGroup(ctx, its)
 		require.NoError(t, err)
 		for i, o := range outs {
@@ -167,7 +167,7 @@ func TestBarrierGroupRoundTrips(t *testing.T) {
 		}
 		if round == 1 {
 			require.EqualValues(t, len(its)+1, m.writes.Load()-before)
-			require.EqualValues(t, 1, m.commits.Load()-commits)
+			require.EqualValues(t, 1, m.sql.Commits.Load()-commits)
 		}
 	}
 }
@@ -186,10 +186,10 @@ func TestBarrierGroupReplyRefusedByDatabase(t *testing.T) {
 		{"middle", []*protocol.StepCommand{doing(action("m1"), "ok"), doing(action("m2"), "nul output"), doing(action("m3"), "ok")}, 1},
 		{"last", []*protocol.StepCommand{doing(action("l1"), "ok"), doing(action("l2"), "nul output")}, 1},
 	} {
-		before := m.commits.Load()
+		before := m.sql.Commits.Load()
 		outs, err := e.b.runGroup(ctx, items(tc.cmds...))
 		require.NoError(t, err, tc.name)
-		require.EqualValues(t, 1, m.commits.Load()-before, tc.name)
+		require.EqualValues(t, 1, m.sql.Commits.Load()-before, tc.name)
 		for i, o := range outs {
 			if i == tc.bad {
 				require.True(t, isDataException(o.err), "%s: %v", tc.name, o.err)

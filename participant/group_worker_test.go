@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/sagacoord/sagacoord/internal/testenv"
 	"github.com/sagacoord/sagacoord/participant"
 	"github.com/sagacoord/sagacoord/protocol"
 	"github.com/sagacoord/sagacoord/transport"
@@ -57,33 +57,9 @@ func (h *heldTransport) Consume(ctx context.Context, queue string, prefetch int)
 	return out, nil
 }
 
-// commitCounter counts the COMMITs a pool sends.
-type commitCounter struct{ n atomic.Int64 }
-
-func (c *commitCounter) count(sql string) {
-	if strings.EqualFold(strings.TrimSpace(sql), "commit") {
-		c.n.Add(1)
-	}
-}
-
-func (c *commitCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
-	c.count(d.SQL)
-	return ctx
-}
-func (c *commitCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
-func (c *commitCounter) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
-	return ctx
-}
-func (c *commitCounter) TraceBatchQuery(_ context.Context, _ *pgx.Conn, d pgx.TraceBatchQueryData) {
-	c.count(d.SQL)
-}
-func (c *commitCounter) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
-
-// groupConfig is a worker with one handler goroutine that finds the first n commands waiting, on
-// a pool whose COMMITs are counted.
-func (e *env) groupConfig(maxBatch, n int) (participant.Config, *commitCounter) {
+func (e *env) groupConfig(maxBatch, n int) (participant.Config, *testenv.SQLCounter) {
 	e.t.Helper()
-	commits := &commitCounter{}
+	commits := &testenv.SQLCounter{}
 	pc := e.pool.Config()
 	pc.ConnConfig.Tracer = commits
 	pool, err := pgxpool.NewWithConfig(e.ctx, pc)
@@ -190,7 +166,7 @@ func TestWorkerGroupMixedOutcomes(t *testing.T) {
 			cfg.OnCommitted = func(*protocol.StepCommand, protocol.StepReply) { committed.Add(1) }
 			h := &script{}
 			e.start(cfg, map[string]participant.Handler{"debit": h.handle, "refund_debit": h.handle})
-			commits.n.Store(0) // Migrate's
+			commits.Commits.Store(0) // Migrate's
 
 			got := e.repliesBy(len(cmds) - 1)
 			require.Len(t, got["s-ok/action"], 2)
@@ -222,7 +198,7 @@ func TestWorkerGroupMixedOutcomes(t *testing.T) {
 			require.Equal(t, 0, h.callsOf("s-comp"), "neither the early compensation nor the refused action ran")
 			require.EqualValues(t, 1, h.callsOf("s-ok"))
 			require.EqualValues(t, 3, committed.Load(), "OnCommitted for each new decision")
-			require.Equal(t, tc.commits, commits.n.Load(), "COMMITs")
+			require.Equal(t, tc.commits, commits.Commits.Load(), "COMMITs")
 		})
 	}
 }
@@ -247,7 +223,7 @@ func TestWorkerGroupLostCommitRequeuesTheGroup(t *testing.T) {
 		return err
 	}}
 	e.start(cfg, map[string]participant.Handler{"debit": h.handle})
-	commits.n.Store(0)
+	commits.Commits.Store(0)
 
 	got := e.repliesBy(len(sagas))
 	for _, s := range sagas {
@@ -281,7 +257,7 @@ func TestWorkerGroupRefusedCommitDecidesOneByOne(t *testing.T) {
 		return err
 	}}
 	e.start(cfg, map[string]participant.Handler{"debit": h.handle})
-	commits.n.Store(0)
+	commits.Commits.Store(0)
 
 	got := e.repliesBy(len(sagas))
 	for _, s := range sagas {
@@ -289,5 +265,5 @@ func TestWorkerGroupRefusedCommitDecidesOneByOne(t *testing.T) {
 	}
 	require.Equal(t, 1, e.logs.count("group transaction failed; deciding its commands one by one"))
 	require.Equal(t, 3, e.effects())
-	require.EqualValues(t, 4, commits.n.Load(), "the refused one, then one per command")
+	require.EqualValues(t, 4, commits.Commits.Load(), "the refused one, then one per command")
 }
