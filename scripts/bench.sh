@@ -35,11 +35,13 @@ coord=$!
 pids+=($coord)
 "$BIN/participant-sim" --config "${BENCH_SIM_CONFIG:-scripts/bench-participants.yaml}" \
   --database-url "$SIMDB" --amqp-url "$AMQP" --log-level warn ${BENCH_METRICS_SIM:+--metrics-listen "$BENCH_METRICS_SIM"} >"$LOGS/participant-sim.log" 2>&1 &
-pids+=($!)
+sim=$!
+pids+=($sim)
 for i in $(seq 1 100); do
   SAGACOORD_ADDR=$ADDR "$BIN/sagactl" definition list >/dev/null 2>&1 && break
   [ "$i" = 100 ] && { echo "coordinator did not start:"; cat "$LOGS/coordinator.log"; exit 1; }
   sleep 0.1
 done
+kill -0 "$sim" 2>/dev/null || { echo "participant-sim exited:"; cat "$LOGS/participant-sim.log"; exit 1; }
 echo "logs in $LOGS" >&2
 SAGACOORD_ADDR=$ADDR "$BIN/sagactl" bench --database-url "$DB" --amqp-url "$AMQP" --pid "$coord" "$@"

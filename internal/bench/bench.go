@@ -225,6 +225,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := d.latency(ctx, t0, t1, res); err != nil {
 		return nil, err
 	}
+	if res.Completed == 0 {
+		return nil, fmt.Errorf("bench: no saga finished in the %s window (%d started, %d refused): are participants %s running and consuming their queues?",
+			cfg.Duration, res.Started, res.StartErrors, strings.Join(cfg.Participants, ", "))
+	}
 	res.SagasPerSecond = float64(res.Completed) / res.DurationSeconds
 	if res.Completed > 0 {
 		// The snapshots' own transactions and the waiter's polls are the benchmark's, not the
