@@ -59,7 +59,9 @@ type Config struct {
 	// overflows the cache, and every snapshot in the whole server then gets slower. 8 commands
 	// stay near 16-24. A larger group also holds the rows its handlers lock until its COMMIT, and
 	// delays every reply of the group until its slowest handler is done; two groups that lock the
-	// same rows in opposite orders deadlock, and PostgreSQL's victim is replied "retry".
+	// same rows in opposite orders deadlock. PostgreSQL's victim (a deadlock or serialization
+	// failure in a grouped handler) is decided again alone after its group, after
+	// deadlock_timeout (1s by default) has passed.
 	// Two-phase-commit commands are always decided alone.
 	MaxBatch int
 	// RetryBackoff is how long the worker waits before requeueing a command whose processing hit

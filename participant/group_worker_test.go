@@ -267,3 +267,37 @@ func TestWorkerGroupRefusedCommitDecidesOneByOne(t *testing.T) {
 	require.Equal(t, 3, e.effects())
 	require.EqualValues(t, 4, commits.Commits.Load(), "the refused one, then one per command")
 }
+
+// TestWorkerGroupLockConflictIsDecidedAlone: a command whose handler loses a deadlock inside a
+// group (the group held rows its other handlers locked) is decided again alone after the group,
+// instead of being replied "retry", which would cost the step one of its retries.
+func TestWorkerGroupLockConflictIsDecidedAlone(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	sagas := []string{"v1", "v2", "v3"}
+	for _, s := range sagas {
+		e.send(debit(s))
+	}
+	cfg, commits := e.groupConfig(8, len(sagas))
+	h := &script{do: func(ctx context.Context, tx pgx.Tx, cmd *protocol.StepCommand, call int) error {
+		if cmd.SagaID != "v2" || call != 1 {
+			return nil
+		}
+		// What PostgreSQL raises in the victim of a deadlock.
+		_, err := tx.Exec(ctx, `DO $$ BEGIN RAISE EXCEPTION 'deadlock detected' USING ERRCODE = '40P01'; END $$`)
+		return err
+	}}
+	e.start(cfg, map[string]participant.Handler{"debit": h.handle})
+	commits.Commits.Store(0)
+
+	got := e.repliesBy(len(sagas))
+	for _, s := range sagas {
+		require.Len(t, got[s+"/action"], 1, s)
+		require.Equal(t, protocol.OutcomeSucceeded, got[s+"/action"][0].Outcome, s)
+	}
+	require.Equal(t, 2, h.callsOf("v2"), "run in the group, then alone")
+	require.Equal(t, 1, h.callsOf("v1"))
+	require.Equal(t, 1, e.logs.count("command lost a lock conflict in its group; deciding it alone"))
+	require.Equal(t, 3, e.effects(), "each effect once")
+	require.EqualValues(t, 2, commits.Commits.Load(), "the group's, then v2's own")
+}

@@ -432,10 +432,19 @@ func (w *Worker) processGroup(ctx context.Context, steps []*stepWork) {
 		return
 	}
 	var later []*transport.Delivery // to requeue after RetryBackoff
-	var sent []*stepWork
+	var sent, alone []*stepWork
 	var msgs []transport.Outgoing
 	for i, s := range steps {
 		o := outs[i]
+		if o.err == nil && o.res.reply.Outcome == protocol.OutcomeRetry && isLockConflict(o.res.cause) {
+			// The group held the rows its other handlers locked: a deadlock or serialization
+			// failure may be the group's doing, not the command's. Decide it again alone rather
+			// than spend one of the step's retries.
+			w.ended(s, o.res.cause)
+			s.log.Info("command lost a lock conflict in its group; deciding it alone", "err", o.res.cause)
+			alone = append(alone, s)
+			continue
+		}
 		if o.err != nil {
 			w.ended(s, o.err)
 			if isDataException(o.err) {
@@ -475,9 +484,21 @@ func (w *Worker) processGroup(ctx context.Context, steps []*stepWork) {
 			w.settle(s.d, "ack", (*transport.Delivery).Ack)
 		}
 	}
+	for _, s := range alone {
+		if !w.requeueIfStopping(s.d) {
+			w.processStep(ctx, &stepWork{d: s.d, cmd: s.cmd, h: s.h, log: s.log})
+		}
+	}
 	if len(later) > 0 {
 		w.backoffAndRequeue(ctx, later...)
 	}
+}
+
+// isLockConflict reports whether err is a deadlock or a serialization failure, which a
+// transaction of its own may not meet.
+func isLockConflict(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "40P01" || pgErr.Code == "40001")
 }
 
 // groupFailed settles the commands of a group whose transaction decided nothing: at once on
