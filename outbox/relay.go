@@ -252,8 +252,14 @@ func (r *Relay) publish(ctx context.Context, rows []store.OutboxRow) {
 	if len(done) == 0 {
 		return
 	}
-	// The delete is batched across publishes by the deleter: a crash before it only publishes
-	// confirmed messages again, which consumers deduplicate.
+	// A crash before the delete only publishes confirmed messages again, which consumers
+	// deduplicate. A store that defers deletes batches them itself, most often into the
+	// engine's next state transaction (see Stop); otherwise the deleter batches them across
+	// publishes.
+	if d, ok := r.outbox.(store.DeferredDelete); ok {
+		d.DeleteSoon(done)
+		return
+	}
 	select {
 	case r.deletes <- done:
 	case <-ctx.Done():
@@ -293,11 +299,6 @@ func (r *Relay) deleteLoop(ctx context.Context) {
 }
 
 func (r *Relay) delete(ctx context.Context, ids []int64) {
-	if d, ok := r.outbox.(store.DeferredDelete); ok {
-		// Most often deleted by the engine's next state transaction (see Stop).
-		d.DeleteSoon(ids)
-		return
-	}
 	if len(ids) == 0 {
 		return
 	}

@@ -34,14 +34,7 @@ func (o outboxStore) DeleteSoon(ids []int64) {
 
 // FlushDeletes implements store.DeferredDelete.
 func (o outboxStore) FlushDeletes(ctx context.Context) error {
-	ids := o.s.deletes.take(0)
-	if len(ids) == 0 {
-		return nil
-	}
-	if err := o.Delete(ctx, ids); err != nil {
-		return err
-	}
-	return nil
+	return o.Delete(ctx, o.s.deletes.take(0))
 }
 
 func (d *deferredDeletes) add(s *Store, ids []int64) {
@@ -56,7 +49,7 @@ func (d *deferredDeletes) add(s *Store, ids []int64) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			// A failure leaves the rows to be published again when their lease lapses.
-			_ = s.Outbox().(outboxStore).FlushDeletes(ctx)
+			_ = outboxStore{s}.FlushDeletes(ctx)
 		})
 	}
 }
