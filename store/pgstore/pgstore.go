@@ -272,15 +272,23 @@ func (s *Store) CreateSagas(ctx context.Context, batch []store.NewSaga) ([]store
 		}
 		return nil
 	})
-	if err == nil && len(existing) > 0 {
-		err = s.readExisting(ctx, existing, first, results)
-	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("create %d sagas: %w", len(batch), err)
 	}
+	if len(existing) > 0 {
+		// The new sagas are committed by now: a failed read fails only the requests of the
+		// sagas that existed, and the new ones' rows still go to the relay.
+		if err := s.readExisting(ctx, existing, first, results); err != nil {
+			for _, id := range existing {
+				results[first[id]] = store.Created{Err: fmt.Errorf("read existing saga %s: %w", id, err)}
+			}
+		}
+	}
 	for i, ns := range batch {
-		if _, dup := results[i].Err.(errSameBatch); dup && results[first[ns.ID]].Saga != nil {
-			results[i] = store.Created{Saga: results[first[ns.ID]].Saga}
+		if _, dup := results[i].Err.(errSameBatch); dup {
+			if r := results[first[ns.ID]]; r.Saga != nil || r.Err != nil {
+				results[i] = store.Created{Saga: r.Saga, Err: r.Err}
+			}
 		}
 	}
 	return results, rows, nil
