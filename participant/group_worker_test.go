@@ -203,29 +203,38 @@ func TestWorkerGroupMixedOutcomes(t *testing.T) {
 	}
 }
 
+// groupWithFault sends a debit for each saga, runs them as one group in which the first call of
+// victim's handler also runs fault in its transaction, and returns the replies, the handler and
+// the COMMITs counted from the start of the group.
+func (e *env) groupWithFault(sagas []string, victim string, fault func(ctx context.Context, tx pgx.Tx) error) (map[string][]*protocol.SagaReply, *script, *testenv.SQLCounter) {
+	e.t.Helper()
+	for _, s := range sagas {
+		e.send(debit(s))
+	}
+	cfg, commits := e.groupConfig(8, len(sagas))
+	h := &script{do: func(ctx context.Context, tx pgx.Tx, cmd *protocol.StepCommand, call int) error {
+		if cmd.SagaID != victim || call != 1 {
+			return nil
+		}
+		return fault(ctx, tx)
+	}}
+	e.start(cfg, map[string]participant.Handler{"debit": h.handle})
+	commits.Commits.Store(0) // Migrate's
+	return e.repliesBy(len(sagas)), h, commits
+}
+
 // TestWorkerGroupLostCommitRequeuesTheGroup: when the connection is lost at the group's COMMIT,
 // nothing of the group was decided; every command is redelivered and answered once.
 func TestWorkerGroupLostCommitRequeuesTheGroup(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	sagas := []string{"g1", "g2", "g3"}
-	for _, s := range sagas {
-		e.send(debit(s))
-	}
-	cfg, commits := e.groupConfig(8, len(sagas))
-	h := &script{do: func(ctx context.Context, tx pgx.Tx, cmd *protocol.StepCommand, call int) error {
-		if cmd.SagaID != "g3" || call != 1 {
-			return nil
-		}
-		// The last command's handler ends its own backend: the COMMIT that follows finds
-		// the connection gone.
+	// The last command's handler ends its own backend: the COMMIT that follows finds the
+	// connection gone.
+	got, h, _ := e.groupWithFault(sagas, "g3", func(ctx context.Context, tx pgx.Tx) error {
 		_, err := e.pool.Exec(ctx, `SELECT pg_terminate_backend($1)`, tx.Conn().PgConn().PID())
 		return err
-	}}
-	e.start(cfg, map[string]participant.Handler{"debit": h.handle})
-	commits.Commits.Store(0)
-
-	got := e.repliesBy(len(sagas))
+	})
 	for _, s := range sagas {
 		require.Len(t, got[s+"/action"], 1, s)
 		require.Equal(t, protocol.OutcomeSucceeded, got[s+"/action"][0].Outcome, s)
@@ -245,21 +254,10 @@ func TestWorkerGroupRefusedCommitDecidesOneByOne(t *testing.T) {
 	_, err := e.pool.Exec(e.ctx, `CREATE TABLE once (id int PRIMARY KEY DEFERRABLE INITIALLY DEFERRED)`)
 	require.NoError(t, err)
 	sagas := []string{"d1", "d2", "d3"}
-	for _, s := range sagas {
-		e.send(debit(s))
-	}
-	cfg, commits := e.groupConfig(8, len(sagas))
-	h := &script{do: func(ctx context.Context, tx pgx.Tx, cmd *protocol.StepCommand, call int) error {
-		if cmd.SagaID != "d2" || call != 1 {
-			return nil
-		}
+	got, _, commits := e.groupWithFault(sagas, "d2", func(ctx context.Context, tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `INSERT INTO once VALUES (1), (1)`) // fails only at COMMIT
 		return err
-	}}
-	e.start(cfg, map[string]participant.Handler{"debit": h.handle})
-	commits.Commits.Store(0)
-
-	got := e.repliesBy(len(sagas))
+	})
 	for _, s := range sagas {
 		require.Equal(t, protocol.OutcomeSucceeded, got[s+"/action"][0].Outcome, s)
 	}
@@ -275,22 +273,11 @@ func TestWorkerGroupLockConflictIsDecidedAlone(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	sagas := []string{"v1", "v2", "v3"}
-	for _, s := range sagas {
-		e.send(debit(s))
-	}
-	cfg, commits := e.groupConfig(8, len(sagas))
-	h := &script{do: func(ctx context.Context, tx pgx.Tx, cmd *protocol.StepCommand, call int) error {
-		if cmd.SagaID != "v2" || call != 1 {
-			return nil
-		}
+	got, h, commits := e.groupWithFault(sagas, "v2", func(ctx context.Context, tx pgx.Tx) error {
 		// What PostgreSQL raises in the victim of a deadlock.
 		_, err := tx.Exec(ctx, `DO $$ BEGIN RAISE EXCEPTION 'deadlock detected' USING ERRCODE = '40P01'; END $$`)
 		return err
-	}}
-	e.start(cfg, map[string]participant.Handler{"debit": h.handle})
-	commits.Commits.Store(0)
-
-	got := e.repliesBy(len(sagas))
+	})
 	for _, s := range sagas {
 		require.Len(t, got[s+"/action"], 1, s)
 		require.Equal(t, protocol.OutcomeSucceeded, got[s+"/action"][0].Outcome, s)

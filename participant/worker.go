@@ -267,12 +267,6 @@ func (w *Worker) loop(ctx context.Context, deliveries <-chan *transport.Delivery
 // processAll decides the deliveries a handler goroutine took: the saga step commands together,
 // in one transaction, and the two-phase-commit commands each alone.
 func (w *Worker) processAll(ctx context.Context, ds []*transport.Delivery) {
-	if len(ds) == 1 {
-		if !w.requeueIfStopping(ds[0]) {
-			w.process(ctx, ds[0])
-		}
-		return
-	}
 	var steps []*stepWork
 	var alone []*transport.Delivery
 	for _, d := range ds {
@@ -327,16 +321,6 @@ type deliveryKey struct{}
 func DeliveryFromContext(ctx context.Context) (DeliveryInfo, bool) {
 	d, ok := ctx.Value(deliveryKey{}).(DeliveryInfo)
 	return d, ok
-}
-
-func (w *Worker) process(ctx context.Context, d *transport.Delivery) {
-	if protocol.IsTxCommand(d.Message) {
-		w.processTx(ctx, d)
-		return
-	}
-	if s := w.decodeStep(d); s != nil {
-		w.processStep(ctx, s)
-	}
 }
 
 // stepWork is a saga step command on its way through the barrier.
