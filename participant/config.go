@@ -20,7 +20,7 @@ const (
 	DefaultSchema       = "sagacoord_participant"
 	DefaultPrefetch     = 32
 	DefaultRetryBackoff = 500 * time.Millisecond
-	DefaultMaxBatch     = 8
+	DefaultMaxBatch     = 1
 )
 
 // maxMaxBatch bounds Config.MaxBatch: every command of a group writes in at least one
@@ -51,7 +51,14 @@ type Config struct {
 	// transaction (group commit). When several commands are waiting, a goroutine takes up to
 	// MaxBatch of them, runs each in a savepoint of its own of one barrier transaction, commits
 	// once and publishes their replies together; a command that waits for none is decided alone.
-	// 1 gives every command a transaction of its own. Default DefaultMaxBatch (8), at most 64.
+	// 1 gives every command a transaction of its own. Default DefaultMaxBatch (1): grouping is
+	// opt-in. At most 64; 8 is a good value for handlers that only touch this database.
+	//
+	// Groups form when commands wait for a goroutine, so set Concurrency below Prefetch (for
+	// example prefetch 64, concurrency 4). Commands that arrive together are grouped even with
+	// Concurrency equal to Prefetch, which is why the default is 1: with handlers that block (on
+	// other services, or on rows a hung handler holds), a group holds every command and every
+	// row lock of the group until its slowest handler is done.
 	//
 	// Why small: each command of a group holds a subtransaction for its barrier row and one for
 	// its handler, plus any its handler nests, until the group commits. PostgreSQL caches at most

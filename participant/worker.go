@@ -19,8 +19,8 @@
 // handlers, which go through a barrier of their own on the same table (see TxHandlers), and a
 // prepared transaction is kept durably and asked about until its decision arrives.
 //
-// Under load, a handler goroutine decides up to Config.MaxBatch waiting saga step commands in one
-// local transaction, each in a savepoint of its own, so that each rule above holds per command,
+// With Config.MaxBatch above 1 (group commit, opt-in), a handler goroutine decides up to MaxBatch
+// waiting saga step commands in one local transaction, each in a savepoint of its own, so that each rule above holds per command,
 // and publishes their replies together (group commit).
 //
 // A command that cannot be decoded, is addressed to another participant, names an action with no

@@ -79,7 +79,7 @@ Config file (--config, YAML or JSON; unknown keys are errors):
       initial_balance: 1000      # defaults to --initial-balance
       prefetch: 32               # SDK defaults when 0
       concurrency: 32
-      max_batch: 8               # commands decided in one local transaction; 1: one each
+      max_batch: 8               # group commit: commands decided in one local transaction (SDK default 1: one each)
       faults:                    # by action or compensation name; "*" for all others
         debit:
           fail_probability: 0.1              # business failure: the saga compensates
