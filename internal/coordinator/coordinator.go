@@ -132,6 +132,7 @@ func openPool(ctx context.Context, databaseURL string, maxConns int32, tracer pg
 	if maxConns > 0 {
 		pc.MaxConns = maxConns
 	}
+	pgstore.ConfigurePool(pc)
 	if tracer != nil {
 		pc.ConnConfig.Tracer = tracer
 	}
