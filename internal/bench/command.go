@@ -139,14 +139,25 @@ func printTable(app *cli.App, r *Result) {
 	row("latency p50 / p95 / p99 / max", fmt.Sprintf("%.1f / %.1f / %.1f / %.1f ms", r.LatencyP50Millis, r.LatencyP95Millis, r.LatencyP99Millis, r.LatencyMaxMillis))
 	row("unfinished after drain", fmt.Sprintf("%d (drain %.1fs)", r.Unfinished, r.DrainSeconds))
 	row("PostgreSQL commits per saga", fmt.Sprintf("%.2f", r.CommitsPerSaga))
-	row("messages per saga", fmt.Sprintf("%.2f", r.MessagesPerSaga))
+	if r.MessagesPerSaga != nil {
+		row("messages per saga", fmt.Sprintf("%.2f", *r.MessagesPerSaga))
+	} else {
+		row("messages per saga", "unknown (see warnings)")
+	}
 	if r.CoordinatorCPU > 0 || r.CoordinatorRSSMB > 0 {
 		row("coordinator CPU / RSS / peak", fmt.Sprintf("%.2f cores / %.0f MB / %.0f MB", r.CoordinatorCPU, r.CoordinatorRSSMB, r.CoordinatorPeakMB))
 	}
 	if r.BaselinePublish > 0 {
 		row("baseline confirmed publishes/s", fmt.Sprintf("%.0f", r.BaselinePublish))
 		row("baseline single-row inserts/s", fmt.Sprintf("%.0f", r.BaselineInserts))
-		row("broker efficiency", fmt.Sprintf("%.2f", r.BrokerEfficiency))
+		if r.MessagesPerSaga != nil {
+			row("broker efficiency", fmt.Sprintf("%.2f", r.BrokerEfficiency))
+		} else {
+			row("broker efficiency", "unknown (no message count)")
+		}
+	}
+	for _, warning := range r.Warnings {
+		row("warning", warning)
 	}
 	_ = w.Flush()
 }
