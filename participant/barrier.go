@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
@@ -31,14 +32,17 @@ const errCompensatedFirst = "compensated before action"
 // transaction as the handler's effect, holding the reply that was decided.
 type barrier struct {
 	db *pgxpool.Pool
+	// handlerTimeout is Config.HandlerTimeout.
+	handlerTimeout time.Duration
 
 	createTable, addAttempt, insert, reopen, selectReply, lockReply, updateReply string
 }
 
-func newBarrier(db *pgxpool.Pool, schema string) *barrier {
+func newBarrier(db *pgxpool.Pool, schema string, handlerTimeout time.Duration) *barrier {
 	table := pgx.Identifier{schema, "barrier"}.Sanitize()
 	return &barrier{
-		db: db,
+		db:             db,
+		handlerTimeout: handlerTimeout,
 		createTable: `CREATE TABLE IF NOT EXISTS ` + table + ` (
 	gid        text        NOT NULL,
 	step       text        NOT NULL,
@@ -283,7 +287,18 @@ func decodeStored(raw string, cmd *protocol.StepCommand, kind string) (protocol.
 func (b *barrier) callInSavepoint(ctx context.Context, sp *savepointTx, cmd *protocol.StepCommand, h Handler, next *batch) (out json.RawMessage, herr error, err error) {
 	c := *cmd // the handler may not change what the reply is built from
 	sp.owner.calls++
-	out, herr = call(ctx, h, sp, &c)
+	hctx := ctx
+	if d := b.handlerDeadline(cmd); d > 0 {
+		var cancel context.CancelFunc
+		hctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+		defer func() {
+			if herr != nil && !IsBusiness(herr) && ctx.Err() == nil && errors.Is(hctx.Err(), context.DeadlineExceeded) {
+				herr = fmt.Errorf("handler still running after %s, the step's timeout: %w", d, herr)
+			}
+		}()
+	}
+	out, herr = call(hctx, h, sp, &c)
 	if herr == nil {
 		herr = checkOutput(out)
 	}
@@ -305,6 +320,18 @@ func (b *barrier) callInSavepoint(ctx context.Context, sp *savepointTx, cmd *pro
 		out = nil
 	}
 	return out, nil, nil
+}
+
+// handlerDeadline is how long the handler of cmd may run; 0 for no limit.
+func (b *barrier) handlerDeadline(cmd *protocol.StepCommand) time.Duration {
+	d := cmd.Timeout()
+	switch {
+	case b.handlerTimeout < 0:
+		return 0
+	case b.handlerTimeout > 0 && (d == 0 || b.handlerTimeout < d):
+		return b.handlerTimeout
+	}
+	return d
 }
 
 func call(ctx context.Context, h Handler, tx pgx.Tx, cmd *protocol.StepCommand) (out json.RawMessage, err error) {

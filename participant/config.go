@@ -71,6 +71,14 @@ type Config struct {
 	// deadlock_timeout (1s by default) has passed.
 	// Two-phase-commit commands are always decided alone.
 	MaxBatch int
+	// HandlerTimeout bounds how long a saga step's handler runs: its context is cancelled after
+	// HandlerTimeout or after the step's timeout that the command carries (timeout_ms), whichever
+	// is shorter, counted from when the handler starts. By then the coordinator has given the
+	// attempt up and retries or compensates it, so a handler still running only holds a
+	// goroutine, a connection and its row locks; one that returns the context's error is
+	// answered "retry" and leaves no effect. Default 0: the command's timeout alone. Negative:
+	// no deadline. Two-phase-commit handlers get no deadline.
+	HandlerTimeout time.Duration
 	// RetryBackoff is how long the worker waits before requeueing a command whose processing hit
 	// a database or broker error (not a handler error), so an outage does not spin. Default
 	// DefaultRetryBackoff (500ms).

@@ -34,7 +34,7 @@ func newTxBarrier(db *pgxpool.Pool, schema string) *txBarrier {
 	prepared := pgx.Identifier{schema, "prepared"}.Sanitize()
 	return &txBarrier{
 		db:    db,
-		steps: newBarrier(db, schema),
+		steps: newBarrier(db, schema, -1), // its statements only; 2PC handlers get no deadline
 		createPrepared: `CREATE TABLE IF NOT EXISTS ` + prepared + ` (
 	tx_id         text        NOT NULL,
 	participant   text        NOT NULL,

@@ -101,7 +101,7 @@ func New(cfg Config) (*Worker, error) {
 		cfg:      cfg,
 		tel:      tel,
 		log:      cfg.Logger.With("participant", cfg.Name),
-		barrier:  newBarrier(cfg.DB, cfg.Schema),
+		barrier:  newBarrier(cfg.DB, cfg.Schema, cfg.HandlerTimeout),
 		tx:       newTxBarrier(cfg.DB, cfg.Schema),
 		handlers: make(map[string]Handler),
 		stopping: make(chan struct{}),

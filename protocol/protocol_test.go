@@ -15,7 +15,8 @@ func sampleCommand() *protocol.StepCommand {
 	return &protocol.StepCommand{
 		SagaID: "3f1c2a7e-0000-4000-8000-000000000001", Step: "charge", StepIndex: 1, Kind: protocol.KindAction,
 		Participant: "payments", Action: "charge", Attempt: 2, Input: json.RawMessage(`{"amount":10}`),
-		Deps: map[string]json.RawMessage{"reserve": json.RawMessage(`{"ok":true}`)},
+		Deps:          map[string]json.RawMessage{"reserve": json.RawMessage(`{"ok":true}`)},
+		TimeoutMillis: 30_000,
 	}
 }
 
@@ -70,6 +71,9 @@ func TestDecodeRejectsMalformed(t *testing.T) {
 		"bad kind": {with(func(m *protocol.Message) {
 			m.Body = []byte(`{"saga_id":"s","step":"a","kind":"nope","attempt":1,"action":"x"}`)
 		}), "kind"},
+		"negative timeout": {with(func(m *protocol.Message) {
+			m.Body = []byte(`{"saga_id":"s","step":"a","kind":"action","attempt":1,"action":"x","timeout_ms":-1}`)
+		}), "timeout_ms -1 is negative"},
 		"id mismatch":      {with(func(m *protocol.Message) { m.MessageID = "saga:other:1:action:2" }), "message_id"},
 		"future version":   {with(func(m *protocol.Message) { m.Headers[protocol.HeaderVersion] = "2" }), "version"},
 		"oversized":        {with(func(m *protocol.Message) { m.Body = make([]byte, protocol.MaxBodyBytes+1) }), "exceeds"},

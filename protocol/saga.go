@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"strconv"
+	"time"
 )
 
 // StepCommand asks a participant to run a step's action or compensation.
@@ -22,6 +23,16 @@ type StepCommand struct {
 	Deps map[string]json.RawMessage `json:"deps,omitempty"`
 	// Output is the output of the action being compensated (compensations only).
 	Output json.RawMessage `json:"output,omitempty"`
+	// TimeoutMillis is the step's timeout in milliseconds: how long the coordinator waits for
+	// this attempt's reply, from when it sent the command, before it retries or compensates.
+	// 0 when the sender gives none. A participant may stop its handler after this long: a later
+	// reply only finds the attempt already given up.
+	TimeoutMillis int64 `json:"timeout_ms,omitempty"`
+}
+
+// Timeout returns TimeoutMillis as a duration (0 when none is given).
+func (c *StepCommand) Timeout() time.Duration {
+	return time.Duration(c.TimeoutMillis) * time.Millisecond
 }
 
 // StepReply is a participant's answer to a StepCommand.
@@ -71,6 +82,8 @@ func DecodeStepCommand(m Message) (*StepCommand, error) {
 		return nil, malformed("attempt %d must be at least 1", c.Attempt)
 	case c.StepIndex < 0:
 		return nil, malformed("step_index %d is negative", c.StepIndex)
+	case c.TimeoutMillis < 0:
+		return nil, malformed("timeout_ms %d is negative", c.TimeoutMillis)
 	case c.Action == "":
 		return nil, malformed("action is empty")
 	}

@@ -61,7 +61,9 @@ type faults struct {
 	// Latency is added before the handler runs.
 	Latency duration `json:"latency"`
 	// HangProbability: the handler blocks until shutdown and never replies. A redelivered command
-	// does not hang again, so a restart unblocks it.
+	// does not hang again, so a restart unblocks it. A participant with hangs turns off the SDK's
+	// handler deadline (participant.Config.HandlerTimeout), which would end them at the step's
+	// timeout: catalogue fault 6 needs the action held while its compensation overtakes it.
 	HangProbability float64 `json:"hang_probability"`
 	// CrashAfterCommitProbability: the process exits with status 137 after the local commit,
 	// before the reply is published and the command acked (catalogue fault 3).
@@ -237,6 +239,16 @@ func (f faults) validate() error {
 }
 
 // faultsFor returns the knobs of action: its own entry, else the wildcard's, else none.
+// hangs reports whether any action of p may hang.
+func (p participantConfig) hangs() bool {
+	for _, f := range p.Faults {
+		if f.HangProbability > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 func (p participantConfig) faultsFor(action string) faults {
 	if f, ok := p.Faults[action]; ok {
 		return f

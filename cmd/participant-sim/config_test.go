@@ -165,3 +165,16 @@ func TestDiceIsDeterministicAndFair(t *testing.T) {
 	}
 	require.Less(t, math.Abs(float64(hits)/n-0.3), 0.02, "hit rate %d/%d", hits, n)
 }
+
+// TestHangsTurnsOffTheHandlerDeadline: only a participant with a hang fault opts out of the SDK's
+// handler deadline, so its injected hangs last until shutdown.
+func TestHangsTurnsOffTheHandlerDeadline(t *testing.T) {
+	quiet := participantConfig{Faults: map[string]faults{"credit": {Latency: duration(time.Second), FailProbability: 0.1}}}
+	hung := participantConfig{Faults: map[string]faults{"debit": {}, "credit": {HangProbability: 0.2}}}
+	if quiet.hangs() {
+		t.Error("a participant without hang faults reports hangs")
+	}
+	if !hung.hangs() {
+		t.Error("a participant with hang_probability 0.2 on credit reports no hangs")
+	}
+}

@@ -41,8 +41,13 @@ func newSimWith(cfg simConfig, db *pgxpool.Pool, tr transport.Transport, log *sl
 		plog := log.With("participant", p.Name)
 		schema := schemaOf(cfg.SchemaPrefix, p.Name)
 		d := dice{seed: cfg.Seed, participant: p.Name}
+		var handlerTimeout time.Duration
+		if p.hangs() {
+			handlerTimeout = -1 // injected hangs last until shutdown (see faults.HangProbability)
+		}
 		w, err := participant.New(participant.Config{
 			Name:           p.Name,
+			HandlerTimeout: handlerTimeout,
 			Transport:      tr,
 			DB:             db,
 			Schema:         schema,

@@ -253,3 +253,41 @@ func TestHandlerThatNeverReturnsParksSagaInFailed(t *testing.T) {
 	_, err := e.client.RetrySaga(e.ctx, &pb.RetrySagaRequest{SagaId: id})
 	requireCode(t, err, codes.FailedPrecondition, "COMPENSATED")
 }
+
+// TestHungHandlerIsStoppedAtTheStepTimeout: the first attempt's handler hangs until its context
+// ends. The command carries the step's timeout, the SDK cancels the handler after it, the
+// coordinator times the attempt out and retries it, and the second attempt completes the saga.
+// The hung handler's goroutine and connection are free again: its context ended with the step's
+// deadline, not with the test.
+func TestHungHandlerIsStoppedAtTheStepTimeout(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	var calls counter
+	stopped := make(chan error, 1)
+	e.startParticipant(participantOpts{name: "pa"})
+	e.startParticipant(participantOpts{name: "hangs", behave: func(ctx context.Context, cmd *protocol.StepCommand) (json.RawMessage, error) {
+		if cmd.Kind == protocol.KindAction && calls.inc(cmd.SagaID) == 1 {
+			if cmd.TimeoutMillis != 500 {
+				return nil, fmt.Errorf("the command carries timeout_ms %d, not the step's 500", cmd.TimeoutMillis)
+			}
+			<-ctx.Done()
+			stopped <- ctx.Err()
+			return nil, ctx.Err()
+		}
+		return json.RawMessage(`{"ok":true}`), nil
+	}})
+	e.register(chain("hung", step("a", "pa"), attempts(timeout(step("b", "hangs"), 500*time.Millisecond), 3)))
+	id := e.start("hung", `{}`)
+	sg := e.waitStatus(id, 30*time.Second)
+	require.Equal(t, pb.SagaStatus_SAGA_STATUS_COMPLETED, sg.GetStatus(), "reason %q; steps %s", sg.GetReason(), describeSteps(sg))
+	require.EqualValues(t, 2, stepOf(t, sg, "b").GetAttempt())
+	// The coordinator's timer starts at dispatch and the handler's at its start, so the retry
+	// may complete the saga just before the first handler is stopped.
+	select {
+	case err := <-stopped:
+		require.ErrorIs(t, err, context.DeadlineExceeded, "the handler was stopped by the step's deadline")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first attempt's handler was not stopped within 10s")
+	}
+	require.Equal(t, []string{"a/action", "b/action"}, e.ledgerKeys(id), "the effect is applied once")
+}

@@ -581,6 +581,9 @@ func (e *Engine) command(m *saga.Machine, st *saga.State, c saga.Command) (trans
 		Action:      sd.Action,
 		Attempt:     c.Attempt,
 		Input:       st.Input,
+		// The attempt's timer runs for the step's timeout (saga.Machine); the participant may
+		// stop its handler after as long.
+		TimeoutMillis: sd.Timeout.Milliseconds(),
 	}
 	if c.Kind == saga.KindCompensate {
 		cmd.Action = sd.Compensation
