@@ -150,6 +150,9 @@ type participantOpts struct {
 	// tracer and meter, when set, are the worker's telemetry providers.
 	tracer trace.TracerProvider
 	meter  metric.MeterProvider
+	// handlerTimeout is participant.Config.HandlerTimeout; -1 lets a handler outlive its step's
+	// timeout, as one that does not stop at its context's deadline would.
+	handlerTimeout time.Duration
 }
 
 // testParticipant is a running test participant.
@@ -177,6 +180,7 @@ func (e *env) startParticipant(o participantOpts) *testParticipant {
 	w, err := participant.New(participant.Config{
 		Name: o.name, Transport: tr, DB: pool, Schema: schema, Prefetch: o.prefetch, Concurrency: o.concurrency,
 		RetryBackoff: 50 * time.Millisecond, Logger: testLogger(t), TracerProvider: o.tracer, MeterProvider: o.meter,
+		HandlerTimeout: o.handlerTimeout,
 	})
 	require.NoError(t, err)
 	w.HandleDefault(func(ctx context.Context, tx pgx.Tx, cmd *protocol.StepCommand) (json.RawMessage, error) {

@@ -128,7 +128,8 @@ func TestHandlerHeldPastItsTimeoutIsCompensatedAfterItCommits(t *testing.T) {
 	release := e.newGate()
 	var calls counter
 	e.startParticipant(participantOpts{name: "pa"})
-	e.startParticipant(participantOpts{name: "slow", behave: func(ctx context.Context, cmd *protocol.StepCommand) (json.RawMessage, error) {
+	// The handler outlives its step's timeout: one that does not stop at its context's deadline.
+	e.startParticipant(participantOpts{name: "slow", handlerTimeout: -1, behave: func(ctx context.Context, cmd *protocol.StepCommand) (json.RawMessage, error) {
 		if cmd.Kind == protocol.KindAction {
 			calls.inc("action")
 			if err := release.wait(ctx); err != nil {
@@ -222,7 +223,8 @@ func TestHandlerThatNeverReturnsParksSagaInFailed(t *testing.T) {
 	e := newEnv(t)
 	release := e.newGate()
 	e.startParticipant(participantOpts{name: "pa"})
-	slow := e.startParticipant(participantOpts{name: "hung", behave: func(ctx context.Context, cmd *protocol.StepCommand) (json.RawMessage, error) {
+	// The handler outlives its step's timeout: one that does not stop at its context's deadline.
+	slow := e.startParticipant(participantOpts{name: "hung", handlerTimeout: -1, behave: func(ctx context.Context, cmd *protocol.StepCommand) (json.RawMessage, error) {
 		if cmd.Kind == protocol.KindAction {
 			if err := release.wait(ctx); err != nil {
 				return nil, err
