@@ -135,12 +135,19 @@ type Result struct {
 	// MessagesPerSaga is the broker's publishes from the start of the load until the sagas
 	// drained, divided by the benchmark's sagas that finished in that time; null when the
 	// management API does not answer (see Warnings).
-	MessagesPerSaga   *float64 `json:"messages_per_saga"`
-	CoordinatorCPU    float64  `json:"coordinator_cpu_cores,omitempty"`
-	CoordinatorRSSMB  float64  `json:"coordinator_rss_mb,omitempty"`
-	CoordinatorPeakMB float64  `json:"coordinator_peak_rss_mb,omitempty"`
-	BaselinePublish   float64  `json:"baseline_publish_per_second,omitempty"`
-	BaselineInserts   float64  `json:"baseline_inserts_per_second,omitempty"`
+	MessagesPerSaga *float64 `json:"messages_per_saga"`
+	CoordinatorCPU  float64  `json:"coordinator_cpu_cores,omitempty"`
+	// CPUByProcess is the CPU of every process on the machine over the window, in cores, by
+	// group: postgres (every backend and helper), rabbitmq (the Erlang VM), coordinator,
+	// participant-sim, sagactl, other; and total. From /proc, so on Linux only, and only
+	// meaningful when the services run on this machine, as with scripts/bench.sh.
+	CPUByProcess map[string]float64 `json:"cpu_cores_by_process,omitempty"`
+	// CPUMillisPerSaga is the whole machine's CPU per completed saga, in milliseconds.
+	CPUMillisPerSaga  float64 `json:"cpu_ms_per_saga,omitempty"`
+	CoordinatorRSSMB  float64 `json:"coordinator_rss_mb,omitempty"`
+	CoordinatorPeakMB float64 `json:"coordinator_peak_rss_mb,omitempty"`
+	BaselinePublish   float64 `json:"baseline_publish_per_second,omitempty"`
+	BaselineInserts   float64 `json:"baseline_inserts_per_second,omitempty"`
 	// BrokerEfficiency is sagas/s x messages per saga / baseline publish rate.
 	BrokerEfficiency float64 `json:"broker_efficiency,omitempty"`
 	// SagaRows is the number of rows in the sagas table when the window began (the planner's
@@ -252,6 +259,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	if secs := after.cpuSeconds - before.cpuSeconds; secs > 0 {
 		res.CoordinatorCPU = secs / res.DurationSeconds
+	}
+	res.CPUByProcess = cpuByGroup(before.machineCPU, after.machineCPU, res.DurationSeconds)
+	if total := res.CPUByProcess["total"]; total > 0 && res.SagasPerSecond > 0 {
+		res.CPUMillisPerSaga = total / res.SagasPerSecond * 1000
 	}
 	res.CoordinatorRSSMB, res.CoordinatorPeakMB = after.rssMB, after.peakMB
 
@@ -584,6 +595,8 @@ func (d *driver) openSagas(ctx context.Context, t0 time.Time) (inFlight, failed 
 type snapshot struct {
 	commits    int64
 	ownQueries int64
+	// machineCPU is the CPU seconds of every process on the machine, by processGroup.
+	machineCPU map[string]procCPU
 	cpuSeconds float64
 	rssMB      float64
 	peakMB     float64
@@ -598,6 +611,7 @@ func (d *driver) snapshot(ctx context.Context) (snapshot, error) {
 	if err := d.pool.QueryRow(ctx, `SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()`).Scan(&s.commits); err != nil {
 		return s, fmt.Errorf("bench: read pg_stat_database: %w", err)
 	}
+	s.machineCPU = machineCPU()
 	for _, pid := range d.cfg.CoordinatorPIDs {
 		cpu, rss, peak := procStats(pid)
 		s.cpuSeconds += cpu
@@ -680,6 +694,77 @@ func redactURL(raw string) string {
 		return "(unparseable URL)"
 	}
 	return u.Redacted()
+}
+
+// procCPU is one process's name group and CPU seconds.
+type procCPU struct {
+	group   string
+	seconds float64
+}
+
+// machineCPU reads the CPU seconds of every process in /proc, by pid; nil without /proc.
+func machineCPU() map[string]procCPU {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	out := make(map[string]procCPU, len(entries))
+	for _, e := range entries {
+		pid := e.Name()
+		if pid[0] < '0' || pid[0] > '9' {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + pid + "/stat")
+		if err != nil {
+			continue // exited meanwhile
+		}
+		s := string(b)
+		open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		if open < 0 || end < open {
+			continue
+		}
+		f := strings.Fields(s[end+1:])
+		if len(f) <= 13 {
+			continue
+		}
+		ut, _ := strconv.ParseFloat(f[11], 64)
+		st, _ := strconv.ParseFloat(f[12], 64)
+		out[pid] = procCPU{group: processGroup(s[open+1 : end]), seconds: (ut + st) / 100}
+	}
+	return out
+}
+
+// processGroup names the group of a process by its command name.
+func processGroup(comm string) string {
+	switch {
+	case strings.HasPrefix(comm, "postgres"), strings.HasPrefix(comm, "postmaster"):
+		return "postgres"
+	case strings.HasPrefix(comm, "beam"), comm == "erl_child_setup", comm == "epmd", comm == "inet_gethost":
+		return "rabbitmq"
+	case comm == "coordinator", comm == "participant-sim", comm == "sagactl":
+		return comm
+	}
+	return "other"
+}
+
+// cpuByGroup turns two machineCPU readings secs apart into cores by group, with their total. A
+// process that started between them counts from zero; one that ended is not counted.
+func cpuByGroup(before, after map[string]procCPU, secs float64) map[string]float64 {
+	if len(after) == 0 || secs <= 0 {
+		return nil
+	}
+	out := map[string]float64{}
+	for pid, a := range after {
+		used := a.seconds
+		if b, ok := before[pid]; ok && b.group == a.group {
+			used -= b.seconds
+		}
+		if used > 0 {
+			out[a.group] += used / secs
+			out["total"] += used / secs
+		}
+	}
+	return out
 }
 
 // procStats reads a process's CPU seconds and current and peak RSS in MB from /proc.

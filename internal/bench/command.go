@@ -147,6 +147,16 @@ func printTable(app *cli.App, r *Result) {
 	if r.CoordinatorCPU > 0 || r.CoordinatorRSSMB > 0 {
 		row("coordinator CPU / RSS / peak", fmt.Sprintf("%.2f cores / %.0f MB / %.0f MB", r.CoordinatorCPU, r.CoordinatorRSSMB, r.CoordinatorPeakMB))
 	}
+	if total := r.CPUByProcess["total"]; total > 0 {
+		var parts []string
+		for _, g := range []string{"postgres", "rabbitmq", "coordinator", "participant-sim", "sagactl", "other"} {
+			if c := r.CPUByProcess[g]; c > 0 {
+				parts = append(parts, fmt.Sprintf("%s %.2f", g, c))
+			}
+		}
+		row("machine CPU (cores)", fmt.Sprintf("%.2f: %s", total, strings.Join(parts, ", ")))
+		row("machine CPU per saga", fmt.Sprintf("%.2f ms", r.CPUMillisPerSaga))
+	}
 	if r.BaselinePublish > 0 {
 		row("baseline confirmed publishes/s", fmt.Sprintf("%.0f", r.BaselinePublish))
 		row("baseline single-row inserts/s", fmt.Sprintf("%.0f", r.BaselineInserts))

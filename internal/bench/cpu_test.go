@@ -1,0 +1,62 @@
+package bench
+
+import (
+	"os"
+	"strconv"
+	"testing"
+)
+
+func TestProcessGroup(t *testing.T) {
+	for comm, want := range map[string]string{
+		"postgres":                     "postgres",
+		"postgres: 15/main: walwriter": "postgres",
+		"beam.smp":                     "rabbitmq",
+		"erl_child_setup":              "rabbitmq",
+		"coordinator":                  "coordinator",
+		"participant-sim":              "participant-sim",
+		"sagactl":                      "sagactl",
+		"kworker/1:1H":                 "other",
+	} {
+		if got := processGroup(comm); got != want {
+			t.Errorf("processGroup(%q) = %q, want %q", comm, got, want)
+		}
+	}
+}
+
+func TestCPUByGroup(t *testing.T) {
+	before := map[string]procCPU{
+		"1": {"postgres", 10},
+		"2": {"coordinator", 5},
+		"3": {"other", 1}, // exits before the second reading
+	}
+	after := map[string]procCPU{
+		"1": {"postgres", 14},
+		"2": {"coordinator", 6},
+		"4": {"postgres", 2}, // a backend started in the window counts from zero
+		"5": {"rabbitmq", 0}, // idle: no entry
+	}
+	got := cpuByGroup(before, after, 2)
+	want := map[string]float64{"postgres": 3, "coordinator": 0.5, "total": 3.5}
+	if len(got) != len(want) {
+		t.Fatalf("cpuByGroup = %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("cpuByGroup[%q] = %v, want %v (all: %v)", k, got[k], v, got)
+		}
+	}
+}
+
+func TestMachineCPUReadsThisProcess(t *testing.T) {
+	if _, err := os.Stat("/proc/self/stat"); err != nil {
+		t.Skip("no /proc on this system: machine CPU is read on Linux only")
+	}
+	m := machineCPU()
+	me, ok := m[strconv.Itoa(os.Getpid())]
+	if !ok {
+		t.Fatalf("machineCPU has no entry for this process (pid %d) among %d", os.Getpid(), len(m))
+	}
+	if me.group != "other" || me.seconds < 0 {
+		t.Errorf("this process reads as %+v, want group other and non-negative seconds", me)
+	}
+}
