@@ -26,6 +26,7 @@ func Command(app *cli.App) *cobra.Command {
 		noBase   bool
 		duration time.Duration
 		cpuProf  string
+		halfPeak bool
 	)
 	cmd := &cobra.Command{
 		Use:   "bench --database-url URL [--rate N | --concurrency N] [--duration D]",
@@ -37,7 +38,9 @@ With --rate it starts that many sagas per second (open loop); otherwise it keeps
 sagas in flight (closed loop). After a warm-up it measures for --duration and prints completed
 sagas/s, start-to-terminal latency (from the coordinator's database), PostgreSQL commits per saga
 (pg_stat_database of the coordinator's database), broker messages per saga (management API),
-the coordinator's CPU and RSS (--pid), and the raw baselines of the same services.
+the coordinator's CPU and RSS (--pid), the CPU of every process on the machine, and the raw
+baselines of the same services. --half-peak measures the peak in a closed loop, then the open
+loop at half the sagas/s it reached, for the latency target of docs/performance.md.
 make bench starts a system and runs it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -74,6 +77,12 @@ make bench starts a system and runs it.`,
 				}
 				defer stop()
 			}
+			if halfPeak {
+				if cfg.Rate > 0 || cfg.Burst > 0 {
+					return &cli.ExitError{Code: 1, Err: fmt.Errorf("--half-peak runs its own closed and open loops: drop --rate and --burst")}
+				}
+				return runHalfPeak(cmd, app, cfg, asJSON)
+			}
 			res, err := Run(cmd.Context(), cfg)
 			if err != nil {
 				return &cli.ExitError{Code: 2, Err: err}
@@ -102,8 +111,42 @@ make bench starts a system and runs it.`,
 	f.DurationVar(&cfg.StepTimeout, "step-timeout", 30*time.Second, "each step's timeout in the benchmark definition; it counts from dispatch, so a large --burst needs more")
 	f.Int64Var(&cfg.Burst, "burst", 0, "instead of a timed window, start this many sagas as fast as accepted and wait for all to finish (many in flight)")
 	f.Int64Var(&cfg.PrefillFinished, "prefill-finished", 0, "first add this many finished sagas to the tables (copies of one real run), to measure with large tables")
+	f.BoolVar(&halfPeak, "half-peak", false, "measure the peak (closed loop, --concurrency), then the open loop at half its sagas/s")
 	f.StringVar(&cpuProf, "cpuprofile", "", "write the bench client's own CPU profile to this file (to check that the load generator is not the bottleneck)")
 	return cmd
+}
+
+// HalfPeak is the result of --half-peak: the closed loop, then the open loop at half its rate.
+type HalfPeak struct {
+	Peak     *Result `json:"peak"`
+	HalfPeak *Result `json:"half_peak"`
+}
+
+func runHalfPeak(cmd *cobra.Command, app *cli.App, cfg Config, asJSON bool) error {
+	closed := cfg
+	closed.Baselines = false // taken once, after the second run
+	peak, err := Run(cmd.Context(), closed)
+	if err != nil {
+		return &cli.ExitError{Code: 2, Err: fmt.Errorf("peak: %w", err)}
+	}
+	open := cfg
+	open.Rate = peak.SagasPerSecond / 2
+	open.PrefillFinished = 0 // the tables were filled by the first run
+	fmt.Fprintf(cfg.Log, "peak %.0f sagas/s; now the open loop at %.0f/s\n", peak.SagasPerSecond, open.Rate)
+	half, err := Run(cmd.Context(), open)
+	if err != nil {
+		return &cli.ExitError{Code: 2, Err: fmt.Errorf("half the peak: %w", err)}
+	}
+	if asJSON || app.JSON() {
+		enc := json.NewEncoder(app.Stdout())
+		enc.SetIndent("", "  ")
+		return enc.Encode(HalfPeak{Peak: peak, HalfPeak: half})
+	}
+	fmt.Fprintln(app.Stdout(), "peak:")
+	printTable(app, peak)
+	fmt.Fprintln(app.Stdout(), "\nhalf the peak:")
+	printTable(app, half)
+	return nil
 }
 
 func envOr(name, def string) string {
