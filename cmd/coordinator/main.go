@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/uuid"
 	"go.opentelemetry.io/otel"
 
 	"github.com/sagacoord/sagacoord/internal/coordinator"
@@ -122,6 +123,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.MetricsAddr, "metrics-listen", env("SAGACOORD_METRICS_LISTEN", ""), "serve Prometheus metrics on http://ADDR/metrics, e.g. 127.0.0.1:9464; empty: no metrics (env SAGACOORD_METRICS_LISTEN)")
 	fs.BoolVar(&cfg.DisableOutbox, "test-disable-outbox", false, "TEST ONLY: never publish (proves the chaos checks catch lost messages)")
 	crashAfterConfirm := fs.Bool("test-crash-after-confirm", false, "TEST ONLY: SIGKILL self after the first confirmed publish, before its outbox rows are deleted")
+	crashBeforeDecision := fs.Bool("test-crash-before-decision", false, "TEST ONLY: SIGKILL self when a 2PC transaction's last YES vote arrives, before its COMMIT decision is logged")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -142,6 +144,13 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *crashAfterConfirm {
 		cfg.CrashAfterConfirm = func() {
 			log.Warn("test crash point reached: after confirm, before the outbox rows are deleted")
+			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		}
+	}
+	if *crashBeforeDecision {
+		cfg.CrashBeforeCommitDecision = func(txID uuid.UUID) {
+			// The chaos runner reads this line (internal/chaos, crashPointMessage).
+			log.Warn("test crash point reached: every vote YES, before the COMMIT decision is logged", "tx_id", txID)
 			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		}
 	}

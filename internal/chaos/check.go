@@ -1,9 +1,11 @@
 package chaos
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -554,6 +556,13 @@ func (r *run) checkTwoPC(ctx context.Context, verdicts map[string]*verdict, ledg
 					v.fail(t.id, "ABORTED but committed at %v", mapKeys(committed[t.id]))
 				}
 			}
+			if r.s.Expect.AbortedAtCrashPoint {
+				status := make(map[string]string, len(txs))
+				for _, t := range txs {
+					status[t.id] = t.status
+				}
+				r.checkCrashPoint(v, status)
+			}
 		}
 	}
 	if v := verdicts[G6]; v != nil {
@@ -568,6 +577,54 @@ func (r *run) checkTwoPC(ctx context.Context, verdicts map[string]*verdict, ledg
 	if v := verdicts[G7]; v != nil {
 		v.Detail = "not applicable to a 2pc workload (the 2PC machine records no step history)"
 	}
+}
+
+// crashPointMessage is what a coordinator started with --test-crash-before-decision logs, with
+// the transaction's tx_id, just before it kills itself.
+const crashPointMessage = "test crash point reached: every vote YES, before the COMMIT decision is logged"
+
+// checkCrashPoint fails v unless some coordinator reached the crash point before a COMMIT
+// decision and every transaction it crashed on is ABORTED (expect.aborted_at_crash_point).
+func (r *run) checkCrashPoint(v *verdict, status map[string]string) {
+	var ids []string
+	for _, p := range r.procs {
+		if p.role != "coordinator" {
+			continue
+		}
+		b, err := os.ReadFile(p.logPath)
+		if err != nil {
+			v.broken(fmt.Errorf("read %s's log for its crash points: %w", p.name, err))
+			return
+		}
+		ids = append(ids, crashPointTxs(b)...)
+	}
+	if len(ids) == 0 {
+		v.fail("expect.aborted_at_crash_point", "no coordinator logged %q: the crash point was never reached", crashPointMessage)
+		return
+	}
+	for _, id := range ids {
+		if st := status[id]; st != "ABORTED" {
+			v.fail(id, "a coordinator crashed after its last YES vote, before logging the decision, and it ended %q, not ABORTED (presumed abort)", st)
+		}
+	}
+}
+
+// crashPointTxs returns the tx_id of each crash-point line of a coordinator's JSON log.
+func crashPointTxs(log []byte) []string {
+	var ids []string
+	for _, line := range bytes.Split(log, []byte("\n")) {
+		if !bytes.Contains(line, []byte(crashPointMessage)) {
+			continue
+		}
+		var rec struct {
+			Msg  string `json:"msg"`
+			TxID string `json:"tx_id"`
+		}
+		if json.Unmarshal(line, &rec) == nil && rec.Msg == crashPointMessage && rec.TxID != "" {
+			ids = append(ids, rec.TxID)
+		}
+	}
+	return ids
 }
 
 func mapKeys(m map[string]bool) []string {

@@ -245,6 +245,11 @@ type Expect struct {
 	// DeadLetters is how many dead letters beyond the injected poison messages are acceptable
 	// (G5). Default 0.
 	DeadLetters int `yaml:"dead_letters" json:"dead_letters,omitempty"`
+	// AbortedAtCrashPoint requires (T1) that a coordinator started with
+	// --test-crash-before-decision reached its crash point, and that every 2PC transaction it
+	// crashed on ended ABORTED: presumed abort, when the restart comes after the prepare timeout
+	// and no other coordinator takes over before it (catalogue 11).
+	AbortedAtCrashPoint bool `yaml:"aborted_at_crash_point" json:"aborted_at_crash_point,omitempty"`
 }
 
 // Fault kinds.

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
@@ -62,6 +63,9 @@ type Config struct {
 	// CrashAfterConfirm kills the process after the first batch the broker confirmed and before
 	// its outbox rows are deleted (a test-only crash point for the chaos suite).
 	CrashAfterConfirm func()
+	// CrashBeforeCommitDecision kills the process in the transaction that would log a 2PC COMMIT
+	// decision, before it commits (a test-only crash point: catalogue fault 11).
+	CrashBeforeCommitDecision func(txID uuid.UUID)
 	// OTLPEndpoint, when set, exports traces over OTLP gRPC to it (host:port or a URL such as
 	// http://jaeger:4317). Default: no tracing, at no cost.
 	OTLPEndpoint string
@@ -236,7 +240,7 @@ func Start(ctx context.Context, cfg Config) (*Coordinator, error) {
 	c.engine, err = engine.New(engine.Config{
 		Store: st, Transport: c.transport, Relay: c.relay, Logger: log, MaxPayloadBytes: cfg.MaxPayloadBytes, Retention: cfg.Retention,
 		MaxActiveSagas: cfg.MaxActiveSagas, ReplyWorkers: cfg.ReplyWorkers, StartWorkers: cfg.StartWorkers,
-		TracerProvider: tp, MeterProvider: mp,
+		TracerProvider: tp, MeterProvider: mp, BeforeCommitDecision: cfg.CrashBeforeCommitDecision,
 	})
 	if err != nil {
 		return nil, err

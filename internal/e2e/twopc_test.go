@@ -26,6 +26,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	pb "github.com/sagacoord/sagacoord/gen/sagacoord/v1"
+	"github.com/sagacoord/sagacoord/internal/coordinator"
 	"github.com/sagacoord/sagacoord/internal/testenv"
 	"github.com/sagacoord/sagacoord/participant"
 	"github.com/sagacoord/sagacoord/protocol"
@@ -840,4 +841,52 @@ func (s *simParticipants) start() *childProcess {
 	return startChild(t, "participant-sim", cmd, func(p *childProcess) (bool, string) {
 		return strings.Contains(p.stderr.String(), `"msg":"participant-sim ready"`), "participant-sim not ready:\n" + p.stderr.String()
 	})
+}
+
+// TestTwoPCCommitDecisionHook checks the crash point of catalogue 11 that the chaos suite uses
+// (coordinator --test-crash-before-decision): the hook runs once per transaction whose last YES
+// vote arrived, while the transaction is still PREPARING in the database, and never for one that
+// aborts. Here the hook returns, so the decision is logged and everyone commits.
+func TestTwoPCCommitDecisionHook(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, envOpts{noCoordinator: true})
+	var (
+		mu   sync.Mutex
+		seen = map[string][]string{} // transaction -> its state in the database at each call
+	)
+	c := e.runCoordinator(func(cfg *coordinator.Config) {
+		cfg.CrashBeforeCommitDecision = func(id uuid.UUID) {
+			var state string
+			// Another connection: it sees what is committed, not the decision being written.
+			err := e.pool.QueryRow(e.ctx, `SELECT status FROM transactions WHERE id = $1`, id).Scan(&state)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				state = "read failed: " + err.Error()
+			}
+			seen[id.String()] = append(seen[id.String()], state)
+		}
+	})
+	client := e.twoPCClient(c.Addr())
+	parts := []*txParticipant{
+		e.startTxParticipant(txParticipantOpts{name: "bank-a"}),
+		e.startTxParticipant(txParticipantOpts{name: "bank-b", prepare: func(_ context.Context, cmd *protocol.TxCommand) error {
+			if strings.Contains(string(cmd.Payload), "refuse") {
+				return participant.Failf("refused")
+			}
+			return nil
+		}}),
+	}
+	commit := e.beginTx(client, 30*time.Second, txParts("bank-a", "bank-b"))
+	e.requireOutcome(client, commit, pb.TransactionState_TRANSACTION_STATE_COMMITTED, 30*time.Second)
+	refused := txParts("bank-a", "bank-b")
+	refused[1].Payload = []byte(`{"account":"acct-1","amount":2,"direction":"debit","refuse":true}`)
+	abort := e.beginTx(client, 30*time.Second, refused)
+	e.requireOutcome(client, abort, pb.TransactionState_TRANSACTION_STATE_ABORTED, 30*time.Second)
+	e.requireQuiescent(schemasOf(parts...)...)
+
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, map[string][]string{commit: {"PREPARING"}}, seen,
+		"the hook runs once, for the transaction that commits, before its decision is committed")
 }

@@ -90,6 +90,10 @@ type Config struct {
 	// MeterProvider, when set, records the engine's metrics (docs/observability.md). Nil turns
 	// them off.
 	MeterProvider metric.MeterProvider
+	// BeforeCommitDecision, when set, is called in the transaction that logs a 2PC COMMIT
+	// decision (the last YES vote arrived), before that transaction commits. TEST ONLY: the
+	// chaos suite kills the process here (catalogue fault 11: every vote YES, no decision logged).
+	BeforeCommitDecision func(txID uuid.UUID)
 }
 
 // WithDefaults returns c with defaults filled in.

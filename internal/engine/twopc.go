@@ -231,6 +231,9 @@ func (e *Engine) applyTxEvents(ctx context.Context, events []txEvent) {
 		}
 		changes := make([]store.TxChange, 0, len(order))
 		for _, id := range order {
+			if hook := e.cfg.BeforeCommitDecision; hook != nil && marks[id].state == twopc.StatePreparing && byID[id].Tx.State == twopc.StateCommitting {
+				hook(id)
+			}
 			e.obs.txChanged(&ev, byID[id], marks[id], now)
 			ch, err := e.txChange(byID[id], cmds[id], now)
 			if err != nil {
