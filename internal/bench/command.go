@@ -27,6 +27,7 @@ func Command(app *cli.App) *cobra.Command {
 		duration time.Duration
 		cpuProf  string
 		halfPeak bool
+		sweep    []float64
 	)
 	cmd := &cobra.Command{
 		Use:   "bench --database-url URL [--rate N | --concurrency N] [--duration D]",
@@ -77,6 +78,12 @@ make bench starts a system and runs it.`,
 				}
 				defer stop()
 			}
+			if len(sweep) > 0 {
+				if halfPeak || cfg.Rate > 0 || cfg.Burst > 0 {
+					return &cli.ExitError{Code: 1, Err: fmt.Errorf("--sweep runs one open loop per rate: drop --half-peak, --rate and --burst")}
+				}
+				return runSweep(cmd, app, cfg, sweep, asJSON)
+			}
 			if halfPeak {
 				if cfg.Rate > 0 || cfg.Burst > 0 {
 					return &cli.ExitError{Code: 1, Err: fmt.Errorf("--half-peak runs its own closed and open loops: drop --rate and --burst")}
@@ -111,6 +118,7 @@ make bench starts a system and runs it.`,
 	f.DurationVar(&cfg.StepTimeout, "step-timeout", 30*time.Second, "each step's timeout in the benchmark definition; it counts from dispatch, so a large --burst needs more")
 	f.Int64Var(&cfg.Burst, "burst", 0, "instead of a timed window, start this many sagas as fast as accepted and wait for all to finish (many in flight)")
 	f.Int64Var(&cfg.PrefillFinished, "prefill-finished", 0, "first add this many finished sagas to the tables (copies of one real run), to measure with large tables")
+	f.Float64SliceVar(&sweep, "sweep", nil, "run the open loop once per rate, e.g. --sweep 50,100,200,400: the latency curve")
 	f.BoolVar(&halfPeak, "half-peak", false, "measure the peak (closed loop, --concurrency), then the open loop at half its sagas/s")
 	f.StringVar(&cpuProf, "cpuprofile", "", "write the bench client's own CPU profile to this file (to check that the load generator is not the bottleneck)")
 	return cmd
@@ -147,6 +155,41 @@ func runHalfPeak(cmd *cobra.Command, app *cli.App, cfg Config, asJSON bool) erro
 	fmt.Fprintln(app.Stdout(), "\nhalf the peak:")
 	printTable(app, half)
 	return nil
+}
+
+// runSweep runs the open loop at each rate in turn, on the same system, and prints one result
+// per rate (a JSON array with --json). Baselines are taken once, after the last rate.
+func runSweep(cmd *cobra.Command, app *cli.App, cfg Config, rates []float64, asJSON bool) error {
+	var results []*Result
+	for i, rate := range rates {
+		if rate <= 0 {
+			return &cli.ExitError{Code: 1, Err: fmt.Errorf("--sweep: rate %v must be positive", rate)}
+		}
+		run := cfg
+		run.Rate = rate
+		run.Baselines = cfg.Baselines && i == len(rates)-1
+		if i > 0 {
+			run.PrefillFinished = 0 // the tables were filled by the first run
+		}
+		fmt.Fprintf(cfg.Log, "open loop at %.0f sagas/s (%d of %d)\n", rate, i+1, len(rates))
+		res, err := Run(cmd.Context(), run)
+		if err != nil {
+			return &cli.ExitError{Code: 2, Err: fmt.Errorf("rate %v: %w", rate, err)}
+		}
+		results = append(results, res)
+	}
+	if asJSON || app.JSON() {
+		enc := json.NewEncoder(app.Stdout())
+		enc.SetIndent("", "  ")
+		return enc.Encode(results)
+	}
+	w := tabwriter.NewWriter(app.Stdout(), 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "offered/s\tcompleted/s\tp50 ms\tp95 ms\tp99 ms\tcommits/saga\tmachine CPU ms/saga")
+	for _, r := range results {
+		fmt.Fprintf(w, "%.0f\t%.0f\t%.1f\t%.1f\t%.1f\t%.2f\t%.2f\n", r.TargetRate, r.SagasPerSecond,
+			r.LatencyP50Millis, r.LatencyP95Millis, r.LatencyP99Millis, r.CommitsPerSaga, r.CPUMillisPerSaga)
+	}
+	return w.Flush()
 }
 
 func envOr(name, def string) string {
