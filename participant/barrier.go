@@ -324,14 +324,20 @@ func (b *barrier) callInSavepoint(ctx context.Context, sp *savepointTx, cmd *pro
 
 // handlerDeadline is how long the handler of cmd may run; 0 for no limit.
 func (b *barrier) handlerDeadline(cmd *protocol.StepCommand) time.Duration {
-	d := cmd.Timeout()
+	return handlerLimit(cmd.Timeout(), b.handlerTimeout)
+}
+
+// handlerLimit is how long a handler may run given the command's timeout and
+// Config.HandlerTimeout: the shorter of the two, none when HandlerTimeout is negative; 0 for no
+// limit.
+func handlerLimit(command, configured time.Duration) time.Duration {
 	switch {
-	case b.handlerTimeout < 0:
+	case configured < 0:
 		return 0
-	case b.handlerTimeout > 0 && (d == 0 || b.handlerTimeout < d):
-		return b.handlerTimeout
+	case configured > 0 && (command == 0 || configured < command):
+		return configured
 	}
-	return d
+	return command
 }
 
 func call(ctx context.Context, h Handler, tx pgx.Tx, cmd *protocol.StepCommand) (out json.RawMessage, err error) {

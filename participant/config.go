@@ -76,8 +76,11 @@ type Config struct {
 	// is shorter, counted from when the handler starts. By then the coordinator has given the
 	// attempt up and retries or compensates it, so a handler still running only holds a
 	// goroutine, a connection and its row locks; one that returns the context's error is
-	// answered "retry" and leaves no effect. Default 0: the command's timeout alone. Negative:
-	// no deadline. Two-phase-commit handlers get no deadline.
+	// answered "retry" and leaves no effect. A two-phase-commit Prepare is bounded the same way
+	// by the transaction's prepare timeout, which the PREPARE carries; one that returns the
+	// context's error then votes NO (the coordinator has aborted by then). Commit and Abort get no
+	// deadline: a decision must be applied in the end. Default 0: the command's timeout alone.
+	// Negative: no deadline.
 	HandlerTimeout time.Duration
 	// RetryBackoff is how long the worker waits before requeueing a command whose processing hit
 	// a database or broker error (not a handler error), so an outage does not spin. Default

@@ -100,3 +100,43 @@ func TestWorkerStopsHandlerAtStepTimeoutInAGroup(t *testing.T) {
 	}, outcomes)
 	require.Equal(t, 3, e.effects(), "the three quick handlers' effects, not the cancelled one's")
 }
+
+// TestTwoPCWorkerPrepareVotesNoAtThePrepareTimeout: a Prepare still waiting when the prepare
+// timeout the PREPARE carries has passed is cancelled and votes NO, keeping nothing; the ABORT
+// that follows only acks. Commit and Abort get no deadline.
+func TestTwoPCWorkerPrepareVotesNoAtThePrepareTimeout(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	h := &holds{}
+	handlers := h.handlers()
+	prepare := handlers.Prepare
+	handlers.Prepare = func(ctx context.Context, tx pgx.Tx, cmd *protocol.TxCommand) error {
+		if cmd.TxID == "stuck" {
+			<-ctx.Done() // a lock or a service that does not answer
+			return ctx.Err()
+		}
+		return prepare(ctx, tx, cmd)
+	}
+	e.startTx(e.config(), handlers)
+
+	cmd := txCommand("stuck", protocol.KindPrepare, 1)
+	cmd.TimeoutMillis = 300
+	began := time.Now()
+	e.sendTx(cmd)
+	v, _ := e.txReply()
+	require.Equal(t, protocol.OutcomeVoteNo, v.Outcome)
+	require.Contains(t, v.Error, "prepare still running after 300ms, the prepare timeout")
+	require.GreaterOrEqual(t, time.Since(began), 300*time.Millisecond)
+	require.Equal(t, 0, e.count(`SELECT count(*) FROM prepared`), "nothing is prepared")
+
+	e.sendTx(txCommand("stuck", protocol.KindAbort, 1))
+	a, _ := e.txReply()
+	require.Equal(t, protocol.OutcomeAck, a.Outcome)
+	require.EqualValues(t, 0, h.aborts.Load(), "after a NO there is nothing to release")
+
+	ok := txCommand("fine", protocol.KindPrepare, 1)
+	ok.TimeoutMillis = 300
+	e.sendTx(ok)
+	v, _ = e.txReply()
+	require.Equal(t, protocol.OutcomeVoteYes, v.Outcome, "a Prepare that finishes in time votes YES")
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -26,15 +27,18 @@ type txBarrier struct {
 	db *pgxpool.Pool
 	// Statements shared with the saga barrier: insert, selectReply, updateReply.
 	steps *barrier
+	// handlerTimeout is Config.HandlerTimeout: it bounds Prepare like a step's handler.
+	handlerTimeout time.Duration
 
 	createPrepared, insertPrepared, deletePrepared, claimQueries string
 }
 
-func newTxBarrier(db *pgxpool.Pool, schema string) *txBarrier {
+func newTxBarrier(db *pgxpool.Pool, schema string, handlerTimeout time.Duration) *txBarrier {
 	prepared := pgx.Identifier{schema, "prepared"}.Sanitize()
 	return &txBarrier{
-		db:    db,
-		steps: newBarrier(db, schema, -1), // its statements only; 2PC handlers get no deadline
+		db:             db,
+		handlerTimeout: handlerTimeout,
+		steps:          newBarrier(db, schema, -1), // for its statements only
 		createPrepared: `CREATE TABLE IF NOT EXISTS ` + prepared + ` (
 	tx_id         text        NOT NULL,
 	participant   text        NOT NULL,
@@ -132,7 +136,7 @@ func (b *txBarrier) prepare(ctx context.Context, tx pgx.Tx, cmd *protocol.TxComm
 		// A duplicate, or the ABORT came first and stored a NO here.
 		return b.stored(ctx, tx, cmd, protocol.KindPrepare)
 	}
-	herr, err := callTxInSavepoint(ctx, tx, cmd, h)
+	herr, err := callTxInSavepoint(ctx, tx, cmd, h, handlerLimit(cmd.Timeout(), b.handlerTimeout))
 	if err != nil {
 		return txResult{}, err
 	}
@@ -245,7 +249,7 @@ func (b *txBarrier) decide(ctx context.Context, tx pgx.Tx, cmd *protocol.TxComma
 	if len(c.Payload) == 0 && payload != "" {
 		c.Payload = json.RawMessage(payload)
 	}
-	herr, err := callTxInSavepoint(ctx, tx, &c, h)
+	herr, err := callTxInSavepoint(ctx, tx, &c, h, 0) // a decision's handler must succeed in the end
 	if err != nil {
 		return txResult{}, err
 	}
@@ -335,14 +339,25 @@ func decodeStoredTx(raw string, cmd *protocol.TxCommand, kind string) (protocol.
 }
 
 // callTxInSavepoint runs h inside a savepoint of tx. herr is the handler's result; a business
-// failure has already been rolled back to the savepoint. err is an infrastructure failure.
-func callTxInSavepoint(ctx context.Context, tx pgx.Tx, cmd *protocol.TxCommand, h TxHandler) (herr error, err error) {
+// failure has already been rolled back to the savepoint. err is an infrastructure failure. A
+// positive limit ends the handler's context after that long; a handler that fails because of it
+// is a business failure (for a PREPARE: vote NO, the coordinator has aborted by then).
+func callTxInSavepoint(ctx context.Context, tx pgx.Tx, cmd *protocol.TxCommand, h TxHandler, limit time.Duration) (herr error, err error) {
 	sp, err := tx.Begin(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("savepoint before handler: %w", err)
 	}
 	c := *cmd // the handler may not change what the reply is built from
-	herr = callTx(ctx, h, sp, &c)
+	hctx := ctx
+	if limit > 0 {
+		var cancel context.CancelFunc
+		hctx, cancel = context.WithTimeout(ctx, limit)
+		defer cancel()
+	}
+	herr = callTx(hctx, h, sp, &c)
+	if herr != nil && !IsBusiness(herr) && ctx.Err() == nil && errors.Is(hctx.Err(), context.DeadlineExceeded) {
+		herr = Failf("prepare still running after %s, the prepare timeout: %v", limit, herr)
+	}
 	if IsBusiness(herr) {
 		if err := sp.Rollback(ctx); err != nil {
 			return nil, fmt.Errorf("roll back to savepoint after business failure: %w", err)

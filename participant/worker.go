@@ -102,7 +102,7 @@ func New(cfg Config) (*Worker, error) {
 		tel:      tel,
 		log:      cfg.Logger.With("participant", cfg.Name),
 		barrier:  newBarrier(cfg.DB, cfg.Schema, cfg.HandlerTimeout),
-		tx:       newTxBarrier(cfg.DB, cfg.Schema),
+		tx:       newTxBarrier(cfg.DB, cfg.Schema, cfg.HandlerTimeout),
 		handlers: make(map[string]Handler),
 		stopping: make(chan struct{}),
 	}, nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -239,4 +240,19 @@ func TestDecodeRejectsWhatPostgreSQLCannotStore(t *testing.T) {
 			require.ErrorIs(t, err, protocol.ErrMalformed, name)
 		}
 	}
+}
+
+func TestDecodeTxCommandTimeout(t *testing.T) {
+	t.Parallel()
+	cmd := &protocol.TxCommand{TxID: "t1", Participant: "bank-a", Kind: protocol.KindPrepare, Attempt: 1, TimeoutMillis: 2000}
+	m, err := cmd.Encode()
+	require.NoError(t, err)
+	got, err := protocol.DecodeTxCommand(m)
+	require.NoError(t, err)
+	require.Equal(t, 2*time.Second, got.Timeout())
+
+	m.Body = []byte(`{"tx_id":"t1","participant":"bank-a","kind":"prepare","attempt":1,"timeout_ms":-5}`)
+	_, err = protocol.DecodeTxCommand(m)
+	require.ErrorIs(t, err, protocol.ErrMalformed)
+	require.Contains(t, err.Error(), "timeout_ms -5 is negative")
 }

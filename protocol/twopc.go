@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Kinds of two-phase-commit command, carried in HeaderKind and in the participant's barrier key.
@@ -23,6 +24,15 @@ type TxCommand struct {
 	Attempt int `json:"attempt"`
 	// Payload is the participant's prepare payload (sent with every kind).
 	Payload json.RawMessage `json:"payload,omitempty"`
+	// TimeoutMillis, on a PREPARE, is the transaction's prepare timeout in milliseconds: how long
+	// the coordinator waits for the votes, from when it sent the PREPAREs, before it aborts. 0
+	// when not given (and on COMMIT and ABORT). A participant may vote NO after this long.
+	TimeoutMillis int64 `json:"timeout_ms,omitempty"`
+}
+
+// Timeout returns TimeoutMillis as a duration (0 when none is given).
+func (c *TxCommand) Timeout() time.Duration {
+	return time.Duration(c.TimeoutMillis) * time.Millisecond
 }
 
 // TxReply is a participant's answer: OutcomeVoteYes or OutcomeVoteNo to a PREPARE, OutcomeAck to a
@@ -112,6 +122,8 @@ func DecodeTxCommand(m Message) (*TxCommand, error) {
 		return nil, malformed("participant is empty")
 	case c.Attempt < 1:
 		return nil, malformed("attempt %d must be at least 1", c.Attempt)
+	case c.TimeoutMillis < 0:
+		return nil, malformed("timeout_ms %d is negative", c.TimeoutMillis)
 	case txType(c.Kind) != m.Type || (c.Kind != KindPrepare && c.Kind != KindCommit && c.Kind != KindAbort):
 		return nil, malformed("kind %q does not match type %q", c.Kind, m.Type)
 	}

@@ -55,6 +55,9 @@ type txParticipantOpts struct {
 	prepare func(ctx context.Context, cmd *protocol.TxCommand) error
 	// concurrency of the worker (default 3); its pool gets concurrency + 1 connections.
 	concurrency int
+	// handlerTimeout is participant.Config.HandlerTimeout; -1 lets Prepare outlive the prepare
+	// timeout, as one that does not stop at its context's deadline would.
+	handlerTimeout time.Duration
 }
 
 // txParticipant is a running in-process 2PC participant. Its handlers keep one row per
@@ -96,6 +99,7 @@ func (e *env) startTxParticipant(o txParticipantOpts) *txParticipant {
 	w, err := participant.New(participant.Config{
 		Name: o.name, Transport: p.tap, DB: e.newPool(int32(o.concurrency) + 1), Schema: p.schema,
 		Prefetch: o.concurrency, Concurrency: o.concurrency, RetryBackoff: 50 * time.Millisecond, Logger: testLogger(t),
+		HandlerTimeout: o.handlerTimeout,
 	})
 	require.NoError(t, err)
 	settle := func(to string, calls *atomic.Int32) participant.TxHandler {
@@ -326,7 +330,8 @@ func TestTwoPCSilentParticipantAbortsAfterTimeout(t *testing.T) {
 	parts := []*txParticipant{
 		e.startTxParticipant(txParticipantOpts{name: "bank-a"}),
 		e.startTxParticipant(txParticipantOpts{name: "bank-b"}),
-		e.startTxParticipant(txParticipantOpts{name: "frozen", prepare: func(ctx context.Context, _ *protocol.TxCommand) error {
+		// Its Prepare outlives the prepare timeout: one that does not stop at its context's deadline.
+		e.startTxParticipant(txParticipantOpts{name: "frozen", handlerTimeout: -1, prepare: func(ctx context.Context, _ *protocol.TxCommand) error {
 			once.Do(func() { close(entered) })
 			return g.wait(ctx)
 		}}),
@@ -889,4 +894,39 @@ func TestTwoPCCommitDecisionHook(t *testing.T) {
 	defer mu.Unlock()
 	require.Equal(t, map[string][]string{commit: {"PREPARING"}}, seen,
 		"the hook runs once, for the transaction that commits, before its decision is committed")
+}
+
+// TestTwoPCHungPrepareVotesNoAtThePrepareTimeout: a Prepare that waits on something that never
+// answers is stopped at the prepare timeout the PREPARE carries and votes NO; the transaction
+// aborts, nothing stays held and the participant's Abort never runs.
+func TestTwoPCHungPrepareVotesNoAtThePrepareTimeout(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	client := e.twoPCClient(e.coord.Addr())
+	stopped := make(chan error, 1)
+	parts := []*txParticipant{
+		e.startTxParticipant(txParticipantOpts{name: "bank-a"}),
+		e.startTxParticipant(txParticipantOpts{name: "hung", prepare: func(ctx context.Context, cmd *protocol.TxCommand) error {
+			if cmd.TimeoutMillis != 1000 {
+				return fmt.Errorf("the PREPARE carries timeout_ms %d, not the prepare timeout of 1000", cmd.TimeoutMillis)
+			}
+			<-ctx.Done()
+			stopped <- ctx.Err()
+			return ctx.Err()
+		}}),
+	}
+	id := e.beginTx(client, time.Second, txParts("bank-a", "hung"))
+	tx := e.requireOutcome(client, id, pb.TransactionState_TRANSACTION_STATE_ABORTED, 30*time.Second)
+	select {
+	case err := <-stopped:
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the hung Prepare was not stopped within 10s")
+	}
+	_, held := e.holdStates(id)["hung"]
+	require.False(t, held, "the stopped Prepare kept nothing")
+	require.Zero(t, parts[1].aborts.Load(), "nothing to release after a NO")
+	require.Zero(t, parts[1].commits.Load())
+	require.Contains(t, tx.GetReason(), "prepare", "reason %q", tx.GetReason())
+	e.requireQuiescent(schemasOf(parts...)...)
 }

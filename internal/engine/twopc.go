@@ -141,6 +141,13 @@ func (e *Engine) txChange(t *store.Tx, cmds []twopc.Command, now time.Time) (sto
 	for _, c := range cmds {
 		p := t.Tx.Participants[c.Participant]
 		cmd := protocol.TxCommand{TxID: t.Tx.ID, Participant: p.Name, Kind: c.Kind, Attempt: c.Attempt, Payload: p.Payload}
+		if c.Kind == twopc.KindPrepare {
+			// What is left of the prepare timeout: the whole of it, since PREPAREs go out when
+			// the transaction begins. The participant may vote NO after it.
+			if left := t.Tx.PrepareDeadline.Sub(now); left > 0 {
+				cmd.TimeoutMillis = left.Milliseconds()
+			}
+		}
 		msg, err := cmd.Encode()
 		if err != nil {
 			return store.TxChange{}, fmt.Errorf("encode %s for transaction %s: %w", c.Kind, t.Tx.ID, err)
