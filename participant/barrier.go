@@ -287,18 +287,13 @@ func decodeStored(raw string, cmd *protocol.StepCommand, kind string) (protocol.
 func (b *barrier) callInSavepoint(ctx context.Context, sp *savepointTx, cmd *protocol.StepCommand, h Handler, next *batch) (out json.RawMessage, herr error, err error) {
 	c := *cmd // the handler may not change what the reply is built from
 	sp.owner.calls++
-	hctx := ctx
-	if d := b.handlerDeadline(cmd); d > 0 {
-		var cancel context.CancelFunc
-		hctx, cancel = context.WithTimeout(ctx, d)
-		defer cancel()
-		defer func() {
-			if herr != nil && !IsBusiness(herr) && ctx.Err() == nil && errors.Is(hctx.Err(), context.DeadlineExceeded) {
-				herr = fmt.Errorf("handler still running after %s, the step's timeout: %w", d, herr)
-			}
-		}()
-	}
+	limit := handlerLimit(cmd.Timeout(), b.handlerTimeout)
+	hctx, cancel := handlerContext(ctx, limit)
+	defer cancel()
 	out, herr = call(hctx, h, sp, &c)
+	if stoppedByDeadline(ctx, hctx, herr) {
+		herr = fmt.Errorf("handler still running after %s, the step's timeout: %w", limit, herr)
+	}
 	if herr == nil {
 		herr = checkOutput(out)
 	}
@@ -322,11 +317,6 @@ func (b *barrier) callInSavepoint(ctx context.Context, sp *savepointTx, cmd *pro
 	return out, nil, nil
 }
 
-// handlerDeadline is how long the handler of cmd may run; 0 for no limit.
-func (b *barrier) handlerDeadline(cmd *protocol.StepCommand) time.Duration {
-	return handlerLimit(cmd.Timeout(), b.handlerTimeout)
-}
-
 // handlerLimit is how long a handler may run given the command's timeout and
 // Config.HandlerTimeout: the shorter of the two, none when HandlerTimeout is negative; 0 for no
 // limit.
@@ -338,6 +328,21 @@ func handlerLimit(command, configured time.Duration) time.Duration {
 		return configured
 	}
 	return command
+}
+
+// handlerContext returns the context a handler runs with: ctx, ended after limit when limit is
+// positive.
+func handlerContext(ctx context.Context, limit time.Duration) (context.Context, context.CancelFunc) {
+	if limit <= 0 {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, limit)
+}
+
+// stoppedByDeadline reports whether herr, what a handler running with hctx returned, is a
+// failure that its own deadline caused: not a business failure, and not the worker stopping.
+func stoppedByDeadline(ctx, hctx context.Context, herr error) bool {
+	return herr != nil && !IsBusiness(herr) && ctx.Err() == nil && errors.Is(hctx.Err(), context.DeadlineExceeded)
 }
 
 func call(ctx context.Context, h Handler, tx pgx.Tx, cmd *protocol.StepCommand) (out json.RawMessage, err error) {

@@ -348,14 +348,10 @@ func callTxInSavepoint(ctx context.Context, tx pgx.Tx, cmd *protocol.TxCommand, 
 		return nil, fmt.Errorf("savepoint before handler: %w", err)
 	}
 	c := *cmd // the handler may not change what the reply is built from
-	hctx := ctx
-	if limit > 0 {
-		var cancel context.CancelFunc
-		hctx, cancel = context.WithTimeout(ctx, limit)
-		defer cancel()
-	}
+	hctx, cancel := handlerContext(ctx, limit)
+	defer cancel()
 	herr = callTx(hctx, h, sp, &c)
-	if herr != nil && !IsBusiness(herr) && ctx.Err() == nil && errors.Is(hctx.Err(), context.DeadlineExceeded) {
+	if stoppedByDeadline(ctx, hctx, herr) {
 		herr = Failf("prepare still running after %s, the prepare timeout: %v", limit, herr)
 	}
 	if IsBusiness(herr) {

@@ -246,20 +246,7 @@ func (w *Worker) loop(ctx context.Context, deliveries <-chan *transport.Delivery
 	defer w.wg.Done()
 	ds := make([]*transport.Delivery, 0, w.cfg.MaxBatch)
 	for d := range deliveries {
-		// Take what else is waiting, without waiting for more.
-		ds = append(ds[:0], d)
-	gather:
-		for len(ds) < w.cfg.MaxBatch {
-			select {
-			case d, ok := <-deliveries:
-				if !ok {
-					break gather
-				}
-				ds = append(ds, d)
-			default:
-				break gather
-			}
-		}
+		ds = transport.TakeWaiting(deliveries, append(ds[:0], d), w.cfg.MaxBatch)
 		w.processAll(ctx, ds)
 	}
 }
@@ -333,6 +320,11 @@ type stepWork struct {
 	ctx   context.Context
 	span  trace.Span
 	began time.Time
+}
+
+// again returns s as it was decoded, to be decided anew (with a span and clock of its own).
+func (s *stepWork) again() *stepWork {
+	return &stepWork{d: s.d, cmd: s.cmd, h: s.h, log: s.log}
 }
 
 // decodeStep decodes a saga step command and finds its handler; it dead-letters d and returns
@@ -416,8 +408,8 @@ func (w *Worker) processGroup(ctx context.Context, steps []*stepWork) {
 		return
 	}
 	var later []*transport.Delivery // to requeue after RetryBackoff
-	var sent, alone []*stepWork
-	var msgs []transport.Outgoing
+	var alone []*stepWork
+	var replies []reply
 	for i, s := range steps {
 		o := outs[i]
 		if o.err == nil && o.res.reply.Outcome == protocol.OutcomeRetry && isLockConflict(o.res.cause) {
@@ -431,13 +423,9 @@ func (w *Worker) processGroup(ctx context.Context, steps []*stepWork) {
 		}
 		if o.err != nil {
 			w.ended(s, o.err)
-			if isDataException(o.err) {
-				s.log.Error("dead-lettering a command whose values the database rejects", "err", o.err)
-				w.settle(s.d, "reject", (*transport.Delivery).Reject)
-				continue
+			if w.undecided(ctx, s.log, s.d, o.err) {
+				later = append(later, s.d)
 			}
-			s.log.Error("barrier transaction failed for the command; requeueing it", "err", o.err, "backoff", w.cfg.RetryBackoff)
-			later = append(later, s.d)
 			continue
 		}
 		w.decided(s, o.res)
@@ -447,30 +435,12 @@ func (w *Worker) processGroup(ctx context.Context, steps []*stepWork) {
 			later = append(later, s.d)
 			continue
 		}
-		w.tel.inject(s.ctx, s.d, msg.Headers)
-		msgs = append(msgs, transport.Outgoing{Exchange: protocol.ExchangeReplies, RoutingKey: protocol.RoutingKeyReplies, Message: msg})
-		sent = append(sent, s)
+		replies = append(replies, reply{ctx: s.ctx, log: s.log, d: s.d, msg: msg})
 	}
-	if len(msgs) > 0 {
-		errs := w.cfg.Transport.Publish(ctx, msgs)
-		for i, s := range sent {
-			var err error
-			if len(errs) != len(msgs) {
-				err = fmt.Errorf("transport returned %d results for %d messages", len(errs), len(msgs))
-			} else {
-				err = errs[i]
-			}
-			if err != nil {
-				s.log.Warn("publishing the reply failed; requeueing the command, whose redelivery re-sends the stored reply", "err", err)
-				later = append(later, s.d)
-				continue
-			}
-			w.settle(s.d, "ack", (*transport.Delivery).Ack)
-		}
-	}
+	later = append(later, w.replyAll(ctx, replies)...)
 	for _, s := range alone {
 		if !w.requeueIfStopping(s.d) {
-			w.processStep(ctx, &stepWork{d: s.d, cmd: s.cmd, h: s.h, log: s.log})
+			w.processStep(ctx, s.again())
 		}
 	}
 	if len(later) > 0 {
@@ -503,7 +473,7 @@ func (w *Worker) groupFailed(ctx context.Context, steps []*stepWork, err error) 
 		w.log.Warn("group transaction failed; deciding its commands one by one", "commands", len(steps), "err", err)
 		for _, s := range steps {
 			if !w.requeueIfStopping(s.d) {
-				w.processStep(ctx, &stepWork{d: s.d, cmd: s.cmd, h: s.h, log: s.log})
+				w.processStep(ctx, s.again())
 			}
 		}
 	default:
@@ -514,37 +484,76 @@ func (w *Worker) groupFailed(ctx context.Context, steps []*stepWork, err error) 
 
 // barrierFailed settles a delivery whose barrier transaction failed and decided nothing.
 func (w *Worker) barrierFailed(ctx context.Context, log *slog.Logger, d *transport.Delivery, err error) {
+	if w.undecided(ctx, log, d, err) {
+		w.backoffAndRequeue(ctx, d)
+	}
+}
+
+// undecided settles d, for which the barrier decided nothing because of err, when it can: it is
+// requeued at once on shutdown, and dead-lettered when it carries a value the database can never
+// store. Otherwise it reports true: d is to be requeued after RetryBackoff.
+func (w *Worker) undecided(ctx context.Context, log *slog.Logger, d *transport.Delivery, err error) (later bool) {
 	if ctx.Err() != nil {
 		log.Info("command interrupted by shutdown; it will be redelivered", "err", err)
 		w.settle(d, "requeue", (*transport.Delivery).Requeue)
-		return
+		return false
 	}
 	if isDataException(err) {
 		// The command carries a value the database can never store (a NUL in a text
 		// field, say): redelivering it would fail the same way forever.
 		log.Error("dead-lettering a command whose values the database rejects", "err", err)
 		w.settle(d, "reject", (*transport.Delivery).Reject)
-		return
+		return false
 	}
 	log.Error("barrier transaction failed; requeueing the command", "err", err, "backoff", w.cfg.RetryBackoff)
-	w.backoffAndRequeue(ctx, d)
+	return true
+}
+
+// reply is the reply to a command, ready to publish: ctx carries the command's span, and log
+// names the command.
+type reply struct {
+	ctx context.Context
+	log *slog.Logger
+	d   *transport.Delivery
+	msg protocol.Message
+}
+
+// replyAll publishes replies together, with confirms, and acknowledges each command whose reply
+// was confirmed. It returns the deliveries whose reply was not, to be requeued: their
+// redelivery is answered from the barrier with the same reply.
+func (w *Worker) replyAll(ctx context.Context, replies []reply) (failed []*transport.Delivery) {
+	if len(replies) == 0 {
+		return nil
+	}
+	out := make([]transport.Outgoing, len(replies))
+	for i, r := range replies {
+		w.tel.inject(r.ctx, r.d, r.msg.Headers)
+		out[i] = transport.Outgoing{Exchange: protocol.ExchangeReplies, RoutingKey: protocol.RoutingKeyReplies, Message: r.msg}
+	}
+	errs := w.cfg.Transport.Publish(ctx, out)
+	for i, r := range replies {
+		var err error
+		if len(errs) != len(out) {
+			err = fmt.Errorf("transport returned %d results for %d messages", len(errs), len(out))
+		} else {
+			err = errs[i]
+		}
+		if err != nil {
+			r.log.Warn("publishing the reply failed; requeueing the command, whose redelivery re-sends the stored reply", "err", err)
+			failed = append(failed, r.d)
+			continue
+		}
+		w.settle(r.d, "ack", (*transport.Delivery).Ack)
+	}
+	return failed
 }
 
 // publishReply publishes the reply to d with confirms and then acknowledges d. When the publish
-// fails, d is requeued: its redelivery is answered from the barrier with the same reply.
+// fails, d is requeued after RetryBackoff.
 func (w *Worker) publishReply(ctx context.Context, log *slog.Logger, d *transport.Delivery, msg protocol.Message) {
-	w.tel.inject(ctx, d, msg.Headers)
-	errs := w.cfg.Transport.Publish(ctx, []transport.Outgoing{{
-		Exchange:   protocol.ExchangeReplies,
-		RoutingKey: protocol.RoutingKeyReplies,
-		Message:    msg,
-	}})
-	if len(errs) != 1 || errs[0] != nil {
-		log.Warn("publishing the reply failed; requeueing the command, whose redelivery re-sends the stored reply", "err", errors.Join(errs...))
-		w.backoffAndRequeue(ctx, d)
-		return
+	if failed := w.replyAll(ctx, []reply{{ctx: ctx, log: log, d: d, msg: msg}}); len(failed) > 0 {
+		w.backoffAndRequeue(ctx, failed...)
 	}
-	w.settle(d, "ack", (*transport.Delivery).Ack)
 }
 
 func (w *Worker) logResult(log *slog.Logger, res result) {

@@ -18,6 +18,24 @@ type Outgoing struct {
 	protocol.Message
 }
 
+// TakeWaiting appends to batch the deliveries already waiting on ch, without waiting for more,
+// until batch holds max. A batch so gathered is as large as the load makes it: one delivery when
+// they come one at a time, more when they arrive faster than they are processed.
+func TakeWaiting(ch <-chan *Delivery, batch []*Delivery, max int) []*Delivery {
+	for len(batch) < max {
+		select {
+		case d, ok := <-ch:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, d)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
 // Delivery is one message received from a queue. Exactly one of Ack, Reject or Requeue should be
 // called. A delivery belongs to the connection it arrived on: after that connection is lost, its
 // Ack, Reject and Requeue return ErrStale and send nothing, so a delivery tag of an old connection

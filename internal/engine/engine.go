@@ -627,18 +627,7 @@ func (e *Engine) consumeReplies(ctx context.Context, deliveries <-chan *transpor
 			}
 			batch = append(batch, d)
 		}
-	fill:
-		for len(batch) < e.cfg.ReplyBatch {
-			select {
-			case d, ok := <-deliveries:
-				if !ok {
-					break fill
-				}
-				batch = append(batch, d)
-			default:
-				break fill
-			}
-		}
+		batch = transport.TakeWaiting(deliveries, batch, e.cfg.ReplyBatch)
 		e.applyReplies(ctx, batch)
 	}
 }
