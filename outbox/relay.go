@@ -84,6 +84,8 @@ type Relay struct {
 
 	// deletes carries confirmed row ids from the workers to the deleter.
 	deletes chan []int64
+	// deferred is the outbox when it deletes confirmed rows later itself; nil otherwise.
+	deferred store.DeferredDelete
 
 	workers lifecycle.Group // publishing workers and the poller
 	deleter lifecycle.Group // stopped after the workers, so that it drains what they handed over
@@ -93,6 +95,7 @@ type Relay struct {
 func NewRelay(ob store.Outbox, tr transport.Transport, cfg Config) *Relay {
 	cfg = cfg.WithDefaults()
 	r := &Relay{cfg: cfg, outbox: ob, transport: tr, queue: make(chan store.OutboxRow, cfg.QueueSize), deletes: make(chan []int64, 1024)}
+	r.deferred, _ = ob.(store.DeferredDelete)
 	if cfg.MeterProvider != nil {
 		m := cfg.MeterProvider.Meter("github.com/sagacoord/sagacoord/outbox")
 		// Creating an instrument fails only for an invalid name; these are constant.
@@ -144,10 +147,10 @@ func (r *Relay) Stop() {
 	r.workers.Stop()
 	// Only now that no worker can hand over more ids does the deleter drain and stop.
 	r.deleter.Stop()
-	if d, ok := r.outbox.(store.DeferredDelete); ok {
+	if r.deferred != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if err := d.FlushDeletes(ctx); err != nil {
+		if err := r.deferred.FlushDeletes(ctx); err != nil {
 			r.cfg.Logger.Error("delete confirmed outbox rows; they will be published again", "err", err)
 		}
 	}
@@ -256,8 +259,8 @@ func (r *Relay) publish(ctx context.Context, rows []store.OutboxRow) {
 	// deduplicate. A store that defers deletes batches them itself, most often into the
 	// engine's next state transaction (see Stop); otherwise the deleter batches them across
 	// publishes.
-	if d, ok := r.outbox.(store.DeferredDelete); ok {
-		d.DeleteSoon(done)
+	if r.deferred != nil {
+		r.deferred.DeleteSoon(done)
 		return
 	}
 	select {

@@ -718,20 +718,28 @@ func machineCPU() map[string]procCPU {
 		if err != nil {
 			continue // exited meanwhile
 		}
-		s := string(b)
-		open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-		if open < 0 || end < open {
-			continue
+		if comm, secs, ok := parseStat(string(b)); ok {
+			out[pid] = procCPU{group: processGroup(comm), seconds: secs}
 		}
-		f := strings.Fields(s[end+1:])
-		if len(f) <= 13 {
-			continue
-		}
-		ut, _ := strconv.ParseFloat(f[11], 64)
-		st, _ := strconv.ParseFloat(f[12], 64)
-		out[pid] = procCPU{group: processGroup(s[open+1 : end]), seconds: (ut + st) / 100}
 	}
 	return out
+}
+
+// parseStat reads the command name and the CPU seconds (user and system) of a /proc/PID/stat
+// line.
+func parseStat(s string) (comm string, cpuSeconds float64, ok bool) {
+	// The command name is in parentheses and may contain spaces and parentheses itself.
+	open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+	if open < 0 || end < open {
+		return "", 0, false
+	}
+	f := strings.Fields(s[end+1:])
+	if len(f) <= 13 {
+		return "", 0, false
+	}
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return s[open+1 : end], (ut + st) / 100, true // USER_HZ is 100 on Linux
 }
 
 // processGroup names the group of a process by its command name.
@@ -770,16 +778,7 @@ func cpuByGroup(before, after map[string]procCPU, secs float64) map[string]float
 // procStats reads a process's CPU seconds and current and peak RSS in MB from /proc.
 func procStats(pid int) (cpu, rssMB, peakMB float64) {
 	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
-		// Fields after the command name, which is in parentheses and may contain spaces.
-		s := string(b)
-		if i := strings.LastIndexByte(s, ')'); i > 0 {
-			f := strings.Fields(s[i+1:])
-			if len(f) > 13 {
-				ut, _ := strconv.ParseFloat(f[11], 64)
-				st, _ := strconv.ParseFloat(f[12], 64)
-				cpu = (ut + st) / 100 // USER_HZ is 100 on Linux
-			}
-		}
+		_, cpu, _ = parseStat(string(b))
 	}
 	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
 		for _, line := range strings.Split(string(b), "\n") {

@@ -60,3 +60,15 @@ func TestMachineCPUReadsThisProcess(t *testing.T) {
 		t.Errorf("this process reads as %+v, want group other and non-negative seconds", me)
 	}
 }
+
+func TestParseStat(t *testing.T) {
+	// A command name may hold spaces and parentheses; the fields count from the last ')'.
+	line := "4242 (my (odd) name) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 3 0 100 0 0"
+	comm, secs, ok := parseStat(line)
+	if !ok || comm != "my (odd) name" || secs != 3.25 {
+		t.Fatalf("parseStat = %q, %v, %v; want \"my (odd) name\", 3.25 (250 + 75 ticks), true", comm, secs, ok)
+	}
+	if _, _, ok := parseStat("4242 (truncated) S 1"); ok {
+		t.Error("a line with too few fields parses")
+	}
+}
