@@ -17,7 +17,7 @@ import (
 
 	"github.com/sagacoord/sagacoord/internal/lifecycle"
 	"github.com/sagacoord/sagacoord/internal/telemetry"
-	"github.com/sagacoord/sagacoord/store"
+	"github.com/sagacoord/sagacoord/internal/store"
 	"github.com/sagacoord/sagacoord/transport"
 )
 

@@ -26,7 +26,7 @@ import (
 	"github.com/sagacoord/sagacoord/internal/telemetry"
 	"github.com/sagacoord/sagacoord/migrations"
 	"github.com/sagacoord/sagacoord/outbox"
-	"github.com/sagacoord/sagacoord/store/pgstore"
+	"github.com/sagacoord/sagacoord/internal/store/pgstore"
 	"github.com/sagacoord/sagacoord/transport/amqptransport"
 )
 

@@ -9,7 +9,7 @@ import (
 
 	"github.com/sagacoord/sagacoord/internal/telemetry"
 	"github.com/sagacoord/sagacoord/saga"
-	"github.com/sagacoord/sagacoord/store"
+	"github.com/sagacoord/sagacoord/internal/store"
 	"github.com/sagacoord/sagacoord/twopc"
 )
 

@@ -14,7 +14,7 @@ import (
 
 	"github.com/sagacoord/sagacoord/internal/telemetry"
 	"github.com/sagacoord/sagacoord/saga"
-	"github.com/sagacoord/sagacoord/store"
+	"github.com/sagacoord/sagacoord/internal/store"
 )
 
 // Tracing follows DESIGN's rule that no coordinator holds in memory what a crash would lose. A

@@ -16,7 +16,7 @@ import (
 	"github.com/sagacoord/sagacoord/internal/telemetry"
 	"github.com/sagacoord/sagacoord/protocol"
 	"github.com/sagacoord/sagacoord/saga"
-	"github.com/sagacoord/sagacoord/store"
+	"github.com/sagacoord/sagacoord/internal/store"
 )
 
 var t0 = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)

@@ -11,7 +11,7 @@ import (
 
 	"github.com/sagacoord/sagacoord/internal/telemetry"
 	"github.com/sagacoord/sagacoord/protocol"
-	"github.com/sagacoord/sagacoord/store"
+	"github.com/sagacoord/sagacoord/internal/store"
 	"github.com/sagacoord/sagacoord/twopc"
 )
 

@@ -8,7 +8,7 @@ import (
 
 	pb "github.com/sagacoord/sagacoord/gen/sagacoord/v1"
 	"github.com/sagacoord/sagacoord/saga"
-	"github.com/sagacoord/sagacoord/store"
+	"github.com/sagacoord/sagacoord/internal/store"
 )
 
 func ts(t time.Time) *timestamppb.Timestamp {

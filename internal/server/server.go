@@ -22,7 +22,7 @@ import (
 
 	pb "github.com/sagacoord/sagacoord/gen/sagacoord/v1"
 	"github.com/sagacoord/sagacoord/internal/engine"
-	"github.com/sagacoord/sagacoord/store"
+	"github.com/sagacoord/sagacoord/internal/store"
 )
 
 // MaxMessageBytes bounds a gRPC request; the engine's own limits are lower.

@@ -10,7 +10,7 @@ import (
 
 	pb "github.com/sagacoord/sagacoord/gen/sagacoord/v1"
 	"github.com/sagacoord/sagacoord/internal/engine"
-	"github.com/sagacoord/sagacoord/store"
+	"github.com/sagacoord/sagacoord/internal/store"
 	"github.com/sagacoord/sagacoord/twopc"
 )
 

@@ -11,8 +11,8 @@ import (
 
 	"github.com/sagacoord/sagacoord/internal/testenv"
 	"github.com/sagacoord/sagacoord/migrations"
-	"github.com/sagacoord/sagacoord/store"
-	"github.com/sagacoord/sagacoord/store/pgstore"
+	"github.com/sagacoord/sagacoord/internal/store"
+	"github.com/sagacoord/sagacoord/internal/store/pgstore"
 )
 
 // TestConfiguredPoolKeepsUsingTheIndexAsTheTableGrows runs Mutate often enough on a nearly

@@ -8,7 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sagacoord/sagacoord/saga"
-	"github.com/sagacoord/sagacoord/store"
+	"github.com/sagacoord/sagacoord/internal/store"
 )
 
 // testDeleteFinished checks retention: only rows that finished before the cutoff go, at most

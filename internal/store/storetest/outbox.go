@@ -7,7 +7,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
-	"github.com/sagacoord/sagacoord/store"
+	"github.com/sagacoord/sagacoord/internal/store"
 	"github.com/sagacoord/sagacoord/transport"
 )
 

@@ -11,8 +11,8 @@ import (
 
 	"github.com/sagacoord/sagacoord/protocol"
 	"github.com/sagacoord/sagacoord/saga"
-	"github.com/sagacoord/sagacoord/store"
-	"github.com/sagacoord/sagacoord/store/pgstore"
+	"github.com/sagacoord/sagacoord/internal/store"
+	"github.com/sagacoord/sagacoord/internal/store/pgstore"
 	"github.com/sagacoord/sagacoord/transport"
 )
 

@@ -16,8 +16,8 @@ import (
 	"github.com/sagacoord/sagacoord/internal/testenv"
 	"github.com/sagacoord/sagacoord/migrations"
 	"github.com/sagacoord/sagacoord/saga"
-	"github.com/sagacoord/sagacoord/store"
-	"github.com/sagacoord/sagacoord/store/pgstore"
+	"github.com/sagacoord/sagacoord/internal/store"
+	"github.com/sagacoord/sagacoord/internal/store/pgstore"
 )
 
 // TestMutateTimeIsNotOlderThanTheLockedRows is a BUG test: it fails until Mutate reads the

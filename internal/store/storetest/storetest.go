@@ -27,7 +27,7 @@ import (
 
 	"github.com/sagacoord/sagacoord/protocol"
 	"github.com/sagacoord/sagacoord/saga"
-	"github.com/sagacoord/sagacoord/store"
+	"github.com/sagacoord/sagacoord/internal/store"
 	"github.com/sagacoord/sagacoord/transport"
 	"github.com/sagacoord/sagacoord/twopc"
 )

@@ -13,7 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sagacoord/sagacoord/protocol"
-	"github.com/sagacoord/sagacoord/store"
+	"github.com/sagacoord/sagacoord/internal/store"
 	"github.com/sagacoord/sagacoord/transport"
 )
 

@@ -10,9 +10,9 @@ import (
 
 	"github.com/sagacoord/sagacoord/internal/testenv"
 	"github.com/sagacoord/sagacoord/migrations"
-	"github.com/sagacoord/sagacoord/store"
-	"github.com/sagacoord/sagacoord/store/pgstore"
-	"github.com/sagacoord/sagacoord/store/storetest"
+	"github.com/sagacoord/sagacoord/internal/store"
+	"github.com/sagacoord/sagacoord/internal/store/pgstore"
+	"github.com/sagacoord/sagacoord/internal/store/storetest"
 )
 
 func TestMain(m *testing.M) {
