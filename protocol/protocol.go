@@ -7,7 +7,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"unicode/utf8"
 )
@@ -62,22 +61,6 @@ const (
 	HeaderParticipant = "x-participant"
 	HeaderTraceparent = "traceparent"
 	HeaderTracestate  = "tracestate"
-)
-
-// Kinds of step command, carried in HeaderKind and in the barrier key.
-const (
-	KindAction     = "action"
-	KindCompensate = "compensate"
-)
-
-// Outcomes of a reply.
-const (
-	OutcomeSucceeded = "succeeded"
-	OutcomeFailed    = "failed"
-	OutcomeRetry     = "retry"
-	OutcomeVoteYes   = "vote_yes"
-	OutcomeVoteNo    = "vote_no"
-	OutcomeAck       = "ack"
 )
 
 // Size limits. A step command carries the saga input and the outputs of the steps it depends
@@ -158,33 +141,4 @@ var ErrMalformed = errors.New("malformed message")
 
 func malformed(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrMalformed, fmt.Sprintf(format, args...))
-}
-
-// CommandID returns the deterministic message id of one attempt of a saga step command. A
-// republished copy of the same attempt has the same id, so consumers can deduplicate on it.
-func CommandID(sagaID string, stepIndex int, kind string, attempt int) string {
-	return "saga:" + sagaID + ":" + strconv.Itoa(stepIndex) + ":" + kind + ":" + strconv.Itoa(attempt)
-}
-
-// ReplyID returns the message id of the reply to the command with id commandID.
-func ReplyID(commandID string) string { return "reply:" + commandID }
-
-// ParseCommandID splits a saga command id made by CommandID.
-func ParseCommandID(id string) (sagaID string, stepIndex int, kind string, attempt int, err error) {
-	parts := strings.Split(id, ":")
-	if len(parts) != 5 || parts[0] != "saga" {
-		return "", 0, "", 0, malformed("command id %q is not saga:<id>:<step>:<kind>:<attempt>", id)
-	}
-	stepIndex, err = strconv.Atoi(parts[2])
-	if err != nil || stepIndex < 0 {
-		return "", 0, "", 0, malformed("command id %q: bad step index", id)
-	}
-	attempt, err = strconv.Atoi(parts[4])
-	if err != nil || attempt < 1 {
-		return "", 0, "", 0, malformed("command id %q: bad attempt", id)
-	}
-	if parts[3] != KindAction && parts[3] != KindCompensate {
-		return "", 0, "", 0, malformed("command id %q: kind must be action or compensate", id)
-	}
-	return parts[1], stepIndex, parts[3], attempt, nil
 }

@@ -36,11 +36,11 @@ func TestStepCommandRoundTrip(t *testing.T) {
 	reply, err := protocol.EncodeStepReply(got, protocol.StepReply{Outcome: protocol.OutcomeSucceeded, Output: json.RawMessage(`{"id":7}`)})
 	require.NoError(t, err)
 	require.Equal(t, m.MessageID, reply.CorrelationID, "a reply's correlation id is its command's message id")
-	r, err := protocol.DecodeSagaReply(reply)
+	r, err := protocol.DecodeReply(reply)
 	require.NoError(t, err)
 	require.Equal(t, cmd.SagaID, r.SagaID)
 	require.Equal(t, 1, r.StepIndex)
-	require.Equal(t, protocol.KindAction, r.Kind)
+	require.EqualValues(t, protocol.KindAction, r.Kind)
 	require.Equal(t, 2, r.Attempt)
 	require.JSONEq(t, `{"id":7}`, string(r.Output))
 }
@@ -113,15 +113,15 @@ func TestDecodeSagaReplyChecks(t *testing.T) {
 	} {
 		m, err := protocol.EncodeStepReply(cmd, tc.reply)
 		require.NoError(t, err, name)
-		_, err = protocol.DecodeSagaReply(m)
+		_, err = protocol.DecodeReply(m)
 		require.ErrorIs(t, err, protocol.ErrMalformed, name)
 		require.Contains(t, err.Error(), tc.want, name)
 	}
 	m, err := protocol.EncodeStepReply(cmd, protocol.StepReply{Outcome: protocol.OutcomeFailed, Error: "no"})
 	require.NoError(t, err)
 	m.CorrelationID = "tx:1:p:prepare:1"
-	_, err = protocol.DecodeSagaReply(m)
-	require.ErrorIs(t, err, protocol.ErrMalformed, "a transaction correlation id is not a saga reply")
+	_, err = protocol.DecodeReply(m)
+	require.ErrorIs(t, err, protocol.ErrMalformed, "a failure does not answer a prepare")
 }
 
 func TestTxMessagesRoundTrip(t *testing.T) {
@@ -136,14 +136,14 @@ func TestTxMessagesRoundTrip(t *testing.T) {
 
 	reply, err := protocol.EncodeTxReply(got, protocol.TxReply{Outcome: protocol.OutcomeVoteYes})
 	require.NoError(t, err)
-	r, err := protocol.DecodeTxReply(reply)
+	r, err := protocol.DecodeReply(reply)
 	require.NoError(t, err)
 	require.Equal(t, "bank-a", r.Participant)
-	require.Equal(t, protocol.KindPrepare, r.Kind)
+	require.EqualValues(t, protocol.KindPrepare, r.Kind)
 
 	bad, err := protocol.EncodeTxReply(got, protocol.TxReply{Outcome: protocol.OutcomeAck})
 	require.NoError(t, err)
-	_, err = protocol.DecodeTxReply(bad)
+	_, err = protocol.DecodeReply(bad)
 	require.ErrorIs(t, err, protocol.ErrMalformed, "an ack does not answer a prepare")
 
 	q, err := protocol.EncodeTxQuery(protocol.TxQuery{TxID: "tx-1", Participant: "bank-a"}, "1")
@@ -155,16 +155,36 @@ func TestTxMessagesRoundTrip(t *testing.T) {
 
 func TestParseCommandIDs(t *testing.T) {
 	t.Parallel()
-	id, idx, kind, attempt, err := protocol.ParseCommandID(protocol.CommandID("s", 3, protocol.KindCompensate, 4))
-	require.NoError(t, err)
-	require.Equal(t, []any{"s", 3, protocol.KindCompensate, 4}, []any{id, idx, kind, attempt})
-	for _, bad := range []string{"", "saga:s:1:action", "saga:s:-1:action:1", "saga:s:1:bogus:1", "saga:s:1:action:0", "tx:s:1:action:1"} {
-		_, _, _, _, err := protocol.ParseCommandID(bad)
+	for _, ref := range []protocol.CommandRef{
+		{SagaID: "s", StepIndex: 3, Kind: protocol.KindCompensate, Attempt: 4},
+		{TxID: "t", Participant: "bank-a", Kind: protocol.KindCommit, Attempt: 2},
+	} {
+		got, err := protocol.ParseCommandID(ref.ID())
+		require.NoError(t, err)
+		require.Equal(t, ref, got)
+	}
+	for _, bad := range []string{"", "saga:s:1:action", "saga:s:-1:action:1", "saga:s:1:bogus:1", "saga:s:1:action:0", "tx:s:1:action:1",
+		"tx::p:prepare:1", "tx:t::prepare:1", "tx:t:p:bogus:1", "tx:t:p:commit:x", "saga::1:action:1", "other:s:1:action:1"} {
+		_, err := protocol.ParseCommandID(bad)
 		require.ErrorIs(t, err, protocol.ErrMalformed, bad)
 	}
-	for _, bad := range []string{"tx::p:prepare:1", "tx:t:p:bogus:1", "tx:t:p:commit:x"} {
-		_, _, _, _, err := protocol.ParseTxCommandID(bad)
-		require.ErrorIs(t, err, protocol.ErrMalformed, bad)
+}
+
+func TestCheckName(t *testing.T) {
+	t.Parallel()
+	for _, ok := range []string{"a", "bank-a", "Order.v2_x", strings.Repeat("n", protocol.MaxNameLength)} {
+		require.NoError(t, protocol.CheckName(ok), ok)
+	}
+	for bad, want := range map[string]string{
+		"":    "must not be empty",
+		"-a":  "must start with a letter or digit",
+		"a b": "may contain only",
+		"a:b": "may contain only",
+		strings.Repeat("n", protocol.MaxNameLength+1): "the limit is 128",
+	} {
+		err := protocol.CheckName(bad)
+		require.Error(t, err, bad)
+		require.Contains(t, err.Error(), want, bad)
 	}
 }
 
@@ -186,11 +206,9 @@ func FuzzDecoders(f *testing.F) {
 		}
 		_, err := protocol.DecodeStepCommand(m)
 		check(err)
-		_, err = protocol.DecodeSagaReply(m)
+		_, err = protocol.DecodeReply(m)
 		check(err)
 		_, err = protocol.DecodeTxCommand(m)
-		check(err)
-		_, err = protocol.DecodeTxReply(m)
 		check(err)
 		_, err = protocol.DecodeTxQuery(m)
 		check(err)
@@ -231,9 +249,9 @@ func TestDecodeRejectsWhatPostgreSQLCannotStore(t *testing.T) {
 			// json.Marshal refuses invalid JSON output itself; build the body by hand.
 			m, err = protocol.EncodeStepReply(cmd, protocol.StepReply{Outcome: tc.reply.Outcome})
 			require.NoError(t, err)
-			m.Body = []byte(`{"outcome":"` + tc.reply.Outcome + `","output":` + string(tc.reply.Output) + `}`)
+			m.Body = []byte(`{"outcome":"` + string(tc.reply.Outcome) + `","output":` + string(tc.reply.Output) + `}`)
 		}
-		_, err = protocol.DecodeSagaReply(m)
+		_, err = protocol.DecodeReply(m)
 		if tc.ok {
 			require.NoError(t, err, name)
 		} else {

@@ -12,7 +12,7 @@ type StepCommand struct {
 	SagaID      string `json:"saga_id"`
 	Step        string `json:"step"`
 	StepIndex   int    `json:"step_index"`
-	Kind        string `json:"kind"`
+	Kind        Kind   `json:"kind"`
 	Participant string `json:"participant"`
 	// Action is the action or compensation name the participant dispatches on.
 	Action  string `json:"action"`
@@ -30,6 +30,11 @@ type StepCommand struct {
 	TimeoutMillis int64 `json:"timeout_ms,omitempty"`
 }
 
+// Ref returns the command's reference; its ID is the command's message id.
+func (c *StepCommand) Ref() CommandRef {
+	return CommandRef{SagaID: c.SagaID, StepIndex: c.StepIndex, Kind: c.Kind, Attempt: c.Attempt}
+}
+
 // Timeout returns TimeoutMillis as a duration (0 when none is given).
 func (c *StepCommand) Timeout() time.Duration {
 	return time.Duration(c.TimeoutMillis) * time.Millisecond
@@ -38,7 +43,7 @@ func (c *StepCommand) Timeout() time.Duration {
 // StepReply is a participant's answer to a StepCommand.
 type StepReply struct {
 	// Outcome is OutcomeSucceeded, OutcomeFailed or OutcomeRetry.
-	Outcome string          `json:"outcome"`
+	Outcome Outcome         `json:"outcome"`
 	Output  json.RawMessage `json:"output,omitempty"`
 	Error   string          `json:"error,omitempty"`
 }
@@ -54,7 +59,7 @@ func (c *StepCommand) Encode() (Message, error) {
 		typ = TypeSagaCompensate
 	}
 	return Message{
-		MessageID:   CommandID(c.SagaID, c.StepIndex, c.Kind, c.Attempt),
+		MessageID:   c.Ref().ID(),
 		Type:        typ,
 		ContentType: ContentType,
 		Headers:     c.headers(),
@@ -90,7 +95,7 @@ func DecodeStepCommand(m Message) (*StepCommand, error) {
 	if (m.Type == TypeSagaCompensate) != (c.Kind == KindCompensate) {
 		return nil, malformed("type %q does not match kind %q", m.Type, c.Kind)
 	}
-	if m.MessageID != "" && m.MessageID != CommandID(c.SagaID, c.StepIndex, c.Kind, c.Attempt) {
+	if m.MessageID != "" && m.MessageID != c.Ref().ID() {
 		return nil, malformed("message_id %q does not match the body", m.MessageID)
 	}
 	return &c, nil
@@ -98,7 +103,7 @@ func DecodeStepCommand(m Message) (*StepCommand, error) {
 
 // EncodeStepReply returns the reply message to cmd.
 func EncodeStepReply(cmd *StepCommand, r StepReply) (Message, error) {
-	return reply(CommandID(cmd.SagaID, cmd.StepIndex, cmd.Kind, cmd.Attempt), cmd.headers(), r)
+	return reply(cmd.Ref().ID(), cmd.headers(), r)
 }
 
 // headers are a step command's headers; its reply carries the same ones.
@@ -109,68 +114,9 @@ func (c *StepCommand) headers() map[string]string {
 		HeaderStep:        c.Step,
 		HeaderStepIndex:   strconv.Itoa(c.StepIndex),
 		HeaderAttempt:     strconv.Itoa(c.Attempt),
-		HeaderKind:        c.Kind,
+		HeaderKind:        string(c.Kind),
 		HeaderParticipant: c.Participant,
 	}
-}
-
-// reply builds the reply to the command with message id commandID.
-func reply(commandID string, headers map[string]string, r any) (Message, error) {
-	body, err := json.Marshal(r)
-	if err != nil {
-		return Message{}, err
-	}
-	return Message{
-		MessageID:     ReplyID(commandID),
-		Type:          TypeReply,
-		ContentType:   ContentType,
-		CorrelationID: commandID,
-		Headers:       headers,
-		Body:          body,
-	}, nil
-}
-
-// SagaReply is a decoded reply to a saga step command.
-type SagaReply struct {
-	SagaID    string
-	StepIndex int
-	Kind      string
-	Attempt   int
-	StepReply
-}
-
-// DecodeSagaReply parses a reply whose correlation id is a saga command id. Any error wraps
-// ErrMalformed.
-func DecodeSagaReply(m Message) (*SagaReply, error) {
-	if err := checkBody(m, TypeReply); err != nil {
-		return nil, err
-	}
-	sagaID, idx, kind, attempt, err := ParseCommandID(m.CorrelationID)
-	if err != nil {
-		return nil, err
-	}
-	var r StepReply
-	if err := strictUnmarshal(m.Body, &r); err != nil {
-		return nil, malformed("body: %v", err)
-	}
-	switch r.Outcome {
-	case OutcomeSucceeded, OutcomeFailed, OutcomeRetry:
-	default:
-		return nil, malformed("outcome %q must be succeeded, failed or retry", r.Outcome)
-	}
-	if len(r.Output) > MaxOutputBytes {
-		return nil, malformed("output of %d bytes exceeds %d", len(r.Output), MaxOutputBytes)
-	}
-	if len(r.Output) > 0 && !json.Valid(r.Output) {
-		return nil, malformed("output is not JSON")
-	}
-	if err := checkJSONValue("output", r.Output); err != nil {
-		return nil, err
-	}
-	if err := checkText("error", r.Error); err != nil {
-		return nil, err
-	}
-	return &SagaReply{SagaID: sagaID, StepIndex: idx, Kind: kind, Attempt: attempt, StepReply: r}, nil
 }
 
 func strictUnmarshal(b []byte, v any) error {

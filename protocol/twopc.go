@@ -3,15 +3,7 @@ package protocol
 import (
 	"encoding/json"
 	"strconv"
-	"strings"
 	"time"
-)
-
-// Kinds of two-phase-commit command, carried in HeaderKind and in the participant's barrier key.
-const (
-	KindPrepare = "prepare"
-	KindCommit  = "commit"
-	KindAbort   = "abort"
 )
 
 // TxCommand asks a participant to prepare, commit or abort its part of a transaction.
@@ -19,7 +11,7 @@ type TxCommand struct {
 	TxID        string `json:"tx_id"`
 	Participant string `json:"participant"`
 	// Kind is KindPrepare, KindCommit or KindAbort.
-	Kind string `json:"kind"`
+	Kind Kind `json:"kind"`
 	// Attempt numbers copies of the decision sent to this participant (1 for PREPARE).
 	Attempt int `json:"attempt"`
 	// Payload is the participant's prepare payload (sent with every kind).
@@ -30,6 +22,11 @@ type TxCommand struct {
 	TimeoutMillis int64 `json:"timeout_ms,omitempty"`
 }
 
+// Ref returns the command's reference; its ID is the command's message id.
+func (c *TxCommand) Ref() CommandRef {
+	return CommandRef{TxID: c.TxID, Participant: c.Participant, Kind: c.Kind, Attempt: c.Attempt}
+}
+
 // Timeout returns TimeoutMillis as a duration (0 when none is given).
 func (c *TxCommand) Timeout() time.Duration {
 	return time.Duration(c.TimeoutMillis) * time.Millisecond
@@ -38,8 +35,8 @@ func (c *TxCommand) Timeout() time.Duration {
 // TxReply is a participant's answer: OutcomeVoteYes or OutcomeVoteNo to a PREPARE, OutcomeAck to a
 // COMMIT or ABORT.
 type TxReply struct {
-	Outcome string `json:"outcome"`
-	Error   string `json:"error,omitempty"`
+	Outcome Outcome `json:"outcome"`
+	Error   string  `json:"error,omitempty"`
 }
 
 // TxQuery is sent by a prepared participant that has not learned the decision. It goes to the
@@ -49,33 +46,7 @@ type TxQuery struct {
 	Participant string `json:"participant"`
 }
 
-// TxCommandID returns the deterministic message id of a transaction command.
-func TxCommandID(txID, participant, kind string, attempt int) string {
-	return "tx:" + txID + ":" + participant + ":" + kind + ":" + strconv.Itoa(attempt)
-}
-
-// ParseTxCommandID splits an id made by TxCommandID.
-func ParseTxCommandID(id string) (txID, participant, kind string, attempt int, err error) {
-	parts := strings.Split(id, ":")
-	if len(parts) != 5 || parts[0] != "tx" {
-		return "", "", "", 0, malformed("command id %q is not tx:<id>:<participant>:<kind>:<attempt>", id)
-	}
-	attempt, err = strconv.Atoi(parts[4])
-	if err != nil || attempt < 1 {
-		return "", "", "", 0, malformed("command id %q: bad attempt", id)
-	}
-	switch parts[3] {
-	case KindPrepare, KindCommit, KindAbort:
-	default:
-		return "", "", "", 0, malformed("command id %q: kind must be prepare, commit or abort", id)
-	}
-	if parts[1] == "" || parts[2] == "" {
-		return "", "", "", 0, malformed("command id %q: empty transaction or participant", id)
-	}
-	return parts[1], parts[2], parts[3], attempt, nil
-}
-
-func txType(kind string) string {
+func txType(kind Kind) string {
 	switch kind {
 	case KindPrepare:
 		return TypePrepare
@@ -93,7 +64,7 @@ func (c *TxCommand) Encode() (Message, error) {
 		return Message{}, err
 	}
 	return Message{
-		MessageID:   TxCommandID(c.TxID, c.Participant, c.Kind, c.Attempt),
+		MessageID:   c.Ref().ID(),
 		Type:        txType(c.Kind),
 		ContentType: ContentType,
 		Headers:     c.headers(),
@@ -124,10 +95,10 @@ func DecodeTxCommand(m Message) (*TxCommand, error) {
 		return nil, malformed("attempt %d must be at least 1", c.Attempt)
 	case c.TimeoutMillis < 0:
 		return nil, malformed("timeout_ms %d is negative", c.TimeoutMillis)
-	case txType(c.Kind) != m.Type || (c.Kind != KindPrepare && c.Kind != KindCommit && c.Kind != KindAbort):
+	case txType(c.Kind) != m.Type || !c.Kind.Tx():
 		return nil, malformed("kind %q does not match type %q", c.Kind, m.Type)
 	}
-	if m.MessageID != "" && m.MessageID != TxCommandID(c.TxID, c.Participant, c.Kind, c.Attempt) {
+	if m.MessageID != "" && m.MessageID != c.Ref().ID() {
 		return nil, malformed("message_id %q does not match the body", m.MessageID)
 	}
 	return &c, nil
@@ -135,7 +106,7 @@ func DecodeTxCommand(m Message) (*TxCommand, error) {
 
 // EncodeTxReply returns the reply message to cmd.
 func EncodeTxReply(cmd *TxCommand, r TxReply) (Message, error) {
-	return reply(TxCommandID(cmd.TxID, cmd.Participant, cmd.Kind, cmd.Attempt), cmd.headers(), r)
+	return reply(cmd.Ref().ID(), cmd.headers(), r)
 }
 
 // headers are a transaction command's headers; its reply carries the same ones.
@@ -144,43 +115,9 @@ func (c *TxCommand) headers() map[string]string {
 		HeaderVersion:     Version,
 		HeaderTxID:        c.TxID,
 		HeaderAttempt:     strconv.Itoa(c.Attempt),
-		HeaderKind:        c.Kind,
+		HeaderKind:        string(c.Kind),
 		HeaderParticipant: c.Participant,
 	}
-}
-
-// TxReplyMessage is a decoded reply to a transaction command.
-type TxReplyMessage struct {
-	TxID        string
-	Participant string
-	Kind        string
-	Attempt     int
-	TxReply
-}
-
-// DecodeTxReply parses a reply whose correlation id is a transaction command id. Any error wraps
-// ErrMalformed.
-func DecodeTxReply(m Message) (*TxReplyMessage, error) {
-	if err := checkBody(m, TypeReply); err != nil {
-		return nil, err
-	}
-	txID, participant, kind, attempt, err := ParseTxCommandID(m.CorrelationID)
-	if err != nil {
-		return nil, err
-	}
-	var r TxReply
-	if err := strictUnmarshal(m.Body, &r); err != nil {
-		return nil, malformed("body: %v", err)
-	}
-	if err := checkText("error", r.Error); err != nil {
-		return nil, err
-	}
-	ok := kind == KindPrepare && (r.Outcome == OutcomeVoteYes || r.Outcome == OutcomeVoteNo) ||
-		kind != KindPrepare && r.Outcome == OutcomeAck
-	if !ok {
-		return nil, malformed("outcome %q does not answer a %s", r.Outcome, kind)
-	}
-	return &TxReplyMessage{TxID: txID, Participant: participant, Kind: kind, Attempt: attempt, TxReply: r}, nil
 }
 
 // EncodeTxQuery returns the decision query of a prepared participant. id must be unique per query

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sagacoord/sagacoord/protocol"
 	"github.com/sagacoord/sagacoord/saga"
 )
 
@@ -32,10 +33,10 @@ func BenchmarkMachineThreeStepSaga(b *testing.B) {
 	output := json.RawMessage(`{"ok":true}`)
 	b.ReportAllocs()
 	for b.Loop() {
-		s, cmds := m.New("saga-1", input, time.Time{}, t0)
+		s, fx := m.Start("saga-1", input, time.Time{}, t0)
 		for range 3 {
-			c := cmds[0]
-			cmds, _ = m.ApplyReply(s, saga.Reply{StepIndex: c.StepIndex, Kind: c.Kind, Attempt: c.Attempt, Outcome: saga.OutcomeSucceeded, Output: output}, t0)
+			c := fx.Commands[0]
+			fx, _ = m.Reply(s, protocol.Reply{CommandRef: protocol.CommandRef{StepIndex: c.StepIndex, Kind: c.Kind, Attempt: c.Attempt}, Outcome: protocol.OutcomeSucceeded, Output: output}, t0)
 		}
 		if s.Status != saga.StatusCompleted {
 			b.Fatalf("saga is %s", s.Status)
@@ -51,10 +52,10 @@ func BenchmarkStateJSON(b *testing.B) {
 		b.Fatal(err)
 	}
 	m := saga.NewMachine(&def)
-	s, cmds := m.New("saga-1", json.RawMessage(`{"amount":10}`), t0.Add(time.Hour), t0)
-	for len(cmds) > 0 {
-		c := cmds[0]
-		cmds, _ = m.ApplyReply(s, saga.Reply{StepIndex: c.StepIndex, Kind: c.Kind, Attempt: c.Attempt, Outcome: saga.OutcomeSucceeded, Output: json.RawMessage(`{"id":"0123456789"}`)}, t0)
+	s, fx := m.Start("saga-1", json.RawMessage(`{"amount":10}`), t0.Add(time.Hour), t0)
+	for len(fx.Commands) > 0 {
+		c := fx.Commands[0]
+		fx, _ = m.Reply(s, protocol.Reply{CommandRef: protocol.CommandRef{StepIndex: c.StepIndex, Kind: c.Kind, Attempt: c.Attempt}, Outcome: protocol.OutcomeSucceeded, Output: json.RawMessage(`{"id":"0123456789"}`)}, t0)
 	}
 	data, err := json.Marshal(s)
 	if err != nil {

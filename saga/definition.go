@@ -8,15 +8,15 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"regexp"
 	"strings"
 	"time"
+
+	"github.com/sagacoord/sagacoord/protocol"
 )
 
 // Limits on definitions. Exceeding one is a validation error naming the limit.
 const (
 	MaxSteps           = 100
-	MaxNameLength      = 128
 	MaxDefinitionBytes = 64 << 10
 	MaxTimeout         = 24 * time.Hour
 	MaxAttempts        = 1000
@@ -84,16 +84,10 @@ func invalid(field, format string, args ...any) error {
 	return &ValidationError{Field: field, Reason: fmt.Sprintf(format, args...)}
 }
 
-var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
-
+// checkName applies protocol.CheckName, the one name rule, to a field of a definition.
 func checkName(field, v string) error {
-	switch {
-	case v == "":
-		return invalid(field, "must not be empty")
-	case len(v) > MaxNameLength:
-		return invalid(field, "is %d characters long; the limit is %d", len(v), MaxNameLength)
-	case !namePattern.MatchString(v):
-		return invalid(field, "%q may contain only letters, digits, '.', '_' and '-', and must start with a letter or digit", v)
+	if err := protocol.CheckName(v); err != nil {
+		return invalid(field, "%s", err)
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/sagacoord/sagacoord/protocol"
 	"github.com/sagacoord/sagacoord/saga"
 )
 
@@ -20,7 +21,7 @@ func threeSteps() saga.Definition {
 
 func TestValidationErrors(t *testing.T) {
 	t.Parallel()
-	long := strings.Repeat("x", saga.MaxNameLength+1)
+	long := strings.Repeat("x", protocol.MaxNameLength+1)
 	for _, tc := range []struct {
 		name   string
 		mutate func(d *saga.Definition)
@@ -117,7 +118,7 @@ func TestValidDefinitions(t *testing.T) {
 		mutate func(d *saga.Definition)
 	}{
 		{"chain", func(*saga.Definition) {}},
-		{"name at the limit", func(d *saga.Definition) { d.Name = strings.Repeat("n", saga.MaxNameLength) }},
+		{"name at the limit", func(d *saga.Definition) { d.Name = strings.Repeat("n", protocol.MaxNameLength) }},
 		{"dots, dashes and underscores", func(d *saga.Definition) { d.Name = "orders.v2_transfer-eu" }},
 		{"no compensation", func(d *saga.Definition) { d.Steps[1].Compensation = "" }},
 		{"pivot in a chain", func(d *saga.Definition) { d.Steps[1].Pivot = true }},

@@ -21,7 +21,7 @@ var updateDocs = flag.Bool("update-docs", false, "rewrite the generated parts of
 // generated are the parts of docs/state-machines.md made from the transition tables, by the name
 // of their markers.
 func generated() map[string]string {
-	sagaEdges, stepEdges := saga.SagaTransitions(), saga.StepTransitions()
+	sagaEdges, stepEdges := saga.Transitions(), saga.StepTransitions()
 	out := map[string]string{}
 
 	var b strings.Builder
@@ -117,7 +117,7 @@ func TestStateMachineDocEdges(t *testing.T) {
 	raw, err := os.ReadFile(stateMachinesDoc)
 	require.NoError(t, err)
 	legal := map[string]bool{"[*]->RUNNING": true, "[*]->PENDING": true}
-	for _, e := range saga.SagaTransitions() {
+	for _, e := range saga.Transitions() {
 		legal[string(e.From)+"->"+string(e.To)] = true
 	}
 	for _, e := range saga.StepTransitions() {
@@ -141,7 +141,7 @@ func TestStateMachineDocEdges(t *testing.T) {
 		}
 	}
 	require.GreaterOrEqual(t, diagrams, 2)
-	for _, e := range saga.SagaTransitions() {
+	for _, e := range saga.Transitions() {
 		require.NotContains(t, e.Cause, ":")
 		require.NotContains(t, e.Cause, ";")
 		require.NotContains(t, e.Cause, "#")

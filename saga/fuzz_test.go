@@ -119,7 +119,7 @@ func FuzzCheckHistory(f *testing.F) {
 	f.Add([]byte{0xff, 0, 1, 0, 0, 6, 1, 0}, 0)
 
 	sagaOK := map[[2]string]bool{}
-	for _, e := range saga.SagaTransitions() {
+	for _, e := range saga.Transitions() {
 		sagaOK[[2]string{string(e.From), string(e.To)}] = true
 	}
 	stepOK := map[[2]string]bool{}

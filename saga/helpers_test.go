@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/sagacoord/sagacoord/protocol"
 	"github.com/sagacoord/sagacoord/saga"
 )
 
@@ -46,11 +47,11 @@ func normalize(t testing.TB, steps ...saga.StepDefinition) *saga.Definition {
 }
 
 func act(i, attempt int) saga.Command {
-	return saga.Command{StepIndex: i, Kind: saga.KindAction, Attempt: attempt}
+	return saga.Command{StepIndex: i, Kind: protocol.KindAction, Attempt: attempt}
 }
 
 func comp(i, attempt int) saga.Command {
-	return saga.Command{StepIndex: i, Kind: saga.KindCompensate, Attempt: attempt}
+	return saga.Command{StepIndex: i, Kind: protocol.KindCompensate, Attempt: attempt}
 }
 
 // sim drives one saga through a Machine on a fake clock and checks the recorded history after
@@ -66,10 +67,10 @@ type sim struct {
 func start(t testing.TB, def *saga.Definition, deadline time.Time) (*sim, []saga.Command) {
 	t.Helper()
 	x := &sim{t: t, m: saga.NewMachine(def), now: t0}
-	var cmds []saga.Command
-	x.s, cmds = x.m.New("saga-1", json.RawMessage(`{"amount":10}`), deadline, t0)
+	var fx saga.Effects
+	x.s, fx = x.m.Start("saga-1", json.RawMessage(`{"amount":10}`), deadline, t0)
 	x.check()
-	return x, cmds
+	return x, fx.Commands
 }
 
 func (x *sim) wait(d time.Duration) *sim {
@@ -100,15 +101,15 @@ func (x *sim) check() {
 }
 
 // reply answers the attempt in flight of step i's action or compensation.
-func (x *sim) reply(i int, kind, outcome string) ([]saga.Command, bool) {
+func (x *sim) reply(i int, kind protocol.Kind, outcome protocol.Outcome) ([]saga.Command, bool) {
 	x.t.Helper()
 	attempt := x.s.Steps[i].Attempt
-	if kind == saga.KindCompensate {
+	if kind == protocol.KindCompensate {
 		attempt = x.s.Steps[i].CompAttempt
 	}
-	r := saga.Reply{StepIndex: i, Kind: kind, Attempt: attempt, Outcome: outcome}
+	r := protocol.Reply{CommandRef: protocol.CommandRef{StepIndex: i, Kind: kind, Attempt: attempt}, Outcome: outcome}
 	switch outcome {
-	case saga.OutcomeSucceeded:
+	case protocol.OutcomeSucceeded:
 		r.Output = json.RawMessage(`{"step":` + strconv.Itoa(i) + `}`)
 	default:
 		r.Error = "boom"
@@ -116,36 +117,42 @@ func (x *sim) reply(i int, kind, outcome string) ([]saga.Command, bool) {
 	return x.apply(r)
 }
 
-func (x *sim) apply(r saga.Reply) ([]saga.Command, bool) {
+func (x *sim) apply(r protocol.Reply) ([]saga.Command, bool) {
 	x.t.Helper()
-	cmds, changed := x.m.ApplyReply(x.s, r, x.now)
+	fx, changed := x.m.Reply(x.s, r, x.now)
 	x.check()
-	return cmds, changed
+	return fx.Commands, changed
 }
 
 // must answers like reply and requires that the reply changed the state.
-func (x *sim) must(i int, kind, outcome string) []saga.Command {
+func (x *sim) must(i int, kind protocol.Kind, outcome protocol.Outcome) []saga.Command {
 	x.t.Helper()
 	cmds, changed := x.reply(i, kind, outcome)
 	require.True(x.t, changed, "reply %s %s to step %d changed nothing", kind, outcome, i)
 	return cmds
 }
 
-func (x *sim) ok(i int) []saga.Command { return x.must(i, saga.KindAction, saga.OutcomeSucceeded) }
+func (x *sim) ok(i int) []saga.Command {
+	return x.must(i, protocol.KindAction, protocol.OutcomeSucceeded)
+}
 
-func (x *sim) fail(i int) []saga.Command { return x.must(i, saga.KindAction, saga.OutcomeFailed) }
+func (x *sim) fail(i int) []saga.Command {
+	return x.must(i, protocol.KindAction, protocol.OutcomeFailed)
+}
 
-func (x *sim) retry(i int) []saga.Command { return x.must(i, saga.KindAction, saga.OutcomeRetry) }
+func (x *sim) retry(i int) []saga.Command {
+	return x.must(i, protocol.KindAction, protocol.OutcomeRetry)
+}
 
 func (x *sim) compOK(i int) []saga.Command {
-	return x.must(i, saga.KindCompensate, saga.OutcomeSucceeded)
+	return x.must(i, protocol.KindCompensate, protocol.OutcomeSucceeded)
 }
 
 func (x *sim) tick() ([]saga.Command, bool) {
 	x.t.Helper()
-	cmds, changed := x.m.Tick(x.s, x.now)
+	fx, changed := x.m.Tick(x.s, x.now)
 	x.check()
-	return cmds, changed
+	return fx.Commands, changed
 }
 
 // wake moves the clock to the machine's next timer and fires it; the timer must exist and fire.
@@ -162,16 +169,16 @@ func (x *sim) wake() []saga.Command {
 
 func (x *sim) abort(reason string) ([]saga.Command, error) {
 	x.t.Helper()
-	cmds, err := x.m.Abort(x.s, reason, x.now)
+	fx, err := x.m.Abort(x.s, reason, x.now)
 	x.check()
-	return cmds, err
+	return fx.Commands, err
 }
 
 func (x *sim) resume() ([]saga.Command, error) {
 	x.t.Helper()
-	cmds, err := x.m.Retry(x.s, x.now)
+	fx, err := x.m.Retry(x.s, x.now)
 	x.check()
-	return cmds, err
+	return fx.Commands, err
 }
 
 func (x *sim) statuses() []saga.StepStatus {

@@ -6,9 +6,9 @@ import (
 	"time"
 )
 
-// SagaEdge is one legal transition of the saga state machine and the event that causes it. The
+// Edge is one legal transition of the saga state machine and the event that causes it. The
 // first transition of every saga is From "" (no state yet) To RUNNING.
-type SagaEdge struct {
+type Edge struct {
 	From, To Status
 	Cause    string
 }
@@ -25,7 +25,7 @@ type StepEdge struct {
 // (docs/state-machines.md, generated and checked by a test) and chaos checks share. They are
 // derived from what Machine does; a change to Machine that adds a transition must add it here.
 // A Cause is a mermaid label, so it holds no ':', ';' or '#'.
-var sagaEdges = []SagaEdge{
+var sagaEdges = []Edge{
 	{"", StatusRunning, "StartSaga"},
 	{StatusRunning, StatusCompleted, "every step succeeded"},
 	{StatusRunning, StatusCompensating, "a step failed before or at the pivot, the deadline passed, or AbortSaga"},
@@ -53,8 +53,8 @@ var stepEdges = []StepEdge{
 	{StepCompensating, StepCompensated, "compensation reply succeeded", []Status{StatusCompensating, StatusFailed}},
 }
 
-// SagaTransitions returns the legal transitions of the saga state machine. The slice is a copy.
-func SagaTransitions() []SagaEdge { return slices.Clone(sagaEdges) }
+// Transitions returns the legal transitions of the saga state machine. The slice is a copy.
+func Transitions() []Edge { return slices.Clone(sagaEdges) }
 
 // StepTransitions returns the legal transitions of the step state machine. The slice is a copy.
 func StepTransitions() []StepEdge {
@@ -91,7 +91,7 @@ func (e *HistoryError) Error() string {
 
 // CheckHistory verifies that h, a recorded State.History of a saga with nsteps steps, is a legal
 // path of the saga state machine and of each step's state machine (invariant G7): it starts with
-// the saga entering RUNNING, every transition is in SagaTransitions or StepTransitions and happens
+// the saga entering RUNNING, every transition is in Transitions or StepTransitions and happens
 // while the saga is in one of the edge's During states, each From is the previous To of the same
 // subject, timestamps never decrease, nothing follows a terminal saga state, RetrySaga returns a
 // FAILED saga to the state it failed in, and the saga completes only with every step SUCCEEDED

@@ -137,7 +137,7 @@ func TestTransitionTables(t *testing.T) {
 	t.Parallel()
 	sagaStates := map[saga.Status]bool{}
 	seen := map[[2]saga.Status]bool{}
-	for _, e := range saga.SagaTransitions() {
+	for _, e := range saga.Transitions() {
 		require.False(t, seen[[2]saga.Status{e.From, e.To}], "duplicate %s -> %s", e.From, e.To)
 		seen[[2]saga.Status{e.From, e.To}] = true
 		require.NotEmpty(t, e.Cause)
@@ -169,7 +169,7 @@ func TestTransitionTables(t *testing.T) {
 	edges[0].During[0] = saga.StatusCompensating
 	edges[0].To = saga.StepCompensated
 	require.NoError(t, saga.CheckHistory(timed(sg("", sRunning), st(0, pending, running)), 1))
-	sagaEdges := saga.SagaTransitions()
+	sagaEdges := saga.Transitions()
 	sagaEdges[1].To = saga.StatusCompensated
-	require.Equal(t, saga.StatusCompleted, saga.SagaTransitions()[1].To)
+	require.Equal(t, saga.StatusCompleted, saga.Transitions()[1].To)
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/sagacoord/sagacoord/protocol"
 )
 
 // Status is a saga's state. See docs/state-machines.md.
@@ -36,19 +38,6 @@ const (
 	StepCompensating StepStatus = "COMPENSATING"
 	StepCompensated  StepStatus = "COMPENSATED"
 	StepSkipped      StepStatus = "SKIPPED"
-)
-
-// Kinds of command.
-const (
-	KindAction     = "action"
-	KindCompensate = "compensate"
-)
-
-// Outcomes of a reply.
-const (
-	OutcomeSucceeded = "succeeded"
-	OutcomeFailed    = "failed"
-	OutcomeRetry     = "retry"
 )
 
 // StepState is the state of one step of one saga.
@@ -106,18 +95,8 @@ type State struct {
 // Command is a step command the machine asks the engine to send.
 type Command struct {
 	StepIndex int
-	Kind      string
+	Kind      protocol.Kind
 	Attempt   int
-}
-
-// Reply is a participant's answer as the machine sees it.
-type Reply struct {
-	StepIndex int
-	Kind      string
-	Attempt   int
-	Outcome   string
-	Output    json.RawMessage
-	Error     string
 }
 
 // Errors of operator actions; the API maps them to FailedPrecondition.
@@ -152,44 +131,65 @@ func (m *Machine) Definition() *Definition { return m.def }
 // Graph returns the definition's dependency graph.
 func (m *Machine) Graph() Graph { return m.graph }
 
-// New returns the initial state of a saga and the commands of its first steps.
-func (m *Machine) New(id string, input json.RawMessage, deadline time.Time, now time.Time) (*State, []Command) {
+// Start returns the initial state of a saga and the commands of its first steps.
+func (m *Machine) Start(id string, input json.RawMessage, deadline time.Time, now time.Time) (*State, Effects) {
 	s := &State{ID: id, Status: StatusRunning, Input: input, Deadline: deadline, Steps: make([]StepState, len(m.def.Steps))}
 	s.History = append(s.History, Transition{Step: -1, From: "", To: string(StatusRunning), At: now})
 	for i := range s.Steps {
 		s.Steps[i].Status = StepPending
 	}
-	return s, m.advance(s, now)
+	return s, m.effects(s, 0, nil, m.advance(s, now))
 }
 
-// ApplyReply applies a participant's reply. A reply for an attempt that is not the one in flight
+// Reply applies a participant's reply. A reply for an attempt that is not the one in flight
 // (a duplicate, or a late answer to an attempt that timed out) changes nothing and returns
 // changed false.
-func (m *Machine) ApplyReply(s *State, r Reply, now time.Time) (cmds []Command, changed bool) {
+func (m *Machine) Reply(s *State, r protocol.Reply, now time.Time) (fx Effects, changed bool) {
 	if r.StepIndex < 0 || r.StepIndex >= len(s.Steps) || s.Status.Terminal() {
-		return nil, false
+		return Effects{}, false
 	}
+	mark := len(s.History)
+	flight, inFlight := m.inFlight(s, r.StepIndex, now)
+	cmds, changed := m.reply(s, r, now)
+	if !changed {
+		return Effects{}, false
+	}
+	var ended []Event
+	if inFlight && flight.Step == r.StepIndex && flight.Kind == r.Kind {
+		flight.Outcome, flight.Err = r.Outcome, s.Steps[r.StepIndex].LastError
+		if r.Outcome == protocol.OutcomeSucceeded {
+			flight.Err = ""
+		}
+		if r.Attempt != flight.Attempt {
+			flight.AnsweredBy = r.Attempt
+		}
+		ended = append(ended, flight)
+	}
+	return m.effects(s, mark, ended, cmds), true
+}
+
+func (m *Machine) reply(s *State, r protocol.Reply, now time.Time) (cmds []Command, changed bool) {
 	st := &s.Steps[r.StepIndex]
 	switch r.Kind {
-	case KindAction:
+	case protocol.KindAction:
 		if st.Status != StepRunning || r.Attempt > st.Attempt || r.Attempt < 1 {
 			return nil, false
 		}
 		// A success from any attempt means the action was applied (the participant's barrier
 		// applies it once whatever the attempt), so it is taken even when it arrives after its
 		// attempt timed out. A failure or a retry counts only for the attempt in flight.
-		if r.Outcome != OutcomeSucceeded && (st.Waiting || r.Attempt != st.Attempt) {
+		if r.Outcome != protocol.OutcomeSucceeded && (st.Waiting || r.Attempt != st.Attempt) {
 			return nil, false
 		}
 		switch r.Outcome {
-		case OutcomeSucceeded:
+		case protocol.OutcomeSucceeded:
 			st.Output = r.Output
 			st.TimerAt = time.Time{}
 			st.Waiting = false
 			st.LastError = ""
 			m.setStep(s, r.StepIndex, StepSucceeded, now)
 			m.resumeIfHealed(s, now)
-		case OutcomeFailed:
+		case protocol.OutcomeFailed:
 			if m.pastPivot(s) {
 				st.LastError = "business failure after the pivot, retrying forward: " + r.Error
 				m.retryAction(s, r.StepIndex, now)
@@ -199,7 +199,7 @@ func (m *Machine) ApplyReply(s *State, r Reply, now time.Time) (cmds []Command, 
 			st.TimerAt = time.Time{}
 			m.setStep(s, r.StepIndex, StepFailed, now)
 			m.compensate(s, fmt.Sprintf("step %q failed: %s", m.def.Steps[r.StepIndex].Name, r.Error), now)
-		case OutcomeRetry:
+		case protocol.OutcomeRetry:
 			// A retry reply says the attempt was rolled back, but if the participant dies before
 			// it acks, the redelivered attempt may still succeed: like a timeout, it leaves the
 			// step uncertain, so it is compensated if the saga gives it up.
@@ -209,15 +209,15 @@ func (m *Machine) ApplyReply(s *State, r Reply, now time.Time) (cmds []Command, 
 		default:
 			return nil, false
 		}
-	case KindCompensate:
+	case protocol.KindCompensate:
 		if st.Status != StepCompensating || r.Attempt > st.CompAttempt || r.Attempt < 1 {
 			return nil, false
 		}
 		// As for actions: a late success is a success; a failure counts only when current.
-		if r.Outcome != OutcomeSucceeded && (st.Waiting || r.Attempt != st.CompAttempt) {
+		if r.Outcome != protocol.OutcomeSucceeded && (st.Waiting || r.Attempt != st.CompAttempt) {
 			return nil, false
 		}
-		if r.Outcome == OutcomeSucceeded {
+		if r.Outcome == protocol.OutcomeSucceeded {
 			st.TimerAt = time.Time{}
 			st.Waiting = false
 			st.LastError = ""
@@ -234,10 +234,12 @@ func (m *Machine) ApplyReply(s *State, r Reply, now time.Time) (cmds []Command, 
 }
 
 // Tick fires every timer due at now: attempt timeouts, retry backoffs and the saga deadline.
-func (m *Machine) Tick(s *State, now time.Time) (cmds []Command, changed bool) {
+func (m *Machine) Tick(s *State, now time.Time) (fx Effects, changed bool) {
 	if s.Status.Terminal() {
-		return nil, false
+		return Effects{}, false
 	}
+	mark := len(s.History)
+	var cmds []Command
 	// The deadline goes first so that no action retry due at the same time is sent after it.
 	if s.Status == StatusRunning && !s.Deadline.IsZero() && !s.Deadline.After(now) && !m.pastPivot(s) && !m.pivotInFlight(s) {
 		m.compensate(s, "deadline exceeded at "+s.Deadline.UTC().Format(time.RFC3339Nano), now)
@@ -262,13 +264,8 @@ func (m *Machine) Tick(s *State, now time.Time) (cmds []Command, changed bool) {
 				st.Waiting = false
 				st.TimerAt = time.Time{}
 				cmds = append(cmds, m.dispatch(s, i, now))
-			case st.Status == StepRunning:
-				st.Uncertain = true
-				st.LastError = fmt.Sprintf("attempt %d timed out after %s", st.Attempt, m.def.Steps[i].Timeout)
-				m.retryAction(s, i, now)
-			case st.Status == StepCompensating:
-				st.LastError = fmt.Sprintf("compensation attempt %d timed out after %s", st.CompAttempt, m.def.Steps[i].Timeout)
-				m.retryCompensation(s, i, now)
+			case st.Status == StepRunning, st.Status == StepCompensating:
+				fx.Events = append(fx.Events, m.timedOut(s, i, now))
 			default:
 				st.TimerAt = time.Time{}
 			}
@@ -276,34 +273,54 @@ func (m *Machine) Tick(s *State, now time.Time) (cmds []Command, changed bool) {
 		}
 	}
 	if !changed {
-		return nil, false
+		return Effects{}, false
 	}
-	return append(cmds, m.advance(s, now)...), true
+	return m.effects(s, mark, fx.Events, append(cmds, m.advance(s, now)...)), true
+}
+
+// timedOut ends step i's attempt in flight as timed out and schedules its retry.
+func (m *Machine) timedOut(s *State, i int, now time.Time) AttemptEnded {
+	st := &s.Steps[i]
+	a, _ := m.inFlight(s, i, now)
+	a.Outcome = OutcomeTimeout
+	switch st.Status {
+	case StepRunning:
+		st.Uncertain = true
+		st.LastError = fmt.Sprintf("attempt %d timed out after %s", st.Attempt, m.def.Steps[i].Timeout)
+		m.retryAction(s, i, now)
+	case StepCompensating:
+		st.LastError = fmt.Sprintf("compensation attempt %d timed out after %s", st.CompAttempt, m.def.Steps[i].Timeout)
+		m.retryCompensation(s, i, now)
+	}
+	a.Err = st.LastError
+	return a
 }
 
 // Abort starts compensation of a RUNNING saga that has not passed its pivot.
-func (m *Machine) Abort(s *State, reason string, now time.Time) ([]Command, error) {
+func (m *Machine) Abort(s *State, reason string, now time.Time) (Effects, error) {
 	if s.Status != StatusRunning {
-		return nil, fmt.Errorf("%w: saga is %s; only a RUNNING saga can be aborted", ErrWrongState, s.Status)
+		return Effects{}, fmt.Errorf("%w: saga is %s; only a RUNNING saga can be aborted", ErrWrongState, s.Status)
 	}
 	if m.pastPivot(s) {
-		return nil, fmt.Errorf("%w: step %q succeeded, so the saga can only complete (use RetrySaga if it is stuck)", ErrPastPivot, m.def.Steps[m.pivot].Name)
+		return Effects{}, fmt.Errorf("%w: step %q succeeded, so the saga can only complete (use RetrySaga if it is stuck)", ErrPastPivot, m.def.Steps[m.pivot].Name)
 	}
 	if m.pivotInFlight(s) {
-		return nil, fmt.Errorf("%w: the pivot step %q is running and may succeed; abort again once it has finished (if it fails, the saga compensates by itself)", ErrWrongState, m.def.Steps[m.pivot].Name)
+		return Effects{}, fmt.Errorf("%w: the pivot step %q is running and may succeed; abort again once it has finished (if it fails, the saga compensates by itself)", ErrWrongState, m.def.Steps[m.pivot].Name)
 	}
 	if reason == "" {
 		reason = "aborted by operator"
 	}
+	mark := len(s.History)
 	m.compensate(s, reason, now)
-	return m.advance(s, now), nil
+	return m.effects(s, mark, nil, m.advance(s, now)), nil
 }
 
 // Retry resumes a FAILED saga with fresh retry budgets for its parked steps.
-func (m *Machine) Retry(s *State, now time.Time) ([]Command, error) {
+func (m *Machine) Retry(s *State, now time.Time) (Effects, error) {
 	if s.Status != StatusFailed {
-		return nil, fmt.Errorf("%w: saga is %s; only a FAILED saga can be retried", ErrWrongState, s.Status)
+		return Effects{}, fmt.Errorf("%w: saga is %s; only a FAILED saga can be retried", ErrWrongState, s.Status)
 	}
+	mark := len(s.History)
 	resume := s.ResumeStatus
 	if resume == "" {
 		resume = StatusRunning
@@ -323,7 +340,7 @@ func (m *Machine) Retry(s *State, now time.Time) ([]Command, error) {
 		st.TimerAt = time.Time{}
 		cmds = append(cmds, m.dispatch(s, i, now))
 	}
-	return append(cmds, m.advance(s, now)...), nil
+	return m.effects(s, mark, nil, append(cmds, m.advance(s, now)...)), nil
 }
 
 // WakeAt returns when Tick must next run for s, or zero if no timer is set.
@@ -385,11 +402,11 @@ func (m *Machine) dispatch(s *State, i int, now time.Time) Command {
 	if st.Status == StepCompensating {
 		st.CompAttempt++
 		st.TimerAt = now.Add(sd.Timeout)
-		return Command{StepIndex: i, Kind: KindCompensate, Attempt: st.CompAttempt}
+		return Command{StepIndex: i, Kind: protocol.KindCompensate, Attempt: st.CompAttempt}
 	}
 	st.Attempt++
 	st.TimerAt = now.Add(sd.Timeout)
-	return Command{StepIndex: i, Kind: KindAction, Attempt: st.Attempt}
+	return Command{StepIndex: i, Kind: protocol.KindAction, Attempt: st.Attempt}
 }
 
 func (m *Machine) retryAction(s *State, i int, now time.Time) {

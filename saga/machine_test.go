@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/sagacoord/sagacoord/protocol"
 	"github.com/sagacoord/sagacoord/saga"
 )
 
@@ -224,7 +225,7 @@ func TestForwardRecoveryExhausted(t *testing.T) {
 	x.wait(time.Hour)
 	_, changed := x.tick()
 	require.False(t, changed, "a FAILED saga waits for the operator")
-	_, changed = x.apply(saga.Reply{StepIndex: 3, Kind: saga.KindAction, Attempt: 2, Outcome: saga.OutcomeFailed})
+	_, changed = x.apply(protocol.Reply{CommandRef: protocol.CommandRef{StepIndex: 3, Kind: protocol.KindAction, Attempt: 2}, Outcome: protocol.OutcomeFailed})
 	require.False(t, changed, "no attempt is in flight: a late failure changes nothing")
 	_, err := x.abort("")
 	require.ErrorIs(t, err, saga.ErrWrongState)
@@ -341,7 +342,7 @@ func TestTimeoutMakesStepUncertain(t *testing.T) {
 	require.True(t, st.Uncertain)
 	require.True(t, st.Waiting)
 	require.Equal(t, "attempt 1 timed out after 2s", st.LastError)
-	_, changed := x.apply(saga.Reply{StepIndex: 1, Kind: saga.KindAction, Attempt: 1, Outcome: saga.OutcomeRetry})
+	_, changed := x.apply(protocol.Reply{CommandRef: protocol.CommandRef{StepIndex: 1, Kind: protocol.KindAction, Attempt: 1}, Outcome: protocol.OutcomeRetry})
 	require.False(t, changed, "a late failure of the timed-out attempt is ignored; the retry will learn the outcome")
 
 	require.Equal(t, []saga.Command{act(1, 2)}, x.wake())
@@ -385,7 +386,7 @@ func TestRetryReplyMakesStepUncertain(t *testing.T) {
 		require.True(t, x.s.Steps[1].Uncertain)
 		require.Equal(t, 2, x.s.Steps[1].Attempt, "no third attempt")
 
-		_, changed := x.apply(saga.Reply{StepIndex: 1, Kind: saga.KindAction, Attempt: 1, Outcome: saga.OutcomeSucceeded})
+		_, changed := x.apply(protocol.Reply{CommandRef: protocol.CommandRef{StepIndex: 1, Kind: protocol.KindAction, Attempt: 1}, Outcome: protocol.OutcomeSucceeded})
 		require.False(t, changed, "a success that comes after b was given up changes nothing: its compensation covers it")
 
 		require.Equal(t, []saga.Command{comp(0, 1)}, x.compOK(1))
@@ -424,7 +425,7 @@ func TestRetryReplyMakesStepUncertain(t *testing.T) {
 		x.ok(0)
 		require.Empty(t, x.retry(1))
 		require.True(t, x.s.Steps[1].Waiting)
-		cmds, changed := x.apply(saga.Reply{StepIndex: 1, Kind: saga.KindAction, Attempt: 1, Outcome: saga.OutcomeSucceeded, Output: json.RawMessage(`{"b":1}`)})
+		cmds, changed := x.apply(protocol.Reply{CommandRef: protocol.CommandRef{StepIndex: 1, Kind: protocol.KindAction, Attempt: 1}, Outcome: protocol.OutcomeSucceeded, Output: json.RawMessage(`{"b":1}`)})
 		require.True(t, changed, "attempt 1 answered retry, was redelivered and succeeded: that success is final")
 		require.Equal(t, []saga.Command{act(2, 1)}, cmds)
 		require.Equal(t, succeeded, x.s.Steps[1].Status)
@@ -480,21 +481,21 @@ func TestIgnoredReplies(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name string
-		r    saga.Reply
+		r    protocol.Reply
 	}{
-		{"duplicate success", saga.Reply{StepIndex: 0, Kind: saga.KindAction, Attempt: 1, Outcome: saga.OutcomeSucceeded}},
-		{"duplicate as failure", saga.Reply{StepIndex: 0, Kind: saga.KindAction, Attempt: 1, Outcome: saga.OutcomeFailed}},
-		{"stale attempt failed", saga.Reply{StepIndex: 1, Kind: saga.KindAction, Attempt: 1, Outcome: saga.OutcomeFailed}},
-		{"stale attempt retry", saga.Reply{StepIndex: 1, Kind: saga.KindAction, Attempt: 1, Outcome: saga.OutcomeRetry}},
-		{"future attempt", saga.Reply{StepIndex: 1, Kind: saga.KindAction, Attempt: 3, Outcome: saga.OutcomeSucceeded}},
-		{"zero attempt", saga.Reply{StepIndex: 1, Kind: saga.KindAction, Attempt: 0, Outcome: saga.OutcomeFailed}},
-		{"compensation of a running step", saga.Reply{StepIndex: 1, Kind: saga.KindCompensate, Attempt: 0, Outcome: saga.OutcomeSucceeded}},
-		{"compensation of a succeeded step", saga.Reply{StepIndex: 0, Kind: saga.KindCompensate, Attempt: 0, Outcome: saga.OutcomeSucceeded}},
-		{"pending step", saga.Reply{StepIndex: 2, Kind: saga.KindAction, Attempt: 0, Outcome: saga.OutcomeSucceeded}},
-		{"negative step", saga.Reply{StepIndex: -1, Kind: saga.KindAction, Attempt: 1, Outcome: saga.OutcomeSucceeded}},
-		{"step out of range", saga.Reply{StepIndex: 3, Kind: saga.KindAction, Attempt: 1, Outcome: saga.OutcomeSucceeded}},
-		{"unknown kind", saga.Reply{StepIndex: 1, Kind: "bogus", Attempt: 2, Outcome: saga.OutcomeSucceeded}},
-		{"unknown outcome", saga.Reply{StepIndex: 1, Kind: saga.KindAction, Attempt: 2, Outcome: "maybe"}},
+		{"duplicate success", protocol.Reply{CommandRef: protocol.CommandRef{StepIndex: 0, Kind: protocol.KindAction, Attempt: 1}, Outcome: protocol.OutcomeSucceeded}},
+		{"duplicate as failure", protocol.Reply{CommandRef: protocol.CommandRef{StepIndex: 0, Kind: protocol.KindAction, Attempt: 1}, Outcome: protocol.OutcomeFailed}},
+		{"stale attempt failed", protocol.Reply{CommandRef: protocol.CommandRef{StepIndex: 1, Kind: protocol.KindAction, Attempt: 1}, Outcome: protocol.OutcomeFailed}},
+		{"stale attempt retry", protocol.Reply{CommandRef: protocol.CommandRef{StepIndex: 1, Kind: protocol.KindAction, Attempt: 1}, Outcome: protocol.OutcomeRetry}},
+		{"future attempt", protocol.Reply{CommandRef: protocol.CommandRef{StepIndex: 1, Kind: protocol.KindAction, Attempt: 3}, Outcome: protocol.OutcomeSucceeded}},
+		{"zero attempt", protocol.Reply{CommandRef: protocol.CommandRef{StepIndex: 1, Kind: protocol.KindAction, Attempt: 0}, Outcome: protocol.OutcomeFailed}},
+		{"compensation of a running step", protocol.Reply{CommandRef: protocol.CommandRef{StepIndex: 1, Kind: protocol.KindCompensate, Attempt: 0}, Outcome: protocol.OutcomeSucceeded}},
+		{"compensation of a succeeded step", protocol.Reply{CommandRef: protocol.CommandRef{StepIndex: 0, Kind: protocol.KindCompensate, Attempt: 0}, Outcome: protocol.OutcomeSucceeded}},
+		{"pending step", protocol.Reply{CommandRef: protocol.CommandRef{StepIndex: 2, Kind: protocol.KindAction, Attempt: 0}, Outcome: protocol.OutcomeSucceeded}},
+		{"negative step", protocol.Reply{CommandRef: protocol.CommandRef{StepIndex: -1, Kind: protocol.KindAction, Attempt: 1}, Outcome: protocol.OutcomeSucceeded}},
+		{"step out of range", protocol.Reply{CommandRef: protocol.CommandRef{StepIndex: 3, Kind: protocol.KindAction, Attempt: 1}, Outcome: protocol.OutcomeSucceeded}},
+		{"unknown kind", protocol.Reply{CommandRef: protocol.CommandRef{StepIndex: 1, Kind: "bogus", Attempt: 2}, Outcome: protocol.OutcomeSucceeded}},
+		{"unknown outcome", protocol.Reply{CommandRef: protocol.CommandRef{StepIndex: 1, Kind: protocol.KindAction, Attempt: 2}, Outcome: "maybe"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -515,7 +516,7 @@ func TestIgnoredReplies(t *testing.T) {
 		x, _ := start(t, normalize(t, step("a"), step("b")), time.Time{})
 		x.retry(0)
 		before := cloneState(x.s)
-		_, changed := x.apply(saga.Reply{StepIndex: 0, Kind: saga.KindAction, Attempt: 1, Outcome: saga.OutcomeFailed})
+		_, changed := x.apply(protocol.Reply{CommandRef: protocol.CommandRef{StepIndex: 0, Kind: protocol.KindAction, Attempt: 1}, Outcome: protocol.OutcomeFailed})
 		require.False(t, changed)
 		require.Equal(t, before, x.s)
 	})
@@ -524,7 +525,7 @@ func TestIgnoredReplies(t *testing.T) {
 		x, _ := start(t, normalize(t, step("a"), step("b")), time.Time{})
 		x.wake() // a's first attempt times out; a waits for its retry
 		require.True(t, x.s.Steps[0].Waiting)
-		cmds, changed := x.apply(saga.Reply{StepIndex: 0, Kind: saga.KindAction, Attempt: 1, Outcome: saga.OutcomeSucceeded, Output: []byte(`1`)})
+		cmds, changed := x.apply(protocol.Reply{CommandRef: protocol.CommandRef{StepIndex: 0, Kind: protocol.KindAction, Attempt: 1}, Outcome: protocol.OutcomeSucceeded, Output: []byte(`1`)})
 		require.True(t, changed, "the barrier applied the action once: its success is final")
 		require.Equal(t, []saga.Command{act(1, 1)}, cmds)
 		require.Equal(t, succeeded, x.s.Steps[0].Status)
@@ -539,7 +540,7 @@ func TestIgnoredReplies(t *testing.T) {
 		require.Equal(t, []saga.Command{comp(0, 1)}, x.fail(1))
 		x.wake() // the only compensation attempt times out: FAILED, parked
 		require.Equal(t, saga.StatusFailed, x.s.Status)
-		_, changed := x.apply(saga.Reply{StepIndex: 0, Kind: saga.KindCompensate, Attempt: 1, Outcome: saga.OutcomeSucceeded})
+		_, changed := x.apply(protocol.Reply{CommandRef: protocol.CommandRef{StepIndex: 0, Kind: protocol.KindCompensate, Attempt: 1}, Outcome: protocol.OutcomeSucceeded})
 		require.True(t, changed)
 		require.Equal(t, saga.StatusCompensated, x.s.Status)
 		require.NoError(t, saga.CheckHistory(x.s.History, len(x.s.Steps)))
@@ -552,7 +553,7 @@ func TestIgnoredReplies(t *testing.T) {
 		x.compOK(0)
 		require.Equal(t, saga.StatusCompensated, x.s.Status)
 		before := cloneState(x.s)
-		_, changed := x.apply(saga.Reply{StepIndex: 0, Kind: saga.KindCompensate, Attempt: 1, Outcome: saga.OutcomeSucceeded})
+		_, changed := x.apply(protocol.Reply{CommandRef: protocol.CommandRef{StepIndex: 0, Kind: protocol.KindCompensate, Attempt: 1}, Outcome: protocol.OutcomeSucceeded})
 		require.False(t, changed)
 		require.Equal(t, before, x.s)
 	})
@@ -581,9 +582,9 @@ func TestCompensationRetries(t *testing.T) {
 					require.Empty(t, x.wake(), "attempt %d times out", k)
 					require.Contains(t, x.s.Steps[1].LastError, "compensation attempt")
 				case 1:
-					require.Empty(t, x.must(1, saga.KindCompensate, saga.OutcomeFailed))
+					require.Empty(t, x.must(1, protocol.KindCompensate, protocol.OutcomeFailed))
 				default:
-					require.Empty(t, x.must(1, saga.KindCompensate, saga.OutcomeRetry))
+					require.Empty(t, x.must(1, protocol.KindCompensate, protocol.OutcomeRetry))
 				}
 				st := x.s.Steps[1]
 				require.Equal(t, compensating, st.Status)
@@ -602,9 +603,9 @@ func TestCompensationRetries(t *testing.T) {
 func TestCompensationExhausted(t *testing.T) {
 	t.Parallel()
 	x := compSaga(t, 2)
-	require.Empty(t, x.must(1, saga.KindCompensate, saga.OutcomeFailed))
+	require.Empty(t, x.must(1, protocol.KindCompensate, protocol.OutcomeFailed))
 	require.Equal(t, []saga.Command{comp(1, 2)}, x.wake())
-	require.Empty(t, x.must(1, saga.KindCompensate, saga.OutcomeFailed))
+	require.Empty(t, x.must(1, protocol.KindCompensate, protocol.OutcomeFailed))
 
 	require.Equal(t, saga.StatusFailed, x.s.Status)
 	require.Equal(t, saga.StatusCompensating, x.s.ResumeStatus)
@@ -622,7 +623,7 @@ func TestCompensationExhausted(t *testing.T) {
 	require.Equal(t, []saga.Command{comp(1, 3)}, cmds)
 	require.Equal(t, saga.StatusCompensating, x.s.Status)
 	require.Equal(t, 2, x.s.Steps[1].CompAttemptBase)
-	require.Empty(t, x.must(1, saga.KindCompensate, saga.OutcomeRetry), "a fresh budget")
+	require.Empty(t, x.must(1, protocol.KindCompensate, protocol.OutcomeRetry), "a fresh budget")
 	require.Equal(t, []saga.Command{comp(1, 4)}, x.wake())
 	require.Equal(t, []saga.Command{comp(0, 1)}, x.compOK(1))
 	require.Empty(t, x.compOK(0))
@@ -769,7 +770,7 @@ func states(t *testing.T) map[saga.Status]*sim {
 	x, _ = start(t, def, time.Time{})
 	x.ok(0)
 	x.fail(1)
-	x.must(0, saga.KindCompensate, saga.OutcomeFailed)
+	x.must(0, protocol.KindCompensate, protocol.OutcomeFailed)
 	out[saga.StatusFailed] = x
 
 	for st, x := range out {
@@ -805,10 +806,10 @@ func TestTerminalSagasIgnoreEverything(t *testing.T) {
 		before := cloneState(x.s)
 		require.True(t, x.m.WakeAt(x.s).IsZero(), "%s", status)
 		for i := range x.s.Steps {
-			for _, kind := range []string{saga.KindAction, saga.KindCompensate} {
+			for _, kind := range []protocol.Kind{protocol.KindAction, protocol.KindCompensate} {
 				for attempt := 0; attempt < 3; attempt++ {
-					for _, outcome := range []string{saga.OutcomeSucceeded, saga.OutcomeFailed, saga.OutcomeRetry} {
-						cmds, changed := x.apply(saga.Reply{StepIndex: i, Kind: kind, Attempt: attempt, Outcome: outcome})
+					for _, outcome := range []protocol.Outcome{protocol.OutcomeSucceeded, protocol.OutcomeFailed, protocol.OutcomeRetry} {
+						cmds, changed := x.apply(protocol.Reply{CommandRef: protocol.CommandRef{StepIndex: i, Kind: kind, Attempt: attempt}, Outcome: outcome})
 						require.False(t, changed)
 						require.Nil(t, cmds)
 					}
@@ -894,7 +895,7 @@ func TestRetryDoesNotResendCancelledActions(t *testing.T) {
 			require.Equal(t, []saga.Command{act(0, 1), act(1, 1)}, cmds)
 			require.Equal(t, []saga.Command{act(2, 1)}, x.ok(0))
 			require.Equal(t, []saga.Command{comp(0, 1)}, x.fail(2))
-			require.Empty(t, x.must(0, saga.KindCompensate, saga.OutcomeFailed))
+			require.Empty(t, x.must(0, protocol.KindCompensate, protocol.OutcomeFailed))
 			require.Equal(t, saga.StatusFailed, x.s.Status)
 			require.Equal(t, saga.StatusCompensating, x.s.ResumeStatus)
 
@@ -928,7 +929,7 @@ func TestTickSendsNoActionOnceCompensating(t *testing.T) {
 	noActions := func(t *testing.T, cmds []saga.Command) {
 		t.Helper()
 		for _, c := range cmds {
-			require.Equal(t, saga.KindCompensate, c.Kind, "%+v sent to a compensating saga", c)
+			require.EqualValues(t, protocol.KindCompensate, c.Kind, "%+v sent to a compensating saga", c)
 		}
 	}
 	t.Run("a sibling exhausts its attempts", func(t *testing.T) {

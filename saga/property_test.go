@@ -10,6 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/sagacoord/sagacoord/protocol"
 	"github.com/sagacoord/sagacoord/saga"
 )
 
@@ -86,7 +87,7 @@ func inFlight(s *saga.State) []saga.Command {
 // barrier applies the effect once whatever the attempt).
 func openFor(s *saga.State, c saga.Command) bool {
 	st := s.Steps[c.StepIndex]
-	if c.Kind == saga.KindAction {
+	if c.Kind == protocol.KindAction {
 		return st.Status == saga.StepRunning && c.Attempt <= st.Attempt
 	}
 	return st.Status == saga.StepCompensating && c.Attempt <= st.CompAttempt
@@ -102,23 +103,23 @@ type prop struct {
 	// exposed records, independently of the machine's flags, each step whose action may have been
 	// applied, and why: "succeeded" (a success was taken), "retry" (an attempt answered retry:
 	// a redelivery of it may still succeed) or "timeout" (an attempt timed out).
-	exposed map[int]string
+	exposed map[int]protocol.Outcome
 }
 
 // expose records that step i's action may have been applied; a success outranks the others.
-func (p *prop) expose(i int, why string) {
+func (p *prop) expose(i int, why protocol.Outcome) {
 	if p.exposed == nil {
-		p.exposed = map[int]string{}
+		p.exposed = map[int]protocol.Outcome{}
 	}
-	if p.exposed[i] == "" || why == saga.OutcomeSucceeded {
+	if p.exposed[i] == "" || why == protocol.OutcomeSucceeded {
 		p.exposed[i] = why
 	}
 }
 
 // applyReply applies r and records what a taken action reply exposes.
-func (p *prop) applyReply(r saga.Reply) ([]saga.Command, bool) {
+func (p *prop) applyReply(r protocol.Reply) ([]saga.Command, bool) {
 	cmds, changed := p.apply(r)
-	if changed && r.Kind == saga.KindAction && (r.Outcome == saga.OutcomeRetry || r.Outcome == saga.OutcomeSucceeded) {
+	if changed && r.Kind == protocol.KindAction && (r.Outcome == protocol.OutcomeRetry || r.Outcome == protocol.OutcomeSucceeded) {
 		p.expose(r.StepIndex, r.Outcome)
 	}
 	return cmds, changed
@@ -170,14 +171,14 @@ func (p *prop) event(name string, f func() ([]saga.Command, bool)) {
 		require.False(t, st.Waiting, "%s: %+v sent for a waiting step", name, c)
 		require.False(t, st.TimerAt.IsZero(), "%s: %+v sent without a timeout", name, c)
 		switch c.Kind {
-		case saga.KindAction:
+		case protocol.KindAction:
 			require.Equal(t, saga.StatusRunning, s.Status, "%s: action %+v sent while the saga is %s", name, c, s.Status)
 			require.Equal(t, saga.StepRunning, st.Status)
 			require.Equal(t, st.Attempt, c.Attempt)
 			for _, d := range g.Deps[c.StepIndex] {
 				require.Equal(t, saga.StepSucceeded, s.Steps[d].Status, "%s: %+v sent before dependency %d succeeded", name, c, d)
 			}
-		case saga.KindCompensate:
+		case protocol.KindCompensate:
 			require.Equal(t, saga.StatusCompensating, s.Status, "%s: compensation %+v sent while the saga is %s", name, c, s.Status)
 			require.NotEmpty(t, def.Steps[c.StepIndex].Compensation, "%s: %+v for a step without compensation", name, c)
 			require.Equal(t, saga.StepCompensating, st.Status)
@@ -238,7 +239,7 @@ func pivotIndex(d *saga.Definition) int {
 	return slices.IndexFunc(d.Steps, func(s saga.StepDefinition) bool { return s.Pivot })
 }
 
-var outcomes = []string{saga.OutcomeSucceeded, saga.OutcomeSucceeded, saga.OutcomeSucceeded, saga.OutcomeFailed, saga.OutcomeRetry}
+var outcomes = []protocol.Outcome{protocol.OutcomeSucceeded, protocol.OutcomeSucceeded, protocol.OutcomeSucceeded, protocol.OutcomeFailed, protocol.OutcomeRetry}
 
 // randomEvent applies one event drawn at random.
 func (p *prop) randomEvent() {
@@ -251,8 +252,8 @@ func (p *prop) randomEvent() {
 			return
 		}
 		c := live[p.rng.IntN(len(live))]
-		r := saga.Reply{StepIndex: c.StepIndex, Kind: c.Kind, Attempt: c.Attempt, Outcome: outcomes[p.rng.IntN(len(outcomes))], Error: "random"}
-		p.event("reply "+r.Outcome, func() ([]saga.Command, bool) { return p.applyReply(r) })
+		r := protocol.Reply{CommandRef: protocol.CommandRef{StepIndex: c.StepIndex, Kind: c.Kind, Attempt: c.Attempt}, Outcome: outcomes[p.rng.IntN(len(outcomes))], Error: "random"}
+		p.event("reply "+string(r.Outcome), func() ([]saga.Command, bool) { return p.applyReply(r) })
 	case k < 60:
 		// A redelivered or late reply: any command ever sent, answered any way. Unless it
 		// answers the attempt in flight, it must change nothing.
@@ -269,10 +270,10 @@ func (p *prop) randomEvent() {
 		c := all[p.rng.IntN(len(all))]
 		live := slices.Contains(inFlight(p.s), c)
 		before := cloneState(p.s)
-		r := saga.Reply{StepIndex: c.StepIndex, Kind: c.Kind, Attempt: c.Attempt, Outcome: outcomes[p.rng.IntN(len(outcomes))]}
+		r := protocol.Reply{CommandRef: protocol.CommandRef{StepIndex: c.StepIndex, Kind: c.Kind, Attempt: c.Attempt}, Outcome: outcomes[p.rng.IntN(len(outcomes))]}
 		p.event("late reply", func() ([]saga.Command, bool) {
 			cmds, changed := p.applyReply(r)
-			if !live && !(r.Outcome == saga.OutcomeSucceeded && openFor(before, c)) {
+			if !live && !(r.Outcome == protocol.OutcomeSucceeded && openFor(before, c)) {
 				require.False(p.t, changed, "a reply to %+v, which is not in flight, changed the saga", c)
 			}
 			return cmds, changed
@@ -337,7 +338,7 @@ func (p *prop) drain() {
 		}
 		if live := inFlight(p.s); len(live) > 0 {
 			c := live[0]
-			r := saga.Reply{StepIndex: c.StepIndex, Kind: c.Kind, Attempt: c.Attempt, Outcome: saga.OutcomeSucceeded}
+			r := protocol.Reply{CommandRef: protocol.CommandRef{StepIndex: c.StepIndex, Kind: c.Kind, Attempt: c.Attempt}, Outcome: protocol.OutcomeSucceeded}
 			p.event("drain reply", func() ([]saga.Command, bool) { return p.applyReply(r) })
 			continue
 		}

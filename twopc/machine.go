@@ -9,7 +9,10 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
+
+	"github.com/sagacoord/sagacoord/protocol"
 )
 
 // State of a transaction. See docs/twopc.md.
@@ -36,13 +39,6 @@ const (
 	VoteNone Vote = ""
 	VoteYes  Vote = "YES"
 	VoteNo   Vote = "NO"
-)
-
-// Kinds of command.
-const (
-	KindPrepare = "prepare"
-	KindCommit  = "commit"
-	KindAbort   = "abort"
 )
 
 // Defaults.
@@ -94,24 +90,64 @@ type Tx struct {
 // Command is a message the machine asks the engine to send to one participant.
 type Command struct {
 	Participant int
-	Kind        string
+	Kind        protocol.Kind
 	// Attempt numbers the decision messages to one participant (1 for PREPARE).
 	Attempt int
 }
 
-// New returns a transaction in PREPARING and the PREPARE commands.
-func New(id string, parts []Participant, prepareTimeout time.Duration, now time.Time) (*Tx, []Command) {
+// Effects is what one call of a Machine method decided: the commands to send, committed with the
+// new state, and the events telemetry observes after that commit. saga.Effects has the same
+// shape.
+type Effects struct {
+	Commands []Command
+	Events   []Event
+}
+
+// Event is something a transition did: a StateChanged, a Voted or an Acked.
+type Event interface{ txEvent() }
+
+// StateChanged is a change of the transaction's state. The first is From "" to PREPARING; one
+// from PREPARING is the decision.
+type StateChanged struct {
+	From, To State
+	At       time.Time
+}
+
+// Voted is a participant's vote, counted.
+type Voted struct {
+	Participant int
+	Vote        Vote
+	At          time.Time
+}
+
+// Acked is a participant's acknowledgement of the decision.
+type Acked struct {
+	Participant int
+	Kind        protocol.Kind
+	At          time.Time
+}
+
+func (StateChanged) txEvent() {}
+func (Voted) txEvent()        {}
+func (Acked) txEvent()        {}
+
+// Machine applies events to transactions. Like saga.Machine it is pure: time comes in with each
+// event, and each method changes the transaction it is given and returns what it decided.
+type Machine struct{}
+
+// Begin returns a transaction in PREPARING and the PREPARE commands.
+func (Machine) Begin(id string, parts []Participant, prepareTimeout time.Duration, now time.Time) (*Tx, Effects) {
 	if prepareTimeout <= 0 {
 		prepareTimeout = DefaultPrepareTimeout
 	}
-	t := &Tx{ID: id, State: StatePreparing, Participants: parts, PrepareDeadline: now.Add(prepareTimeout)}
-	t.History = append(t.History, Transition{To: StatePreparing, At: now})
-	cmds := make([]Command, len(parts))
+	t := &Tx{ID: id, Participants: parts, PrepareDeadline: now.Add(prepareTimeout)}
+	var fx Effects
+	setState(t, &fx, StatePreparing, now)
 	for i := range parts {
 		t.Participants[i].Vote, t.Participants[i].Acked = VoteNone, false
-		cmds[i] = Command{Participant: i, Kind: KindPrepare, Attempt: 1}
+		fx.Commands = append(fx.Commands, Command{Participant: i, Kind: protocol.KindPrepare, Attempt: 1})
 	}
-	return t, cmds
+	return t, fx
 }
 
 // Index returns the position of the named participant, or -1.
@@ -124,42 +160,62 @@ func (t *Tx) Index(name string) int {
 	return -1
 }
 
-// ApplyVote records a vote. Votes after the decision change nothing (a late YES after a timeout
-// is answered by the ABORT already being sent). The first NO decides ABORT; the last YES decides
+// Reply applies a participant's reply: a vote to a PREPARE, or an ack of a COMMIT or ABORT. A
+// reply that changes nothing (a duplicate, a vote after the decision, an unknown participant)
+// returns changed false.
+func (Machine) Reply(t *Tx, r protocol.Reply, now time.Time) (Effects, bool) {
+	i := t.Index(r.Participant)
+	if i < 0 {
+		return Effects{}, false
+	}
+	var fx Effects
+	switch r.Kind {
+	case protocol.KindPrepare:
+		v := map[protocol.Outcome]Vote{protocol.OutcomeVoteYes: VoteYes, protocol.OutcomeVoteNo: VoteNo}[r.Outcome]
+		return fx, vote(t, &fx, i, v, r.Error, now)
+	case protocol.KindCommit, protocol.KindAbort:
+		return fx, ack(t, &fx, i, r.Kind, now)
+	}
+	return Effects{}, false
+}
+
+// vote records a vote. Votes after the decision change nothing (a late YES after a timeout is
+// answered by the ABORT already being sent). The first NO decides ABORT; the last YES decides
 // COMMIT.
-func ApplyVote(t *Tx, participant int, v Vote, reason string, now time.Time) ([]Command, bool) {
-	if t.State != StatePreparing || participant < 0 || participant >= len(t.Participants) {
-		return nil, false
+func vote(t *Tx, fx *Effects, participant int, v Vote, reason string, now time.Time) bool {
+	if t.State != StatePreparing {
+		return false
 	}
 	p := &t.Participants[participant]
 	if p.Vote != VoteNone || (v != VoteYes && v != VoteNo) {
-		return nil, false
+		return false
 	}
 	if !t.PrepareDeadline.After(now) {
 		// A vote that arrives after the prepare timeout (say, queued while the coordinator was
 		// down) cannot count: the timeout means abort, whichever event is applied first.
-		return decide(t, StateAborting, "prepare timed out at "+t.PrepareDeadline.UTC().Format(time.RFC3339Nano), now), true
+		decide(t, fx, StateAborting, "prepare timed out at "+t.PrepareDeadline.UTC().Format(time.RFC3339Nano), now)
+		return true
 	}
 	p.Vote = v
+	fx.Events = append(fx.Events, Voted{Participant: participant, Vote: v, At: now})
 	if v == VoteNo {
 		p.LastError = reason
-		return decide(t, StateAborting, fmt.Sprintf("participant %q voted NO: %s", p.Name, reason), now), true
+		decide(t, fx, StateAborting, fmt.Sprintf("participant %q voted NO: %s", p.Name, reason), now)
+		return true
 	}
 	for _, q := range t.Participants {
 		if q.Vote != VoteYes {
-			return nil, true
+			return true
 		}
 	}
-	return decide(t, StateCommitting, "", now), true
+	decide(t, fx, StateCommitting, "", now)
+	return true
 }
 
-// ApplyAck records that a participant applied the decision. attempt is the decision message's;
-// any attempt counts, since the participant applies the decision once.
-func ApplyAck(t *Tx, participant int, kind string, now time.Time) bool {
-	if participant < 0 || participant >= len(t.Participants) {
-		return false
-	}
-	if !(t.State == StateCommitting && kind == KindCommit || t.State == StateAborting && kind == KindAbort) {
+// ack records that a participant applied the decision. Any copy of the decision counts, since
+// the participant applies it once.
+func ack(t *Tx, fx *Effects, participant int, kind protocol.Kind, now time.Time) bool {
+	if !(t.State == StateCommitting && kind == protocol.KindCommit || t.State == StateAborting && kind == protocol.KindAbort) {
 		return false
 	}
 	p := &t.Participants[participant]
@@ -168,15 +224,16 @@ func ApplyAck(t *Tx, participant int, kind string, now time.Time) bool {
 	}
 	p.Acked = true
 	p.ResendAt = time.Time{}
+	fx.Events = append(fx.Events, Acked{Participant: participant, Kind: kind, At: now})
 	for _, q := range t.Participants {
 		if !q.Acked {
 			return true
 		}
 	}
 	if t.State == StateCommitting {
-		setState(t, StateCommitted, now)
+		setState(t, fx, StateCommitted, now)
 	} else {
-		setState(t, StateAborted, now)
+		setState(t, fx, StateAborted, now)
 	}
 	return true
 }
@@ -184,40 +241,43 @@ func ApplyAck(t *Tx, participant int, kind string, now time.Time) bool {
 // Query answers a participant that asks for the decision (it is prepared and heard nothing). With
 // no decision logged, the coordinator decides ABORT first (presumed abort), so that a COMMIT can
 // never follow; the answer is the decision message, re-sent to that participant.
-func Query(t *Tx, participant int, now time.Time) ([]Command, bool) {
-	if participant < 0 || participant >= len(t.Participants) {
-		return nil, false
+func (Machine) Query(t *Tx, participant string, now time.Time) (Effects, bool) {
+	i := t.Index(participant)
+	if i < 0 {
+		return Effects{}, false
 	}
+	var fx Effects
 	switch t.State {
 	case StatePreparing:
-		return decide(t, StateAborting, fmt.Sprintf("participant %q asked for the decision before one was made", t.Participants[participant].Name), now), true
+		decide(t, &fx, StateAborting, fmt.Sprintf("participant %q asked for the decision before one was made", participant), now)
 	case StateCommitting, StateAborting, StateCommitted, StateAborted:
-		return []Command{send(t, participant, now)}, true
+		fx.Commands = append(fx.Commands, send(t, i, now))
+	default:
+		return Effects{}, false
 	}
-	return nil, false
+	return fx, true
 }
 
 // Tick fires due timers: the prepare timeout (decide ABORT) and decision re-sends.
-func Tick(t *Tx, now time.Time) ([]Command, bool) {
+func (Machine) Tick(t *Tx, now time.Time) (Effects, bool) {
+	var fx Effects
 	switch t.State {
 	case StatePreparing:
 		if !t.PrepareDeadline.After(now) {
-			return decide(t, StateAborting, "prepare timed out at "+t.PrepareDeadline.UTC().Format(time.RFC3339Nano), now), true
+			decide(t, &fx, StateAborting, "prepare timed out at "+t.PrepareDeadline.UTC().Format(time.RFC3339Nano), now)
 		}
 	case StateCommitting, StateAborting:
-		var cmds []Command
 		for i, p := range t.Participants {
 			if !p.Acked && !p.ResendAt.IsZero() && !p.ResendAt.After(now) {
-				cmds = append(cmds, send(t, i, now))
+				fx.Commands = append(fx.Commands, send(t, i, now))
 			}
 		}
-		return cmds, len(cmds) > 0
 	}
-	return nil, false
+	return fx, len(fx.Commands) > 0
 }
 
 // WakeAt returns when Tick must next run, or zero.
-func WakeAt(t *Tx) time.Time {
+func (Machine) WakeAt(t *Tx) time.Time {
 	switch t.State {
 	case StatePreparing:
 		return t.PrepareDeadline
@@ -234,24 +294,22 @@ func WakeAt(t *Tx) time.Time {
 }
 
 // decide logs the decision and sends it to every participant.
-func decide(t *Tx, to State, reason string, now time.Time) []Command {
+func decide(t *Tx, fx *Effects, to State, reason string, now time.Time) {
 	t.DecidedAt = now
 	t.Reason = reason
-	setState(t, to, now)
-	cmds := make([]Command, len(t.Participants))
+	setState(t, fx, to, now)
 	for i := range t.Participants {
-		cmds[i] = send(t, i, now)
+		fx.Commands = append(fx.Commands, send(t, i, now))
 	}
-	return cmds
 }
 
 // send builds the decision message to participant i and schedules its re-send.
 func send(t *Tx, i int, now time.Time) Command {
 	p := &t.Participants[i]
 	p.Sends++
-	kind := KindAbort
+	kind := protocol.KindAbort
 	if t.State == StateCommitting || t.State == StateCommitted {
-		kind = KindCommit
+		kind = protocol.KindCommit
 	}
 	if !t.State.Terminal() {
 		p.ResendAt = now.Add(resendBackoff(t.ID, p.Name, p.Sends))
@@ -272,20 +330,30 @@ func resendBackoff(id, name string, sends int) time.Duration {
 	return time.Duration(float64(d) * (0.5 + frac/2))
 }
 
-func setState(t *Tx, to State, now time.Time) {
+func setState(t *Tx, fx *Effects, to State, now time.Time) {
 	if t.State == to {
 		return
 	}
 	t.History = append(t.History, Transition{From: t.State, To: to, At: now})
+	fx.Events = append(fx.Events, StateChanged{From: t.State, To: to, At: now})
 	t.State = to
 }
 
-// Transitions lists the legal state changes, for checks of recorded histories (T1, G7).
-func Transitions() map[State][]State {
-	return map[State][]State{
-		"":              {StatePreparing},
-		StatePreparing:  {StateCommitting, StateAborting},
-		StateCommitting: {StateCommitted},
-		StateAborting:   {StateAborted},
-	}
+// Edge is one legal transition of the transaction state machine and what causes it; the first of
+// every transaction is From "" (no state yet) To PREPARING.
+type Edge struct {
+	From, To State
+	Cause    string
 }
+
+var edges = []Edge{
+	{"", StatePreparing, "BeginTransaction"},
+	{StatePreparing, StateCommitting, "every participant voted YES"},
+	{StatePreparing, StateAborting, "a NO vote, the prepare timeout, or a decision query before the decision"},
+	{StateCommitting, StateCommitted, "every participant acknowledged COMMIT"},
+	{StateAborting, StateAborted, "every participant acknowledged ABORT"},
+}
+
+// Transitions returns the legal transitions, for checks of recorded histories (T1, G7). The
+// slice is a copy.
+func Transitions() []Edge { return slices.Clone(edges) }
