@@ -31,22 +31,26 @@ type Config struct {
 	// PollInterval is how often the relay claims rows whose lease lapsed (left by a crash or a
 	// failed publish). Default 1s.
 	PollInterval time.Duration
-	// Lease is how long a claimed row is owned before others may claim it again. Default 5s.
-	Lease time.Duration
 	// QueueSize bounds rows handed over in memory after commit; when it is full, rows wait for
 	// their lease to lapse and the poller. Default 8192.
 	QueueSize int
 	// Logger defaults to discarding.
 	Logger *slog.Logger
-	// Disabled stops all publishing. Only the chaos suite sets it, to prove that its invariants
-	// catch a coordinator that loses messages.
-	Disabled bool
-	// AfterConfirm, when set, runs after the broker confirmed a batch and before its rows are
-	// deleted (a crash point for fault injection).
-	AfterConfirm func()
 	// MeterProvider, when set, records the relay's metrics: publish latency and messages
 	// published (docs/observability.md). Nil turns them off.
 	MeterProvider metric.MeterProvider
+	// Test holds hooks for tests; production leaves it zero.
+	Test TestConfig
+}
+
+// TestConfig holds the relay's test hooks.
+type TestConfig struct {
+	// Disabled stops all publishing: the chaos suite proves with it that its invariants catch a
+	// coordinator that loses messages.
+	Disabled bool
+	// AfterConfirm, when set, runs after the broker confirmed a batch and before its rows are
+	// deleted: a crash point for fault injection.
+	AfterConfirm func()
 }
 
 // WithDefaults returns c with defaults filled in.
@@ -59,9 +63,6 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.PollInterval == 0 {
 		c.PollInterval = time.Second
-	}
-	if c.Lease == 0 {
-		c.Lease = 5 * time.Second
 	}
 	if c.QueueSize == 0 {
 		c.QueueSize = 8192
@@ -189,7 +190,7 @@ func (r *Relay) poll(ctx context.Context) {
 		case <-t.C:
 		}
 		for {
-			rows, err := r.outbox.ClaimExpired(ctx, r.cfg.BatchSize, r.cfg.Lease)
+			rows, err := r.outbox.ClaimExpired(ctx, r.cfg.BatchSize)
 			if err != nil {
 				if ctx.Err() == nil {
 					r.cfg.Logger.Error("claim outbox rows", "err", err)
@@ -210,14 +211,14 @@ func (r *Relay) poll(ctx context.Context) {
 // publish publishes rows and deletes those the broker confirmed. Rows that failed keep their
 // lease and are claimed again when it lapses.
 func (r *Relay) publish(ctx context.Context, rows []store.OutboxRow) {
-	if r.cfg.Disabled || len(rows) == 0 {
+	if r.cfg.Test.Disabled || len(rows) == 0 {
 		return
 	}
 	msgs := make([]transport.Outgoing, len(rows))
 	for i, row := range rows {
 		msgs[i] = row.Outgoing
 	}
-	pctx, cancel := context.WithTimeout(ctx, r.cfg.Lease)
+	pctx, cancel := context.WithTimeout(ctx, r.outbox.Lease())
 	began := time.Now()
 	errs := r.transport.Publish(pctx, msgs)
 	took := time.Since(began)
@@ -249,8 +250,8 @@ func (r *Relay) publish(ctx context.Context, rows []store.OutboxRow) {
 		}
 		r.cfg.Logger.Log(ctx, level, "publish outbox rows failed; they will be retried", "failed", failed, "of", len(rows), "err", firstErr)
 	}
-	if r.cfg.AfterConfirm != nil && len(done) > 0 {
-		r.cfg.AfterConfirm()
+	if r.cfg.Test.AfterConfirm != nil && len(done) > 0 {
+		r.cfg.Test.AfterConfirm()
 	}
 	if len(done) == 0 {
 		return

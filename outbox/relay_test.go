@@ -66,7 +66,7 @@ func (e *env) commit(t *testing.T, n int) []store.OutboxRow {
 	t.Helper()
 	id := uuid.New()
 	_, created, rows, err := e.st.CreateTx(e.ctx, id, func(now time.Time) (store.TxChange, error) {
-		tx, _ := twopc.New(id.String(), []twopc.Participant{{Name: participant}}, time.Minute, now)
+		tx, _ := twopc.Machine{}.Begin(id.String(), []twopc.Participant{{Name: participant}}, time.Minute, now)
 		msgs := make([]transport.Outgoing, n)
 		for i := range msgs {
 			mid := fmt.Sprintf("%s:%d", id, i)
@@ -241,8 +241,8 @@ type countingOutbox struct {
 	claimed map[int64]int
 }
 
-func (c *countingOutbox) ClaimExpired(ctx context.Context, limit int, lease time.Duration) ([]store.OutboxRow, error) {
-	rows, err := c.Outbox.ClaimExpired(ctx, limit, lease)
+func (c *countingOutbox) ClaimExpired(ctx context.Context, limit int) ([]store.OutboxRow, error) {
+	rows, err := c.Outbox.ClaimExpired(ctx, limit)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.claimed == nil {
@@ -273,7 +273,7 @@ func TestEnqueuedRowsArePublishedAndDeleted(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	got := e.consume(t)
-	r := start(t, e.st.Outbox(), e.tr, outbox.Config{PollInterval: time.Hour, Lease: lease, BatchSize: 16})
+	r := start(t, e.st.Outbox(), e.tr, outbox.Config{PollInterval: time.Hour, BatchSize: 16})
 	var rows []store.OutboxRow
 	for range 5 {
 		batch := e.commit(t, 20)
@@ -297,7 +297,7 @@ func TestFailedPublishIsRetriedByThePoller(t *testing.T) {
 		ft.fail[r.MessageID] = true
 	}
 	ft.failing.Store(true)
-	r := start(t, e.st.Outbox(), ft, outbox.Config{PollInterval: 10 * time.Millisecond, Lease: lease, Workers: 2})
+	r := start(t, e.st.Outbox(), ft, outbox.Config{PollInterval: 10 * time.Millisecond, Workers: 2})
 	r.Enqueue(rows)
 
 	ok := append(append([]store.OutboxRow(nil), rows[:2]...), rows[5:]...)
@@ -328,7 +328,7 @@ func TestDisabledPublishesNothing(t *testing.T) {
 	ft := &faultyTransport{Transport: e.tr}
 	ob := &countingOutbox{Outbox: e.st.Outbox()}
 	rows := e.commit(t, 5)
-	r := start(t, ob, ft, outbox.Config{Disabled: true, PollInterval: 10 * time.Millisecond, Lease: 20 * time.Millisecond})
+	r := start(t, ob, ft, outbox.Config{PollInterval: 10 * time.Millisecond, Test: outbox.TestConfig{Disabled: true}})
 	r.Enqueue(rows)
 	waitFor(t, "the poller to claim the rows twice", func() bool {
 		_, claimed := ob.stats()
@@ -374,7 +374,7 @@ func TestAfterConfirmRunsBeforeDelete(t *testing.T) {
 		}
 	}
 	rows := e.commit(t, n)
-	r := start(t, e.st.Outbox(), ft, outbox.Config{Workers: 1, BatchSize: 8, PollInterval: time.Hour, Lease: lease, AfterConfirm: hook})
+	r := start(t, e.st.Outbox(), ft, outbox.Config{Workers: 1, BatchSize: 8, PollInterval: time.Hour, Test: outbox.TestConfig{AfterConfirm: hook}})
 	r.Enqueue(rows)
 	waitFor(t, "the outbox to be empty", func() bool { return e.backlog(t) == 0 })
 	ready, _ := e.broker.Depth(protocol.ParticipantQueue(participant))
@@ -403,7 +403,7 @@ func TestQueueFullLeavesRowsForThePoller(t *testing.T) {
 	got := e.consume(t)
 	ob := &countingOutbox{Outbox: e.st.Outbox()}
 	rows := e.commit(t, 5)
-	r := outbox.NewRelay(ob, e.tr, outbox.Config{QueueSize: 1, PollInterval: 10 * time.Millisecond, Lease: lease})
+	r := outbox.NewRelay(ob, e.tr, outbox.Config{QueueSize: 1, PollInterval: 10 * time.Millisecond})
 	r.Enqueue(rows) // before Start: one row fits, four are dropped
 	require.NoError(t, r.Start(context.Background()))
 	t.Cleanup(r.Stop)
@@ -468,7 +468,9 @@ func TestStopWaitsForPublish(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	bt := &blockingTransport{Transport: e.tr, entered: make(chan struct{}), ctxDone: make(chan struct{}, 1), release: make(chan struct{})}
-	r := outbox.NewRelay(e.st.Outbox(), bt, outbox.Config{Workers: 1, PollInterval: time.Hour, Lease: timeout})
+	// A lease longer than the test, so that only Stop ends the publish.
+	long := pgstore.New(e.st.Pool(), pgstore.Config{OutboxLease: timeout})
+	r := outbox.NewRelay(long.Outbox(), bt, outbox.Config{Workers: 1, PollInterval: time.Hour})
 	require.NoError(t, r.Start(context.Background()))
 	r.Enqueue(e.commit(t, 1))
 	<-bt.entered

@@ -249,7 +249,7 @@ func (b *barrier) compensate(ctx context.Context, t *barrierTx, cmd *protocol.St
 }
 
 // rowError names the barrier row that a statement works on, for its error.
-func rowError(what string, cmd *protocol.StepCommand, kind string) string {
+func rowError(what string, cmd *protocol.StepCommand, kind protocol.Kind) string {
 	return fmt.Sprintf("%s (%s, %s, %s)", what, cmd.SagaID, cmd.Step, kind)
 }
 
@@ -260,7 +260,7 @@ func rowError(what string, cmd *protocol.StepCommand, kind string) string {
 // The COMMIT that follows in the batch does not wait for the row count: the row cannot be missing,
 // as this transaction inserted or found it and barrier rows are never deleted (a handler that
 // deletes them breaks the barrier whatever it does).
-func (b *barrier) store(bt *batch, cmd *protocol.StepCommand, kind string, r protocol.StepReply) (func() (protocol.StepReply, error), error) {
+func (b *barrier) store(bt *batch, cmd *protocol.StepCommand, kind protocol.Kind, r protocol.StepReply) (func() (protocol.StepReply, error), error) {
 	body, err := json.Marshal(r)
 	if err != nil {
 		return nil, fmt.Errorf("encode reply: %w", err)
@@ -270,7 +270,7 @@ func (b *barrier) store(bt *batch, cmd *protocol.StepCommand, kind string, r pro
 	return func() (protocol.StepReply, error) { return decodeStored(raw, cmd, kind) }, nil
 }
 
-func decodeStored(raw string, cmd *protocol.StepCommand, kind string) (protocol.StepReply, error) {
+func decodeStored(raw string, cmd *protocol.StepCommand, kind protocol.Kind) (protocol.StepReply, error) {
 	var r protocol.StepReply
 	if err := json.Unmarshal([]byte(raw), &r); err != nil {
 		return protocol.StepReply{}, fmt.Errorf("decode barrier row (%s, %s, %s): %w", cmd.SagaID, cmd.Step, kind, err)

@@ -146,7 +146,7 @@ func newBenchEnv(b testing.TB, maxConns int32) *benchEnv {
 
 func (e *benchEnv) gid(i int) string { return e.prefix + strconv.Itoa(i) }
 
-func (e *benchEnv) measure(b *testing.B, cmd func(i int) *protocol.StepCommand, h Handler, want string) {
+func (e *benchEnv) measure(b *testing.B, cmd func(i int) *protocol.StepCommand, h Handler, want protocol.Outcome) {
 	b.Helper()
 	ctx := context.Background()
 	// Warm the connection's statement cache, so that the figures are those of the steady state.
@@ -167,7 +167,7 @@ func (e *benchEnv) measure(b *testing.B, cmd func(i int) *protocol.StepCommand, 
 }
 
 // measureGroups is measure for groups of size commands (the last one may be smaller).
-func (e *benchEnv) measureGroups(b *testing.B, size int, cmd func(i int) *protocol.StepCommand, h Handler, want string) {
+func (e *benchEnv) measureGroups(b *testing.B, size int, cmd func(i int) *protocol.StepCommand, h Handler, want protocol.Outcome) {
 	b.Helper()
 	ctx := context.Background()
 	if _, err := e.b.run(ctx, action(e.prefix+"warm"), noop); err != nil {

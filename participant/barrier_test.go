@@ -62,7 +62,7 @@ func (e *barrierEnv) count(t *testing.T, query string, args ...any) int {
 
 func (e *barrierEnv) effects(t *testing.T) int { return e.count(t, `SELECT count(*) FROM effects`) }
 
-func (e *barrierEnv) barrierRows(t *testing.T, kind string) int {
+func (e *barrierEnv) barrierRows(t *testing.T, kind protocol.Kind) int {
 	return e.count(t, `SELECT count(*) FROM barrier WHERE kind = $1`, kind)
 }
 
@@ -107,7 +107,7 @@ func TestBarrierActionRunsOnceAndDuplicateGetsStoredReply(t *testing.T) {
 	h := &recorder{out: `{"balance": 95,  "id":"x"}`}
 
 	first := e.run(t, action("s1"), h.handle)
-	require.Equal(t, protocol.OutcomeSucceeded, first.reply.Outcome)
+	require.EqualValues(t, protocol.OutcomeSucceeded, first.reply.Outcome)
 	require.True(t, first.committed)
 	require.JSONEq(t, `{"balance":95,"id":"x"}`, string(first.reply.Output))
 
@@ -132,12 +132,12 @@ func TestBarrierCompensationBeforeActionIsNoopAndRefusesLateAction(t *testing.T)
 	act, comp := &recorder{out: `{}`}, &recorder{}
 
 	c := e.run(t, compensation("s1"), comp.handle)
-	require.Equal(t, protocol.OutcomeSucceeded, c.reply.Outcome)
+	require.EqualValues(t, protocol.OutcomeSucceeded, c.reply.Outcome)
 	require.False(t, c.handlerRan)
 	require.EqualValues(t, 0, comp.calls.Load())
 
 	a := e.run(t, action("s1"), act.handle)
-	require.Equal(t, protocol.OutcomeFailed, a.reply.Outcome)
+	require.EqualValues(t, protocol.OutcomeFailed, a.reply.Outcome)
 	require.Equal(t, errCompensatedFirst, a.reply.Error)
 	require.True(t, a.duplicate)
 	require.EqualValues(t, 0, act.calls.Load(), "the late action is refused without running")
@@ -155,7 +155,7 @@ func TestBarrierBusinessFailureRollsBackEffectAndCompensationIsNoop(t *testing.T
 	comp := &recorder{}
 
 	a := e.run(t, action("s1"), act.handle)
-	require.Equal(t, protocol.OutcomeFailed, a.reply.Outcome)
+	require.EqualValues(t, protocol.OutcomeFailed, a.reply.Outcome)
 	require.Equal(t, "insufficient funds in acct-1", a.reply.Error)
 	require.Equal(t, 0, e.effects(t), "the handler's effect is rolled back to the savepoint")
 	require.Equal(t, 1, e.barrierRows(t, protocol.KindAction), "the failure is decided and stored")
@@ -165,7 +165,7 @@ func TestBarrierBusinessFailureRollsBackEffectAndCompensationIsNoop(t *testing.T
 	require.EqualValues(t, 1, act.calls.Load())
 
 	c := e.run(t, compensation("s1"), comp.handle)
-	require.Equal(t, protocol.OutcomeSucceeded, c.reply.Outcome)
+	require.EqualValues(t, protocol.OutcomeSucceeded, c.reply.Outcome)
 	require.EqualValues(t, 0, comp.calls.Load(), "nothing to undo after a failed action")
 }
 
@@ -176,7 +176,7 @@ func TestBarrierCompensationAfterSuccessRunsOnceWithActionOutput(t *testing.T) {
 
 	e.run(t, action("s1"), act.handle)
 	c := e.run(t, compensation("s1"), comp.handle) // carries no output: filled from the barrier
-	require.Equal(t, protocol.OutcomeSucceeded, c.reply.Outcome)
+	require.EqualValues(t, protocol.OutcomeSucceeded, c.reply.Outcome)
 	require.JSONEq(t, `{"reversed":7}`, string(c.reply.Output))
 	require.JSONEq(t, `{"entry":7}`, string(comp.last.Load().Output))
 
@@ -195,7 +195,7 @@ func TestBarrierRetryableErrorKeepsNoRow(t *testing.T) {
 	flaky := &recorder{err: errors.New("downstream timeout")}
 
 	r := e.run(t, action("s1"), flaky.handle)
-	require.Equal(t, protocol.OutcomeRetry, r.reply.Outcome)
+	require.EqualValues(t, protocol.OutcomeRetry, r.reply.Outcome)
 	require.Equal(t, "downstream timeout", r.reply.Error)
 	require.False(t, r.committed)
 	require.Equal(t, 0, e.barrierRows(t, protocol.KindAction))
@@ -203,7 +203,7 @@ func TestBarrierRetryableErrorKeepsNoRow(t *testing.T) {
 
 	flaky.err = nil
 	r = e.run(t, action("s1"), flaky.handle)
-	require.Equal(t, protocol.OutcomeSucceeded, r.reply.Outcome, "the retry runs the handler again")
+	require.EqualValues(t, protocol.OutcomeSucceeded, r.reply.Outcome, "the retry runs the handler again")
 	require.EqualValues(t, 2, flaky.calls.Load())
 	require.Equal(t, 1, e.effects(t))
 }
@@ -217,7 +217,7 @@ func TestBarrierPanicIsRetryable(t *testing.T) {
 		}
 		panic("nil map somewhere")
 	})
-	require.Equal(t, protocol.OutcomeRetry, r.reply.Outcome)
+	require.EqualValues(t, protocol.OutcomeRetry, r.reply.Outcome)
 	require.Contains(t, r.reply.Error, "handler panicked: nil map somewhere")
 	require.Equal(t, 0, e.barrierRows(t, protocol.KindAction))
 	require.Equal(t, 0, e.effects(t))
@@ -231,13 +231,13 @@ func TestBarrierFailingCompensationIsRetriedAndKeepsNoRow(t *testing.T) {
 	for _, err := range []error{Failf("ledger closed"), errors.New("deadlock")} {
 		comp := &recorder{err: err}
 		r := e.run(t, compensation("s1"), comp.handle)
-		require.Equal(t, protocol.OutcomeRetry, r.reply.Outcome, "a compensation is retried, even after a business failure")
+		require.EqualValues(t, protocol.OutcomeRetry, r.reply.Outcome, "a compensation is retried, even after a business failure")
 		require.Equal(t, err.Error(), r.reply.Error)
 		require.Equal(t, 0, e.barrierRows(t, protocol.KindCompensate))
 	}
 	comp := &recorder{}
 	r := e.run(t, compensation("s1"), comp.handle)
-	require.Equal(t, protocol.OutcomeSucceeded, r.reply.Outcome)
+	require.EqualValues(t, protocol.OutcomeSucceeded, r.reply.Outcome)
 	require.Equal(t, 2, e.effects(t), "the action's and one compensation's")
 }
 
@@ -248,13 +248,13 @@ func TestBarrierBadHandlerResults(t *testing.T) {
 	r := e.run(t, action("s1"), func(ctx context.Context, tx pgx.Tx, cmd *protocol.StepCommand) (json.RawMessage, error) {
 		return json.RawMessage(`{not json`), nil
 	})
-	require.Equal(t, protocol.OutcomeFailed, r.reply.Outcome)
+	require.EqualValues(t, protocol.OutcomeFailed, r.reply.Outcome)
 	require.Contains(t, r.reply.Error, "not valid JSON")
 
 	r = e.run(t, action("s3"), func(ctx context.Context, tx pgx.Tx, cmd *protocol.StepCommand) (json.RawMessage, error) {
 		return nil, Fail(errors.New("nul\x00byte " + strings.Repeat("x", 2*maxErrorBytes)))
 	})
-	require.Equal(t, protocol.OutcomeFailed, r.reply.Outcome)
+	require.EqualValues(t, protocol.OutcomeFailed, r.reply.Outcome)
 	require.True(t, strings.HasPrefix(r.reply.Error, "nulbyte xxx"), "NUL bytes are dropped so jsonb can store the error")
 	require.LessOrEqual(t, len(r.reply.Error), maxErrorBytes+len("…"))
 
@@ -263,7 +263,7 @@ func TestBarrierBadHandlerResults(t *testing.T) {
 		_, _ = tx.Exec(ctx, `INSERT INTO no_such_table VALUES (1)`)
 		return nil, nil
 	})
-	require.Equal(t, protocol.OutcomeRetry, r.reply.Outcome)
+	require.EqualValues(t, protocol.OutcomeRetry, r.reply.Outcome)
 	require.Equal(t, 2, e.barrierRows(t, protocol.KindAction), "only the failures of s1 and s3 are stored")
 }
 
@@ -362,9 +362,9 @@ func TestBarrierCompensationWaitsForActionInFlight(t *testing.T) {
 	e.waitLockWaiters(t, 1)
 	close(act.release)
 
-	require.Equal(t, protocol.OutcomeSucceeded, (<-actDone).reply.Outcome)
+	require.EqualValues(t, protocol.OutcomeSucceeded, (<-actDone).reply.Outcome)
 	c := <-compDone
-	require.Equal(t, protocol.OutcomeSucceeded, c.reply.Outcome)
+	require.EqualValues(t, protocol.OutcomeSucceeded, c.reply.Outcome)
 	require.True(t, c.handlerRan, "the action committed first, so its compensation undoes it")
 	require.EqualValues(t, 1, comp.calls.Load())
 }
@@ -416,7 +416,7 @@ func TestBarrierLaterAttemptReopensBusinessFailure(t *testing.T) {
 	require.Equal(t, protocol.StepReply{Outcome: protocol.OutcomeFailed, Error: "insufficient funds"}, first.reply)
 	require.True(t, first.committed)
 	outcome, _, attempt := e.actionRow(t, "s1")
-	require.Equal(t, protocol.OutcomeFailed, outcome)
+	require.EqualValues(t, protocol.OutcomeFailed, outcome)
 	require.Equal(t, 1, attempt, "the row records the attempt that decided it")
 
 	dup := e.run(t, actionAttempt("s1", 1), h.handle)
@@ -447,7 +447,7 @@ func TestBarrierLaterAttemptReopensBusinessFailure(t *testing.T) {
 
 	h.err, h.out = nil, `{"entry":3}`
 	third := e.run(t, actionAttempt("s1", 3), h.handle)
-	require.Equal(t, protocol.OutcomeSucceeded, third.reply.Outcome)
+	require.EqualValues(t, protocol.OutcomeSucceeded, third.reply.Outcome)
 	require.JSONEq(t, `{"entry":3}`, string(third.reply.Output))
 	require.True(t, third.committed)
 	require.Equal(t, 1, e.effects(t))
@@ -465,7 +465,7 @@ func TestBarrierLaterAttemptReopensBusinessFailure(t *testing.T) {
 	require.EqualValues(t, 3, h.calls.Load())
 	require.Equal(t, 1, e.effects(t))
 	outcome, _, attempt = e.actionRow(t, "s1")
-	require.Equal(t, protocol.OutcomeSucceeded, outcome)
+	require.EqualValues(t, protocol.OutcomeSucceeded, outcome)
 	require.Equal(t, 3, attempt, "a success is not reopened")
 }
 
@@ -480,17 +480,17 @@ func TestBarrierReopenIsPartOfTheAttemptsTransaction(t *testing.T) {
 
 	h.err = errors.New("deadlock detected")
 	r := e.run(t, actionAttempt("s1", 2), h.handle)
-	require.Equal(t, protocol.OutcomeRetry, r.reply.Outcome)
+	require.EqualValues(t, protocol.OutcomeRetry, r.reply.Outcome)
 	require.False(t, r.committed)
 	outcome, errText, attempt := e.actionRow(t, "s1")
-	require.Equal(t, []any{protocol.OutcomeFailed, "insufficient funds", 1}, []any{outcome, errText, attempt},
+	require.Equal(t, []any{string(protocol.OutcomeFailed), "insufficient funds", 1}, []any{outcome, errText, attempt},
 		"the reopening was rolled back with the attempt")
 	dup := e.run(t, actionAttempt("s1", 1), h.handle)
 	require.Equal(t, first.reply, dup.reply)
 
 	h.err = nil
 	r = e.run(t, actionAttempt("s1", 2), h.handle)
-	require.Equal(t, protocol.OutcomeSucceeded, r.reply.Outcome)
+	require.EqualValues(t, protocol.OutcomeSucceeded, r.reply.Outcome)
 	require.EqualValues(t, 3, h.calls.Load())
 	require.Equal(t, 1, e.effects(t))
 }
@@ -510,7 +510,7 @@ func TestBarrierCompensationTurnsStoredFailureIntoRefusal(t *testing.T) {
 	require.True(t, c.committed)
 	require.False(t, c.handlerRan, "nothing to undo")
 	outcome, errText, _ := e.actionRow(t, "s1")
-	require.Equal(t, protocol.OutcomeFailed, outcome)
+	require.EqualValues(t, protocol.OutcomeFailed, outcome)
 	require.Equal(t, errCompensatedFirst, errText, "the business failure became the refusal")
 
 	act.err, act.out = nil, `{"entry":1}`
@@ -568,9 +568,9 @@ func TestBarrierCompensationWaitsForReopenedAction(t *testing.T) {
 	close(act.release)
 
 	a := <-actDone
-	require.Equal(t, protocol.OutcomeSucceeded, a.reply.Outcome)
+	require.EqualValues(t, protocol.OutcomeSucceeded, a.reply.Outcome)
 	c := <-compDone
-	require.Equal(t, protocol.OutcomeSucceeded, c.reply.Outcome)
+	require.EqualValues(t, protocol.OutcomeSucceeded, c.reply.Outcome)
 	require.True(t, c.handlerRan, "the reopened attempt committed a success first, so the compensation undoes it")
 	require.JSONEq(t, `{"entry":2}`, string(comp.last.Load().Output), "with the output of the attempt that succeeded")
 	require.Equal(t, 2, e.effects(t), "the action's and its compensation's")
@@ -610,7 +610,7 @@ func TestBarrierMigrateAddsAttemptToOldTable(t *testing.T) {
 	e := &barrierEnv{pool: pool, schema: schema, b: w.barrier}
 	require.Equal(t, 1, e.barrierRows(t, protocol.KindAction), "the old row is kept")
 	outcome, _, attempt := e.actionRow(t, "old")
-	require.Equal(t, protocol.OutcomeSucceeded, outcome)
+	require.EqualValues(t, protocol.OutcomeSucceeded, outcome)
 	require.Equal(t, math.MaxInt32, attempt, "rows from before the column hold an attempt no command carries, so none reopens them")
 
 	// The old row still answers its duplicates and feeds its compensation.
@@ -625,7 +625,7 @@ func TestBarrierMigrateAddsAttemptToOldTable(t *testing.T) {
 
 	// New rows record their attempt.
 	r := e.run(t, actionAttempt("new", 3), h.handle)
-	require.Equal(t, protocol.OutcomeSucceeded, r.reply.Outcome)
+	require.EqualValues(t, protocol.OutcomeSucceeded, r.reply.Outcome)
 	_, _, attempt = e.actionRow(t, "new")
 	require.Equal(t, 3, attempt)
 	require.EqualValues(t, 1, h.calls.Load())

@@ -42,7 +42,7 @@ func TestBarrierRoundTrips(t *testing.T) {
 		setup      func(saga string)
 		cmd        func(saga string) *protocol.StepCommand
 		h          Handler
-		want       string
+		want       protocol.Outcome
 		roundTrips int64
 	}{
 		{"action succeeds", nil, action, ok, protocol.OutcomeSucceeded, 2},
@@ -128,7 +128,7 @@ func TestBarrierHandlerTxIsASavepoint(t *testing.T) {
 			}
 			return json.RawMessage(`{}`), nil
 		})
-		require.Equal(t, protocol.OutcomeSucceeded, r.reply.Outcome, r.reply.Error)
+		require.EqualValues(t, protocol.OutcomeSucceeded, r.reply.Outcome, r.reply.Error)
 		require.Equal(t, []string{"batch", "copy", "prepared"}, notes("methods"))
 		require.Equal(t, m.connections()[0], pid, "the handler runs on the barrier's connection")
 	})
@@ -161,7 +161,7 @@ func TestBarrierHandlerTxIsASavepoint(t *testing.T) {
 			}
 			return nil, nil
 		})
-		require.Equal(t, protocol.OutcomeSucceeded, r.reply.Outcome, r.reply.Error)
+		require.EqualValues(t, protocol.OutcomeSucceeded, r.reply.Outcome, r.reply.Error)
 		require.Equal(t, []string{"kept", "outer"}, notes("nested"))
 	})
 
@@ -177,7 +177,7 @@ func TestBarrierHandlerTxIsASavepoint(t *testing.T) {
 				}
 				return nil, tx.Rollback(ctx)
 			})
-			require.Equal(t, protocol.OutcomeRetry, r.reply.Outcome, end)
+			require.EqualValues(t, protocol.OutcomeRetry, r.reply.Outcome, end)
 			require.Equal(t, "handler returned success but its transaction cannot be kept: tx is closed", r.reply.Error, end)
 			require.False(t, r.committed, end)
 		}
@@ -202,7 +202,7 @@ func TestBarrierHandlerTxIsASavepoint(t *testing.T) {
 			kept = tx
 			return nil, nil
 		})
-		require.Equal(t, protocol.OutcomeSucceeded, r.reply.Outcome)
+		require.EqualValues(t, protocol.OutcomeSucceeded, r.reply.Outcome)
 		_, err := kept.Exec(ctx, `SELECT 1`)
 		require.ErrorIs(t, err, pgx.ErrTxClosed, "a Tx kept after the handler returned")
 		_, err = kept.Query(ctx, `SELECT 1`)
@@ -231,11 +231,11 @@ func TestBarrierHandlerTxIsASavepoint(t *testing.T) {
 			_, err := tx.Exec(ctx, `INSERT INTO no_such_table VALUES (1)`)
 			return nil, Fail(err)
 		})
-		require.Equal(t, protocol.OutcomeFailed, r.reply.Outcome)
+		require.EqualValues(t, protocol.OutcomeFailed, r.reply.Outcome)
 		require.Contains(t, r.reply.Error, "no_such_table")
 		require.True(t, r.committed)
 		outcome, _, _ := e.actionRow(t, "aborted")
-		require.Equal(t, protocol.OutcomeFailed, outcome)
+		require.EqualValues(t, protocol.OutcomeFailed, outcome)
 		require.Empty(t, notes("aborted"))
 	})
 
@@ -247,7 +247,7 @@ func TestBarrierHandlerTxIsASavepoint(t *testing.T) {
 			_, err := tx.Query(ctx, `SELECT generate_series(1, 3)`)
 			return nil, err
 		})
-		require.Equal(t, protocol.OutcomeRetry, r.reply.Outcome)
+		require.EqualValues(t, protocol.OutcomeRetry, r.reply.Outcome)
 		require.Contains(t, r.reply.Error, "handler returned success but its transaction cannot be kept")
 		require.Empty(t, notes("busy"))
 		require.Equal(t, 0, e.count(t, `SELECT count(*) FROM barrier WHERE gid = 'busy'`))
@@ -270,7 +270,7 @@ func TestBarrierFailedReplyWriteCommitsNothing(t *testing.T) {
 
 	h.out = `{}`
 	r := e.run(t, action("s1"), h.handle)
-	require.Equal(t, protocol.OutcomeSucceeded, r.reply.Outcome, "the connection was rolled back and is fit for reuse")
+	require.EqualValues(t, protocol.OutcomeSucceeded, r.reply.Outcome, "the connection was rolled back and is fit for reuse")
 	require.Len(t, m.connections(), 1)
 }
 
@@ -372,13 +372,13 @@ func TestBarrierUnderEveryQueryExecMode(t *testing.T) {
 			e := &barrierEnv{pool: pool, b: w.barrier}
 
 			ok, fail := &recorder{out: `{"entry":1}`}, &recorder{err: Failf("insufficient funds")}
-			require.Equal(t, protocol.OutcomeSucceeded, e.run(t, action("ok"), ok.handle).reply.Outcome)
+			require.EqualValues(t, protocol.OutcomeSucceeded, e.run(t, action("ok"), ok.handle).reply.Outcome)
 			require.True(t, e.run(t, action("ok"), ok.handle).duplicate)
 			c := e.run(t, compensation("ok"), ok.handle)
 			require.True(t, c.handlerRan)
 			require.JSONEq(t, `{"entry":1}`, string(ok.last.Load().Output))
-			require.Equal(t, protocol.OutcomeFailed, e.run(t, action("failed"), fail.handle).reply.Outcome)
-			require.Equal(t, protocol.OutcomeSucceeded, e.run(t, actionAttempt("failed", 2), ok.handle).reply.Outcome, "reopened")
+			require.EqualValues(t, protocol.OutcomeFailed, e.run(t, action("failed"), fail.handle).reply.Outcome)
+			require.EqualValues(t, protocol.OutcomeSucceeded, e.run(t, actionAttempt("failed", 2), ok.handle).reply.Outcome, "reopened")
 			require.False(t, e.run(t, compensation("first"), ok.handle).handlerRan)
 			require.Equal(t, errCompensatedFirst, e.run(t, action("first"), ok.handle).reply.Error)
 			require.Equal(t, 3, e.effects(t), "ok, its compensation, and the reopened attempt")
@@ -388,11 +388,11 @@ func TestBarrierUnderEveryQueryExecMode(t *testing.T) {
 			outs, err := e.b.runGroup(context.Background(), items(doing(action("g1"), "ok"), doing(action("g2"), "bad sql"),
 				doing(action("g3"), "nul output"), doing(action("ok"), "ok"), doing(action("g4"), "fail")))
 			require.NoError(t, err)
-			require.Equal(t, protocol.OutcomeSucceeded, outs[0].res.reply.Outcome)
-			require.Equal(t, protocol.OutcomeRetry, outs[1].res.reply.Outcome)
+			require.EqualValues(t, protocol.OutcomeSucceeded, outs[0].res.reply.Outcome)
+			require.EqualValues(t, protocol.OutcomeRetry, outs[1].res.reply.Outcome)
 			require.True(t, isDataException(outs[2].err), "%v", outs[2].err)
 			require.True(t, outs[3].res.duplicate)
-			require.Equal(t, protocol.OutcomeFailed, outs[4].res.reply.Outcome)
+			require.EqualValues(t, protocol.OutcomeFailed, outs[4].res.reply.Outcome)
 			require.Equal(t, 4, e.effects(t), "and g1")
 		})
 	}

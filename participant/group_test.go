@@ -86,8 +86,9 @@ func TestBarrierGroupMixedOutcomes(t *testing.T) {
 	require.EqualValues(t, 1, m.sql.Commits.Load()-before, "one COMMIT for the group")
 
 	want := []struct {
-		outcome, errText string
-		committed, dup   bool
+		outcome        protocol.Outcome
+		errText        string
+		committed, dup bool
 	}{
 		{protocol.OutcomeSucceeded, "", true, false},
 		{protocol.OutcomeFailed, "insufficient funds", true, false},
@@ -133,7 +134,7 @@ func TestBarrierGroupMixedOutcomes(t *testing.T) {
 	_, _, attempt := e.actionRow(t, "comp-first")
 	require.Equal(t, 1, attempt)
 	outcome, errText, _ := e.actionRow(t, "fails")
-	require.Equal(t, protocol.OutcomeFailed, outcome)
+	require.EqualValues(t, protocol.OutcomeFailed, outcome)
 	require.Equal(t, errCompensatedFirst, errText, "the compensation turned the failure into the refusal")
 
 	// Only the successful action's effect and the earlier one are left.
@@ -198,7 +199,7 @@ func TestBarrierGroupReplyRefusedByDatabase(t *testing.T) {
 				continue
 			}
 			require.NoError(t, o.err, tc.name)
-			require.Equal(t, protocol.OutcomeSucceeded, o.res.reply.Outcome, tc.name)
+			require.EqualValues(t, protocol.OutcomeSucceeded, o.res.reply.Outcome, tc.name)
 			require.Equal(t, 1, e.count(t, `SELECT count(*) FROM effects WHERE gid = $1`, tc.cmds[i].SagaID), tc.name)
 		}
 	}
@@ -216,8 +217,8 @@ func TestBarrierGroupBrokenByHandler(t *testing.T) {
 	require.Zero(t, e.effects(t))
 
 	// Alone, the handler's command is replied "retry", and the others succeed.
-	require.Equal(t, protocol.OutcomeSucceeded, e.run(t, doing(action("before"), "ok"), scripted).reply.Outcome)
-	require.Equal(t, protocol.OutcomeRetry, e.run(t, doing(action("rows"), "open rows"), scripted).reply.Outcome)
+	require.EqualValues(t, protocol.OutcomeSucceeded, e.run(t, doing(action("before"), "ok"), scripted).reply.Outcome)
+	require.EqualValues(t, protocol.OutcomeRetry, e.run(t, doing(action("rows"), "open rows"), scripted).reply.Outcome)
 }
 
 // TestBarrierGroupDeferredConstraintBreaksTheCommit: a COMMIT that PostgreSQL refuses decides

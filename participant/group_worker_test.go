@@ -123,12 +123,12 @@ func with(cmd *protocol.StepCommand, do string) *protocol.StepCommand {
 }
 
 // replies reads n replies, by "saga/kind".
-func (e *env) repliesBy(n int) map[string][]*protocol.SagaReply {
+func (e *env) repliesBy(n int) map[string][]*protocol.Reply {
 	e.t.Helper()
-	got := map[string][]*protocol.SagaReply{}
+	got := map[string][]*protocol.Reply{}
 	for range n {
 		r, _ := e.reply()
-		got[r.SagaID+"/"+r.Kind] = append(got[r.SagaID+"/"+r.Kind], r)
+		got[r.SagaID+"/"+string(r.Kind)] = append(got[r.SagaID+"/"+string(r.Kind)], r)
 	}
 	return got
 }
@@ -170,21 +170,21 @@ func TestWorkerGroupMixedOutcomes(t *testing.T) {
 
 			got := e.repliesBy(len(cmds) - 1)
 			require.Len(t, got["s-ok/action"], 2)
-			require.Equal(t, protocol.OutcomeSucceeded, got["s-ok/action"][0].Outcome)
+			require.EqualValues(t, protocol.OutcomeSucceeded, got["s-ok/action"][0].Outcome)
 			require.JSONEq(t, `{"entry":1}`, string(got["s-ok/action"][0].Output))
 			require.Equal(t, got["s-ok/action"][0], got["s-ok/action"][1], "the duplicate gets the stored reply")
-			require.Equal(t, protocol.OutcomeFailed, got["s-fail/action"][0].Outcome)
+			require.EqualValues(t, protocol.OutcomeFailed, got["s-fail/action"][0].Outcome)
 			require.Equal(t, "insufficient funds", got["s-fail/action"][0].Error)
-			require.Equal(t, protocol.OutcomeRetry, got["s-retry/action"][0].Outcome)
-			require.Equal(t, protocol.OutcomeSucceeded, got["s-comp/compensate"][0].Outcome)
-			require.Equal(t, protocol.OutcomeFailed, got["s-comp/action"][0].Outcome)
+			require.EqualValues(t, protocol.OutcomeRetry, got["s-retry/action"][0].Outcome)
+			require.EqualValues(t, protocol.OutcomeSucceeded, got["s-comp/compensate"][0].Outcome)
+			require.EqualValues(t, protocol.OutcomeFailed, got["s-comp/action"][0].Outcome)
 			require.Equal(t, "compensated before action", got["s-comp/action"][0].Error)
-			require.Equal(t, protocol.OutcomeRetry, got["s-panic/action"][0].Outcome)
+			require.EqualValues(t, protocol.OutcomeRetry, got["s-panic/action"][0].Outcome)
 			require.Contains(t, got["s-panic/action"][0].Error, "handler panicked: index out of range")
 
 			select {
 			case d := <-dead:
-				require.Equal(t, protocol.CommandID("s\x00nul", 0, protocol.KindAction, 1), d.MessageID)
+				require.Equal(t, protocol.CommandRef{SagaID: "s\x00nul", StepIndex: 0, Kind: protocol.KindAction, Attempt: 1}.ID(), d.MessageID)
 				require.NoError(t, d.Ack())
 			case <-time.After(waitFor):
 				t.Fatal("the command with a NUL was not dead-lettered")
@@ -206,7 +206,7 @@ func TestWorkerGroupMixedOutcomes(t *testing.T) {
 // groupWithFault sends a debit for each saga, runs them as one group in which the first call of
 // victim's handler also runs fault in its transaction, and returns the replies, the handler and
 // the COMMITs counted from the start of the group.
-func (e *env) groupWithFault(sagas []string, victim string, fault func(ctx context.Context, tx pgx.Tx) error) (map[string][]*protocol.SagaReply, *script, *testenv.SQLCounter) {
+func (e *env) groupWithFault(sagas []string, victim string, fault func(ctx context.Context, tx pgx.Tx) error) (map[string][]*protocol.Reply, *script, *testenv.SQLCounter) {
 	e.t.Helper()
 	for _, s := range sagas {
 		e.send(debit(s))
@@ -237,7 +237,7 @@ func TestWorkerGroupLostCommitRequeuesTheGroup(t *testing.T) {
 	})
 	for _, s := range sagas {
 		require.Len(t, got[s+"/action"], 1, s)
-		require.Equal(t, protocol.OutcomeSucceeded, got[s+"/action"][0].Outcome, s)
+		require.EqualValues(t, protocol.OutcomeSucceeded, got[s+"/action"][0].Outcome, s)
 		require.Equal(t, 2, h.callsOf(s), "%s: run in the lost group, then again", s)
 	}
 	require.Equal(t, 1, e.logs.count("group transaction failed; requeueing its commands"))
@@ -259,7 +259,7 @@ func TestWorkerGroupRefusedCommitDecidesOneByOne(t *testing.T) {
 		return err
 	})
 	for _, s := range sagas {
-		require.Equal(t, protocol.OutcomeSucceeded, got[s+"/action"][0].Outcome, s)
+		require.EqualValues(t, protocol.OutcomeSucceeded, got[s+"/action"][0].Outcome, s)
 	}
 	require.Equal(t, 1, e.logs.count("group transaction failed; deciding its commands one by one"))
 	require.Equal(t, 3, e.effects())
@@ -280,7 +280,7 @@ func TestWorkerGroupLockConflictIsDecidedAlone(t *testing.T) {
 	})
 	for _, s := range sagas {
 		require.Len(t, got[s+"/action"], 1, s)
-		require.Equal(t, protocol.OutcomeSucceeded, got[s+"/action"][0].Outcome, s)
+		require.EqualValues(t, protocol.OutcomeSucceeded, got[s+"/action"][0].Outcome, s)
 	}
 	require.Equal(t, 2, h.callsOf("v2"), "run in the group, then alone")
 	require.Equal(t, 1, h.callsOf("v1"))

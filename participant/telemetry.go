@@ -66,21 +66,21 @@ func (in *instruments) start(ctx context.Context, d *transport.Delivery, name st
 
 // end records how a command was decided and ends its span. outcome is the reply's, or "error"
 // when nothing was decided (the command is redelivered).
-func (in *instruments) end(ctx context.Context, span trace.Span, began time.Time, kind, action, outcome string, duplicate, handlerRan bool, cause error) {
+func (in *instruments) end(ctx context.Context, span trace.Span, began time.Time, kind protocol.Kind, action string, outcome protocol.Outcome, duplicate, handlerRan bool, cause error) {
 	if in.duration != nil {
 		in.duration.Record(ctx, time.Since(began).Seconds(), metric.WithAttributes(telemetry.AttrParticipant.String(in.participant),
-			telemetry.AttrKind.String(kind), telemetry.AttrAction.String(action), telemetry.AttrOutcome.String(outcome)))
+			telemetry.AttrKind.String(string(kind)), telemetry.AttrAction.String(action), telemetry.AttrOutcome.String(string(outcome))))
 		in.commands.Add(ctx, 1, metric.WithAttributes(telemetry.AttrParticipant.String(in.participant),
-			telemetry.AttrKind.String(kind), telemetry.AttrOutcome.String(outcome), telemetry.AttrDuplicate.Bool(duplicate)))
+			telemetry.AttrKind.String(string(kind)), telemetry.AttrOutcome.String(string(outcome)), telemetry.AttrDuplicate.Bool(duplicate)))
 	}
 	if !span.IsRecording() {
 		return
 	}
-	span.SetAttributes(telemetry.AttrOutcome.String(outcome), telemetry.AttrDuplicate.Bool(duplicate), telemetry.AttrHandlerRan.Bool(handlerRan))
+	span.SetAttributes(telemetry.AttrOutcome.String(string(outcome)), telemetry.AttrDuplicate.Bool(duplicate), telemetry.AttrHandlerRan.Bool(handlerRan))
 	switch outcome {
 	case protocol.OutcomeSucceeded, protocol.OutcomeVoteYes, protocol.OutcomeAck:
 	default:
-		msg := outcome
+		msg := string(outcome)
 		if cause != nil {
 			msg += ": " + cause.Error()
 		}
@@ -112,12 +112,12 @@ func (in *instruments) rejected(ctx context.Context) {
 func sagaAttrs(cmd *protocol.StepCommand) []attribute.KeyValue {
 	return []attribute.KeyValue{
 		telemetry.AttrSagaID.String(cmd.SagaID), telemetry.AttrStep.String(cmd.Step), telemetry.AttrStepIndex.Int(cmd.StepIndex),
-		telemetry.AttrKind.String(cmd.Kind), telemetry.AttrAttempt.Int(cmd.Attempt), telemetry.AttrAction.String(cmd.Action),
+		telemetry.AttrKind.String(string(cmd.Kind)), telemetry.AttrAttempt.Int(cmd.Attempt), telemetry.AttrAction.String(cmd.Action),
 	}
 }
 
 func txAttrs(cmd *protocol.TxCommand) []attribute.KeyValue {
 	return []attribute.KeyValue{
-		telemetry.AttrTxID.String(cmd.TxID), telemetry.AttrKind.String(cmd.Kind), telemetry.AttrAttempt.Int(cmd.Attempt),
+		telemetry.AttrTxID.String(cmd.TxID), telemetry.AttrKind.String(string(cmd.Kind)), telemetry.AttrAttempt.Int(cmd.Attempt),
 	}
 }

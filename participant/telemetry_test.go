@@ -37,7 +37,7 @@ func TestWorkerContinuesTheTrace(t *testing.T) {
 
 	e.send(debit("saga-trace"))
 	r, msg := e.reply()
-	require.Equal(t, protocol.OutcomeSucceeded, r.Outcome)
+	require.EqualValues(t, protocol.OutcomeSucceeded, r.Outcome)
 
 	parent, _ := telemetry.ParseTraceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
 	spans := rec.Ended()
@@ -53,7 +53,7 @@ func TestWorkerContinuesTheTrace(t *testing.T) {
 	require.Equal(t, "saga-trace", attrs[telemetry.AttrSagaID].AsString())
 	require.Equal(t, "debit", attrs[telemetry.AttrStep].AsString())
 	require.Equal(t, int64(1), attrs[telemetry.AttrAttempt].AsInt64())
-	require.Equal(t, protocol.OutcomeSucceeded, attrs[telemetry.AttrOutcome].AsString())
+	require.EqualValues(t, protocol.OutcomeSucceeded, attrs[telemetry.AttrOutcome].AsString())
 
 	got, ok := telemetry.ParseTraceparent(msg.Headers[protocol.HeaderTraceparent])
 	require.True(t, ok, "the reply carries a traceparent")

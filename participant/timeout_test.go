@@ -37,7 +37,7 @@ func TestWorkerStopsHandlerAtStepTimeout(t *testing.T) {
 	began := time.Now()
 	e.send(cmd)
 	r, _ := e.reply()
-	require.Equal(t, protocol.OutcomeRetry, r.Outcome)
+	require.EqualValues(t, protocol.OutcomeRetry, r.Outcome)
 	require.Contains(t, r.Error, "handler still running after 300ms, the step's timeout")
 	require.GreaterOrEqual(t, time.Since(began), 300*time.Millisecond)
 	require.Equal(t, 0, e.effects(), "the timed-out handler's effect is rolled back")
@@ -47,7 +47,7 @@ func TestWorkerStopsHandlerAtStepTimeout(t *testing.T) {
 	next.Action = "ok"
 	e.send(next)
 	r, _ = e.reply()
-	require.Equal(t, protocol.OutcomeSucceeded, r.Outcome, "the worker goes on after a cancelled handler")
+	require.EqualValues(t, protocol.OutcomeSucceeded, r.Outcome, "the worker goes on after a cancelled handler")
 	require.Equal(t, 1, e.effects())
 }
 
@@ -64,7 +64,7 @@ func TestWorkerHandlerTimeoutShortensTheStepTimeout(t *testing.T) {
 	cmd.TimeoutMillis = 30_000
 	e.send(cmd)
 	r, _ := e.reply()
-	require.Equal(t, protocol.OutcomeRetry, r.Outcome)
+	require.EqualValues(t, protocol.OutcomeRetry, r.Outcome)
 	require.Contains(t, r.Error, "handler still running after 200ms")
 	require.Equal(t, 0, e.effects())
 }
@@ -90,12 +90,12 @@ func TestWorkerStopsHandlerAtStepTimeoutInAGroup(t *testing.T) {
 	for _, c := range append([]*protocol.StepCommand{hung}, cmds...) {
 		e.send(c)
 	}
-	outcomes := map[string]string{}
+	outcomes := map[string]protocol.Outcome{}
 	for range 4 {
 		r, _ := e.reply()
 		outcomes[r.SagaID] = r.Outcome
 	}
-	require.Equal(t, map[string]string{
+	require.Equal(t, map[string]protocol.Outcome{
 		"s1": protocol.OutcomeRetry, "s2": protocol.OutcomeSucceeded, "s3": protocol.OutcomeSucceeded, "s4": protocol.OutcomeSucceeded,
 	}, outcomes)
 	require.Equal(t, 3, e.effects(), "the three quick handlers' effects, not the cancelled one's")
@@ -124,19 +124,19 @@ func TestTwoPCWorkerPrepareVotesNoAtThePrepareTimeout(t *testing.T) {
 	began := time.Now()
 	e.sendTx(cmd)
 	v, _ := e.txReply()
-	require.Equal(t, protocol.OutcomeVoteNo, v.Outcome)
+	require.EqualValues(t, protocol.OutcomeVoteNo, v.Outcome)
 	require.Contains(t, v.Error, "prepare still running after 300ms, the prepare timeout")
 	require.GreaterOrEqual(t, time.Since(began), 300*time.Millisecond)
 	require.Equal(t, 0, e.count(`SELECT count(*) FROM prepared`), "nothing is prepared")
 
 	e.sendTx(txCommand("stuck", protocol.KindAbort, 1))
 	a, _ := e.txReply()
-	require.Equal(t, protocol.OutcomeAck, a.Outcome)
+	require.EqualValues(t, protocol.OutcomeAck, a.Outcome)
 	require.EqualValues(t, 0, h.aborts.Load(), "after a NO there is nothing to release")
 
 	ok := txCommand("fine", protocol.KindPrepare, 1)
 	ok.TimeoutMillis = 300
 	e.sendTx(ok)
 	v, _ = e.txReply()
-	require.Equal(t, protocol.OutcomeVoteYes, v.Outcome, "a Prepare that finishes in time votes YES")
+	require.EqualValues(t, protocol.OutcomeVoteYes, v.Outcome, "a Prepare that finishes in time votes YES")
 }

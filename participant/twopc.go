@@ -104,17 +104,17 @@ func (w *Worker) processTx(ctx context.Context, d *transport.Delivery) {
 		return
 	}
 
-	ctx, span := w.tel.start(ctx, d, w.cfg.Name+" "+cmd.Kind, txAttrs(cmd)...)
+	ctx, span := w.tel.start(ctx, d, w.cfg.Name+" "+string(cmd.Kind), txAttrs(cmd)...)
 	began := time.Now()
 	hctx := context.WithValue(ctx, deliveryKey{}, DeliveryInfo{MessageID: d.MessageID, Redelivered: d.Redelivered, Headers: d.Headers})
 	res, err := w.tx.run(hctx, cmd, h)
 	switch {
 	case err != nil:
-		w.tel.end(ctx, span, began, cmd.Kind, cmd.Kind, "error", false, false, err)
+		w.tel.end(ctx, span, began, cmd.Kind, string(cmd.Kind), "error", false, false, err)
 	case res.requeue:
-		w.tel.end(ctx, span, began, cmd.Kind, cmd.Kind, "requeue", false, res.handlerRan, res.cause)
+		w.tel.end(ctx, span, began, cmd.Kind, string(cmd.Kind), "requeue", false, res.handlerRan, res.cause)
 	default:
-		w.tel.end(ctx, span, began, cmd.Kind, cmd.Kind, res.reply.Outcome, res.duplicate, res.handlerRan, nil)
+		w.tel.end(ctx, span, began, cmd.Kind, string(cmd.Kind), res.reply.Outcome, res.duplicate, res.handlerRan, nil)
 	}
 	if err != nil {
 		var v *violationError

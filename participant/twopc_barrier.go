@@ -281,7 +281,7 @@ func (b *txBarrier) forget(ctx context.Context, tx pgx.Tx, cmd *protocol.TxComma
 
 // claim inserts the barrier row (cmd.TxID, cmd.Participant, kind) and reports whether it was new.
 // A concurrent transaction holding the same key makes it wait for that one to finish.
-func (b *txBarrier) claim(ctx context.Context, tx pgx.Tx, cmd *protocol.TxCommand, kind, reply string) (bool, error) {
+func (b *txBarrier) claim(ctx context.Context, tx pgx.Tx, cmd *protocol.TxCommand, kind protocol.Kind, reply string) (bool, error) {
 	tag, err := tx.Exec(ctx, b.steps.insert, cmd.TxID, cmd.Participant, kind, reply, cmd.Attempt)
 	if err != nil {
 		return false, fmt.Errorf("insert barrier row (%s, %s, %s): %w", cmd.TxID, cmd.Participant, kind, err)
@@ -289,7 +289,7 @@ func (b *txBarrier) claim(ctx context.Context, tx pgx.Tx, cmd *protocol.TxComman
 	return tag.RowsAffected() == 1, nil
 }
 
-func (b *txBarrier) read(ctx context.Context, tx pgx.Tx, cmd *protocol.TxCommand, kind string) (protocol.TxReply, bool, error) {
+func (b *txBarrier) read(ctx context.Context, tx pgx.Tx, cmd *protocol.TxCommand, kind protocol.Kind) (protocol.TxReply, bool, error) {
 	var raw string
 	err := tx.QueryRow(ctx, b.steps.selectReply, cmd.TxID, cmd.Participant, kind).Scan(&raw)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -302,7 +302,7 @@ func (b *txBarrier) read(ctx context.Context, tx pgx.Tx, cmd *protocol.TxCommand
 	return r, err == nil, err
 }
 
-func (b *txBarrier) stored(ctx context.Context, tx pgx.Tx, cmd *protocol.TxCommand, kind string) (txResult, error) {
+func (b *txBarrier) stored(ctx context.Context, tx pgx.Tx, cmd *protocol.TxCommand, kind protocol.Kind) (txResult, error) {
 	r, found, err := b.read(ctx, tx, cmd, kind)
 	if err != nil {
 		return txResult{}, err
@@ -315,7 +315,7 @@ func (b *txBarrier) stored(ctx context.Context, tx pgx.Tx, cmd *protocol.TxComma
 
 // store writes the decided reply and returns it as the database holds it, so that every copy of
 // the reply is the same.
-func (b *txBarrier) store(ctx context.Context, tx pgx.Tx, cmd *protocol.TxCommand, kind string, r protocol.TxReply) (protocol.TxReply, error) {
+func (b *txBarrier) store(ctx context.Context, tx pgx.Tx, cmd *protocol.TxCommand, kind protocol.Kind, r protocol.TxReply) (protocol.TxReply, error) {
 	body, err := json.Marshal(r)
 	if err != nil {
 		return protocol.TxReply{}, fmt.Errorf("encode reply: %w", err)
@@ -327,7 +327,7 @@ func (b *txBarrier) store(ctx context.Context, tx pgx.Tx, cmd *protocol.TxComman
 	return decodeStoredTx(raw, cmd, kind)
 }
 
-func decodeStoredTx(raw string, cmd *protocol.TxCommand, kind string) (protocol.TxReply, error) {
+func decodeStoredTx(raw string, cmd *protocol.TxCommand, kind protocol.Kind) (protocol.TxReply, error) {
 	var r protocol.TxReply
 	if err := json.Unmarshal([]byte(raw), &r); err != nil {
 		return protocol.TxReply{}, fmt.Errorf("decode barrier row (%s, %s, %s): %w", cmd.TxID, cmd.Participant, kind, err)

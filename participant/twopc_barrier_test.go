@@ -44,11 +44,11 @@ func newTxEnv(t *testing.T) *txEnv {
 type txRecorder struct {
 	mu                        sync.Mutex
 	prepares, commits, aborts atomic.Int32
-	err                       map[string]error
-	payloads                  map[string]string
+	err                       map[protocol.Kind]error
+	payloads                  map[protocol.Kind]string
 }
 
-func (r *txRecorder) handler(kind string, calls *atomic.Int32) TxHandler {
+func (r *txRecorder) handler(kind protocol.Kind, calls *atomic.Int32) TxHandler {
 	return func(ctx context.Context, tx pgx.Tx, cmd *protocol.TxCommand) error {
 		calls.Add(1)
 		if _, err := tx.Exec(ctx, `INSERT INTO effects VALUES ($1, $2, $3, $4)`, cmd.TxID, cmd.Participant, kind, string(cmd.Payload)); err != nil {
@@ -57,23 +57,23 @@ func (r *txRecorder) handler(kind string, calls *atomic.Int32) TxHandler {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		if r.payloads == nil {
-			r.payloads = map[string]string{}
+			r.payloads = map[protocol.Kind]string{}
 		}
 		r.payloads[kind] = string(cmd.Payload)
 		return r.err[kind]
 	}
 }
 
-func (r *txRecorder) fail(kind string, err error) {
+func (r *txRecorder) fail(kind protocol.Kind, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.err == nil {
-		r.err = map[string]error{}
+		r.err = map[protocol.Kind]error{}
 	}
 	r.err[kind] = err
 }
 
-func (r *txRecorder) payload(kind string) string {
+func (r *txRecorder) payload(kind protocol.Kind) string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.payloads[kind]
@@ -87,7 +87,7 @@ func (r *txRecorder) handlers() *TxHandlers {
 	}
 }
 
-func txCmd(id, kind string) *protocol.TxCommand {
+func txCmd(id string, kind protocol.Kind) *protocol.TxCommand {
 	return &protocol.TxCommand{TxID: id, Participant: "p", Kind: kind, Attempt: 1, Payload: json.RawMessage(`{"account":"acct-1","amount":10}`)}
 }
 
@@ -100,7 +100,7 @@ func (e *txEnv) run(t *testing.T, cmd *protocol.TxCommand, h *TxHandlers) txResu
 
 func (e *txEnv) prepared(t *testing.T) int { return e.count(t, `SELECT count(*) FROM prepared`) }
 
-func (e *txEnv) effectsOf(t *testing.T, kind string) int {
+func (e *txEnv) effectsOf(t *testing.T, kind protocol.Kind) int {
 	return e.count(t, `SELECT count(*) FROM effects WHERE kind = $1`, kind)
 }
 
@@ -140,7 +140,7 @@ func TestTxBarrierPrepareYesOnceThenCommitOnce(t *testing.T) {
 	// A PREPARE redelivered after the decision is still answered from the barrier.
 	late := e.run(t, txCmd("t1", protocol.KindPrepare), r.handlers())
 	require.True(t, late.duplicate)
-	require.Equal(t, protocol.OutcomeVoteYes, late.reply.Outcome)
+	require.EqualValues(t, protocol.OutcomeVoteYes, late.reply.Outcome)
 	require.Equal(t, 0, e.prepared(t))
 }
 
@@ -151,7 +151,7 @@ func TestTxBarrierPrepareYesThenAbortReleasesOnce(t *testing.T) {
 	e.run(t, txCmd("t1", protocol.KindPrepare), r.handlers())
 
 	a := e.run(t, txCmd("t1", protocol.KindAbort), r.handlers())
-	require.Equal(t, protocol.OutcomeAck, a.reply.Outcome)
+	require.EqualValues(t, protocol.OutcomeAck, a.reply.Outcome)
 	require.True(t, a.handlerRan)
 	require.Equal(t, 0, e.prepared(t))
 	dup := e.run(t, txCmd("t1", protocol.KindAbort), r.handlers())
@@ -172,7 +172,7 @@ func TestTxBarrierVoteNoRollsBackAndAbortIsNoop(t *testing.T) {
 	require.Equal(t, 0, e.prepared(t))
 
 	a := e.run(t, txCmd("t1", protocol.KindAbort), r.handlers())
-	require.Equal(t, protocol.OutcomeAck, a.reply.Outcome)
+	require.EqualValues(t, protocol.OutcomeAck, a.reply.Outcome)
 	require.False(t, a.handlerRan, "nothing was reserved, so there is nothing to release")
 	require.EqualValues(t, 0, r.aborts.Load())
 }
@@ -183,7 +183,7 @@ func TestTxBarrierAbortBeforePrepareRefusesLatePrepare(t *testing.T) {
 	r := &txRecorder{}
 
 	a := e.run(t, txCmd("t1", protocol.KindAbort), r.handlers())
-	require.Equal(t, protocol.OutcomeAck, a.reply.Outcome)
+	require.EqualValues(t, protocol.OutcomeAck, a.reply.Outcome)
 	require.False(t, a.handlerRan)
 
 	p := e.run(t, txCmd("t1", protocol.KindPrepare), r.handlers())
@@ -207,14 +207,14 @@ func TestTxBarrierTransientFailuresKeepNothing(t *testing.T) {
 
 	r.fail(protocol.KindPrepare, nil)
 	r.fail(protocol.KindCommit, Failf("a business error cannot undo a decision"))
-	require.Equal(t, protocol.OutcomeVoteYes, e.run(t, txCmd("t1", protocol.KindPrepare), r.handlers()).reply.Outcome)
+	require.EqualValues(t, protocol.OutcomeVoteYes, e.run(t, txCmd("t1", protocol.KindPrepare), r.handlers()).reply.Outcome)
 	c := e.run(t, txCmd("t1", protocol.KindCommit), r.handlers())
 	require.True(t, c.requeue, "COMMIT never fails: it is tried again")
 	require.Equal(t, 1, e.prepared(t), "still prepared")
 	require.Equal(t, 0, e.barrierRows(t, protocol.KindCommit))
 
 	r.fail(protocol.KindCommit, nil)
-	require.Equal(t, protocol.OutcomeAck, e.run(t, txCmd("t1", protocol.KindCommit), r.handlers()).reply.Outcome)
+	require.EqualValues(t, protocol.OutcomeAck, e.run(t, txCmd("t1", protocol.KindCommit), r.handlers()).reply.Outcome)
 	require.Equal(t, 1, e.effectsOf(t, protocol.KindCommit))
 	require.Equal(t, 0, e.prepared(t))
 }
@@ -331,7 +331,7 @@ func TestTxBarrierAbortWaitsForPrepareInFlight(t *testing.T) {
 
 			<-prepared
 			a := <-aborted
-			require.Equal(t, protocol.OutcomeAck, a.reply.Outcome)
+			require.EqualValues(t, protocol.OutcomeAck, a.reply.Outcome)
 			require.Equal(t, tc.wantAbort, a.handlerRan)
 			require.Equal(t, 0, e.prepared(t), "nothing is left prepared")
 
@@ -369,7 +369,7 @@ func TestTxBarrierSharesTableWithSagaSteps(t *testing.T) {
 	// A saga and a transaction with the same id and a step named like the participant do not
 	// collide: their kinds differ.
 	e.barrierEnv.run(t, &protocol.StepCommand{SagaID: "same", Step: "p", Kind: protocol.KindAction, Participant: "p", Action: "debit", Attempt: 1}, (&recorder{out: `{}`}).handle)
-	require.Equal(t, protocol.OutcomeVoteYes, e.run(t, txCmd("same", protocol.KindPrepare), r.handlers()).reply.Outcome)
+	require.EqualValues(t, protocol.OutcomeVoteYes, e.run(t, txCmd("same", protocol.KindPrepare), r.handlers()).reply.Outcome)
 	require.Equal(t, 2, e.count(t, `SELECT count(*) FROM barrier WHERE gid = 'same'`))
 }
 

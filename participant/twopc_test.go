@@ -64,7 +64,7 @@ func (e *env) startTx(cfg participant.Config, h participant.TxHandlers) *partici
 	return w
 }
 
-func txCommand(id, kind string, attempt int) *protocol.TxCommand {
+func txCommand(id string, kind protocol.Kind, attempt int) *protocol.TxCommand {
 	return &protocol.TxCommand{TxID: id, Participant: name, Kind: kind, Attempt: attempt, Payload: json.RawMessage(`{"account":"acct-1","amount":10}`)}
 }
 
@@ -91,14 +91,14 @@ func (e *env) next() *transport.Delivery {
 }
 
 // txReply waits for the next transaction reply, skipping decision queries.
-func (e *env) txReply() (*protocol.TxReplyMessage, protocol.Message) {
+func (e *env) txReply() (*protocol.Reply, protocol.Message) {
 	e.t.Helper()
 	for {
 		d := e.next()
 		if d.Type == protocol.TypeDecisionQuery {
 			continue
 		}
-		r, err := protocol.DecodeTxReply(d.Message)
+		r, err := protocol.DecodeReply(d.Message)
 		require.NoError(e.t, err)
 		return r, d.Message
 	}
@@ -136,26 +136,26 @@ func TestTwoPCWorkerPrepareCommitBesideSagas(t *testing.T) {
 
 	e.sendTx(txCommand("t1", protocol.KindPrepare, 1))
 	v, msg := e.txReply()
-	require.Equal(t, protocol.OutcomeVoteYes, v.Outcome)
-	require.Equal(t, protocol.TxCommandID("t1", name, protocol.KindPrepare, 1), msg.CorrelationID)
+	require.EqualValues(t, protocol.OutcomeVoteYes, v.Outcome)
+	require.Equal(t, protocol.CommandRef{TxID: "t1", Participant: name, Kind: protocol.KindPrepare, Attempt: 1}.ID(), msg.CorrelationID)
 	require.Equal(t, "t1", msg.Headers[protocol.HeaderTxID])
 	require.Equal(t, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", msg.Headers[protocol.HeaderTraceparent], "traceparent is propagated")
 
 	e.send(debit("s1")) // saga commands keep working beside transactions
 	r, _ := e.reply()
-	require.Equal(t, protocol.OutcomeSucceeded, r.Outcome)
+	require.EqualValues(t, protocol.OutcomeSucceeded, r.Outcome)
 
 	e.sendTx(txCommand("t1", protocol.KindPrepare, 1)) // a duplicate delivery
 	dup, dupMsg := e.txReply()
-	require.Equal(t, v.TxReply, dup.TxReply)
+	require.Equal(t, *v, *dup)
 	require.Equal(t, msg.Body, dupMsg.Body)
 
 	e.sendTx(txCommand("t1", protocol.KindCommit, 1))
 	e.sendTx(txCommand("t1", protocol.KindCommit, 2)) // a re-sent decision
 	for range 2 {
 		a, _ := e.txReply()
-		require.Equal(t, protocol.OutcomeAck, a.Outcome)
-		require.Equal(t, protocol.KindCommit, a.Kind)
+		require.EqualValues(t, protocol.OutcomeAck, a.Outcome)
+		require.EqualValues(t, protocol.KindCommit, a.Kind)
 	}
 	require.EqualValues(t, 1, h.prepares.Load())
 	require.EqualValues(t, 1, h.commits.Load())
@@ -163,8 +163,8 @@ func TestTwoPCWorkerPrepareCommitBesideSagas(t *testing.T) {
 	require.Equal(t, 0, e.count(`SELECT count(*) FROM prepared`))
 	v1, _ := committed.Load(protocol.KindPrepare)
 	v2, _ := committed.Load(protocol.KindCommit)
-	require.Equal(t, protocol.OutcomeVoteYes, v1)
-	require.Equal(t, protocol.OutcomeAck, v2)
+	require.EqualValues(t, protocol.OutcomeVoteYes, v1)
+	require.EqualValues(t, protocol.OutcomeAck, v2)
 }
 
 func TestTwoPCWorkerVoteNoThenAbortAndAbortFirst(t *testing.T) {
@@ -176,20 +176,20 @@ func TestTwoPCWorkerVoteNoThenAbortAndAbortFirst(t *testing.T) {
 
 	e.sendTx(txCommand("no", protocol.KindPrepare, 1))
 	v, _ := e.txReply()
-	require.Equal(t, protocol.OutcomeVoteNo, v.Outcome)
+	require.EqualValues(t, protocol.OutcomeVoteNo, v.Outcome)
 	require.Equal(t, "insufficient available funds", v.Error)
 	e.sendTx(txCommand("no", protocol.KindAbort, 1))
 	a, _ := e.txReply()
-	require.Equal(t, protocol.OutcomeAck, a.Outcome)
+	require.EqualValues(t, protocol.OutcomeAck, a.Outcome)
 
 	// The prepare timeout passed before the PREPARE arrived: ABORT first, then a late PREPARE.
 	h.voteNo.Store(false)
 	e.sendTx(txCommand("late", protocol.KindAbort, 1))
 	a, _ = e.txReply()
-	require.Equal(t, protocol.OutcomeAck, a.Outcome)
+	require.EqualValues(t, protocol.OutcomeAck, a.Outcome)
 	e.sendTx(txCommand("late", protocol.KindPrepare, 1))
 	v, _ = e.txReply()
-	require.Equal(t, protocol.OutcomeVoteNo, v.Outcome)
+	require.EqualValues(t, protocol.OutcomeVoteNo, v.Outcome)
 	require.Equal(t, "aborted before prepare", v.Error)
 	require.EqualValues(t, 1, h.prepares.Load(), "the late PREPARE did not run")
 	require.EqualValues(t, 0, h.aborts.Load(), "nothing was held, nothing released")
@@ -205,7 +205,7 @@ func TestTwoPCWorkerTransientPrepareIsRequeued(t *testing.T) {
 
 	e.sendTx(txCommand("t1", protocol.KindPrepare, 1))
 	v, _ := e.txReply()
-	require.Equal(t, protocol.OutcomeVoteYes, v.Outcome, "no vote until the handler succeeds")
+	require.EqualValues(t, protocol.OutcomeVoteYes, v.Outcome, "no vote until the handler succeeds")
 	require.EqualValues(t, 3, h.prepares.Load())
 	require.Equal(t, 2, e.logs.count("transaction handler failed; nothing was kept, and the command is requeued"))
 }
@@ -239,8 +239,8 @@ func TestTwoPCWorkerDeadLettersViolationsAndStrays(t *testing.T) {
 			t.Fatalf("dead letters seen: %v", seen)
 		}
 	}
-	require.True(t, seen[protocol.TxCommandID("never-prepared", name, protocol.KindCommit, 1)], "a COMMIT without a YES is never acked")
-	require.True(t, seen[protocol.TxCommandID("t2", "bank-b", protocol.KindPrepare, 1)])
+	require.True(t, seen[protocol.CommandRef{TxID: "never-prepared", Participant: name, Kind: protocol.KindCommit, Attempt: 1}.ID()], "a COMMIT without a YES is never acked")
+	require.True(t, seen[protocol.CommandRef{TxID: "t2", Participant: "bank-b", Kind: protocol.KindPrepare, Attempt: 1}.ID()])
 	require.True(t, seen["garbage"])
 	require.Equal(t, 1, e.logs.count("dead-lettering a transaction command that breaks the protocol; the transaction needs an operator"))
 	require.EqualValues(t, 0, h.commits.Load())
@@ -255,7 +255,7 @@ func TestTwoPCWorkerWithoutHandlersDeadLetters(t *testing.T) {
 	e.sendTx(txCommand("t1", protocol.KindPrepare, 1))
 	select {
 	case d := <-dead:
-		require.Equal(t, protocol.TxCommandID("t1", name, protocol.KindPrepare, 1), d.MessageID)
+		require.Equal(t, protocol.CommandRef{TxID: "t1", Participant: name, Kind: protocol.KindPrepare, Attempt: 1}.ID(), d.MessageID)
 		require.NoError(t, d.Ack())
 	case <-time.After(waitFor):
 		t.Fatal("the PREPARE to a worker without HandleTx was not dead-lettered")
@@ -273,7 +273,7 @@ func TestTwoPCWorkerAsksForTheDecision(t *testing.T) {
 	first := e.startTx(cfg, h.handlers())
 	e.sendTx(txCommand("t1", protocol.KindPrepare, 1))
 	v, _ := e.txReply()
-	require.Equal(t, protocol.OutcomeVoteYes, v.Outcome)
+	require.EqualValues(t, protocol.OutcomeVoteYes, v.Outcome)
 	first.Stop()
 
 	// A restarted participant asks at once about what it held prepared before it started, but
@@ -292,10 +292,10 @@ func TestTwoPCWorkerAsksForTheDecision(t *testing.T) {
 			require.Equal(t, "t1", d.Headers[protocol.HeaderTxID])
 			asked = true
 		default:
-			r, err := protocol.DecodeTxReply(d.Message)
+			r, err := protocol.DecodeReply(d.Message)
 			require.NoError(t, err)
 			require.Equal(t, "t2", r.TxID)
-			require.Equal(t, protocol.OutcomeVoteYes, r.Outcome)
+			require.EqualValues(t, protocol.OutcomeVoteYes, r.Outcome)
 			voted = true
 		}
 	}
@@ -321,7 +321,7 @@ func TestTwoPCWorkerAsksForTheDecision(t *testing.T) {
 	e.sendTx(txCommand("t2", protocol.KindAbort, 1))
 	for range 2 {
 		a, _ := e.txReply()
-		require.Equal(t, protocol.OutcomeAck, a.Outcome)
+		require.EqualValues(t, protocol.OutcomeAck, a.Outcome)
 	}
 	require.Equal(t, 0, e.count(`SELECT count(*) FROM prepared`), "nothing left to ask about")
 }

@@ -123,13 +123,13 @@ func (e *env) publish(msg protocol.Message) {
 }
 
 // reply waits for the next reply, acks it and decodes it.
-func (e *env) reply() (*protocol.SagaReply, protocol.Message) {
+func (e *env) reply() (*protocol.Reply, protocol.Message) {
 	e.t.Helper()
 	select {
 	case d, ok := <-e.replies:
 		require.True(e.t, ok, "reply channel closed")
 		require.NoError(e.t, d.Ack())
-		r, err := protocol.DecodeSagaReply(d.Message)
+		r, err := protocol.DecodeReply(d.Message)
 		require.NoError(e.t, err)
 		return r, d.Message
 	case <-time.After(waitFor):
@@ -200,11 +200,11 @@ func TestWorkerSucceedsOnce(t *testing.T) {
 
 	e.send(debit("s1"))
 	r, msg := e.reply()
-	require.Equal(t, protocol.OutcomeSucceeded, r.Outcome)
+	require.EqualValues(t, protocol.OutcomeSucceeded, r.Outcome)
 	require.JSONEq(t, `{"balance":95}`, string(r.Output))
 	require.Equal(t, "s1", r.SagaID)
-	require.Equal(t, protocol.KindAction, r.Kind)
-	require.Equal(t, protocol.CommandID("s1", 0, protocol.KindAction, 1), msg.CorrelationID)
+	require.EqualValues(t, protocol.KindAction, r.Kind)
+	require.Equal(t, protocol.CommandRef{SagaID: "s1", StepIndex: 0, Kind: protocol.KindAction, Attempt: 1}.ID(), msg.CorrelationID)
 	require.Equal(t, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", msg.Headers[protocol.HeaderTraceparent], "traceparent is propagated")
 	require.EqualValues(t, 1, h.calls.Load())
 	require.Equal(t, 1, e.effects())
@@ -220,8 +220,8 @@ func TestWorkerDuplicateCommandRunsHandlerOnce(t *testing.T) {
 	e.send(debit("s1"))
 	r1, m1 := e.reply()
 	r2, m2 := e.reply()
-	require.Equal(t, protocol.OutcomeSucceeded, r1.Outcome)
-	require.Equal(t, r1.StepReply, r2.StepReply)
+	require.EqualValues(t, protocol.OutcomeSucceeded, r1.Outcome)
+	require.Equal(t, *r1, *r2)
 	require.Equal(t, m1.Body, m2.Body, "both replies carry the same stored output")
 	require.Equal(t, m1.MessageID, m2.MessageID, "the reply id is deterministic")
 	require.EqualValues(t, 1, h.calls.Load())
@@ -236,12 +236,12 @@ func TestWorkerCompensationBeforeActionRefusesLateAction(t *testing.T) {
 
 	e.send(refund("s1"))
 	c, _ := e.reply()
-	require.Equal(t, protocol.OutcomeSucceeded, c.Outcome)
-	require.Equal(t, protocol.KindCompensate, c.Kind)
+	require.EqualValues(t, protocol.OutcomeSucceeded, c.Outcome)
+	require.EqualValues(t, protocol.KindCompensate, c.Kind)
 
 	e.send(debit("s1"))
 	a, _ := e.reply()
-	require.Equal(t, protocol.OutcomeFailed, a.Outcome)
+	require.EqualValues(t, protocol.OutcomeFailed, a.Outcome)
 	require.Equal(t, "compensated before action", a.Error)
 	require.EqualValues(t, 0, act.calls.Load())
 	require.EqualValues(t, 0, comp.calls.Load())
@@ -256,13 +256,13 @@ func TestWorkerBusinessFailureThenCompensationIsNoop(t *testing.T) {
 
 	e.send(debit("s1"))
 	a, _ := e.reply()
-	require.Equal(t, protocol.OutcomeFailed, a.Outcome)
+	require.EqualValues(t, protocol.OutcomeFailed, a.Outcome)
 	require.Equal(t, "insufficient funds", a.Error)
 	require.Equal(t, 0, e.effects(), "the failed action's effect is rolled back")
 
 	e.send(refund("s1"))
 	c, _ := e.reply()
-	require.Equal(t, protocol.OutcomeSucceeded, c.Outcome)
+	require.EqualValues(t, protocol.OutcomeSucceeded, c.Outcome)
 	require.EqualValues(t, 0, comp.calls.Load(), "nothing to undo")
 }
 
@@ -276,7 +276,7 @@ func TestWorkerRetryableErrorAndPanic(t *testing.T) {
 
 	e.send(debit("s1"))
 	r, _ := e.reply()
-	require.Equal(t, protocol.OutcomeRetry, r.Outcome)
+	require.EqualValues(t, protocol.OutcomeRetry, r.Outcome)
 	require.Equal(t, "connection reset by peer", r.Error)
 	require.Equal(t, 0, e.count(`SELECT count(*) FROM barrier`), "a retry leaves no barrier row")
 	require.Equal(t, 0, e.effects())
@@ -285,14 +285,14 @@ func TestWorkerRetryableErrorAndPanic(t *testing.T) {
 	cmd.Action = "boom"
 	e.send(cmd)
 	r, _ = e.reply()
-	require.Equal(t, protocol.OutcomeRetry, r.Outcome)
+	require.EqualValues(t, protocol.OutcomeRetry, r.Outcome)
 	require.Contains(t, r.Error, "handler panicked: index out of range")
 
 	cmd = debit("s3")
 	cmd.Action = "ok"
 	e.send(cmd)
 	r, _ = e.reply()
-	require.Equal(t, protocol.OutcomeSucceeded, r.Outcome, "the worker survives a panic")
+	require.EqualValues(t, protocol.OutcomeSucceeded, r.Outcome, "the worker survives a panic")
 }
 
 func TestWorkerDeadLettersGarbageAndGoesOn(t *testing.T) {
@@ -312,7 +312,7 @@ func TestWorkerDeadLettersGarbageAndGoesOn(t *testing.T) {
 
 	r, _ := e.reply()
 	require.Equal(t, "s2", r.SagaID, "the good command after the garbage is processed")
-	require.Equal(t, protocol.OutcomeSucceeded, r.Outcome)
+	require.EqualValues(t, protocol.OutcomeSucceeded, r.Outcome)
 
 	seen := map[string]bool{}
 	for len(seen) < 3 {
@@ -325,8 +325,8 @@ func TestWorkerDeadLettersGarbageAndGoesOn(t *testing.T) {
 		}
 	}
 	require.True(t, seen["garbage-1"])
-	require.True(t, seen[protocol.CommandID("s1", 0, protocol.KindAction, 1)])
-	require.True(t, seen[protocol.CommandID("s\x00nul", 0, protocol.KindAction, 1)])
+	require.True(t, seen[protocol.CommandRef{SagaID: "s1", StepIndex: 0, Kind: protocol.KindAction, Attempt: 1}.ID()])
+	require.True(t, seen[protocol.CommandRef{SagaID: "s\x00nul", StepIndex: 0, Kind: protocol.KindAction, Attempt: 1}.ID()])
 	require.EqualValues(t, 1, h.calls.Load())
 }
 
@@ -347,8 +347,8 @@ func TestWorkerConnectionLossWhileHandlerRuns(t *testing.T) {
 	// redelivers, and the barrier answers the redelivery with the stored reply.
 	r1, m1 := e.reply()
 	r2, m2 := e.reply()
-	require.Equal(t, protocol.OutcomeSucceeded, r1.Outcome)
-	require.Equal(t, r1.StepReply, r2.StepReply)
+	require.EqualValues(t, protocol.OutcomeSucceeded, r1.Outcome)
+	require.Equal(t, *r1, *r2)
 	require.Equal(t, m1.Body, m2.Body)
 	require.EqualValues(t, 1, h.calls.Load(), "the effect is applied once")
 	require.Equal(t, 1, e.effects())
@@ -383,7 +383,7 @@ func TestWorkerStopWaitsForHandlerInFlight(t *testing.T) {
 
 	r, _ := e.reply()
 	require.Equal(t, "s1", r.SagaID)
-	require.Equal(t, protocol.OutcomeSucceeded, r.Outcome, "the handler in flight finished and replied")
+	require.EqualValues(t, protocol.OutcomeSucceeded, r.Outcome, "the handler in flight finished and replied")
 
 	next := &counter{out: `{}`}
 	e.start(e.config(), map[string]participant.Handler{"debit": next.handle})
@@ -407,7 +407,7 @@ func TestWorkerRequeuesWhenDatabaseFails(t *testing.T) {
 	require.Eventually(t, func() bool { return e.logs.count("barrier transaction failed; requeueing the command") >= 2 }, waitFor, 5*time.Millisecond)
 	require.NoError(t, w.Migrate(e.ctx))
 	r, _ := e.reply()
-	require.Equal(t, protocol.OutcomeSucceeded, r.Outcome, "the requeued command is processed once the database works")
+	require.EqualValues(t, protocol.OutcomeSucceeded, r.Outcome, "the requeued command is processed once the database works")
 	require.EqualValues(t, 1, h.calls.Load())
 }
 
@@ -422,7 +422,7 @@ func TestWorkerRequeuesWhenReplyPublishFails(t *testing.T) {
 
 	e.send(debit("s1"))
 	r, _ := e.reply()
-	require.Equal(t, protocol.OutcomeSucceeded, r.Outcome)
+	require.EqualValues(t, protocol.OutcomeSucceeded, r.Outcome)
 	require.JSONEq(t, `{"x":1}`, string(r.Output))
 	require.EqualValues(t, 1, h.calls.Load(), "redeliveries are answered from the barrier")
 	require.EqualValues(t, 3, flaky.calls.Load())

@@ -121,7 +121,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.DebugAddr, "debug-listen", env("SAGACOORD_DEBUG_LISTEN", ""), "serve net/http/pprof on this address, e.g. 127.0.0.1:6060 (env SAGACOORD_DEBUG_LISTEN)")
 	fs.StringVar(&cfg.OTLPEndpoint, "otlp-endpoint", env("OTEL_EXPORTER_OTLP_ENDPOINT", ""), "export traces with OTLP over gRPC to this host:port or URL, e.g. http://jaeger:4317; empty: no tracing (env OTEL_EXPORTER_OTLP_ENDPOINT)")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-listen", env("SAGACOORD_METRICS_LISTEN", ""), "serve Prometheus metrics on http://ADDR/metrics, e.g. 127.0.0.1:9464; empty: no metrics (env SAGACOORD_METRICS_LISTEN)")
-	fs.BoolVar(&cfg.DisableOutbox, "test-disable-outbox", false, "TEST ONLY: never publish (proves the chaos checks catch lost messages)")
+	fs.BoolVar(&cfg.Test.DisableOutbox, "test-disable-outbox", false, "TEST ONLY: never publish (proves the chaos checks catch lost messages)")
 	crashAfterConfirm := fs.Bool("test-crash-after-confirm", false, "TEST ONLY: SIGKILL self after the first confirmed publish, before its outbox rows are deleted")
 	crashBeforeDecision := fs.Bool("test-crash-before-decision", false, "TEST ONLY: SIGKILL self when a 2PC transaction's last YES vote arrives, before its COMMIT decision is logged")
 	if err := fs.Parse(args); err != nil {
@@ -142,13 +142,13 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	// global handler; send them to the log instead of the standard logger.
 	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { log.Warn("telemetry", "err", err) }))
 	if *crashAfterConfirm {
-		cfg.CrashAfterConfirm = func() {
+		cfg.Test.AfterConfirm = func() {
 			log.Warn("test crash point reached: after confirm, before the outbox rows are deleted")
 			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		}
 	}
 	if *crashBeforeDecision {
-		cfg.CrashBeforeCommitDecision = func(txID uuid.UUID) {
+		cfg.Test.BeforeCommitDecision = func(txID uuid.UUID) {
 			// The chaos runner reads this line (internal/chaos, crashPointMessage).
 			log.Warn("test crash point reached: every vote YES, before the COMMIT decision is logged", "tx_id", txID)
 			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)

@@ -27,7 +27,7 @@ type dice struct {
 
 // roll returns a number in [0, 1) for one knob of one command attempt.
 func (d dice) roll(cmd *protocol.StepCommand, knob string) float64 {
-	return d.rollKey(cmd.SagaID, cmd.Step, cmd.Kind, cmd.Action, strconv.Itoa(cmd.Attempt), knob)
+	return d.rollKey(cmd.SagaID, cmd.Step, string(cmd.Kind), cmd.Action, strconv.Itoa(cmd.Attempt), knob)
 }
 
 // rollKey returns a number in [0, 1) for the key made of parts.

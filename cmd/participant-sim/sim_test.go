@@ -111,7 +111,7 @@ func (e *simEnv) start(cfg simConfig, exit func(int)) *running {
 }
 
 // call sends a command to its participant and returns the reply to it.
-func (e *simEnv) call(cmd *protocol.StepCommand) *protocol.SagaReply {
+func (e *simEnv) call(cmd *protocol.StepCommand) *protocol.Reply {
 	e.t.Helper()
 	e.send(cmd)
 	return e.await(cmd)
@@ -125,9 +125,9 @@ func (e *simEnv) send(cmd *protocol.StepCommand) {
 	require.NoError(e.t, errs[0])
 }
 
-func (e *simEnv) await(cmd *protocol.StepCommand) *protocol.SagaReply {
+func (e *simEnv) await(cmd *protocol.StepCommand) *protocol.Reply {
 	e.t.Helper()
-	id := protocol.CommandID(cmd.SagaID, cmd.StepIndex, cmd.Kind, cmd.Attempt)
+	id := protocol.CommandRef{SagaID: cmd.SagaID, StepIndex: cmd.StepIndex, Kind: cmd.Kind, Attempt: cmd.Attempt}.ID()
 	deadline := time.After(waitFor)
 	for {
 		select {
@@ -136,7 +136,7 @@ func (e *simEnv) await(cmd *protocol.StepCommand) *protocol.SagaReply {
 			if d.CorrelationID != id {
 				continue // a re-sent reply to an earlier command
 			}
-			r, err := protocol.DecodeSagaReply(d.Message)
+			r, err := protocol.DecodeReply(d.Message)
 			require.NoError(e.t, err)
 			return r
 		case <-deadline:
@@ -164,7 +164,7 @@ func (e *simEnv) ledgerSum(participant, saga string) (n, sum int64) {
 	return n, sum
 }
 
-func step(saga, participant, stepName, kind, action string, input string) *protocol.StepCommand {
+func step(saga, participant, stepName string, kind protocol.Kind, action string, input string) *protocol.StepCommand {
 	return &protocol.StepCommand{SagaID: saga, Step: stepName, Kind: kind, Participant: participant, Action: action, Attempt: 1, Input: json.RawMessage(input)}
 }
 
@@ -179,17 +179,17 @@ func TestSimTransferAndCompensation(t *testing.T) {
 	in := `{"from":"acct-1","to":"acct-2","amount":30}`
 	debit := step("s1", "bank-a", "debit", protocol.KindAction, "debit", in)
 	r := e.call(debit)
-	require.Equal(t, protocol.OutcomeSucceeded, r.Outcome, r.Error)
+	require.EqualValues(t, protocol.OutcomeSucceeded, r.Outcome, r.Error)
 	require.JSONEq(t, `{"account":"acct-1","amount":-30,"balance":70}`, string(r.Output))
 	credit := step("s1", "bank-b", "credit", protocol.KindAction, "credit", in)
 	credit.StepIndex = 1
 	c := e.call(credit)
-	require.Equal(t, protocol.OutcomeSucceeded, c.Outcome, c.Error)
+	require.EqualValues(t, protocol.OutcomeSucceeded, c.Outcome, c.Error)
 	require.EqualValues(t, 70, e.balance("bank-a", "acct-1"))
 	require.EqualValues(t, 130, e.balance("bank-b", "acct-2"))
 
 	// A duplicate credit changes nothing.
-	require.Equal(t, c.StepReply, e.call(credit).StepReply)
+	require.Equal(t, *c, *e.call(credit))
 	require.EqualValues(t, 130, e.balance("bank-b", "acct-2"))
 
 	// Compensate the credit, as the coordinator would, with the action's output.
@@ -197,7 +197,7 @@ func TestSimTransferAndCompensation(t *testing.T) {
 	undo.StepIndex = 1
 	undo.Output = c.Output
 	u := e.call(undo)
-	require.Equal(t, protocol.OutcomeSucceeded, u.Outcome, u.Error)
+	require.EqualValues(t, protocol.OutcomeSucceeded, u.Outcome, u.Error)
 	require.EqualValues(t, 100, e.balance("bank-b", "acct-2"))
 	n, sum := e.ledgerSum("bank-b", "s1")
 	require.EqualValues(t, 2, n, "the credit and its reversal")
@@ -205,20 +205,20 @@ func TestSimTransferAndCompensation(t *testing.T) {
 
 	refund := step("s1", "bank-a", "debit", protocol.KindCompensate, "refund_debit", in)
 	refund.Output = r.Output
-	require.Equal(t, protocol.OutcomeSucceeded, e.call(refund).Outcome)
+	require.EqualValues(t, protocol.OutcomeSucceeded, e.call(refund).Outcome)
 	require.EqualValues(t, 100, e.balance("bank-a", "acct-1"))
 	total := e.scalar(`SELECT (SELECT sum(balance) FROM ` + pgx.Identifier{schemaOf(e.prefix, "bank-a"), "accounts"}.Sanitize() + `) + (SELECT sum(balance) FROM ` + pgx.Identifier{schemaOf(e.prefix, "bank-b"), "accounts"}.Sanitize() + `)`)
 	require.EqualValues(t, 600, total, "money is conserved (G6)")
 
 	// Business failures.
 	over := e.call(step("s2", "bank-a", "debit", protocol.KindAction, "debit", `{"from":"acct-1","to":"acct-2","amount":1000}`))
-	require.Equal(t, protocol.OutcomeFailed, over.Outcome)
+	require.EqualValues(t, protocol.OutcomeFailed, over.Outcome)
 	require.Equal(t, "insufficient funds in acct-1: 1000 requested", over.Error)
 	nobody := e.call(step("s3", "bank-b", "credit", protocol.KindAction, "credit", `{"from":"acct-1","to":"acct-99","amount":1}`))
-	require.Equal(t, protocol.OutcomeFailed, nobody.Outcome)
+	require.EqualValues(t, protocol.OutcomeFailed, nobody.Outcome)
 	require.Equal(t, "account acct-99 does not exist", nobody.Error)
 	unknown := e.call(step("s4", "bank-a", "teleport", protocol.KindAction, "teleport", in))
-	require.Equal(t, protocol.OutcomeFailed, unknown.Outcome)
+	require.EqualValues(t, protocol.OutcomeFailed, unknown.Outcome)
 	require.Equal(t, `participant bank-a (kind transfer) has no action "teleport"; it knows credit, debit, refund_debit, undo_credit`, unknown.Error)
 	n, _ = e.ledgerSum("bank-a", "s2")
 	require.Zero(t, n)
@@ -235,27 +235,27 @@ func TestSimInventoryAndPayment(t *testing.T) {
 
 	in := `{"sku":"sku-1","qty":2,"account":"cust-1","amount":40}`
 	res := e.call(step("s1", "inventory", "reserve", protocol.KindAction, "reserve", in))
-	require.Equal(t, protocol.OutcomeSucceeded, res.Outcome, res.Error)
+	require.EqualValues(t, protocol.OutcomeSucceeded, res.Outcome, res.Error)
 	require.EqualValues(t, 3, e.balance("inventory", "sku-1"))
 	too := e.call(step("s2", "inventory", "reserve", protocol.KindAction, "reserve", `{"sku":"sku-1","qty":4}`))
-	require.Equal(t, protocol.OutcomeFailed, too.Outcome)
+	require.EqualValues(t, protocol.OutcomeFailed, too.Outcome)
 	require.Equal(t, "insufficient stock in sku-1: 4 requested", too.Error)
 	rel := step("s1", "inventory", "reserve", protocol.KindCompensate, "release", in)
 	rel.Output = res.Output
-	require.Equal(t, protocol.OutcomeSucceeded, e.call(rel).Outcome)
+	require.EqualValues(t, protocol.OutcomeSucceeded, e.call(rel).Outcome)
 	require.EqualValues(t, 5, e.balance("inventory", "sku-1"))
 
 	ch := e.call(step("s1", "payments", "charge", protocol.KindAction, "charge", in))
-	require.Equal(t, protocol.OutcomeSucceeded, ch.Outcome, ch.Error)
+	require.EqualValues(t, protocol.OutcomeSucceeded, ch.Outcome, ch.Error)
 	require.JSONEq(t, `{"account":"cust-1","amount":40}`, string(ch.Output))
 	// The compensation carries no output here: the SDK fills it from the barrier.
-	require.Equal(t, protocol.OutcomeSucceeded, e.call(step("s1", "payments", "charge", protocol.KindCompensate, "refund", in)).Outcome)
+	require.EqualValues(t, protocol.OutcomeSucceeded, e.call(step("s1", "payments", "charge", protocol.KindCompensate, "refund", in)).Outcome)
 	n, sum := e.ledgerSum("payments", "s1")
 	require.EqualValues(t, 2, n)
 	require.Zero(t, sum)
 
 	nop := e.call(step("s1", "bench", "anything", protocol.KindAction, "whatever_name", `{}`))
-	require.Equal(t, protocol.OutcomeSucceeded, nop.Outcome)
+	require.EqualValues(t, protocol.OutcomeSucceeded, nop.Outcome)
 	require.JSONEq(t, `{}`, string(nop.Output))
 	require.EqualValues(t, 1, e.scalar(`SELECT count(*) FROM `+pgx.Identifier{schemaOf(e.prefix, "bench"), "barrier"}.Sanitize()))
 }
@@ -274,7 +274,7 @@ func TestSimFaultKnobs(t *testing.T) {
 
 	in := `{"from":"acct-1","to":"acct-2","amount":10}`
 	f := e.call(step("s1", "bank-a", "debit", protocol.KindAction, "debit", in))
-	require.Equal(t, protocol.OutcomeFailed, f.Outcome)
+	require.EqualValues(t, protocol.OutcomeFailed, f.Outcome)
 	require.Contains(t, f.Error, "injected business failure")
 	require.EqualValues(t, 100, e.balance("bank-a", "acct-1"))
 	select {
@@ -285,7 +285,7 @@ func TestSimFaultKnobs(t *testing.T) {
 	}
 
 	r := e.call(step("s2", "bank-a", "credit", protocol.KindAction, "credit", in))
-	require.Equal(t, protocol.OutcomeRetry, r.Outcome)
+	require.EqualValues(t, protocol.OutcomeRetry, r.Outcome)
 	require.Contains(t, r.Error, "injected transient failure")
 	select {
 	case code := <-exits:
@@ -322,7 +322,7 @@ func TestSimHangEndsAtShutdownAndIsRedelivered(t *testing.T) {
 	// The next process gets the command redelivered, and a redelivery does not hang.
 	e.start(cfg, func(code int) { t.Errorf("unexpected exit %d", code) })
 	r := e.await(cmd)
-	require.Equal(t, protocol.OutcomeSucceeded, r.Outcome)
+	require.EqualValues(t, protocol.OutcomeSucceeded, r.Outcome)
 }
 
 type testWriter struct{ t *testing.T }

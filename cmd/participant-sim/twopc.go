@@ -212,7 +212,7 @@ func (t *tries) forget(key string) {
 }
 
 func (d dice) hitTx(cmd *protocol.TxCommand, knob string, p float64, try int) bool {
-	return p > 0 && d.rollKey(cmd.TxID, cmd.Kind, strconv.Itoa(cmd.Attempt), knob, strconv.Itoa(try)) < p
+	return p > 0 && d.rollKey(cmd.TxID, string(cmd.Kind), strconv.Itoa(cmd.Attempt), knob, strconv.Itoa(try)) < p
 }
 
 // withTxFaults wraps the two-phase-commit handlers with the participant's fault knobs.
@@ -222,7 +222,7 @@ func withTxFaults(p participantConfig, d dice, track *inflight, log *slog.Logger
 		return func(ctx context.Context, tx pgx.Tx, cmd *protocol.TxCommand) error {
 			track.add(1, 0)
 			defer track.add(-1, 0)
-			f := p.faultsFor(cmd.Kind)
+			f := p.faultsFor(string(cmd.Kind))
 			if f.Latency > 0 {
 				t := time.NewTimer(time.Duration(f.Latency))
 				select {
@@ -239,7 +239,7 @@ func withTxFaults(p participantConfig, d dice, track *inflight, log *slog.Logger
 				<-ctx.Done()
 				return ctx.Err()
 			}
-			key := cmd.TxID + "/" + cmd.Kind
+			key := cmd.TxID + "/" + string(cmd.Kind)
 			if d.hitTx(cmd, "retry", f.RetryProbability, counts.next(key)) {
 				return errInjectedTransient
 			}
@@ -257,7 +257,7 @@ func withTxFaults(p participantConfig, d dice, track *inflight, log *slog.Logger
 // crash_after_commit_probability for "prepare", "commit" and "abort".
 func crashAfterTxCommit(p participantConfig, d dice, log *slog.Logger, exit func(int)) func(*protocol.TxCommand, protocol.TxReply) {
 	return func(cmd *protocol.TxCommand, reply protocol.TxReply) {
-		if d.hitTx(cmd, "crash", p.faultsFor(cmd.Kind).CrashAfterCommitProbability, 0) {
+		if d.hitTx(cmd, "crash", p.faultsFor(string(cmd.Kind)).CrashAfterCommitProbability, 0) {
 			log.Error("injected crash after the local commit, before the reply (crash_after_commit_probability)",
 				"tx_id", cmd.TxID, "kind", cmd.Kind, "attempt", cmd.Attempt, "outcome", reply.Outcome)
 			exit(137)

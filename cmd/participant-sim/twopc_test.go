@@ -13,7 +13,7 @@ import (
 	"github.com/sagacoord/sagacoord/transport"
 )
 
-func txCmd(id, participant, kind, payload string) *protocol.TxCommand {
+func txCmd(id, participant string, kind protocol.Kind, payload string) *protocol.TxCommand {
 	return &protocol.TxCommand{TxID: id, Participant: participant, Kind: kind, Attempt: 1, Payload: json.RawMessage(payload)}
 }
 
@@ -25,7 +25,7 @@ func (e *simEnv) callTx(cmd *protocol.TxCommand) protocol.TxReply {
 	require.NoError(e.t, err)
 	errs := e.coord.Publish(e.ctx, []transport.Outgoing{{Exchange: protocol.ExchangeCommands, RoutingKey: cmd.Participant, Message: msg}})
 	require.NoError(e.t, errs[0])
-	id := protocol.TxCommandID(cmd.TxID, cmd.Participant, cmd.Kind, cmd.Attempt)
+	id := protocol.CommandRef{TxID: cmd.TxID, Participant: cmd.Participant, Kind: cmd.Kind, Attempt: cmd.Attempt}.ID()
 	deadline := time.After(waitFor)
 	for {
 		select {
@@ -34,9 +34,9 @@ func (e *simEnv) callTx(cmd *protocol.TxCommand) protocol.TxReply {
 			if d.CorrelationID != id {
 				continue
 			}
-			r, err := protocol.DecodeTxReply(d.Message)
+			r, err := protocol.DecodeReply(d.Message)
 			require.NoError(e.t, err)
-			return r.TxReply
+			return protocol.TxReply{Outcome: r.Outcome, Error: r.Error}
 		case <-deadline:
 			e.t.Fatalf("no reply to %s within %v", id, waitFor)
 		}
@@ -80,7 +80,7 @@ func TestSimTwoPCTransferHoldsFunds(t *testing.T) {
 	no := e.callTx(txCmd("t2", "bank-a", protocol.KindPrepare, `{"account":"acct-1","amount":40}`))
 	require.Equal(t, protocol.TxReply{Outcome: protocol.OutcomeVoteNo, Error: "insufficient available funds in acct-1: 40 requested"}, no)
 	saga := e.call(step("s1", "bank-a", "debit", protocol.KindAction, "debit", `{"from":"acct-1","to":"acct-2","amount":40}`))
-	require.Equal(t, protocol.OutcomeFailed, saga.Outcome)
+	require.EqualValues(t, protocol.OutcomeFailed, saga.Outcome)
 	require.Equal(t, "insufficient funds in acct-1: 40 requested", saga.Error)
 	require.Equal(t, ack, e.callTx(txCmd("t2", "bank-a", protocol.KindAbort, "")))
 

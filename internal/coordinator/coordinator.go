@@ -58,14 +58,6 @@ type Config struct {
 	ReplyWorkers, StartWorkers int
 	// DebugAddr, when set, serves net/http/pprof on this address (for profiling; keep it private).
 	DebugAddr string
-	// DisableOutbox never publishes (a test-only fault for the chaos suite).
-	DisableOutbox bool
-	// CrashAfterConfirm kills the process after the first batch the broker confirmed and before
-	// its outbox rows are deleted (a test-only crash point for the chaos suite).
-	CrashAfterConfirm func()
-	// CrashBeforeCommitDecision kills the process in the transaction that would log a 2PC COMMIT
-	// decision, before it commits (a test-only crash point: catalogue fault 11).
-	CrashBeforeCommitDecision func(txID uuid.UUID)
 	// OTLPEndpoint, when set, exports traces over OTLP gRPC to it (host:port or a URL such as
 	// http://jaeger:4317). Default: no tracing, at no cost.
 	OTLPEndpoint string
@@ -78,6 +70,21 @@ type Config struct {
 	MeterProvider  metric.MeterProvider
 	// Logger receives JSON logs. Default: discard.
 	Logger *slog.Logger
+	// Test holds hooks for tests; production leaves it zero.
+	Test TestConfig
+}
+
+// TestConfig holds the coordinator's test hooks, handed to the outbox relay and the engine.
+type TestConfig struct {
+	// DisableOutbox never publishes: a coordinator that loses messages, which the chaos
+	// checks must catch.
+	DisableOutbox bool
+	// AfterConfirm runs after the broker confirmed a batch of outbox rows and before they are
+	// deleted.
+	AfterConfirm func()
+	// BeforeCommitDecision runs in the transaction that would log a 2PC COMMIT decision, before
+	// it commits.
+	BeforeCommitDecision func(txID uuid.UUID)
 }
 
 // WithDefaults returns c with defaults filled in.
@@ -236,11 +243,12 @@ func Start(ctx context.Context, cfg Config) (*Coordinator, error) {
 		return nil, err
 	}
 	st := pgstore.New(c.pool, pgstore.Config{})
-	c.relay = outbox.NewRelay(st.Outbox(), c.transport, outbox.Config{Logger: log, Disabled: cfg.DisableOutbox, AfterConfirm: cfg.CrashAfterConfirm, MeterProvider: mp})
+	c.relay = outbox.NewRelay(st.Outbox(), c.transport, outbox.Config{Logger: log, MeterProvider: mp,
+		Test: outbox.TestConfig{Disabled: cfg.Test.DisableOutbox, AfterConfirm: cfg.Test.AfterConfirm}})
 	c.engine, err = engine.New(engine.Config{
 		Store: st, Transport: c.transport, Relay: c.relay, Logger: log, MaxPayloadBytes: cfg.MaxPayloadBytes, Retention: cfg.Retention,
 		MaxActiveSagas: cfg.MaxActiveSagas, ReplyWorkers: cfg.ReplyWorkers, StartWorkers: cfg.StartWorkers,
-		TracerProvider: tp, MeterProvider: mp, BeforeCommitDecision: cfg.CrashBeforeCommitDecision,
+		TracerProvider: tp, MeterProvider: mp, Test: engine.TestConfig{BeforeCommitDecision: cfg.Test.BeforeCommitDecision},
 	})
 	if err != nil {
 		return nil, err

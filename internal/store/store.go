@@ -69,10 +69,11 @@ type Changed[T any] struct {
 // Change is a changed saga.
 type Change = Changed[*Saga]
 
-// MutateFunc receives the locked sagas and the database time, changes the sagas it wants to
-// (in place) and returns one Change per changed saga. It may run again if the transaction is
-// retried, so it must not have effects outside the sagas it is given.
-type MutateFunc func(now time.Time, sagas []*Saga) ([]Change, error)
+// MutateFunc receives the locked rows (sagas or transactions) and the database time, changes the
+// rows it wants to (in place) and returns one Changed per changed row. It may run again if the
+// transaction is retried, so it must not have effects outside the rows it is given, and it must
+// do no I/O: the store holds a connection and row locks while it runs.
+type MutateFunc[T any] func(now time.Time, rows []T) ([]Changed[T], error)
 
 // NewSaga is one saga for CreateSagas to create.
 type NewSaga struct {
@@ -111,10 +112,10 @@ type Sagas interface {
 	ListSagas(ctx context.Context, f ListFilter) ([]*Saga, error)
 	// Mutate locks the sagas with the given ids, passes those that exist to fn, and writes back
 	// fn's changes and their messages in one transaction. It returns the outbox rows written.
-	Mutate(ctx context.Context, ids []uuid.UUID, fn MutateFunc) ([]OutboxRow, error)
+	Mutate(ctx context.Context, ids []uuid.UUID, fn MutateFunc[*Saga]) ([]OutboxRow, error)
 	// MutateDue is Mutate for at most limit sagas whose wake_at has passed, skipping sagas other
 	// instances hold locked. It returns how many sagas it claimed.
-	MutateDue(ctx context.Context, limit int, fn MutateFunc) (int, []OutboxRow, error)
+	MutateDue(ctx context.Context, limit int, fn MutateFunc[*Saga]) (int, []OutboxRow, error)
 }
 
 // Store is everything the coordinator keeps in its database.
@@ -148,8 +149,11 @@ type Pending struct {
 
 // Outbox is the relay's view of the outbox table.
 type Outbox interface {
-	// ClaimExpired leases up to limit rows whose lease has lapsed, for the given duration.
-	ClaimExpired(ctx context.Context, limit int, lease time.Duration) ([]OutboxRow, error)
+	// Lease is how long a row is owned by the instance that wrote or claimed it before another
+	// may claim it: the outbox's one lease.
+	Lease() time.Duration
+	// ClaimExpired leases up to limit rows whose lease has lapsed, for Lease.
+	ClaimExpired(ctx context.Context, limit int) ([]OutboxRow, error)
 	// Delete removes rows the broker confirmed.
 	Delete(ctx context.Context, ids []int64) error
 	// Backlog returns the number of rows and the age of the oldest.
@@ -182,9 +186,6 @@ type Tx struct {
 // TxChange is a changed transaction.
 type TxChange = Changed[*Tx]
 
-// TxMutateFunc is MutateFunc for transactions.
-type TxMutateFunc func(now time.Time, txs []*Tx) ([]TxChange, error)
-
 // TxFilter selects transactions for ListTransactions.
 type TxFilter struct {
 	State          twopc.State
@@ -198,6 +199,6 @@ type Transactions interface {
 	CreateTx(ctx context.Context, id uuid.UUID, build func(now time.Time) (TxChange, error)) (t *Tx, created bool, rows []OutboxRow, err error)
 	GetTx(ctx context.Context, id uuid.UUID) (*Tx, error)
 	ListTx(ctx context.Context, f TxFilter) ([]*Tx, error)
-	MutateTx(ctx context.Context, ids []uuid.UUID, fn TxMutateFunc) ([]OutboxRow, error)
-	MutateDueTx(ctx context.Context, limit int, fn TxMutateFunc) (int, []OutboxRow, error)
+	MutateTx(ctx context.Context, ids []uuid.UUID, fn MutateFunc[*Tx]) ([]OutboxRow, error)
+	MutateDueTx(ctx context.Context, limit int, fn MutateFunc[*Tx]) (int, []OutboxRow, error)
 }

@@ -67,11 +67,11 @@ func (bs *benchSaga) command(b *testing.B, st *saga.State, step, attempt int) tr
 
 func (bs *benchSaga) newSaga(b *testing.B, id uuid.UUID) store.NewSaga {
 	return store.NewSaga{ID: id, Build: func(now time.Time) (store.Change, error) {
-		st, cmds := bs.m.New(id.String(), benchInput, time.Time{}, now)
+		st, fx := bs.m.Start(id.String(), benchInput, time.Time{}, now)
 		sg := &store.Saga{ID: id, DefinitionName: bs.def.Name, DefinitionVersion: bs.def.Version, State: st, RequestHash: "bench"}
 		sg.WakeAt = bs.m.WakeAt(st)
-		msgs := make([]transport.Outgoing, len(cmds))
-		for i, c := range cmds {
+		msgs := make([]transport.Outgoing, len(fx.Commands))
+		for i, c := range fx.Commands {
 			msgs[i] = bs.command(b, st, c.StepIndex, c.Attempt)
 		}
 		return store.Change{Row: sg, Messages: msgs}, nil

@@ -28,7 +28,7 @@ func createWithMessages(t *testing.T, s *pgstore.Store, def saga.Definition, n i
 		}})
 	}
 	res, rows, err := s.CreateSagas(t.Context(), []store.NewSaga{{ID: id, Build: func(now time.Time) (store.Change, error) {
-		st, _ := m.New(id.String(), json.RawMessage(`{}`), time.Time{}, now)
+		st, _ := m.Start(id.String(), json.RawMessage(`{}`), time.Time{}, now)
 		return store.Change{Row: &store.Saga{ID: id, DefinitionName: def.Name, DefinitionVersion: def.Version, State: st, RequestHash: "h"}, Messages: msgs}, nil
 	}}})
 	require.NoError(t, err)

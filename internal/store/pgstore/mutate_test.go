@@ -151,7 +151,7 @@ func createSagas(tb testing.TB, s store.Store, def saga.Definition, ids []uuid.U
 	batch := make([]store.NewSaga, len(ids))
 	for i, id := range ids {
 		batch[i] = store.NewSaga{ID: id, Build: func(now time.Time) (store.Change, error) {
-			st, _ := m.New(id.String(), json.RawMessage(`{"amount":42}`), time.Time{}, now)
+			st, _ := m.Start(id.String(), json.RawMessage(`{"amount":42}`), time.Time{}, now)
 			return store.Change{Row: &store.Saga{ID: id, DefinitionName: def.Name, DefinitionVersion: def.Version, State: st, RequestHash: "h"}}, nil
 		}}
 	}

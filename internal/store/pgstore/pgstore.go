@@ -24,8 +24,8 @@ import (
 
 // Config configures a Store.
 type Config struct {
-	// OutboxLease is how long the inserting instance owns a new outbox row before any relay may
-	// claim it. Default 5s.
+	// OutboxLease is how long the instance that wrote or claimed an outbox row owns it before
+	// another relay may claim it: the outbox's one lease. Default 5s.
 	OutboxLease time.Duration
 	// MaxTxRetries bounds retries of a transaction that hit a deadlock or serialization failure.
 	// Default 5.
@@ -440,7 +440,7 @@ func (s *Store) ListSagas(ctx context.Context, f store.ListFilter) ([]*store.Sag
 }
 
 // Mutate implements store.Sagas.
-func (s *Store) Mutate(ctx context.Context, ids []uuid.UUID, fn store.MutateFunc) ([]store.OutboxRow, error) {
+func (s *Store) Mutate(ctx context.Context, ids []uuid.UUID, fn store.MutateFunc[*store.Saga]) ([]store.OutboxRow, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
@@ -459,7 +459,7 @@ func uuidArray(ids []uuid.UUID) [][16]byte {
 }
 
 // MutateDue implements store.Sagas.
-func (s *Store) MutateDue(ctx context.Context, limit int, fn store.MutateFunc) (int, []store.OutboxRow, error) {
+func (s *Store) MutateDue(ctx context.Context, limit int, fn store.MutateFunc[*store.Saga]) (int, []store.OutboxRow, error) {
 	return mutate(ctx, s, sagaRows, fn, `SELECT now(), `+sagaColumns+` FROM sagas WHERE wake_at <= now() ORDER BY wake_at LIMIT $1 FOR UPDATE SKIP LOCKED`, limit)
 }
 
@@ -705,7 +705,10 @@ func (s *Store) queueOutbox(b *pgx.Batch, msgs []transport.Outgoing, out *[]stor
 
 type outboxStore struct{ s *Store }
 
-func (o outboxStore) ClaimExpired(ctx context.Context, limit int, lease time.Duration) ([]store.OutboxRow, error) {
+func (o outboxStore) Lease() time.Duration { return o.s.cfg.OutboxLease }
+
+func (o outboxStore) ClaimExpired(ctx context.Context, limit int) ([]store.OutboxRow, error) {
+	lease := o.s.cfg.OutboxLease
 	rows, err := o.s.pool.Query(ctx, `UPDATE outbox SET lease_until = now() + $2::interval, attempts = attempts + 1
 		WHERE id IN (SELECT id FROM outbox WHERE lease_until < now() ORDER BY lease_until LIMIT $1 FOR UPDATE SKIP LOCKED)
 		RETURNING id, exchange, routing_key, message_id, type, correlation_id, headers, body, attempts, content_type`, limit, lease)

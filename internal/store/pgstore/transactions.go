@@ -118,7 +118,7 @@ func (s *Store) ListTx(ctx context.Context, f store.TxFilter) ([]*store.Tx, erro
 }
 
 // MutateTx implements store.Transactions.
-func (s *Store) MutateTx(ctx context.Context, ids []uuid.UUID, fn store.TxMutateFunc) ([]store.OutboxRow, error) {
+func (s *Store) MutateTx(ctx context.Context, ids []uuid.UUID, fn store.MutateFunc[*store.Tx]) ([]store.OutboxRow, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
@@ -127,7 +127,7 @@ func (s *Store) MutateTx(ctx context.Context, ids []uuid.UUID, fn store.TxMutate
 }
 
 // MutateDueTx implements store.Transactions.
-func (s *Store) MutateDueTx(ctx context.Context, limit int, fn store.TxMutateFunc) (int, []store.OutboxRow, error) {
+func (s *Store) MutateDueTx(ctx context.Context, limit int, fn store.MutateFunc[*store.Tx]) (int, []store.OutboxRow, error) {
 	return mutate(ctx, s, txRows, fn, `SELECT now(), `+txColumns+` FROM transactions WHERE wake_at <= now() ORDER BY wake_at LIMIT $1 FOR UPDATE SKIP LOCKED`, limit)
 }
 

@@ -22,12 +22,12 @@ func waitLapsed(t *testing.T, f *fixture) {
 	})
 }
 
-// claimAll claims lapsed rows with the given lease until none is left and returns them by id.
-func claimAll(t *testing.T, f *fixture, lease time.Duration) map[int64]store.OutboxRow {
+// claimAll claims lapsed rows until none is left and returns them by id.
+func claimAll(t *testing.T, f *fixture) map[int64]store.OutboxRow {
 	t.Helper()
 	out := map[int64]store.OutboxRow{}
 	for {
-		rows, err := f.s.Outbox().ClaimExpired(f.ctx, 100, lease)
+		rows, err := f.s.Outbox().ClaimExpired(f.ctx, 100)
 		require.NoError(t, err)
 		if len(rows) == 0 {
 			return out
@@ -45,7 +45,7 @@ func testOutboxClaim(t *testing.T, newStore func(t *testing.T) store.Store) {
 	ob := f.s.Outbox()
 	start := time.Now()
 	_, written := f.createTx(t, uuid.New(), "h", messages("claim", 3), nil)
-	fresh, err := ob.ClaimExpired(f.ctx, 10, 0)
+	fresh, err := ob.ClaimExpired(f.ctx, 10)
 	require.NoError(t, err)
 	attempts := 1
 	if time.Since(start) < NewRowLease {
@@ -57,8 +57,9 @@ func testOutboxClaim(t *testing.T, newStore func(t *testing.T) store.Store) {
 		}
 	}
 
+	require.Equal(t, NewRowLease, ob.Lease(), "the store was made with the suite's lease")
 	waitLapsed(t, f)
-	claimed := claimAll(t, f, 200*time.Millisecond)
+	claimed := claimAll(t, f)
 	require.Len(t, claimed, len(written), "every lapsed row is claimed")
 	for _, w := range written {
 		c, ok := claimed[w.ID]
@@ -66,20 +67,20 @@ func testOutboxClaim(t *testing.T, newStore func(t *testing.T) store.Store) {
 		require.Equal(t, attempts, c.Attempts, "a claim counts an attempt")
 	}
 
-	// Once that short lease lapses, the rows are claimed again, with one more attempt, and then
-	// leased for an hour.
+	rows, err := ob.ClaimExpired(f.ctx, 10)
+	require.NoError(t, err)
+	require.Empty(t, rows, "rows leased by a claim are not claimed again")
+
+	// Once the claim's lease lapses, the rows are claimed again, with one more attempt.
 	var again map[int64]store.OutboxRow
 	waitFor(t, "the claim's lease to lapse", func() bool {
-		again = claimAll(t, f, time.Hour)
+		again = claimAll(t, f)
 		return len(again) > 0
 	})
 	require.Len(t, again, len(written), "every row whose claim lapsed is claimed again")
 	for _, r := range again {
 		require.Equal(t, attempts+1, r.Attempts, "claiming again counts another attempt")
 	}
-	rows, err := ob.ClaimExpired(f.ctx, 10, time.Hour)
-	require.NoError(t, err)
-	require.Empty(t, rows, "leased rows are not claimed")
 	require.Equal(t, len(written), backlog(t, f.ctx, f.s), "claiming deletes nothing")
 }
 
@@ -89,7 +90,7 @@ func testOutboxClaimLimit(t *testing.T, newStore func(t *testing.T) store.Store)
 	waitLapsed(t, f)
 	seen := map[int64]bool{}
 	for _, want := range []int{2, 2, 1, 0} {
-		rows, err := f.s.Outbox().ClaimExpired(f.ctx, 2, time.Hour)
+		rows, err := f.s.Outbox().ClaimExpired(f.ctx, 2)
 		require.NoError(t, err)
 		require.Len(t, rows, want)
 		for _, r := range rows {
@@ -111,7 +112,7 @@ func testOutboxConcurrentClaims(t *testing.T, newStore func(t *testing.T) store.
 	errs := make([]error, relays)
 	parallel(relays, func(i int) {
 		for {
-			rows, err := f.s.Outbox().ClaimExpired(f.ctx, 5, time.Hour)
+			rows, err := f.s.Outbox().ClaimExpired(f.ctx, 5)
 			if err != nil {
 				errs[i] = err
 				return
@@ -166,7 +167,7 @@ func testOutboxRoundTrip(t *testing.T, newStore func(t *testing.T) store.Store) 
 
 	claimed := map[int64]store.OutboxRow{}
 	waitFor(t, "every row's lease to lapse", func() bool {
-		for id, r := range claimAll(t, f, time.Hour) {
+		for id, r := range claimAll(t, f) {
 			claimed[id] = r
 		}
 		return len(claimed) >= len(written)
@@ -194,7 +195,7 @@ func testOutboxContentType(t *testing.T, newStore func(t *testing.T) store.Store
 	msgs := messages("typed", 1)
 	f.createTx(t, uuid.New(), "h", msgs, nil)
 	waitLapsed(t, f)
-	claimed := claimAll(t, f, time.Hour)
+	claimed := claimAll(t, f)
 	require.Len(t, claimed, 1)
 	for _, c := range claimed {
 		require.Equal(t, msgs[0].ContentType, c.ContentType, "a claimed row keeps its content type")
@@ -225,7 +226,7 @@ func testOutboxDelete(t *testing.T, newStore func(t *testing.T) store.Store) {
 	require.NoError(t, err)
 	require.Equal(t, 3, n)
 	require.Greater(t, age, NewRowLease, "the age is that of the oldest row")
-	claimed := claimAll(t, f, time.Hour)
+	claimed := claimAll(t, f)
 	require.Len(t, claimed, 3, "deleted rows are not claimed")
 	for _, w := range written[:2] {
 		_, ok := claimed[w.ID]

@@ -196,7 +196,7 @@ func testListSagas(t *testing.T, newStore func(t *testing.T) store.Store) {
 			st := statuses[n%len(statuses)]
 			all[id] = meta{def.Name, st}
 			batch[i] = store.NewSaga{ID: id, Build: func(now time.Time) (store.Change, error) {
-				state, _ := m.New(id.String(), []byte(`{}`), time.Time{}, now)
+				state, _ := m.Start(id.String(), []byte(`{}`), time.Time{}, now)
 				state.Status = st
 				return store.Change{Row: &store.Saga{ID: id, DefinitionName: def.Name, DefinitionVersion: def.Version, State: state}}, nil
 			}}

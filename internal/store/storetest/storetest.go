@@ -32,8 +32,8 @@ import (
 	"github.com/sagacoord/sagacoord/twopc"
 )
 
-// NewRowLease is how long the store under test must lease a freshly written outbox row to its
-// writer (pgstore: Config.OutboxLease). The suite waits for it to lapse, so keep it short; it
+// NewRowLease is the outbox lease of the store under test (Outbox.Lease; pgstore:
+// Config.OutboxLease). The suite waits for it to lapse, so keep it short; it
 // checks that fresh rows are not claimed only while less than NewRowLease has passed.
 const NewRowLease = time.Second
 
@@ -208,7 +208,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // lets edit change it, and adds msgs.
 func (f *fixture) newSaga(id uuid.UUID, hash string, msgs []transport.Outgoing, edit func(now time.Time, sg *store.Saga)) store.NewSaga {
 	return store.NewSaga{ID: id, Build: func(now time.Time) (store.Change, error) {
-		st, _ := f.m.New(id.String(), json.RawMessage(`{"amount":42}`), time.Time{}, now)
+		st, _ := f.m.Start(id.String(), json.RawMessage(`{"amount":42}`), time.Time{}, now)
 		st.Reason = "0"
 		sg := &store.Saga{ID: id, DefinitionName: f.def.Name, DefinitionVersion: f.def.Version, State: st, RequestHash: hash}
 		if edit != nil {
@@ -245,7 +245,7 @@ func (f *fixture) createTx(t *testing.T, id uuid.UUID, hash string, msgs []trans
 func txBuild(id uuid.UUID, hash string, msgs []transport.Outgoing, edit func(now time.Time, tx *store.Tx)) func(time.Time) (store.TxChange, error) {
 	return func(now time.Time) (store.TxChange, error) {
 		parts := []twopc.Participant{{Name: "bank", Payload: json.RawMessage(`{"debit":10}`)}, {Name: "shop"}}
-		st, _ := twopc.New(id.String(), parts, 10*time.Second, now)
+		st, _ := twopc.Machine{}.Begin(id.String(), parts, 10*time.Second, now)
 		st.Reason = "0"
 		tx := &store.Tx{ID: id, Tx: st, RequestHash: hash}
 		if edit != nil {

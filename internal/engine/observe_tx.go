@@ -1,0 +1,106 @@
+package engine
+
+import (
+	"context"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/sagacoord/sagacoord/internal/store"
+	"github.com/sagacoord/sagacoord/internal/telemetry"
+	"github.com/sagacoord/sagacoord/protocol"
+	"github.com/sagacoord/sagacoord/twopc"
+)
+
+// txObserver returns what reports the events of one transition of t once it committed.
+func (o *observer) txObserver(t *store.Tx, evs []twopc.Event) func(context.Context) {
+	if len(evs) == 0 {
+		return nil
+	}
+	return func(ctx context.Context) {
+		for _, ev := range evs {
+			switch ev := ev.(type) {
+			case twopc.StateChanged:
+				o.txState(ctx, t, ev)
+			case twopc.Voted:
+				outcome := protocol.OutcomeVoteYes
+				if ev.Vote == twopc.VoteNo {
+					outcome = protocol.OutcomeVoteNo
+				}
+				o.prepareSpan(t, ev.Participant, string(outcome), ev.Vote == twopc.VoteNo, ev.At)
+			case twopc.Acked:
+				o.txSpan(t, t.Tx.Participants[ev.Participant].Name+" "+string(ev.Kind), txCommandSpanID(t.Tx.ID, t.Tx.Participants[ev.Participant].Name, ev.Kind),
+					t.Tx.DecidedAt, ev.At, string(protocol.OutcomeAck), false, telemetry.AttrParticipant.String(t.Tx.Participants[ev.Participant].Name),
+					telemetry.AttrKind.String(string(ev.Kind)), attribute.Int("tx.sends", t.Tx.Participants[ev.Participant].Sends))
+			}
+		}
+	}
+}
+
+func (o *observer) txState(ctx context.Context, t *store.Tx, s twopc.StateChanged) {
+	traceID := telemetry.TraceID(t.Tx.Trace)
+	switch {
+	case s.From == "":
+		if o.metrics {
+			o.txStarted.Add(ctx, 1)
+		}
+	case s.From == twopc.StatePreparing:
+		o.log.Info("transaction decided", "tx_id", t.Tx.ID, "decision", string(s.To), "reason", t.Tx.Reason, "trace_id", traceID)
+		for i, p := range t.Tx.Participants {
+			if p.Vote == twopc.VoteNone {
+				o.prepareSpan(t, i, "no_vote", true, s.At)
+			}
+		}
+	case s.To.Terminal():
+		if o.metrics {
+			o.txFinished.Add(ctx, 1, metric.WithAttributes(attribute.String("outcome", string(s.To))))
+		}
+		o.log.Debug("transaction finished", "tx_id", t.Tx.ID, "state", string(s.To), "trace_id", traceID)
+		o.transactionSpan(t, s)
+	}
+}
+
+// prepareSpan emits participant i's prepare span, from the begin to its vote or the decision.
+func (o *observer) prepareSpan(t *store.Tx, i int, outcome string, failed bool, end time.Time) {
+	name := t.Tx.Participants[i].Name
+	o.txSpan(t, name+" prepare", txCommandSpanID(t.Tx.ID, name, protocol.KindPrepare), t.CreatedAt, end, outcome, failed,
+		telemetry.AttrParticipant.String(name))
+}
+
+// txSpan emits a span that is a child of the transaction's span.
+func (o *observer) txSpan(t *store.Tx, name string, id trace.SpanID, start, end time.Time, outcome string, failed bool, attrs ...attribute.KeyValue) {
+	if o.tracer == nil || t.Tx.Trace == "" {
+		return
+	}
+	ctx, ok := spanParent(t.Tx.Trace, txSpanID(t.Tx.ID), id)
+	if !ok {
+		return
+	}
+	attrs = append(attrs, telemetry.AttrTxID.String(t.Tx.ID), telemetry.AttrOutcome.String(outcome))
+	_, s := o.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindProducer), trace.WithTimestamp(start), trace.WithAttributes(attrs...))
+	if failed {
+		s.SetStatus(codes.Error, outcome)
+	}
+	s.End(trace.WithTimestamp(end))
+}
+
+// transactionSpan emits the transaction's own span when it ends.
+func (o *observer) transactionSpan(t *store.Tx, s twopc.StateChanged) {
+	if o.tracer == nil || t.Tx.Trace == "" {
+		return
+	}
+	ctx, ok := spanParent(t.Tx.Trace, trace.SpanID{}, txSpanID(t.Tx.ID))
+	if !ok {
+		return
+	}
+	_, span := o.tracer.Start(ctx, "transaction", trace.WithSpanKind(trace.SpanKindInternal), trace.WithTimestamp(t.CreatedAt),
+		trace.WithAttributes(telemetry.AttrTxID.String(t.Tx.ID), telemetry.AttrTxState.String(string(s.To)),
+			attribute.Int("tx.participants", len(t.Tx.Participants))))
+	if s.To == twopc.StateAborted {
+		span.SetStatus(codes.Error, "aborted: "+t.Tx.Reason)
+	}
+	span.End(trace.WithTimestamp(s.At))
+}

@@ -1,0 +1,52 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/sagacoord/sagacoord/internal/store"
+	"github.com/sagacoord/sagacoord/saga"
+)
+
+// AbortSaga starts compensation of a RUNNING saga.
+func (e *Engine) AbortSaga(ctx context.Context, id uuid.UUID, reason string) (*store.Saga, error) {
+	return e.operate(ctx, id, func(m *saga.Machine, st *saga.State, now time.Time) (saga.Effects, error) {
+		return m.Abort(st, reason, now)
+	})
+}
+
+// RetrySaga resumes a FAILED saga.
+func (e *Engine) RetrySaga(ctx context.Context, id uuid.UUID) (*store.Saga, error) {
+	return e.operate(ctx, id, func(m *saga.Machine, st *saga.State, now time.Time) (saga.Effects, error) {
+		return m.Retry(st, now)
+	})
+}
+
+// operate applies an operator's call to one saga and returns the saga as committed. A call the
+// saga's state refuses is ErrFailedPrecondition.
+func (e *Engine) operate(ctx context.Context, id uuid.UUID, op func(*saga.Machine, *saga.State, time.Time) (saga.Effects, error)) (*store.Saga, error) {
+	var result *store.Saga
+	ev := event[*store.Saga]{id: id, apply: func(sg *store.Saga, now time.Time) (applied, error) {
+		result = sg
+		m, err := e.defs.of(sg)
+		if err != nil {
+			return applied{}, err
+		}
+		fx, err := op(m, sg.State, now)
+		if err != nil {
+			return applied{}, fmt.Errorf("%w: saga %s: %w", ErrFailedPrecondition, id, err)
+		}
+		return e.sagaApplied(m, sg, fx, true)
+	}}
+	res, err := applyEvents(ctx, e, e.sagas, []event[*store.Saga]{ev})
+	if err != nil {
+		return nil, err
+	}
+	if res.verdicts[0] == verdictMissing {
+		return nil, fmt.Errorf("saga %s: %w", id, store.ErrNotFound)
+	}
+	return result, nil
+}
