@@ -24,6 +24,8 @@ type table[T any] struct {
 	mutate    func(ctx context.Context, ids []uuid.UUID, fn store.MutateFunc[T]) ([]store.OutboxRow, error)
 	mutateDue func(ctx context.Context, limit int, fn store.MutateFunc[T]) (int, []store.OutboxRow, error)
 	id        func(T) uuid.UUID
+	// hub hands committed rows to their watchers.
+	hub *hub[T]
 	// settle sets a changed row's derived columns (wake_at, finished_at) once its events are
 	// applied; it runs inside the transaction.
 	settle func(row T, now time.Time)
@@ -100,7 +102,7 @@ func applyEvents[T any](ctx context.Context, e *Engine, t *table[T], evs []event
 	if err != nil {
 		return results{}, err
 	}
-	b.observe(ctx)
+	b.committed(ctx, t)
 	return b.results, nil
 }
 
@@ -129,7 +131,7 @@ func applyDue[T any](ctx context.Context, e *Engine, t *table[T], tick func(row 
 	if err != nil {
 		return 0, err
 	}
-	b.observe(ctx)
+	b.committed(ctx, t)
 	return claimed, nil
 }
 
@@ -138,11 +140,12 @@ func applyDue[T any](ctx context.Context, e *Engine, t *table[T], tick func(row 
 type batch[T any] struct {
 	results
 	observers []func(context.Context)
+	changed   []T
 }
 
 // reset forgets what an earlier run decided: every one of n events is missing.
 func (b *batch[T]) reset(n int) {
-	b.verdicts, b.why, b.observers = make([]verdict, n), make([]error, n), b.observers[:0]
+	b.verdicts, b.why, b.observers, b.changed = make([]verdict, n), make([]error, n), b.observers[:0], b.changed[:0]
 	for i := range b.verdicts {
 		b.verdicts[i] = verdictMissing
 	}
@@ -189,14 +192,18 @@ func (b *batch[T]) decide(t *table[T], now time.Time, locked []T, evs []event[T]
 	}
 	for _, c := range changes {
 		t.settle(c.Row, now)
+		b.changed = append(b.changed, c.Row)
 	}
 	return changes, nil
 }
 
-// observe reports what the committed batch decided.
-func (b *batch[T]) observe(ctx context.Context) {
+// committed reports what the committed batch decided and hands the changed rows to watchers.
+func (b *batch[T]) committed(ctx context.Context, t *table[T]) {
 	for _, o := range b.observers {
 		o(ctx)
+	}
+	for _, row := range b.changed {
+		t.hub.committed(t.id(row), row)
 	}
 }
 

@@ -60,8 +60,10 @@ type Engine struct {
 	// knownParticipants caches participants whose queue exists (queues are durable).
 	knownParticipants sync.Map
 
-	sagas *table[*store.Saga]
-	txs   *table[*store.Tx]
+	sagas   *table[*store.Saga]
+	txs     *table[*store.Tx]
+	sagaHub hub[*store.Saga]
+	txHub   hub[*store.Tx]
 
 	starts chan *startCall
 	kick   chan time.Time // to the timer loop: a timer falls due at this local time

@@ -21,6 +21,7 @@ func (e *Engine) sagaTable() *table[*store.Saga] {
 		mutate:    e.cfg.Store.Mutate,
 		mutateDue: e.cfg.Store.MutateDue,
 		id:        func(sg *store.Saga) uuid.UUID { return sg.ID },
+		hub:       &e.sagaHub,
 		settle:    e.settleSaga,
 	}
 }

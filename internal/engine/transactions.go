@@ -23,6 +23,7 @@ func (e *Engine) txTable() *table[*store.Tx] {
 		mutate:    e.cfg.Store.MutateTx,
 		mutateDue: e.cfg.Store.MutateDueTx,
 		id:        func(t *store.Tx) uuid.UUID { return t.ID },
+		hub:       &e.txHub,
 		settle:    e.settleTx,
 	}
 }

@@ -7,8 +7,8 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/sagacoord/sagacoord/gen/sagacoord/v1"
-	"github.com/sagacoord/sagacoord/saga"
 	"github.com/sagacoord/sagacoord/internal/store"
+	"github.com/sagacoord/sagacoord/saga"
 )
 
 func ts(t time.Time) *timestamppb.Timestamp {

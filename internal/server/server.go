@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
@@ -287,49 +286,13 @@ func (s *SagaService) WatchSaga(req *pb.WatchSagaRequest, stream grpc.ServerStre
 	if err != nil {
 		return err
 	}
-	var last *store.Saga
-	return watch(stream.Context(), s.WatchPoll, func(ctx context.Context) (int64, bool, error) {
-		sg, err := s.Engine.GetSaga(ctx, id)
-		if err != nil {
-			return 0, false, err
-		}
-		last = sg
-		return sg.Version, sg.State.Status.Terminal(), nil
-	}, func(ctx context.Context) error {
-		return stream.Send(&pb.WatchSagaResponse{Saga: s.sagaPB(ctx, last)})
+	w, stop := s.Engine.WatchSaga(id)
+	defer stop()
+	return watch(stream.Context(), s.WatchPoll, w, func(ctx context.Context) (*store.Saga, error) {
+		return s.Engine.GetSaga(ctx, id)
+	}, func(sg *store.Saga) (int64, bool) {
+		return sg.Version, sg.State.Status.Terminal()
+	}, func(ctx context.Context, sg *store.Saga) error {
+		return stream.Send(&pb.WatchSagaResponse{Saga: s.sagaPB(ctx, sg)})
 	})
-}
-
-// watch polls read every poll interval (default 50ms) and calls send when the version changed,
-// first at once; it returns after sending a terminal state, or when ctx ends.
-func watch(ctx context.Context, poll time.Duration, read func(context.Context) (version int64, terminal bool, err error), send func(context.Context) error) error {
-	if poll == 0 {
-		poll = 50 * time.Millisecond
-	}
-	t := time.NewTicker(poll)
-	defer t.Stop()
-	var last int64 = -1
-	// The polls are not traced: a stream watching a long saga would hold a query span every
-	// 50 ms. The stream's own span still covers the call.
-	rctx := trace.ContextWithSpan(ctx, trace.SpanFromContext(context.Background()))
-	for {
-		v, terminal, err := read(rctx)
-		if err != nil {
-			return toStatus(err)
-		}
-		if v != last {
-			last = v
-			if err := send(ctx); err != nil {
-				return err
-			}
-			if terminal {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return status.FromContextError(ctx.Err()).Err()
-		case <-t.C:
-		}
-	}
 }

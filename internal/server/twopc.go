@@ -134,17 +134,13 @@ func (s *TwoPCService) WatchTransaction(req *pb.WatchTransactionRequest, stream 
 	if err != nil {
 		return err
 	}
-	return watch(stream.Context(), s.WatchPoll, func(ctx context.Context) (int64, bool, error) {
-		t, err := s.Engine.GetTransaction(ctx, id)
-		if err != nil {
-			return 0, false, err
-		}
-		return t.Version, t.Tx.State.Terminal(), nil
-	}, func(ctx context.Context) error {
-		t, err := s.Engine.GetTransaction(ctx, id)
-		if err != nil {
-			return err
-		}
+	w, stop := s.Engine.WatchTransaction(id)
+	defer stop()
+	return watch(stream.Context(), s.WatchPoll, w, func(ctx context.Context) (*store.Tx, error) {
+		return s.Engine.GetTransaction(ctx, id)
+	}, func(t *store.Tx) (int64, bool) {
+		return t.Version, t.Tx.State.Terminal()
+	}, func(_ context.Context, t *store.Tx) error {
 		return stream.Send(&pb.WatchTransactionResponse{Transaction: txToPB(t)})
 	})
 }
