@@ -16,8 +16,8 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/sagacoord/sagacoord/internal/lifecycle"
-	"github.com/sagacoord/sagacoord/internal/telemetry"
 	"github.com/sagacoord/sagacoord/internal/store"
+	"github.com/sagacoord/sagacoord/internal/telemetry"
 	"github.com/sagacoord/sagacoord/transport"
 )
 

@@ -23,10 +23,10 @@ import (
 
 	"github.com/sagacoord/sagacoord/internal/engine"
 	"github.com/sagacoord/sagacoord/internal/server"
+	"github.com/sagacoord/sagacoord/internal/store/pgstore"
 	"github.com/sagacoord/sagacoord/internal/telemetry"
 	"github.com/sagacoord/sagacoord/migrations"
 	"github.com/sagacoord/sagacoord/outbox"
-	"github.com/sagacoord/sagacoord/internal/store/pgstore"
 	"github.com/sagacoord/sagacoord/transport/amqptransport"
 )
 

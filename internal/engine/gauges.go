@@ -7,9 +7,9 @@ import (
 
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/sagacoord/sagacoord/internal/store"
 	"github.com/sagacoord/sagacoord/internal/telemetry"
 	"github.com/sagacoord/sagacoord/saga"
-	"github.com/sagacoord/sagacoord/internal/store"
 	"github.com/sagacoord/sagacoord/twopc"
 )
 

@@ -11,11 +11,11 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/sagacoord/sagacoord/internal/store"
+	"github.com/sagacoord/sagacoord/internal/store/pgstore"
 	"github.com/sagacoord/sagacoord/internal/testenv"
 	"github.com/sagacoord/sagacoord/protocol"
 	"github.com/sagacoord/sagacoord/saga"
-	"github.com/sagacoord/sagacoord/internal/store"
-	"github.com/sagacoord/sagacoord/internal/store/pgstore"
 	"github.com/sagacoord/sagacoord/transport"
 )
 

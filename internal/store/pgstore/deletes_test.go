@@ -9,10 +9,10 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
-	"github.com/sagacoord/sagacoord/protocol"
-	"github.com/sagacoord/sagacoord/saga"
 	"github.com/sagacoord/sagacoord/internal/store"
 	"github.com/sagacoord/sagacoord/internal/store/pgstore"
+	"github.com/sagacoord/sagacoord/protocol"
+	"github.com/sagacoord/sagacoord/saga"
 	"github.com/sagacoord/sagacoord/transport"
 )
 

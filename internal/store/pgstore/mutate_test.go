@@ -13,11 +13,11 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/sagacoord/sagacoord/internal/store"
+	"github.com/sagacoord/sagacoord/internal/store/pgstore"
 	"github.com/sagacoord/sagacoord/internal/testenv"
 	"github.com/sagacoord/sagacoord/migrations"
 	"github.com/sagacoord/sagacoord/saga"
-	"github.com/sagacoord/sagacoord/internal/store"
-	"github.com/sagacoord/sagacoord/internal/store/pgstore"
 )
 
 // TestMutateTimeIsNotOlderThanTheLockedRows is a BUG test: it fails until Mutate reads the

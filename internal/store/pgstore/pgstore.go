@@ -16,8 +16,8 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/sagacoord/sagacoord/saga"
 	"github.com/sagacoord/sagacoord/internal/store"
+	"github.com/sagacoord/sagacoord/saga"
 	"github.com/sagacoord/sagacoord/transport"
 	"github.com/sagacoord/sagacoord/twopc"
 )

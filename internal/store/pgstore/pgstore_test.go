@@ -8,11 +8,11 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"github.com/sagacoord/sagacoord/internal/testenv"
-	"github.com/sagacoord/sagacoord/migrations"
 	"github.com/sagacoord/sagacoord/internal/store"
 	"github.com/sagacoord/sagacoord/internal/store/pgstore"
 	"github.com/sagacoord/sagacoord/internal/store/storetest"
+	"github.com/sagacoord/sagacoord/internal/testenv"
+	"github.com/sagacoord/sagacoord/migrations"
 )
 
 func TestMain(m *testing.M) {

@@ -9,10 +9,10 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
-	"github.com/sagacoord/sagacoord/internal/testenv"
-	"github.com/sagacoord/sagacoord/migrations"
 	"github.com/sagacoord/sagacoord/internal/store"
 	"github.com/sagacoord/sagacoord/internal/store/pgstore"
+	"github.com/sagacoord/sagacoord/internal/testenv"
+	"github.com/sagacoord/sagacoord/migrations"
 )
 
 // TestConfiguredPoolKeepsUsingTheIndexAsTheTableGrows runs Mutate often enough on a nearly

@@ -7,8 +7,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/sagacoord/sagacoord/saga"
 	"github.com/sagacoord/sagacoord/internal/store"
+	"github.com/sagacoord/sagacoord/saga"
 )
 
 func testDefinitionIdentical(t *testing.T, newStore func(t *testing.T) store.Store) {

@@ -12,8 +12,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
-	"github.com/sagacoord/sagacoord/protocol"
 	"github.com/sagacoord/sagacoord/internal/store"
+	"github.com/sagacoord/sagacoord/protocol"
 	"github.com/sagacoord/sagacoord/transport"
 )
 
