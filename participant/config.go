@@ -114,6 +114,9 @@ type Config struct {
 	TracerProvider trace.TracerProvider
 	// MeterProvider, when set, records the handler duration histogram and the outcome counters
 	// of docs/observability.md. Default nil: no metrics.
+	//
+	// The SDK uses the OpenTelemetry API alone: it links no OpenTelemetry SDK, exporter, gRPC or
+	// Prometheus package, so the application chooses and sets up its own providers.
 	MeterProvider metric.MeterProvider
 }
 

@@ -26,7 +26,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/sagacoord/sagacoord/internal/telemetry"
+	"github.com/sagacoord/sagacoord/internal/telemetry/otelsetup"
 	"github.com/sagacoord/sagacoord/transport/amqptransport"
 )
 
@@ -220,7 +220,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, exit func(int)) e
 	}
 
 	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { log.Warn("telemetry", "err", err) }))
-	tel, err := telemetry.Start(ctx, telemetry.Config{ServiceName: "participant-sim", InstanceName: "participant-sim",
+	tel, err := otelsetup.Start(ctx, otelsetup.Config{ServiceName: "participant-sim", InstanceName: "participant-sim",
 		OTLPEndpoint: o.otlpEndpoint, MetricsAddr: o.metricsAddr, Logger: log})
 	if err != nil {
 		return err
@@ -243,7 +243,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, exit func(int)) e
 	}
 	if tp != nil {
 		// The handlers' queries become children of their command's span.
-		poolCfg.ConnConfig.Tracer = telemetry.NewQueryTracer(tp)
+		poolCfg.ConnConfig.Tracer = otelsetup.NewQueryTracer(tp)
 	}
 	if !strings.Contains(o.databaseURL, "pool_max_conns") {
 		poolCfg.MaxConns = int32(max(1, o.dbMaxConns))

@@ -20,15 +20,16 @@ import (
 	"github.com/sagacoord/sagacoord/internal/chaos"
 	"github.com/sagacoord/sagacoord/internal/cli"
 	"github.com/sagacoord/sagacoord/internal/telemetry"
+	"github.com/sagacoord/sagacoord/internal/telemetry/otelsetup"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	opts := cli.Options{Commands: []cli.CommandFunc{bench.Command, chaos.Command}}
-	var tel *telemetry.Telemetry
+	var tel *otelsetup.Telemetry
 	if ep := os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT"); ep != "" {
 		var err error
-		if tel, err = telemetry.Start(ctx, telemetry.Config{ServiceName: "sagactl", OTLPEndpoint: ep}); err != nil {
+		if tel, err = otelsetup.Start(ctx, otelsetup.Config{ServiceName: "sagactl", OTLPEndpoint: ep}); err != nil {
 			fmt.Fprintln(os.Stderr, "sagactl: OTEL_EXPORTER_OTLP_ENDPOINT:", err)
 			os.Exit(1)
 		}

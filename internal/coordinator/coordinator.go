@@ -25,6 +25,7 @@ import (
 	"github.com/sagacoord/sagacoord/internal/server"
 	"github.com/sagacoord/sagacoord/internal/store/pgstore"
 	"github.com/sagacoord/sagacoord/internal/telemetry"
+	"github.com/sagacoord/sagacoord/internal/telemetry/otelsetup"
 	"github.com/sagacoord/sagacoord/migrations"
 	"github.com/sagacoord/sagacoord/outbox"
 	"github.com/sagacoord/sagacoord/transport/amqptransport"
@@ -65,7 +66,8 @@ type Config struct {
 	// metrics.
 	MetricsAddr string
 	// TracerProvider and MeterProvider, when set, replace the OTLP exporter and the /metrics
-	// endpoint (tests use in-memory ones). The tracer provider must use telemetry.IDGenerator.
+	// endpoint (tests use in-memory ones). The tracer provider must use telemetry.IDGenerator
+	// (otelsetup.NewTracerProvider does).
 	TracerProvider trace.TracerProvider
 	MeterProvider  metric.MeterProvider
 	// Logger receives JSON logs. Default: discard.
@@ -163,7 +165,7 @@ func openPool(ctx context.Context, databaseURL string, maxConns int32, tracer pg
 // Coordinator is a running coordinator.
 type Coordinator struct {
 	cfg       Config
-	telemetry *telemetry.Telemetry
+	telemetry *otelsetup.Telemetry
 	pool      *pgxpool.Pool
 	transport *amqptransport.Transport
 	relay     *outbox.Relay
@@ -189,7 +191,7 @@ func Start(ctx context.Context, cfg Config) (*Coordinator, error) {
 		}
 	}()
 	var err error
-	c.telemetry, err = telemetry.Start(ctx, telemetry.Config{
+	c.telemetry, err = otelsetup.Start(ctx, otelsetup.Config{
 		ServiceName: "sagacoord-coordinator", InstanceName: cfg.Name,
 		OTLPEndpoint: cfg.OTLPEndpoint, MetricsAddr: cfg.MetricsAddr,
 		TracerProvider: cfg.TracerProvider, MeterProvider: cfg.MeterProvider, Logger: log,
@@ -207,7 +209,7 @@ func Start(ctx context.Context, cfg Config) (*Coordinator, error) {
 	)
 	if tel.Tracing() {
 		tp = tel.TracerProvider
-		pgTracer = telemetry.NewQueryTracer(tp)
+		pgTracer = otelsetup.NewQueryTracer(tp)
 	}
 	if tel.Metrics() {
 		mp = tel.MeterProvider

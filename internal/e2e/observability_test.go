@@ -26,6 +26,7 @@ import (
 	pb "github.com/sagacoord/sagacoord/gen/sagacoord/v1"
 	"github.com/sagacoord/sagacoord/internal/coordinator"
 	"github.com/sagacoord/sagacoord/internal/telemetry"
+	"github.com/sagacoord/sagacoord/internal/telemetry/otelsetup"
 	"github.com/sagacoord/sagacoord/internal/testenv"
 	"github.com/sagacoord/sagacoord/participant"
 	"github.com/sagacoord/sagacoord/protocol"
@@ -47,7 +48,7 @@ func failShipping(_ context.Context, cmd *protocol.StepCommand) (json.RawMessage
 func TestOneTracePerSaga(t *testing.T) {
 	t.Parallel()
 	exp := tracetest.NewInMemoryExporter()
-	tp := telemetry.NewTracerProvider(sdktrace.WithSyncer(exp))
+	tp := otelsetup.NewTracerProvider(sdktrace.WithSyncer(exp))
 	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
 
 	e := newEnvWith(t, envOpts{noCoordinator: true})
@@ -255,7 +256,7 @@ func TestMetricsMoveAfterSagas(t *testing.T) {
 	e := newEnvWith(t, envOpts{noCoordinator: true})
 	c := e.runCoordinator(func(cfg *coordinator.Config) { cfg.MetricsAddr = "127.0.0.1:0" })
 	e.client = e.dial(c.Addr())
-	ptel, err := telemetry.Start(e.ctx, telemetry.Config{ServiceName: "participants", MetricsAddr: "127.0.0.1:0"})
+	ptel, err := otelsetup.Start(e.ctx, otelsetup.Config{ServiceName: "participants", MetricsAddr: "127.0.0.1:0"})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = ptel.Shutdown(context.Background()) })
 	for _, name := range []string{"inventory", "payments"} {
@@ -324,9 +325,9 @@ func (e *env) tracedCoordinator(tp trace.TracerProvider) (*coordinator.Coordinat
 func TestTraceSurvivesCoordinatorRestart(t *testing.T) {
 	t.Parallel()
 	expA, expB, expP := tracetest.NewInMemoryExporter(), tracetest.NewInMemoryExporter(), tracetest.NewInMemoryExporter()
-	tpA := telemetry.NewTracerProvider(sdktrace.WithSyncer(expA))
-	tpB := telemetry.NewTracerProvider(sdktrace.WithSyncer(expB))
-	tpP := telemetry.NewTracerProvider(sdktrace.WithSyncer(expP))
+	tpA := otelsetup.NewTracerProvider(sdktrace.WithSyncer(expA))
+	tpB := otelsetup.NewTracerProvider(sdktrace.WithSyncer(expB))
+	tpP := otelsetup.NewTracerProvider(sdktrace.WithSyncer(expP))
 	for _, tp := range []*sdktrace.TracerProvider{tpA, tpB, tpP} {
 		t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
 	}
@@ -405,7 +406,7 @@ func valuesOf[K comparable, V any](m map[K]V) []V {
 func TestOneTracePerTransaction(t *testing.T) {
 	t.Parallel()
 	exp := tracetest.NewInMemoryExporter()
-	tp := telemetry.NewTracerProvider(sdktrace.WithSyncer(exp))
+	tp := otelsetup.NewTracerProvider(sdktrace.WithSyncer(exp))
 	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
 	e := newEnvWith(t, envOpts{noCoordinator: true})
 	_, conn := e.tracedCoordinator(tp)
