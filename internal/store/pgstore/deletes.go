@@ -5,16 +5,14 @@ import (
 	"slices"
 	"sync"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 )
 
 // maxPiggyback bounds the outbox ids one state transaction deletes on behalf of the relay.
 const maxPiggyback = 4096
 
 // deferredDeletes holds the ids of confirmed outbox rows until a state transaction deletes them
-// with its own statements (the piggyback saves a transaction, a commit and a round trip each
-// time), or until DeleteDelay passes without one and they are deleted on their own.
+// in its own write statement (which saves a transaction, a commit and a round trip each time), or
+// until DeleteDelay passes without one and they are deleted on their own.
 //
 // Losing them in a crash only republishes confirmed messages once their lease lapses, which
 // consumers deduplicate: the same as a crash before an immediate delete.
@@ -65,15 +63,4 @@ func (d *deferredDeletes) take(limit int) []int64 {
 	out := slices.Clone(d.ids[:n])
 	d.ids = slices.Delete(d.ids, 0, n)
 	return out
-}
-
-// piggyback queues in b the delete of pending outbox ids and returns a function that puts them
-// back when b's transaction did not commit.
-func (s *Store) piggyback(b *pgx.Batch) (undo func()) {
-	ids := s.deletes.take(maxPiggyback)
-	if len(ids) == 0 {
-		return func() {}
-	}
-	b.Queue(`DELETE FROM outbox WHERE id = ANY($1)`, ids)
-	return func() { s.deletes.add(s, ids) }
 }

@@ -8,7 +8,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/sagacoord/sagacoord/internal/store"
@@ -45,9 +44,9 @@ type table[T any] struct {
 	scan func(pgx.Row) (T, error)
 	// key returns a row's id and version.
 	key func(T) (uuid.UUID, int64)
-	// update queues the statement that writes rows at now, and marks them written once it
-	// succeeded.
-	update func(b *pgx.Batch, now time.Time, rows []T) error
+	// update queues the statement that writes rows at now with their messages (see
+	// queueWrite), and marks the rows written once it succeeded.
+	update func(b *pgx.Batch, now time.Time, rows []T, msgs []transport.Outgoing, deletes []int64, lease time.Duration, out *[]store.OutboxRow) error
 }
 
 var sagaRows = table[*store.Saga]{
@@ -62,7 +61,8 @@ var sagaRows = table[*store.Saga]{
 // outbox rows written.
 //
 // The transaction costs two round trips whatever the number of rows: BEGIN, the locking query
-// and the time read after it travel together; then the update, the outbox insert and COMMIT.
+// and the time read after it travel together; then one statement that writes the rows and the
+// outbox, with COMMIT.
 // The rows stay locked from the first round trip to the COMMIT, so the version each changed row
 // must still have is checked before the second is sent (the update checks it again).
 func mutate[T any](ctx context.Context, s *Store, t table[T], fn func(time.Time, []T) ([]store.Changed[T], error), query string, arg any) (int, []store.OutboxRow, error) {
@@ -119,16 +119,15 @@ func mutate[T any](ctx context.Context, s *Store, t table[T], fn func(time.Time,
 			changed[i] = c.Row
 			msgs = append(msgs, c.Messages...)
 		}
+		// One statement writes the rows, inserts their messages and deletes confirmed outbox
+		// rows on the relay's behalf; it travels with COMMIT.
+		deletes := s.deletes.take(maxPiggyback)
 		write := &pgx.Batch{}
-		if err := t.update(write, now, changed); err != nil {
+		if err := t.update(write, now, changed, msgs, deletes, s.cfg.OutboxLease, &out); err != nil {
 			return err
 		}
-		if err := s.queueOutbox(write, msgs, &out); err != nil {
-			return err
-		}
-		undo := s.piggyback(write)
 		if err := p.commit(ctx, write); err != nil {
-			undo()
+			s.deletes.add(s, deletes)
 			return err
 		}
 		return nil
@@ -149,12 +148,12 @@ func (p scanPrefix) Scan(dest ...any) error {
 	return p.rows.Scan(append([]any{p.now}, dest...)...)
 }
 
-func updateSagas(b *pgx.Batch, now time.Time, changed []*store.Saga) error {
+func updateSagas(b *pgx.Batch, now time.Time, changed []*store.Saga, msgs []transport.Outgoing, deletes []int64, lease time.Duration, out *[]store.OutboxRow) error {
 	rows := make([]rowUpdate, len(changed))
 	for i, sg := range changed {
 		rows[i] = rowUpdate{sg.ID, string(sg.State.Status), sg.State, sg.Version, sg.WakeAt, sg.FinishedAt}
 	}
-	return queueUpdate(b, now, "sagas", rows, func() {
+	return queueWrite(b, write{now: now, table: "sagas", rows: rows, msgs: msgs, deletes: deletes, lease: lease, out: out}, func() {
 		for _, sg := range changed {
 			sg.Version++
 			sg.UpdatedAt = now
@@ -172,37 +171,95 @@ type rowUpdate struct {
 	fin     time.Time
 }
 
-// queueUpdate queues one statement that writes rows, each only if its version is still the one
-// read (compare-and-set); a mismatch is reported as store.ErrConflict. mutate checks the versions
-// against the rows it holds locked before it sends the statement, with COMMIT in the same round
-// trip, so the check here only confirms that. done runs once the statement succeeded.
-func queueUpdate(b *pgx.Batch, now time.Time, tableName string, rows []rowUpdate, done func()) error {
-	n := len(rows)
-	ids := make([][16]byte, n)
-	statuses := make([]string, n)
-	states := make([]string, n)
-	versions := make([]int64, n)
-	wakes := make([]pgtype.Timestamptz, n)
-	fins := make([]pgtype.Timestamptz, n)
-	for i, r := range rows {
-		b, err := json.Marshal(r.state)
+// write is what one state transaction writes: rows of one table, the messages their changes
+// caused, and confirmed outbox rows to delete.
+type write struct {
+	now     time.Time
+	table   string // "sagas" or "transactions", never outside input
+	rows    []rowUpdate
+	msgs    []transport.Outgoing
+	deletes []int64
+	lease   time.Duration
+	// out receives the outbox rows of msgs once the statement ran.
+	out *[]store.OutboxRow
+}
+
+// queueWrite queues one statement that writes w: each row only if its version is still the one
+// read (compare-and-set; a mismatch is store.ErrConflict), the messages into the outbox, and
+// the deletes. mutate checks the versions against the rows it holds locked before it sends the
+// statement, with COMMIT in the same round trip, so the check here only confirms that. done runs
+// once the statement succeeded.
+func queueWrite(b *pgx.Batch, w write, done func()) error {
+	u, err := updateArrays(w.rows)
+	if err != nil {
+		return err
+	}
+	o, err := outboxArrays(w.msgs)
+	if err != nil {
+		return err
+	}
+	b.Queue(`WITH u AS (
+			UPDATE `+w.table+` t SET status = u.status, state = u.state::jsonb, version = t.version + 1,
+				wake_at = u.wake_at, finished_at = u.finished_at, updated_at = $7
+			FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[], $6::timestamptz[])
+				AS u(id, status, state, version, wake_at, finished_at)
+			WHERE t.id = u.id AND t.version = u.version
+			RETURNING 1
+		), o AS (
+			INSERT INTO outbox (exchange, routing_key, message_id, type, correlation_id, headers, body, content_type, lease_until)
+			SELECT e, k, m, ty, c, h::jsonb, bd, ct, now() + $16::interval
+			FROM unnest($8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::bytea[], $15::text[])
+				WITH ORDINALITY AS m(e, k, m, ty, c, h, bd, ct, ord)
+			ORDER BY ord
+			RETURNING id
+		), d AS (
+			DELETE FROM outbox WHERE id = ANY($17::bigint[])
+		)
+		SELECT (SELECT count(*) FROM u), coalesce((SELECT array_agg(id ORDER BY id) FROM o), '{}')`,
+		u.ids, u.statuses, u.states, u.versions, u.wakes, u.fins, w.now,
+		o.exchanges, o.keys, o.ids, o.types, o.corrs, o.headers, o.bodies, o.ctypes, w.lease, w.deletes,
+	).QueryRow(func(row pgx.Row) error {
+		var (
+			updated int
+			ids     []int64
+		)
+		if err := row.Scan(&updated, &ids); err != nil {
+			return err
+		}
+		if updated != len(w.rows) {
+			return fmt.Errorf("%w: %d of %d %s changed under us", store.ErrConflict, len(w.rows)-updated, len(w.rows), w.table)
+		}
+		rows, err := outboxRows(w.msgs, ids)
 		if err != nil {
 			return err
 		}
-		ids[i], statuses[i], states[i], versions[i] = r.id, r.status, string(b), r.version
-		wakes[i], fins[i] = tsOrNull(r.wake), tsOrNull(r.fin)
-	}
-	// tableName is one of two constants, never outside input.
-	b.Queue(`UPDATE `+tableName+` t SET status = u.status, state = u.state::jsonb, version = t.version + 1,
-			wake_at = u.wake_at, finished_at = u.finished_at, updated_at = $7
-		FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[], $6::timestamptz[])
-			AS u(id, status, state, version, wake_at, finished_at)
-		WHERE t.id = u.id AND t.version = u.version`, ids, statuses, states, versions, wakes, fins, now).Exec(func(tag pgconn.CommandTag) error {
-		if int(tag.RowsAffected()) != n {
-			return fmt.Errorf("%w: %d of %d %s changed under us", store.ErrConflict, n-int(tag.RowsAffected()), n, tableName)
-		}
+		*w.out = rows
 		done()
 		return nil
 	})
 	return nil
+}
+
+// updateColumns are the columns of changed state rows, as arrays for unnest.
+type updateColumns struct {
+	ids         [][16]byte
+	statuses    []string
+	states      []string
+	versions    []int64
+	wakes, fins []pgtype.Timestamptz
+}
+
+func updateArrays(rows []rowUpdate) (updateColumns, error) {
+	n := len(rows)
+	c := updateColumns{ids: make([][16]byte, n), statuses: make([]string, n), states: make([]string, n), versions: make([]int64, n),
+		wakes: make([]pgtype.Timestamptz, n), fins: make([]pgtype.Timestamptz, n)}
+	for i, r := range rows {
+		b, err := json.Marshal(r.state)
+		if err != nil {
+			return updateColumns{}, err
+		}
+		c.ids[i], c.statuses[i], c.states[i], c.versions[i] = r.id, r.status, string(b), r.version
+		c.wakes[i], c.fins[i] = tsOrNull(r.wake), tsOrNull(r.fin)
+	}
+	return c, nil
 }

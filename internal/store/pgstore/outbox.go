@@ -48,12 +48,24 @@ func outboxArrays(msgs []transport.Outgoing) (outboxColumns, error) {
 	return c, nil
 }
 
+// outboxRows pairs msgs with the ids their insert returned. ORDER BY ord makes the serial ids
+// follow the input order, so sorted ids map to messages by position.
+func outboxRows(msgs []transport.Outgoing, ids []int64) ([]store.OutboxRow, error) {
+	if len(ids) != len(msgs) {
+		return nil, fmt.Errorf("outbox insert returned %d ids for %d messages", len(ids), len(msgs))
+	}
+	rs := make([]store.OutboxRow, len(msgs))
+	for i := range msgs {
+		rs[i] = store.OutboxRow{ID: ids[i], Outgoing: msgs[i]}
+	}
+	return rs, nil
+}
+
 // queueOutbox queues the insert of msgs into the outbox; once it ran, *out holds their rows.
 func (s *Store) queueOutbox(b *pgx.Batch, msgs []transport.Outgoing, out *[]store.OutboxRow) error {
 	if len(msgs) == 0 {
 		return nil
 	}
-	n := len(msgs)
 	c, err := outboxArrays(msgs)
 	if err != nil {
 		return err
@@ -67,17 +79,9 @@ func (s *Store) queueOutbox(b *pgx.Batch, msgs []transport.Outgoing, out *[]stor
 		if err != nil {
 			return err
 		}
-		if len(rowIDs) != n {
-			return fmt.Errorf("outbox insert returned %d ids for %d messages", len(rowIDs), n)
-		}
-		// ORDER BY ord makes the serial ids follow the input order, and RETURNING yields the
-		// rows in the order they were inserted, so ids map to messages by position.
-		rs := make([]store.OutboxRow, n)
-		for i := range msgs {
-			rs[i] = store.OutboxRow{ID: rowIDs[i], Outgoing: msgs[i]}
-		}
+		rs, err := outboxRows(msgs, rowIDs)
 		*out = rs
-		return nil
+		return err
 	})
 	return nil
 }

@@ -96,12 +96,13 @@ func (s *Store) CreateSagas(ctx context.Context, batch []store.NewSaga) ([]store
 		}
 		write := &pgx.Batch{}
 		created := map[uuid.UUID]bool{}
-		if err := s.queueCreate(write, now, changes, created, &rows); err != nil {
+		deletes := s.deletes.take(maxPiggyback)
+		if err := s.queueCreate(write, now, changes, deletes, created, &rows); err != nil {
+			s.deletes.add(s, deletes)
 			return err
 		}
-		undo := s.piggyback(write)
 		if err := p.commit(ctx, write); err != nil {
-			undo()
+			s.deletes.add(s, deletes)
 			return err
 		}
 		for k, ch := range changes {
@@ -141,7 +142,7 @@ func (s *Store) CreateSagas(ctx context.Context, batch []store.NewSaga) ([]store
 // queueCreate queues the statement that inserts the sagas of changes and, for those that did not
 // exist, their messages into the outbox. Once it ran, created holds the ids of the new sagas and
 // *out their outbox rows, in the order of changes.
-func (s *Store) queueCreate(b *pgx.Batch, now time.Time, changes []store.Change, created map[uuid.UUID]bool, out *[]store.OutboxRow) error {
+func (s *Store) queueCreate(b *pgx.Batch, now time.Time, changes []store.Change, deletes []int64, created map[uuid.UUID]bool, out *[]store.OutboxRow) error {
 	n := len(changes)
 	var (
 		sagaIDs            = make([][16]byte, n)
@@ -187,11 +188,13 @@ func (s *Store) queueCreate(b *pgx.Batch, now time.Time, changes []store.Change,
 			WHERE o.saga IN (SELECT id FROM created)
 			ORDER BY ord
 			RETURNING id, message_id
+		), deleted AS (
+			DELETE FROM outbox WHERE id = ANY($21::bigint[])
 		)
 		SELECT id, NULL::bigint, NULL::text FROM created
 		UNION ALL SELECT NULL, id, message_id FROM queued`,
 		sagaIDs, defNames, defVersions, statuses, inputs, hashes, states, wakes, fins, now,
-		ob.exchanges, ob.keys, ob.ids, ob.types, ob.corrs, ob.headers, ob.bodies, ob.ctypes, s.cfg.OutboxLease, msgSagas,
+		ob.exchanges, ob.keys, ob.ids, ob.types, ob.corrs, ob.headers, ob.bodies, ob.ctypes, s.cfg.OutboxLease, msgSagas, deletes,
 	).Query(func(rs pgx.Rows) error {
 		outboxIDs := map[string]int64{}
 		for rs.Next() {
