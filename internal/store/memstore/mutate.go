@@ -73,6 +73,11 @@ func mutateOnce[T any](ctx context.Context, s *Store, t *table[T], lock locker, 
 	if err != nil {
 		return 0, nil, err
 	}
+	versions := make(map[uuid.UUID]int64, len(rows))
+	for _, v := range rows {
+		id, version, _ := t.key(v)
+		versions[id] = version
+	}
 	changes, err := fn(now, rows)
 	if err != nil {
 		return 0, nil, err
@@ -80,7 +85,7 @@ func mutateOnce[T any](ctx context.Context, s *Store, t *table[T], lock locker, 
 	if len(changes) == 0 {
 		return len(ids), nil, commitable(ctx)
 	}
-	changed, msgs, err := t.prepare(rows, changes)
+	changed, msgs, err := t.prepare(versions, changes)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -105,14 +110,9 @@ func commitable(ctx context.Context) error {
 	return nil
 }
 
-// prepare checks that changes are of rows that were locked, at the version they were locked at,
-// each once, and encodes them and their messages.
-func (t *table[T]) prepare(locked []T, changes []store.Changed[T]) ([]row, []message, error) {
-	versions := make(map[uuid.UUID]int64, len(locked))
-	for _, v := range locked {
-		id, version, _ := t.key(v)
-		versions[id] = version
-	}
+// prepare checks that changes are of rows that were locked (versions holds their ids and the
+// versions they were read at), at that version, each once, and encodes them and their messages.
+func (t *table[T]) prepare(versions map[uuid.UUID]int64, changes []store.Changed[T]) ([]row, []message, error) {
 	changed := make([]row, len(changes))
 	var msgs []message
 	for i, c := range changes {
