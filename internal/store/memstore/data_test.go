@@ -159,3 +159,40 @@ func TestDeleteSoonDeletesAtOnce(t *testing.T) {
 	require.Equal(t, 1, n, "DeleteSoon deleted its row")
 	require.NoError(t, dd.FlushDeletes(f.ctx))
 }
+
+// TestLimitsAreSQLLimits: a limit is a LIMIT: 0 selects nothing, and a negative one is refused
+// as PostgreSQL refuses it, as store.ErrInvalidData.
+func TestLimitsAreSQLLimits(t *testing.T) {
+	t.Parallel()
+	f := setup(t, memstore.Config{})
+	f.createSaga(t, []transport.Outgoing{message("m")}, func(now time.Time, sg *store.Saga) {
+		sg.WakeAt, sg.FinishedAt = now, now.Add(-time.Hour) // due, finished, its message's lease lapsing
+	})
+	f.createTx(t, nil, nil)
+	f.clock.Advance(time.Hour)
+	noop := func(time.Time, []*store.Saga) ([]store.Change, error) { return nil, nil }
+	for _, limit := range []int{0, -1} {
+		_, listErr := f.s.ListSagas(f.ctx, store.ListFilter{Limit: limit})
+		_, txErr := f.s.ListTx(f.ctx, store.TxFilter{Limit: limit})
+		due, _, dueErr := f.s.MutateDue(f.ctx, limit, noop)
+		claimed, claimErr := f.s.Outbox().ClaimExpired(f.ctx, limit)
+		deleted, deleteErr := f.s.DeleteFinished(f.ctx, time.Minute, limit)
+		for name, err := range map[string]error{"ListSagas": listErr, "ListTx": txErr, "MutateDue": dueErr, "ClaimExpired": claimErr, "DeleteFinished": deleteErr} {
+			if limit < 0 {
+				require.ErrorIs(t, err, store.ErrInvalidData, "%s with a negative limit", name)
+			} else {
+				require.NoError(t, err, "%s with limit 0", name)
+			}
+		}
+		require.Zero(t, due+len(claimed)+deleted, "limit %d selects nothing", limit)
+	}
+	sagas, err := f.s.ListSagas(f.ctx, store.ListFilter{Limit: 0})
+	require.NoError(t, err)
+	require.Empty(t, sagas, "limit 0 lists nothing")
+	txs, err := f.s.ListTx(f.ctx, store.TxFilter{Limit: 0})
+	require.NoError(t, err)
+	require.Empty(t, txs, "limit 0 lists nothing")
+	n, err := f.s.DeleteFinished(f.ctx, time.Minute, 1)
+	require.NoError(t, err)
+	require.Equal(t, 1, n, "the saga could have been selected")
+}

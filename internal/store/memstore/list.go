@@ -2,7 +2,6 @@ package memstore
 
 import (
 	"context"
-	"errors"
 	"slices"
 	"time"
 
@@ -19,7 +18,7 @@ func page[T any](ctx context.Context, s *Store, t *table[T], keep func(*row) boo
 	}
 	defer release()
 	if limit < 0 {
-		return nil, errors.New("LIMIT must not be negative")
+		return nil, errNegativeLimit
 	}
 	after := dbTime(afterAt)
 	s.mu.Lock()

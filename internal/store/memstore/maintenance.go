@@ -2,7 +2,6 @@ package memstore
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -24,7 +23,7 @@ func (s *Store) DeleteFinished(ctx context.Context, olderThan time.Duration, lim
 	}
 	defer release()
 	if limit < 0 {
-		return 0, errors.New("delete finished rows: LIMIT must not be negative")
+		return 0, fmt.Errorf("delete finished rows: %w", errNegativeLimit)
 	}
 	cutoff := s.now().Add(-olderThan)
 	s.mu.Lock()

@@ -14,6 +14,14 @@
 // Config.Clock stands in for the database's clock, so that a test can make timers and leases
 // fall due without sleeping, and Config.MaxConns models a connection pool, so that a test can
 // show that a mutate function calling the store deadlocks a pool of one.
+//
+// Where it knowingly differs from pgstore:
+//   - every method reports a value PostgreSQL refuses as store.ErrInvalidData, as the store
+//     package asks; pgstore does so only in mutations;
+//   - DeleteSoon deletes at once, so FlushDeletes has nothing to do;
+//   - a call reads the clock once, so outbox rows are stamped with the time fn receives, where
+//     PostgreSQL stamps them with the transaction's start;
+//   - ListDefinitions orders names bytewise, PostgreSQL by the database's collation.
 package memstore
 
 import (
@@ -41,9 +49,9 @@ type Config struct {
 	OutboxLease time.Duration
 	// MaxConns, when positive, models a connection pool of that size: every call holds one
 	// connection for its whole duration, waiting for a free one and giving up with the context's
-	// error when the context ends first; Mutate, MutateDue, CreateSagas and CreateTx (and their
-	// transaction counterparts) hold theirs while the caller's function runs. 0, the default,
-	// means unlimited.
+	// error when the context ends first. The mutations and CreateSagas and CreateTx hold theirs
+	// while the caller's function runs, so a function that calls the store needs a second one.
+	// Lease and DeleteSoon take none. 0, the default, means unlimited; less is taken as 0.
 	MaxConns int
 }
 

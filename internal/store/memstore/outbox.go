@@ -112,7 +112,7 @@ func (o outboxView) ClaimExpired(ctx context.Context, limit int) ([]store.Outbox
 	}
 	defer release()
 	if limit < 0 {
-		return nil, errors.New("claim outbox rows: LIMIT must not be negative")
+		return nil, fmt.Errorf("claim outbox rows: %w", errNegativeLimit)
 	}
 	now := s.now()
 	s.mu.Lock()

@@ -75,7 +75,7 @@ func (t *table[T]) lockRow(ctx context.Context, s *Store, id uuid.UUID) (bool, e
 // (SKIP LOCKED), earliest wake_at first, and returns their ids in that order.
 func (t *table[T]) lockDue(s *Store, now time.Time, limit int) ([]uuid.UUID, error) {
 	if limit < 0 {
-		return nil, fmt.Errorf("LIMIT must not be negative")
+		return nil, errNegativeLimit
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

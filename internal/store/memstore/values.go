@@ -16,6 +16,9 @@ func refused(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", store.ErrInvalidData, fmt.Sprintf(format, args...))
 }
 
+// errNegativeLimit is PostgreSQL's refusal of a negative LIMIT, a data exception like the others.
+var errNegativeLimit = refused("LIMIT must not be negative")
+
 // checkText refuses what a text column cannot hold: a NUL character or bytes that are not UTF-8.
 func checkText(what, s string) error {
 	if strings.IndexByte(s, 0) >= 0 {
