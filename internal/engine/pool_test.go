@@ -27,6 +27,9 @@ import (
 // what could run dry.
 func TestColdCacheReplyWithAPoolOfOne(t *testing.T) {
 	t.Parallel()
+	if testing.Short() {
+		t.Skip("needs PostgreSQL: -short runs the engine's tests on the in-memory store only")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	big, dbURL := testenv.Pool(t)
