@@ -102,14 +102,14 @@ func (b *barrier) run(ctx context.Context, cmd *protocol.StepCommand, h Handler)
 }
 
 // step applies cmd in t.
-func (b *barrier) step(ctx context.Context, t *barrierTx, cmd *protocol.StepCommand, h Handler) (result, error) {
+func (b *barrier) step(ctx context.Context, t *localTx, cmd *protocol.StepCommand, h Handler) (result, error) {
 	if cmd.Kind == protocol.KindCompensate {
 		return b.compensate(ctx, t, cmd, h)
 	}
 	return b.action(ctx, t, cmd, h)
 }
 
-func (b *barrier) action(ctx context.Context, t *barrierTx, cmd *protocol.StepCommand, h Handler) (result, error) {
+func (b *barrier) action(ctx context.Context, t *localTx, cmd *protocol.StepCommand, h Handler) (result, error) {
 	var claimed pgconn.CommandTag
 	first := t.beginBatch()
 	first.exec(&claimed, rowError("insert barrier row", cmd, protocol.KindAction), b.insert, cmd.SagaID, cmd.Step, protocol.KindAction, `{}`, cmd.Attempt)
@@ -164,7 +164,7 @@ func (b *barrier) action(ctx context.Context, t *barrierTx, cmd *protocol.StepCo
 	return t.finish(ctx, last, stored, result{committed: true, handlerRan: true, cause: herr})
 }
 
-func (b *barrier) compensate(ctx context.Context, t *barrierTx, cmd *protocol.StepCommand, h Handler) (result, error) {
+func (b *barrier) compensate(ctx context.Context, t *localTx, cmd *protocol.StepCommand, h Handler) (result, error) {
 	// The refusal of a late action is planted when the action row is absent. Claiming it waits
 	// for an action still in flight on the same key; the row read next is then what that action
 	// decided.

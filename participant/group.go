@@ -116,14 +116,14 @@ func (b *barrier) runGroup(ctx context.Context, items []groupItem) ([]groupOutco
 
 // local reports whether the group can go on after a command failed or decided nothing: the
 // worker is not stopping and the transaction is usable.
-func (t *barrierTx) local(ctx context.Context) bool {
+func (t *localTx) local(ctx context.Context) bool {
 	return ctx.Err() == nil && t.usable()
 }
 
 // groupFailed classifies the failure of a group. A lost connection (unless a handler lost it) or
 // a shutdown leaves the commands to be redelivered; otherwise the group broke for a reason of
 // its own, which running the commands alone confines to the command it belongs to.
-func (t *barrierTx) groupFailed(ctx context.Context, handlerRan bool, err error) error {
+func (t *localTx) groupFailed(ctx context.Context, handlerRan bool, err error) error {
 	if ctx.Err() != nil {
 		return errors.Join(err, errInterrupted)
 	}
