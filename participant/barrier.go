@@ -34,39 +34,11 @@ type barrier struct {
 	db *pgxpool.Pool
 	// handlerTimeout is Config.HandlerTimeout.
 	handlerTimeout time.Duration
-
-	createTable, addAttempt, insert, reopen, selectReply, lockReply, updateReply string
+	sql            barrierSQL
 }
 
 func newBarrier(db *pgxpool.Pool, schema string, handlerTimeout time.Duration) *barrier {
-	table := pgx.Identifier{schema, "barrier"}.Sanitize()
-	return &barrier{
-		db:             db,
-		handlerTimeout: handlerTimeout,
-		createTable: `CREATE TABLE IF NOT EXISTS ` + table + ` (
-	gid        text        NOT NULL,
-	step       text        NOT NULL,
-	kind       text        NOT NULL,
-	reply      jsonb       NOT NULL,
-	created_at timestamptz NOT NULL DEFAULT now(),
-	attempt    integer     NOT NULL DEFAULT 0,
-	PRIMARY KEY (gid, step, kind)
-)`,
-		// Tables made before the attempt column existed get it here. Their rows get the largest
-		// attempt, which no command carries, so that a redelivery cannot reopen a business failure
-		// decided before the upgrade (the coordinator may have taken it as final already).
-		addAttempt: `ALTER TABLE ` + table + ` ADD COLUMN IF NOT EXISTS attempt integer NOT NULL DEFAULT 2147483647;
-ALTER TABLE ` + table + ` ALTER COLUMN attempt SET DEFAULT 0`,
-		insert: `INSERT INTO ` + table + ` (gid, step, kind, reply, attempt) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`,
-		// A business failure is final for its attempt, but a later attempt may run again: the
-		// coordinator sends one only to retry forward after the pivot, or after an attempt that
-		// timed out. A refusal planted by a compensation is never reopened.
-		reopen: `UPDATE ` + table + ` SET reply = '{}', attempt = $4 WHERE gid = $1 AND step = $2 AND kind = $3
-	AND attempt < $4 AND reply->>'outcome' = 'failed' AND coalesce(reply->>'error', '') <> $5`,
-		selectReply: `SELECT reply::text FROM ` + table + ` WHERE gid = $1 AND step = $2 AND kind = $3`,
-		lockReply:   `SELECT reply::text FROM ` + table + ` WHERE gid = $1 AND step = $2 AND kind = $3 FOR UPDATE`,
-		updateReply: `UPDATE ` + table + ` SET reply = $4 WHERE gid = $1 AND step = $2 AND kind = $3 RETURNING reply::text`,
-	}
+	return &barrier{db: db, handlerTimeout: handlerTimeout, sql: newBarrierSQL(schema)}
 }
 
 // result is what the barrier decided for one delivery.
@@ -112,7 +84,7 @@ func (b *barrier) step(ctx context.Context, t *localTx, cmd *protocol.StepComman
 func (b *barrier) action(ctx context.Context, t *localTx, cmd *protocol.StepCommand, h Handler) (result, error) {
 	var claimed pgconn.CommandTag
 	first := t.beginBatch()
-	first.exec(&claimed, rowError("insert barrier row", cmd, protocol.KindAction), b.insert, cmd.SagaID, cmd.Step, protocol.KindAction, `{}`, cmd.Attempt)
+	first.exec(&claimed, rowError("insert barrier row", cmd, protocol.KindAction), b.sql.claim, cmd.SagaID, cmd.Step, protocol.KindAction, `{}`, cmd.Attempt)
 	// Made before knowing whether the handler runs, which it mostly does.
 	sp := t.savepoint(first)
 	if err := t.send(ctx, first); err != nil {
@@ -122,8 +94,8 @@ func (b *barrier) action(ctx context.Context, t *localTx, cmd *protocol.StepComm
 		var reopened pgconn.CommandTag
 		var raw string
 		again := &batch{}
-		again.exec(&reopened, rowError("reopen barrier row", cmd, protocol.KindAction), b.reopen, cmd.SagaID, cmd.Step, protocol.KindAction, cmd.Attempt, errCompensatedFirst)
-		again.queryRow(&raw, rowError("read barrier row", cmd, protocol.KindAction), b.selectReply, cmd.SagaID, cmd.Step, protocol.KindAction)
+		again.exec(&reopened, rowError("reopen barrier row", cmd, protocol.KindAction), b.sql.reopen, cmd.SagaID, cmd.Step, protocol.KindAction, cmd.Attempt, errCompensatedFirst)
+		again.queryRow(&raw, rowError("read barrier row", cmd, protocol.KindAction), b.sql.read, cmd.SagaID, cmd.Step, protocol.KindAction)
 		// The reopening must survive a business failure: the handler runs in a savepoint made
 		// after it.
 		sp = t.savepoint(again)
@@ -175,13 +147,13 @@ func (b *barrier) compensate(ctx context.Context, t *localTx, cmd *protocol.Step
 	var claimed, actionClaimed pgconn.CommandTag
 	var actionRaw string
 	first := t.beginBatch()
-	first.exec(&claimed, rowError("insert barrier row", cmd, protocol.KindCompensate), b.insert, cmd.SagaID, cmd.Step, protocol.KindCompensate, `{}`, cmd.Attempt)
+	first.exec(&claimed, rowError("insert barrier row", cmd, protocol.KindCompensate), b.sql.claim, cmd.SagaID, cmd.Step, protocol.KindCompensate, `{}`, cmd.Attempt)
 	// Sent on the chance that the compensation is new, which it mostly is; on a duplicate they
 	// are rolled back with the rest.
-	first.exec(&actionClaimed, rowError("insert barrier row", cmd, protocol.KindAction), b.insert, cmd.SagaID, cmd.Step, protocol.KindAction, string(refusal), cmd.Attempt)
+	first.exec(&actionClaimed, rowError("insert barrier row", cmd, protocol.KindAction), b.sql.claim, cmd.SagaID, cmd.Step, protocol.KindAction, string(refusal), cmd.Attempt)
 	// Locked, so that a later action attempt cannot reopen a failure between this read and the
 	// refusal written over it: the attempt's reopen waits, then finds the refusal.
-	first.queryRow(&actionRaw, rowError("read barrier row", cmd, protocol.KindAction), b.lockReply, cmd.SagaID, cmd.Step, protocol.KindAction)
+	first.queryRow(&actionRaw, rowError("read barrier row", cmd, protocol.KindAction), b.sql.readLocked, cmd.SagaID, cmd.Step, protocol.KindAction)
 	sp := t.savepoint(first)
 	if err := t.send(ctx, first); err != nil {
 		return result{}, err
@@ -189,7 +161,7 @@ func (b *barrier) compensate(ctx context.Context, t *localTx, cmd *protocol.Step
 	if claimed.RowsAffected() == 0 {
 		var raw string
 		again := &batch{}
-		again.queryRow(&raw, rowError("read barrier row", cmd, protocol.KindCompensate), b.selectReply, cmd.SagaID, cmd.Step, protocol.KindCompensate)
+		again.queryRow(&raw, rowError("read barrier row", cmd, protocol.KindCompensate), b.sql.read, cmd.SagaID, cmd.Step, protocol.KindCompensate)
 		if err := t.send(ctx, again); err != nil {
 			return result{}, err
 		}
@@ -266,7 +238,7 @@ func (b *barrier) store(bt *batch, cmd *protocol.StepCommand, kind protocol.Kind
 		return nil, fmt.Errorf("encode reply: %w", err)
 	}
 	var raw string
-	bt.queryRow(&raw, rowError("store reply in barrier row", cmd, kind), b.updateReply, cmd.SagaID, cmd.Step, kind, string(body))
+	bt.queryRow(&raw, rowError("store reply in barrier row", cmd, kind), b.sql.store, cmd.SagaID, cmd.Step, kind, string(body))
 	return func() (protocol.StepReply, error) { return decodeStored(raw, cmd, kind) }, nil
 }
 

@@ -199,7 +199,7 @@ func (w *Worker) watchdog(ctx context.Context, startedAt *time.Time) {
 // after PreparedSilence.
 func (w *Worker) queryDecisions(ctx context.Context, startedAt *time.Time) error {
 	for ctx.Err() == nil {
-		rows, err := w.cfg.DB.Query(ctx, w.tx.claimQueries, w.cfg.Name, startedAt, w.cfg.PreparedSilence.Microseconds(), queryBatch)
+		rows, err := w.cfg.DB.Query(ctx, w.tx.sql.claimQueries, w.cfg.Name, startedAt, w.cfg.PreparedSilence.Microseconds(), queryBatch)
 		if err != nil {
 			return fmt.Errorf("claim prepared transactions: %w", err)
 		}

@@ -25,49 +25,13 @@ const errAbortedFirst = "aborted before prepare"
 // the same local transactions.
 type txBarrier struct {
 	db *pgxpool.Pool
-	// Statements shared with the saga barrier: insert, selectReply, updateReply.
-	steps *barrier
 	// handlerTimeout is Config.HandlerTimeout: it bounds Prepare like a step's handler.
 	handlerTimeout time.Duration
-
-	createPrepared, insertPrepared, deletePrepared, claimQueries string
+	sql            barrierSQL
 }
 
 func newTxBarrier(db *pgxpool.Pool, schema string, handlerTimeout time.Duration) *txBarrier {
-	prepared := pgx.Identifier{schema, "prepared"}.Sanitize()
-	return &txBarrier{
-		db:             db,
-		handlerTimeout: handlerTimeout,
-		steps:          newBarrier(db, schema, -1), // for its statements only
-		createPrepared: `CREATE TABLE IF NOT EXISTS ` + prepared + ` (
-	tx_id         text        NOT NULL,
-	participant   text        NOT NULL,
-	payload       jsonb,
-	prepared_at   timestamptz NOT NULL DEFAULT now(),
-	last_query_at timestamptz,
-	PRIMARY KEY (tx_id, participant)
-)`,
-		insertPrepared: `INSERT INTO ` + prepared + ` (tx_id, participant, payload) VALUES ($1, $2, $3::jsonb)`,
-		deletePrepared: `DELETE FROM ` + prepared + ` WHERE tx_id = $1 AND participant = $2 RETURNING coalesce(payload::text, '')`,
-		// Claims the prepared transactions to ask about and stamps them, so that competing
-		// processes of one participant do not ask twice. $2 (the database time when the
-		// worker started, or NULL) asks about every row prepared and not asked before then;
-		// otherwise a row is due after $3 microseconds of silence since its prepare and since
-		// its last question.
-		claimQueries: `WITH due AS (
-	SELECT tx_id FROM ` + prepared + `
-	WHERE participant = $1
-	  AND (($2::timestamptz IS NOT NULL AND prepared_at < $2::timestamptz AND (last_query_at IS NULL OR last_query_at < $2::timestamptz))
-	    OR (prepared_at <= now() - $3::bigint * interval '1 microsecond'
-	      AND (last_query_at IS NULL OR last_query_at <= now() - $3::bigint * interval '1 microsecond')))
-	ORDER BY prepared_at
-	LIMIT $4
-	FOR UPDATE SKIP LOCKED
-)
-UPDATE ` + prepared + ` AS p SET last_query_at = now() FROM due
-WHERE p.participant = $1 AND p.tx_id = due.tx_id
-RETURNING p.tx_id, p.last_query_at`,
-	}
+	return &txBarrier{db: db, handlerTimeout: handlerTimeout, sql: newBarrierSQL(schema)}
 }
 
 // txResult is what the barrier decided for one transaction command.
@@ -148,7 +112,7 @@ func (b *txBarrier) prepare(ctx context.Context, tx pgx.Tx, cmd *protocol.TxComm
 			s := string(cmd.Payload)
 			payload = &s
 		}
-		if _, err := tx.Exec(ctx, b.insertPrepared, cmd.TxID, cmd.Participant, payload); err != nil {
+		if _, err := tx.Exec(ctx, b.sql.recordPrepared, cmd.TxID, cmd.Participant, payload); err != nil {
 			return txResult{}, fmt.Errorf("record prepared transaction %s: %w", cmd.TxID, err)
 		}
 		reply = protocol.TxReply{Outcome: protocol.OutcomeVoteYes}
@@ -269,7 +233,7 @@ func (b *txBarrier) decide(ctx context.Context, tx pgx.Tx, cmd *protocol.TxComma
 
 // forget deletes the prepared record and returns its payload; found is false when there is none.
 func (b *txBarrier) forget(ctx context.Context, tx pgx.Tx, cmd *protocol.TxCommand) (payload string, found bool, err error) {
-	err = tx.QueryRow(ctx, b.deletePrepared, cmd.TxID, cmd.Participant).Scan(&payload)
+	err = tx.QueryRow(ctx, b.sql.forgetPrepared, cmd.TxID, cmd.Participant).Scan(&payload)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", false, nil
 	}
@@ -282,7 +246,7 @@ func (b *txBarrier) forget(ctx context.Context, tx pgx.Tx, cmd *protocol.TxComma
 // claim inserts the barrier row (cmd.TxID, cmd.Participant, kind) and reports whether it was new.
 // A concurrent transaction holding the same key makes it wait for that one to finish.
 func (b *txBarrier) claim(ctx context.Context, tx pgx.Tx, cmd *protocol.TxCommand, kind protocol.Kind, reply string) (bool, error) {
-	tag, err := tx.Exec(ctx, b.steps.insert, cmd.TxID, cmd.Participant, kind, reply, cmd.Attempt)
+	tag, err := tx.Exec(ctx, b.sql.claim, cmd.TxID, cmd.Participant, kind, reply, cmd.Attempt)
 	if err != nil {
 		return false, fmt.Errorf("insert barrier row (%s, %s, %s): %w", cmd.TxID, cmd.Participant, kind, err)
 	}
@@ -291,7 +255,7 @@ func (b *txBarrier) claim(ctx context.Context, tx pgx.Tx, cmd *protocol.TxComman
 
 func (b *txBarrier) read(ctx context.Context, tx pgx.Tx, cmd *protocol.TxCommand, kind protocol.Kind) (protocol.TxReply, bool, error) {
 	var raw string
-	err := tx.QueryRow(ctx, b.steps.selectReply, cmd.TxID, cmd.Participant, kind).Scan(&raw)
+	err := tx.QueryRow(ctx, b.sql.read, cmd.TxID, cmd.Participant, kind).Scan(&raw)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return protocol.TxReply{}, false, nil
 	}
@@ -321,7 +285,7 @@ func (b *txBarrier) store(ctx context.Context, tx pgx.Tx, cmd *protocol.TxComman
 		return protocol.TxReply{}, fmt.Errorf("encode reply: %w", err)
 	}
 	var raw string
-	if err := tx.QueryRow(ctx, b.steps.updateReply, cmd.TxID, cmd.Participant, kind, string(body)).Scan(&raw); err != nil {
+	if err := tx.QueryRow(ctx, b.sql.store, cmd.TxID, cmd.Participant, kind, string(body)).Scan(&raw); err != nil {
 		return protocol.TxReply{}, fmt.Errorf("store reply in barrier row (%s, %s, %s): %w", cmd.TxID, cmd.Participant, kind, err)
 	}
 	return decodeStoredTx(raw, cmd, kind)

@@ -166,12 +166,12 @@ func (w *Worker) Migrate(ctx context.Context) error {
 			return fmt.Errorf("participant: migrate: create schema %s: %w", w.cfg.Schema, err)
 		}
 	}
-	for _, stmt := range []string{w.barrier.createTable, w.barrier.addAttempt} {
+	for _, stmt := range []string{w.barrier.sql.createBarrier, w.barrier.sql.addAttempt} {
 		if _, err := tx.Exec(ctx, stmt); err != nil {
 			return fmt.Errorf("participant: migrate: table %s.barrier: %w", w.cfg.Schema, err)
 		}
 	}
-	if _, err := tx.Exec(ctx, w.tx.createPrepared); err != nil {
+	if _, err := tx.Exec(ctx, w.tx.sql.createPrepared); err != nil {
 		return fmt.Errorf("participant: migrate: table %s.prepared: %w", w.cfg.Schema, err)
 	}
 	if err := tx.Commit(ctx); err != nil {
