@@ -2,10 +2,12 @@ package participant
 
 import (
 	_ "embed"
+	"encoding/json"
 	"fmt"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // barrierSQLText is the barrier's SQL, which the protocol documents quote (see barrier.sql).
@@ -95,4 +97,68 @@ func mustParseSQL(text string) map[string]string {
 		panic("participant: barrier.sql: " + err.Error())
 	}
 	return m
+}
+
+// claim queues the claim of row, with reply as its first reply ('{}' while undecided, or a
+// refusal); tag tells whether the row was new.
+func (b *barrier) claim(bt *batch, tag *pgconn.CommandTag, row rowKey, reply string, attempt int) {
+	bt.exec(tag, "insert barrier row "+row.String(), b.sql.claim, row.gid, row.step, row.kind, reply, attempt)
+}
+
+// reopen queues the reopening of a business failure stored in row for a later attempt.
+func (b *barrier) reopen(bt *batch, tag *pgconn.CommandTag, row rowKey, attempt int) {
+	bt.exec(tag, "reopen barrier row "+row.String(), b.sql.reopen, row.gid, row.step, row.kind, attempt, errCompensatedFirst)
+}
+
+// read queues the read of the reply row holds into raw.
+func (b *barrier) read(bt *batch, raw *string, row rowKey) {
+	bt.queryRow(raw, "read barrier row "+row.String(), b.sql.read, row.gid, row.step, row.kind)
+}
+
+// readIfAny is read for a row that may be absent; found tells whether it was there.
+func (b *barrier) readIfAny(bt *batch, raw *string, found *bool, row rowKey) {
+	bt.queryOptional(raw, found, "read barrier row "+row.String(), b.sql.read, row.gid, row.step, row.kind)
+}
+
+// readLocked is read, locking the row until the transaction ends.
+func (b *barrier) readLocked(bt *batch, raw *string, row rowKey) {
+	bt.queryRow(raw, "read barrier row "+row.String(), b.sql.readLocked, row.gid, row.step, row.kind)
+}
+
+// store queues the write of the decided reply in bt. Once bt has been sent, the returned function
+// gives the reply as the database holds it, so that the first reply and every re-sent copy are
+// byte for byte the same.
+//
+// The COMMIT that follows in the batch does not wait for the row count: the row cannot be missing,
+// as this transaction inserted or found it and barrier rows are never deleted (a handler that
+// deletes them breaks the barrier whatever it does).
+func (b *barrier) store(bt *batch, row rowKey, r storedReply) (func() (storedReply, error), error) {
+	body, err := json.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("encode reply: %w", err)
+	}
+	var raw string
+	bt.queryRow(&raw, "store reply in barrier row "+row.String(), b.sql.store, row.gid, row.step, row.kind, string(body))
+	return func() (storedReply, error) { return decodeStored(raw, row) }, nil
+}
+
+// decodeStored decodes the reply that row holds.
+func decodeStored(raw string, row rowKey) (storedReply, error) {
+	var r storedReply
+	if err := json.Unmarshal([]byte(raw), &r); err != nil {
+		return storedReply{}, fmt.Errorf("decode barrier row %s: %w", row, err)
+	}
+	if r.Outcome == "" {
+		return storedReply{}, fmt.Errorf("barrier row %s holds no reply", row)
+	}
+	return r, nil
+}
+
+// refusalJSON is the JSON of a refusal, planted in a row before its command arrived.
+func refusalJSON(r storedReply) string {
+	body, err := json.Marshal(r)
+	if err != nil {
+		panic(err) // a reply without output always encodes
+	}
+	return string(body)
 }

@@ -24,7 +24,7 @@ type groupOutcome struct {
 	// sp names the savepoint the command began with.
 	sp string
 	// stored reads the reply the command kept, once the group committed.
-	stored func() (protocol.StepReply, error)
+	stored func() (storedReply, error)
 }
 
 // errGroupBroken is a group transaction that failed for a reason of its own (a handler broke the
@@ -108,7 +108,9 @@ func (b *barrier) runGroup(ctx context.Context, items []groupItem) ([]groupOutco
 	}
 	for i := range outs {
 		if outs[i].stored != nil && outs[i].err == nil {
-			outs[i].res.reply, outs[i].err = outs[i].stored()
+			var r storedReply
+			r, outs[i].err = outs[i].stored()
+			outs[i].res.reply = protocol.StepReply(r)
 		}
 	}
 	return outs, nil

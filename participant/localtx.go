@@ -7,8 +7,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-
-	"github.com/sagacoord/sagacoord/protocol"
 )
 
 // localTx is the local transaction in which the barrier decides commands: one transaction on a
@@ -43,7 +41,7 @@ type localTx struct {
 	pending *batch
 	// kept, set when a command of a group kept a decision, gives its reply once the statements
 	// that store it have been sent.
-	kept func() (protocol.StepReply, error)
+	kept func() (storedReply, error)
 }
 
 func (b *barrier) begin(ctx context.Context) (*localTx, error) {
@@ -103,22 +101,22 @@ func (t *localTx) takePending() *batch {
 // command alone commits them and reads the reply at once. In a group they wait, with the release
 // of the command's savepoint, for the next command's first batch or the group's COMMIT, and
 // kept reads the reply once they have been sent.
-func (t *localTx) finish(ctx context.Context, last *batch, stored func() (protocol.StepReply, error), res result) (result, error) {
+func (t *localTx) finish(ctx context.Context, last *batch, stored func() (storedReply, error), d decision) (decision, error) {
 	if t.group {
 		last.exec(nil, "release savepoint of command", "release savepoint "+t.cmdSP)
 		t.pending, t.kept = last, stored
-		return res, nil
+		return d, nil
 	}
 	last.commit()
 	if err := t.send(ctx, last); err != nil {
-		return result{}, err
+		return decision{}, err
 	}
 	r, err := stored()
 	if err != nil {
-		return result{}, err
+		return decision{}, err
 	}
-	res.reply = r
-	return res, nil
+	d.reply = r
+	return d, nil
 }
 
 // undo rolls back everything the command of the group that began with savepoint sp did: in the

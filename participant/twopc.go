@@ -107,7 +107,7 @@ func (w *Worker) processTx(ctx context.Context, d *transport.Delivery) {
 	ctx, span := w.tel.start(ctx, d, w.cfg.Name+" "+string(cmd.Kind), txAttrs(cmd)...)
 	began := time.Now()
 	hctx := context.WithValue(ctx, deliveryKey{}, DeliveryInfo{MessageID: d.MessageID, Redelivered: d.Redelivered, Headers: d.Headers})
-	res, err := w.tx.run(hctx, cmd, h)
+	res, err := w.barrier.runTx(hctx, cmd, h)
 	switch {
 	case err != nil:
 		w.tel.end(ctx, span, began, cmd.Kind, string(cmd.Kind), "error", false, false, err)
@@ -199,7 +199,7 @@ func (w *Worker) watchdog(ctx context.Context, startedAt *time.Time) {
 // after PreparedSilence.
 func (w *Worker) queryDecisions(ctx context.Context, startedAt *time.Time) error {
 	for ctx.Err() == nil {
-		rows, err := w.cfg.DB.Query(ctx, w.tx.sql.claimQueries, w.cfg.Name, startedAt, w.cfg.PreparedSilence.Microseconds(), queryBatch)
+		rows, err := w.cfg.DB.Query(ctx, w.barrier.sql.claimQueries, w.cfg.Name, startedAt, w.cfg.PreparedSilence.Microseconds(), queryBatch)
 		if err != nil {
 			return fmt.Errorf("claim prepared transactions: %w", err)
 		}

@@ -71,7 +71,6 @@ type Worker struct {
 	cfg     Config
 	log     *slog.Logger
 	barrier *barrier
-	tx      *txBarrier
 	tel     *instruments
 
 	mu         sync.Mutex
@@ -102,7 +101,6 @@ func New(cfg Config) (*Worker, error) {
 		tel:      tel,
 		log:      cfg.Logger.With("participant", cfg.Name),
 		barrier:  newBarrier(cfg.DB, cfg.Schema, cfg.HandlerTimeout),
-		tx:       newTxBarrier(cfg.DB, cfg.Schema, cfg.HandlerTimeout),
 		handlers: make(map[string]Handler),
 		stopping: make(chan struct{}),
 	}, nil
@@ -171,7 +169,7 @@ func (w *Worker) Migrate(ctx context.Context) error {
 			return fmt.Errorf("participant: migrate: table %s.barrier: %w", w.cfg.Schema, err)
 		}
 	}
-	if _, err := tx.Exec(ctx, w.tx.sql.createPrepared); err != nil {
+	if _, err := tx.Exec(ctx, w.barrier.sql.createPrepared); err != nil {
 		return fmt.Errorf("participant: migrate: table %s.prepared: %w", w.cfg.Schema, err)
 	}
 	if err := tx.Commit(ctx); err != nil {
