@@ -8,6 +8,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/sagacoord/sagacoord/protocol"
 )
 
 // barrierSQLText is the barrier's SQL, which the protocol documents quote (see barrier.sql).
@@ -140,6 +142,22 @@ func (b *barrier) store(bt *batch, row rowKey, r storedReply) (func() (storedRep
 	var raw string
 	bt.queryRow(&raw, "store reply in barrier row "+row.String(), b.sql.store, row.gid, row.step, row.kind, string(body))
 	return func() (storedReply, error) { return decodeStored(raw, row) }, nil
+}
+
+// recordPrepared queues the record of cmd's transaction as prepared here, with its payload.
+func (b *barrier) recordPrepared(bt *batch, cmd *protocol.TxCommand) {
+	var payload *string
+	if len(cmd.Payload) > 0 {
+		s := string(cmd.Payload)
+		payload = &s
+	}
+	bt.exec(nil, "record prepared transaction "+cmd.TxID, b.sql.recordPrepared, cmd.TxID, cmd.Participant, payload)
+}
+
+// forgetPrepared queues the deletion of the prepared record of cmd's transaction, which gives its
+// payload; found tells whether there was one.
+func (b *barrier) forgetPrepared(bt *batch, payload *string, found *bool, cmd *protocol.TxCommand) {
+	bt.queryOptional(payload, found, "delete prepared record of transaction "+cmd.TxID, b.sql.forgetPrepared, cmd.TxID, cmd.Participant)
 }
 
 // decodeStored decodes the reply that row holds.

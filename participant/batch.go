@@ -40,6 +40,19 @@ func (bt *batch) queryRow(dst *string, what, sql string, args ...any) {
 	}})
 }
 
+// queryOptional is queryRow for a statement that may return no row; found tells whether it did.
+func (bt *batch) queryOptional(dst *string, found *bool, what, sql string, args ...any) {
+	bt.b.Queue(sql, args...)
+	bt.stmts = append(bt.stmts, stmt{what: what, sql: sql, read: func(br pgx.BatchResults) error {
+		err := br.QueryRow().Scan(dst)
+		*found = err == nil
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		return err
+	}})
+}
+
 // commit queues the COMMIT that ends the batch and the transaction.
 func (bt *batch) commit() {
 	bt.b.Queue("commit")
@@ -98,17 +111,4 @@ func (bt *batch) failed(i int, err error, broken bool) error {
 		return fmt.Errorf("%s: no answer: %w", strings.Join(whats, ", "), err)
 	}
 	return fmt.Errorf("%s: %w", bt.stmts[i].what, err)
-}
-
-// queryOptional is queryRow for a statement that may return no row; found tells whether it did.
-func (bt *batch) queryOptional(dst *string, found *bool, what, sql string, args ...any) {
-	bt.b.Queue(sql, args...)
-	bt.stmts = append(bt.stmts, stmt{what: what, sql: sql, read: func(br pgx.BatchResults) error {
-		err := br.QueryRow().Scan(dst)
-		*found = err == nil
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil
-		}
-		return err
-	}})
 }

@@ -60,7 +60,7 @@ func (b *barrier) runGroup(ctx context.Context, items []groupItem) ([]groupOutco
 		var res result
 		var err error
 		if i < len(items) {
-			res, err = b.step(items[i].ctx, t, items[i].cmd, items[i].h)
+			res, err = b.decideStep(items[i].ctx, t, items[i].cmd, items[i].h)
 			outs[i].sp = t.cmdSP
 		} else {
 			last := t.takePending()

@@ -53,8 +53,8 @@ func (b *barrier) begin(ctx context.Context) (*localTx, error) {
 }
 
 // end rolls back what the batches did not commit and returns the connection to the pool. It runs
-// on every way out of barrier.run, a handler's panic or a cancelled context included, so ctx must
-// not be cancelled.
+// on every way out of a barrier transaction, a handler's panic or a cancelled context included, so
+// ctx must not be cancelled.
 func (t *localTx) end(ctx context.Context) {
 	t.ended = true
 	pc := t.c.PgConn()

@@ -80,7 +80,7 @@ func (w *Worker) decided(s *stepWork, res result) {
 // processStep decides a saga step command in a transaction of its own and replies.
 func (w *Worker) processStep(ctx context.Context, s *stepWork) {
 	hctx := w.begin(ctx, s)
-	res, err := w.barrier.run(hctx, s.cmd, s.h)
+	res, err := w.barrier.runStep(hctx, s.cmd, s.h)
 	if err != nil {
 		w.ended(s, err)
 		w.barrierFailed(s.ctx, s.log, s.d, err)

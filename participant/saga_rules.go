@@ -35,20 +35,21 @@ type result struct {
 	cause error
 }
 
-// run applies cmd through the barrier in a transaction of its own. An error is an infrastructure
-// failure (database, shutdown): nothing was decided and the command must be redelivered.
-func (b *barrier) run(ctx context.Context, cmd *protocol.StepCommand, h Handler) (result, error) {
+// runStep applies cmd through the barrier in a transaction of its own. An error is an
+// infrastructure failure (database, shutdown): nothing was decided and the command must be
+// redelivered.
+func (b *barrier) runStep(ctx context.Context, cmd *protocol.StepCommand, h Handler) (result, error) {
 	t, err := b.begin(ctx)
 	if err != nil {
 		return result{}, err
 	}
 	// Rolls back what was not committed; without a cancelled context it still reaches the server.
 	defer t.end(context.WithoutCancel(ctx))
-	return b.step(ctx, t, cmd, h)
+	return b.decideStep(ctx, t, cmd, h)
 }
 
-// step applies cmd in t.
-func (b *barrier) step(ctx context.Context, t *localTx, cmd *protocol.StepCommand, h Handler) (result, error) {
+// decideStep applies cmd in t, alone or as a command of a group.
+func (b *barrier) decideStep(ctx context.Context, t *localTx, cmd *protocol.StepCommand, h Handler) (result, error) {
 	k := b.actionRules(cmd, h)
 	if cmd.Kind == protocol.KindCompensate {
 		k = b.compensationRules(cmd, h)

@@ -95,12 +95,7 @@ func (b *barrier) prepareRules(cmd *protocol.TxCommand, h TxHandler) kindRules {
 		keep: func(_ json.RawMessage, herr error, last *batch) (storedReply, bool) {
 			switch {
 			case herr == nil:
-				var payload *string
-				if len(cmd.Payload) > 0 {
-					s := string(cmd.Payload)
-					payload = &s
-				}
-				last.exec(nil, "record prepared transaction "+cmd.TxID, b.sql.recordPrepared, cmd.TxID, cmd.Participant, payload)
+				b.recordPrepared(last, cmd)
 				return storedReply{Outcome: protocol.OutcomeVoteYes}, true
 			case IsBusiness(herr):
 				return storedReply{Outcome: protocol.OutcomeVoteNo, Error: truncate(herr.Error())}, true
@@ -213,7 +208,7 @@ func decided(_ json.RawMessage, herr error, _ *batch) (storedReply, bool) {
 // YES.
 func (b *barrier) forget(ctx context.Context, t *localTx, cmd *protocol.TxCommand) (payload string, found bool, err error) {
 	bt := &batch{}
-	bt.queryOptional(&payload, &found, "delete prepared record of transaction "+cmd.TxID, b.sql.forgetPrepared, cmd.TxID, cmd.Participant)
+	b.forgetPrepared(bt, &payload, &found, cmd)
 	if err := t.send(ctx, bt); err != nil {
 		return "", false, err
 	}
