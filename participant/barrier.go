@@ -60,8 +60,8 @@ type kindRules struct {
 	// gate, when set, decides once row is claimed: a reply to store without running the
 	// handler, nil to run it, or an error. Statements it queues in last go with the reply.
 	gate func(ctx context.Context, t *localTx, last *batch) (noop *storedReply, err error)
-	// limit bounds the handler's run (0: no limit); late is the error of a handler stopped by
-	// it.
+	// limit bounds the handler's run (0: no limit); late, needed with a limit, is the error of
+	// a handler stopped by it.
 	limit time.Duration
 	late  func(limit time.Duration, herr error) error
 	// call runs the handler in tx.

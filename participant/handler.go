@@ -30,7 +30,7 @@ func callInSavepoint(ctx context.Context, sp *savepointTx, k kindRules, next *ba
 	hctx, cancel := handlerContext(ctx, k.limit)
 	defer cancel()
 	out, herr = call(hctx, k.call, sp)
-	if stoppedByDeadline(ctx, hctx, herr) {
+	if k.limit > 0 && stoppedByDeadline(ctx, hctx, herr) {
 		herr = k.late(k.limit, herr)
 	}
 	if herr == nil {

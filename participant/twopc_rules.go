@@ -141,8 +141,7 @@ func (b *barrier) commitRules(cmd *protocol.TxCommand, h TxHandler) kindRules {
 			payload = p
 			return nil, nil
 		},
-		late: prepareTimedOut, // unused: a decision's handler has no deadline, as it must succeed in the end
-		call: txCall(cmd, h, &payload),
+		call: txCall(cmd, h, &payload), // no deadline: a decision must be applied in the end
 		keep: decided,
 	}
 }
@@ -191,8 +190,7 @@ func (b *barrier) abortRules(cmd *protocol.TxCommand, h TxHandler) kindRules {
 			}
 			return nil, fmt.Errorf("barrier row %s holds outcome %q, want vote_yes or vote_no", voteRow, vote.Outcome)
 		},
-		late: prepareTimedOut, // unused: a decision's handler has no deadline, as it must succeed in the end
-		call: txCall(cmd, h, &payload),
+		call: txCall(cmd, h, &payload), // no deadline: a decision must be applied in the end
 		keep: decided,
 	}
 }
