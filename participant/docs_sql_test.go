@@ -538,7 +538,7 @@ func TestDocumentedTwoPCFlowMatchesTheSDK(t *testing.T) {
 			}
 			sdkH.do, docH.do = s.do, s.do
 			sdkCalls, docCalls := sdkH.calls, docH.calls
-			res, err := e.b.runTx(ctx, cmd("sdk"), sdkH.handlers())
+			res, err := e.b.runTwoPC(ctx, cmd("sdk"), sdkH.handlers())
 			sdk := "reply"
 			switch {
 			case errors.As(err, new(*violationError)):

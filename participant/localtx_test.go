@@ -404,7 +404,7 @@ func TestBarrierUnderEveryQueryExecMode(t *testing.T) {
 			require.JSONEq(t, `{"account":"acct-1","amount":10}`, r.payload(protocol.KindCommit), "from the prepared record")
 			require.False(t, te.run(t, txCmd("t2", protocol.KindAbort), r.handlers()).handlerRan)
 			require.Equal(t, errAbortedFirst, te.run(t, txCmd("t2", protocol.KindPrepare), r.handlers()).reply.Error)
-			_, err = e.b.runTx(context.Background(), txCmd("t3", protocol.KindCommit), r.handlers())
+			_, err = e.b.runTwoPC(context.Background(), txCmd("t3", protocol.KindCommit), r.handlers())
 			require.ErrorAs(t, err, new(*violationError))
 			require.Equal(t, 0, te.prepared(t))
 		})

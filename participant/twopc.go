@@ -105,7 +105,7 @@ func (w *Worker) processTx(ctx context.Context, d *transport.Delivery) {
 	ctx, span := w.tel.start(ctx, d, w.cfg.Name+" "+string(cmd.Kind), txAttrs(cmd)...)
 	began := time.Now()
 	hctx := context.WithValue(ctx, deliveryKey{}, DeliveryInfo{MessageID: d.MessageID, Redelivered: d.Redelivered, Headers: d.Headers})
-	res, err := w.barrier.runTx(hctx, cmd, h)
+	res, err := w.barrier.runTwoPC(hctx, cmd, h)
 	switch {
 	case err != nil:
 		w.tel.end(ctx, span, began, cmd.Kind, string(cmd.Kind), "error", false, false, err)

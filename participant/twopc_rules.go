@@ -28,8 +28,8 @@ var (
 	abortedFirstJSON = refusalJSON(abortedFirst)
 )
 
-// txResult is what the barrier decided for one transaction command.
-type txResult struct {
+// twopcResult is what the barrier decided for one transaction command.
+type twopcResult struct {
 	reply protocol.TxReply
 	// committed: this delivery committed a new barrier decision.
 	committed bool
@@ -53,12 +53,12 @@ func violation(format string, args ...any) error {
 	return &violationError{msg: fmt.Sprintf(format, args...)}
 }
 
-// runTx applies a two-phase-commit command through the barrier in a transaction of its own. An
+// runTwoPC applies a two-phase-commit command through the barrier in a transaction of its own. An
 // error is an infrastructure failure, an interruption or a violationError: nothing was decided.
-func (b *barrier) runTx(ctx context.Context, cmd *protocol.TxCommand, h *TxHandlers) (txResult, error) {
+func (b *barrier) runTwoPC(ctx context.Context, cmd *protocol.TxCommand, h *TxHandlers) (twopcResult, error) {
 	t, err := b.begin(ctx)
 	if err != nil {
-		return txResult{}, err
+		return twopcResult{}, err
 	}
 	defer t.end(context.WithoutCancel(ctx))
 	var k kindRules
@@ -70,13 +70,13 @@ func (b *barrier) runTx(ctx context.Context, cmd *protocol.TxCommand, h *TxHandl
 	case protocol.KindAbort:
 		k = b.abortRules(cmd, h.Abort)
 	default:
-		return txResult{}, violation("transaction command kind %q is not prepare, commit or abort", cmd.Kind)
+		return twopcResult{}, violation("transaction command kind %q is not prepare, commit or abort", cmd.Kind)
 	}
 	d, err := b.decide(ctx, t, k)
 	if err != nil {
-		return txResult{}, err
+		return twopcResult{}, err
 	}
-	return txResult{
+	return twopcResult{
 		reply:     protocol.TxReply{Outcome: d.reply.Outcome, Error: d.reply.Error},
 		committed: d.committed, duplicate: d.duplicate, handlerRan: d.handlerRan, requeue: d.transient, cause: d.cause,
 	}, nil
@@ -87,11 +87,11 @@ func (b *barrier) runTx(ctx context.Context, cmd *protocol.TxCommand, h *TxHandl
 // the prepare timeout, votes NO; any other failure keeps nothing and sends no vote.
 func (b *barrier) prepareRules(cmd *protocol.TxCommand, h TxHandler) kindRules {
 	return kindRules{
-		row:     txRow(cmd, protocol.KindPrepare),
+		row:     twopcRow(cmd, protocol.KindPrepare),
 		attempt: cmd.Attempt,
 		limit:   handlerLimit(cmd.Timeout(), b.handlerTimeout),
 		late:    prepareTimedOut,
-		call:    txCall(cmd, h, nil),
+		call:    twopcCall(cmd, h, nil),
 		keep: func(_ json.RawMessage, herr error, last *batch) (storedReply, bool) {
 			switch {
 			case herr == nil:
@@ -108,14 +108,14 @@ func (b *barrier) prepareRules(cmd *protocol.TxCommand, h TxHandler) kindRules {
 // commitRules are the rules of a COMMIT: after this participant's YES, Commit runs once and the
 // prepared record is forgotten. A COMMIT without a YES breaks the protocol.
 func (b *barrier) commitRules(cmd *protocol.TxCommand, h TxHandler) kindRules {
-	voteRow := txRow(cmd, protocol.KindPrepare)
+	voteRow := twopcRow(cmd, protocol.KindPrepare)
 	var (
 		voteRaw string
 		voted   bool
 		payload string
 	)
 	return kindRules{
-		row:     txRow(cmd, protocol.KindCommit),
+		row:     twopcRow(cmd, protocol.KindCommit),
 		attempt: cmd.Attempt,
 		first: func(bt *batch) {
 			b.readIfAny(bt, &voteRaw, &voted, voteRow)
@@ -141,7 +141,7 @@ func (b *barrier) commitRules(cmd *protocol.TxCommand, h TxHandler) kindRules {
 			payload = p
 			return nil, nil
 		},
-		call: txCall(cmd, h, &payload), // no deadline: a decision must be applied in the end
+		call: twopcCall(cmd, h, &payload), // no deadline: a decision must be applied in the end
 		keep: decided,
 	}
 }
@@ -150,14 +150,14 @@ func (b *barrier) commitRules(cmd *protocol.TxCommand, h TxHandler) kindRules {
 // prepared record is forgotten; after a NO it only acks. An ABORT before any PREPARE plants a NO
 // in the PREPARE's row, so that the late PREPARE is refused without running.
 func (b *barrier) abortRules(cmd *protocol.TxCommand, h TxHandler) kindRules {
-	voteRow := txRow(cmd, protocol.KindPrepare)
+	voteRow := twopcRow(cmd, protocol.KindPrepare)
 	var (
 		planted pgconn.CommandTag
 		voteRaw string
 		payload string
 	)
 	return kindRules{
-		row:     txRow(cmd, protocol.KindAbort),
+		row:     twopcRow(cmd, protocol.KindAbort),
 		attempt: cmd.Attempt,
 		first: func(bt *batch) {
 			// Waits for a PREPARE still in flight, then either plants the NO that refuses a late
@@ -190,7 +190,7 @@ func (b *barrier) abortRules(cmd *protocol.TxCommand, h TxHandler) kindRules {
 			}
 			return nil, fmt.Errorf("barrier row %s holds outcome %q, want vote_yes or vote_no", voteRow, vote.Outcome)
 		},
-		call: txCall(cmd, h, &payload), // no deadline: a decision must be applied in the end
+		call: twopcCall(cmd, h, &payload), // no deadline: a decision must be applied in the end
 		keep: decided,
 	}
 }
@@ -213,13 +213,13 @@ func (b *barrier) forget(ctx context.Context, t *localTx, cmd *protocol.TxComman
 	return payload, found, nil
 }
 
-func txRow(cmd *protocol.TxCommand, kind protocol.Kind) rowKey {
+func twopcRow(cmd *protocol.TxCommand, kind protocol.Kind) rowKey {
 	return rowKey{gid: cmd.TxID, step: cmd.Participant, kind: kind}
 }
 
-// txCall runs h with a copy of cmd, so that the handler cannot change what the reply is built
+// twopcCall runs h with a copy of cmd, so that the handler cannot change what the reply is built
 // from; its payload, when it carries none, is the prepared record's (*payload, when given).
-func txCall(cmd *protocol.TxCommand, h TxHandler, payload *string) func(context.Context, pgx.Tx) (json.RawMessage, error) {
+func twopcCall(cmd *protocol.TxCommand, h TxHandler, payload *string) func(context.Context, pgx.Tx) (json.RawMessage, error) {
 	return func(ctx context.Context, tx pgx.Tx) (json.RawMessage, error) {
 		c := *cmd
 		if payload != nil && len(c.Payload) == 0 && *payload != "" {

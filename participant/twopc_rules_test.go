@@ -90,9 +90,9 @@ func txCmd(id string, kind protocol.Kind) *protocol.TxCommand {
 	return &protocol.TxCommand{TxID: id, Participant: "p", Kind: kind, Attempt: 1, Payload: json.RawMessage(`{"account":"acct-1","amount":10}`)}
 }
 
-func (e *txEnv) run(t *testing.T, cmd *protocol.TxCommand, h *TxHandlers) txResult {
+func (e *txEnv) run(t *testing.T, cmd *protocol.TxCommand, h *TxHandlers) twopcResult {
 	t.Helper()
-	res, err := e.b.runTx(context.Background(), cmd, h)
+	res, err := e.b.runTwoPC(context.Background(), cmd, h)
 	require.NoError(t, err)
 	return res
 }
@@ -235,7 +235,7 @@ func TestTwoPCBarrierProtocolViolations(t *testing.T) {
 	r := &txRecorder{}
 	violates := func(cmd *protocol.TxCommand, want string) {
 		t.Helper()
-		_, err := e.b.runTx(context.Background(), cmd, r.handlers())
+		_, err := e.b.runTwoPC(context.Background(), cmd, r.handlers())
 		var v *violationError
 		require.ErrorAs(t, err, &v)
 		require.ErrorContains(t, err, want)
@@ -308,18 +308,18 @@ func TestTwoPCBarrierAbortWaitsForPrepareInFlight(t *testing.T) {
 			h := r.handlers()
 			h.Prepare = blocked.handle
 
-			prepared := make(chan txResult, 1)
+			prepared := make(chan twopcResult, 1)
 			go func() {
-				res, err := e.b.runTx(context.Background(), txCmd("t1", protocol.KindPrepare), h)
+				res, err := e.b.runTwoPC(context.Background(), txCmd("t1", protocol.KindPrepare), h)
 				if err != nil {
 					t.Error(err)
 				}
 				prepared <- res
 			}()
 			<-blocked.entered
-			aborted := make(chan txResult, 1)
+			aborted := make(chan twopcResult, 1)
 			go func() {
-				res, err := e.b.runTx(context.Background(), txCmd("t1", protocol.KindAbort), h)
+				res, err := e.b.runTwoPC(context.Background(), txCmd("t1", protocol.KindAbort), h)
 				if err != nil {
 					t.Error(err)
 				}
@@ -351,7 +351,7 @@ func TestTwoPCBarrierInterruptedPrepareDecidesNothing(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		_, err := e.b.runTx(ctx, txCmd("t1", protocol.KindPrepare), h)
+		_, err := e.b.runTwoPC(ctx, txCmd("t1", protocol.KindPrepare), h)
 		done <- err
 	}()
 	<-blocked.entered
@@ -436,7 +436,7 @@ func TestTwoPCBarrierRoundTrips(t *testing.T) {
 	}
 
 	// A violation rolls back what it did and leaves the connection fit for reuse.
-	_, err := e.b.runTx(context.Background(), txCmd("never", protocol.KindCommit), yes)
+	_, err := e.b.runTwoPC(context.Background(), txCmd("never", protocol.KindCommit), yes)
 	var v *violationError
 	require.ErrorAs(t, err, &v)
 	require.Len(t, m.connections(), 1, "every path leaves its connection fit for reuse")
