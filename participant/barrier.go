@@ -5,10 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"runtime/debug"
-	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -17,68 +14,76 @@ import (
 	"github.com/sagacoord/sagacoord/protocol"
 )
 
-// maxErrorBytes bounds the error text stored in the barrier and sent in a reply, so a handler that
-// returns a huge error cannot make the reply exceed protocol.MaxBodyBytes.
-const maxErrorBytes = 4 << 10
-
-// maxOutputBytes bounds a handler's output: the coordinator refuses larger ones.
-const maxOutputBytes = protocol.MaxOutputBytes
-
-// errCompensatedFirst is the error stored as the action's reply when its compensation arrived
-// first; the late action is refused with it.
-const errCompensatedFirst = "compensated before action"
-
 // barrier is the participant barrier: one row per (gid, step, kind), written in the same local
-// transaction as the handler's effect, holding the reply that was decided.
+// transaction as the handler's effect, holding the reply that was decided. Saga steps and
+// two-phase-commit commands share the table and this engine (decide); what differs between
+// command kinds is in their kindRules (saga_rules.go, twopc_rules.go).
 type barrier struct {
 	db *pgxpool.Pool
 	// handlerTimeout is Config.HandlerTimeout.
 	handlerTimeout time.Duration
-
-	createTable, addAttempt, insert, reopen, selectReply, lockReply, updateReply string
+	sql            barrierSQL
 }
 
 func newBarrier(db *pgxpool.Pool, schema string, handlerTimeout time.Duration) *barrier {
-	table := pgx.Identifier{schema, "barrier"}.Sanitize()
-	return &barrier{
-		db:             db,
-		handlerTimeout: handlerTimeout,
-		createTable: `CREATE TABLE IF NOT EXISTS ` + table + ` (
-	gid        text        NOT NULL,
-	step       text        NOT NULL,
-	kind       text        NOT NULL,
-	reply      jsonb       NOT NULL,
-	created_at timestamptz NOT NULL DEFAULT now(),
-	attempt    integer     NOT NULL DEFAULT 0,
-	PRIMARY KEY (gid, step, kind)
-)`,
-		// Tables made before the attempt column existed get it here. Their rows get the largest
-		// attempt, which no command carries, so that a redelivery cannot reopen a business failure
-		// decided before the upgrade (the coordinator may have taken it as final already).
-		addAttempt: `ALTER TABLE ` + table + ` ADD COLUMN IF NOT EXISTS attempt integer NOT NULL DEFAULT 2147483647;
-ALTER TABLE ` + table + ` ALTER COLUMN attempt SET DEFAULT 0`,
-		insert: `INSERT INTO ` + table + ` (gid, step, kind, reply, attempt) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`,
-		// A business failure is final for its attempt, but a later attempt may run again: the
-		// coordinator sends one only to retry forward after the pivot, or after an attempt that
-		// timed out. A refusal planted by a compensation is never reopened.
-		reopen: `UPDATE ` + table + ` SET reply = '{}', attempt = $4 WHERE gid = $1 AND step = $2 AND kind = $3
-	AND attempt < $4 AND reply->>'outcome' = 'failed' AND coalesce(reply->>'error', '') <> $5`,
-		selectReply: `SELECT reply::text FROM ` + table + ` WHERE gid = $1 AND step = $2 AND kind = $3`,
-		lockReply:   `SELECT reply::text FROM ` + table + ` WHERE gid = $1 AND step = $2 AND kind = $3 FOR UPDATE`,
-		updateReply: `UPDATE ` + table + ` SET reply = $4 WHERE gid = $1 AND step = $2 AND kind = $3 RETURNING reply::text`,
-	}
+	return &barrier{db: db, handlerTimeout: handlerTimeout, sql: newBarrierSQL(schema)}
 }
 
-// result is what the barrier decided for one delivery.
-type result struct {
-	reply protocol.StepReply
-	// committed: this delivery committed a new barrier decision (not a duplicate, not a retry).
+// rowKey names a barrier row: (saga id, step, kind) for a saga step, (transaction id,
+// participant, kind) for a two-phase-commit command.
+type rowKey struct {
+	gid, step string
+	kind      protocol.Kind
+}
+
+func (k rowKey) String() string { return fmt.Sprintf("(%s, %s, %s)", k.gid, k.step, k.kind) }
+
+// storedReply is a reply as a barrier row holds it: a protocol.StepReply, or a protocol.TxReply,
+// which has no output.
+type storedReply struct {
+	Outcome protocol.Outcome `json:"outcome"`
+	Output  json.RawMessage  `json:"output,omitempty"`
+	Error   string           `json:"error,omitempty"`
+}
+
+// kindRules are what one command kind adds to the engine. decide claims the command's row
+// (replaying the stored reply when it was decided before), asks gate whether the handler runs,
+// runs it in a savepoint, lets keep turn its result into the reply, and stores that reply.
+type kindRules struct {
+	row     rowKey
+	attempt int
+	// first, when set, queues statements that go with the claim in its batch: reads of the
+	// rows that gate looks at, and the refusal that an early compensation or ABORT plants.
+	first func(bt *batch)
+	// reopens: a business failure stored in row by an earlier attempt runs again.
+	reopens bool
+	// gate, when set, decides once row is claimed: a reply to store without running the
+	// handler, nil to run it, or an error. Statements it queues in last go with the reply.
+	gate func(ctx context.Context, t *localTx, last *batch) (noop *storedReply, err error)
+	// limit bounds the handler's run (0: no limit); late, needed with a limit, is the error of
+	// a handler stopped by it.
+	limit time.Duration
+	late  func(limit time.Duration, herr error) error
+	// call runs the handler in tx.
+	call func(ctx context.Context, tx pgx.Tx) (json.RawMessage, error)
+	// keep turns the handler's result into the reply to store, queuing in last what goes with
+	// it; ok is false for a failure that keeps nothing.
+	keep func(out json.RawMessage, herr error, last *batch) (r storedReply, ok bool)
+}
+
+// decision is what the barrier decided for one command.
+type decision struct {
+	reply storedReply
+	// committed: this delivery decided the command and stored the reply (not a duplicate, not
+	// transient).
 	committed bool
 	// duplicate: the reply was read from the barrier; no handler ran.
 	duplicate bool
 	// handlerRan: the handler was called.
 	handlerRan bool
-	// cause is the handler error behind a failed or retry reply, for the log.
+	// transient: the handler failed for a passing reason; nothing is kept, and reply is empty.
+	transient bool
+	// cause is the handler error behind a failure, for the log.
 	cause error
 }
 
@@ -86,301 +91,88 @@ type result struct {
 // transaction was rolled back and no reply must be sent.
 var errInterrupted = errors.New("interrupted by shutdown")
 
-// run applies cmd through the barrier. An error is an infrastructure failure (database, shutdown):
-// nothing was decided and the command must be redelivered.
+// decide applies the command of k in t. An error is an infrastructure failure, a shutdown or a
+// violationError: nothing was decided.
 //
 // The common paths cost two round trips besides the handler's statements: BEGIN, the claim and
 // the handler's savepoint go in one batch, the reply and COMMIT in another.
-func (b *barrier) run(ctx context.Context, cmd *protocol.StepCommand, h Handler) (result, error) {
-	t, err := b.begin(ctx)
-	if err != nil {
-		return result{}, err
-	}
-	// Rolls back what was not committed; without a cancelled context it still reaches the server.
-	defer t.end(context.WithoutCancel(ctx))
-	return b.step(ctx, t, cmd, h)
-}
-
-// step applies cmd in t.
-func (b *barrier) step(ctx context.Context, t *barrierTx, cmd *protocol.StepCommand, h Handler) (result, error) {
-	if cmd.Kind == protocol.KindCompensate {
-		return b.compensate(ctx, t, cmd, h)
-	}
-	return b.action(ctx, t, cmd, h)
-}
-
-func (b *barrier) action(ctx context.Context, t *barrierTx, cmd *protocol.StepCommand, h Handler) (result, error) {
+func (b *barrier) decide(ctx context.Context, t *localTx, k kindRules) (decision, error) {
 	var claimed pgconn.CommandTag
 	first := t.beginBatch()
-	first.exec(&claimed, rowError("insert barrier row", cmd, protocol.KindAction), b.insert, cmd.SagaID, cmd.Step, protocol.KindAction, `{}`, cmd.Attempt)
+	b.claim(first, &claimed, k.row, `{}`, k.attempt)
+	if k.first != nil {
+		k.first(first)
+	}
 	// Made before knowing whether the handler runs, which it mostly does.
 	sp := t.savepoint(first)
 	if err := t.send(ctx, first); err != nil {
-		return result{}, err
+		return decision{}, err
 	}
 	if claimed.RowsAffected() == 0 {
-		var reopened pgconn.CommandTag
-		var raw string
-		again := &batch{}
-		again.exec(&reopened, rowError("reopen barrier row", cmd, protocol.KindAction), b.reopen, cmd.SagaID, cmd.Step, protocol.KindAction, cmd.Attempt, errCompensatedFirst)
-		again.queryRow(&raw, rowError("read barrier row", cmd, protocol.KindAction), b.selectReply, cmd.SagaID, cmd.Step, protocol.KindAction)
-		// The reopening must survive a business failure: the handler runs in a savepoint made
-		// after it.
-		sp = t.savepoint(again)
-		if err := t.send(ctx, again); err != nil {
-			return result{}, err
+		d, reopened, err := b.replay(ctx, t, k)
+		if err != nil || reopened == nil {
+			return d, err
 		}
-		if reopened.RowsAffected() == 0 {
-			// A duplicate, or the compensation came first and left a refusal here.
-			r, err := decodeStored(raw, cmd, protocol.KindAction)
-			if err != nil {
-				return result{}, err
-			}
-			return result{reply: r, duplicate: true}, nil
-		}
+		sp = reopened
 	}
 	last := &batch{}
-	out, herr, err := b.callInSavepoint(ctx, sp, cmd, h, last)
-	if err != nil {
-		return result{}, err
-	}
-	var reply protocol.StepReply
-	switch {
-	case herr == nil:
-		reply = protocol.StepReply{Outcome: protocol.OutcomeSucceeded, Output: out}
-	case IsBusiness(herr):
-		reply = protocol.StepReply{Outcome: protocol.OutcomeFailed, Error: truncate(herr.Error())}
-	default:
-		if ctx.Err() != nil {
-			return result{}, errInterrupted
+	var noop *storedReply
+	if k.gate != nil {
+		var err error
+		if noop, err = k.gate(ctx, t, last); err != nil {
+			return decision{}, err
 		}
-		// No barrier row is kept, so the coordinator's retry runs the handler again.
-		return result{reply: retryReply(herr), handlerRan: true, cause: herr}, nil
 	}
-	stored, err := b.store(last, cmd, protocol.KindAction, reply)
-	if err != nil {
-		return result{}, err
-	}
-	return t.finish(ctx, last, stored, result{committed: true, handlerRan: true, cause: herr})
-}
-
-func (b *barrier) compensate(ctx context.Context, t *barrierTx, cmd *protocol.StepCommand, h Handler) (result, error) {
-	// The refusal of a late action is planted when the action row is absent. Claiming it waits
-	// for an action still in flight on the same key; the row read next is then what that action
-	// decided.
-	refusal, err := json.Marshal(protocol.StepReply{Outcome: protocol.OutcomeFailed, Error: errCompensatedFirst})
-	if err != nil {
-		return result{}, err
-	}
-	var claimed, actionClaimed pgconn.CommandTag
-	var actionRaw string
-	first := t.beginBatch()
-	first.exec(&claimed, rowError("insert barrier row", cmd, protocol.KindCompensate), b.insert, cmd.SagaID, cmd.Step, protocol.KindCompensate, `{}`, cmd.Attempt)
-	// Sent on the chance that the compensation is new, which it mostly is; on a duplicate they
-	// are rolled back with the rest.
-	first.exec(&actionClaimed, rowError("insert barrier row", cmd, protocol.KindAction), b.insert, cmd.SagaID, cmd.Step, protocol.KindAction, string(refusal), cmd.Attempt)
-	// Locked, so that a later action attempt cannot reopen a failure between this read and the
-	// refusal written over it: the attempt's reopen waits, then finds the refusal.
-	first.queryRow(&actionRaw, rowError("read barrier row", cmd, protocol.KindAction), b.lockReply, cmd.SagaID, cmd.Step, protocol.KindAction)
-	sp := t.savepoint(first)
-	if err := t.send(ctx, first); err != nil {
-		return result{}, err
-	}
-	if claimed.RowsAffected() == 0 {
-		var raw string
-		again := &batch{}
-		again.queryRow(&raw, rowError("read barrier row", cmd, protocol.KindCompensate), b.selectReply, cmd.SagaID, cmd.Step, protocol.KindCompensate)
-		if err := t.send(ctx, again); err != nil {
-			return result{}, err
-		}
-		r, err := decodeStored(raw, cmd, protocol.KindCompensate)
+	d := decision{committed: true}
+	if noop != nil {
+		d.reply = *noop
+	} else {
+		out, herr, err := callInSavepoint(ctx, sp, k, last)
 		if err != nil {
-			return result{}, err
+			return decision{}, err
 		}
-		return result{reply: r, duplicate: true}, nil
+		r, ok := k.keep(out, herr, last)
+		if !ok {
+			if ctx.Err() != nil {
+				return decision{}, errInterrupted
+			}
+			// No barrier row is kept, so that the command runs again.
+			return decision{transient: true, handlerRan: true, cause: herr}, nil
+		}
+		d.reply, d.handlerRan, d.cause = r, true, herr
 	}
-	last := &batch{}
-	noop := protocol.StepReply{Outcome: protocol.OutcomeSucceeded}
-	ran := false
-	if actionClaimed.RowsAffected() == 0 {
-		action, err := decodeStored(actionRaw, cmd, protocol.KindAction)
-		if err != nil {
-			return result{}, err
-		}
-		switch action.Outcome {
-		case protocol.OutcomeFailed:
-			// The action's effect was never applied (or was refused): nothing to undo. Turn a
-			// business failure into the refusal, so that no later attempt reopens it.
-			if action.Error != errCompensatedFirst {
-				if _, err := b.store(last, cmd, protocol.KindAction, protocol.StepReply{Outcome: protocol.OutcomeFailed, Error: errCompensatedFirst}); err != nil {
-					return result{}, err
-				}
-			}
-		case protocol.OutcomeSucceeded:
-			c := *cmd
-			if len(c.Output) == 0 {
-				c.Output = action.Output
-			}
-			// A compensation's business failure is not stored, so no batch follows: it is
-			// rolled back to the savepoint at once, and then with everything else.
-			out, herr, err := b.callInSavepoint(ctx, sp, &c, h, nil)
-			if err != nil {
-				return result{}, err
-			}
-			ran = true
-			if herr != nil {
-				if ctx.Err() != nil {
-					return result{}, errInterrupted
-				}
-				// A compensation must eventually succeed: any failure is retried by the
-				// coordinator, and the compensate row is rolled back with everything else.
-				return result{reply: retryReply(herr), handlerRan: true, cause: herr}, nil
-			}
-			noop = protocol.StepReply{Outcome: protocol.OutcomeSucceeded, Output: out}
-		default:
-			return result{}, fmt.Errorf("barrier row (%s, %s, action) holds outcome %q, want succeeded or failed", cmd.SagaID, cmd.Step, action.Outcome)
-		}
-	}
-	stored, err := b.store(last, cmd, protocol.KindCompensate, noop)
+	stored, err := b.store(last, k.row, d.reply)
 	if err != nil {
-		return result{}, err
+		return decision{}, err
 	}
-	return t.finish(ctx, last, stored, result{committed: true, handlerRan: ran})
+	return t.finish(ctx, last, stored, d)
 }
 
-// rowError names the barrier row that a statement works on, for its error.
-func rowError(what string, cmd *protocol.StepCommand, kind protocol.Kind) string {
-	return fmt.Sprintf("%s (%s, %s, %s)", what, cmd.SagaID, cmd.Step, kind)
-}
-
-// store queues the write of the decided reply in bt. Once bt has been sent, the returned function
-// gives the reply as the database holds it, so that the first reply and every re-sent copy are
-// byte for byte the same.
-//
-// The COMMIT that follows in the batch does not wait for the row count: the row cannot be missing,
-// as this transaction inserted or found it and barrier rows are never deleted (a handler that
-// deletes them breaks the barrier whatever it does).
-func (b *barrier) store(bt *batch, cmd *protocol.StepCommand, kind protocol.Kind, r protocol.StepReply) (func() (protocol.StepReply, error), error) {
-	body, err := json.Marshal(r)
-	if err != nil {
-		return nil, fmt.Errorf("encode reply: %w", err)
-	}
+// replay answers a command whose row was decided before with the stored reply: a duplicate, or
+// a command refused by an early compensation or ABORT. When k reopens the row instead, it returns
+// the savepoint the handler runs in, made after the reopening so that the reopening survives a
+// business failure.
+func (b *barrier) replay(ctx context.Context, t *localTx, k kindRules) (decision, *savepointTx, error) {
+	var reopened pgconn.CommandTag
 	var raw string
-	bt.queryRow(&raw, rowError("store reply in barrier row", cmd, kind), b.updateReply, cmd.SagaID, cmd.Step, kind, string(body))
-	return func() (protocol.StepReply, error) { return decodeStored(raw, cmd, kind) }, nil
-}
-
-func decodeStored(raw string, cmd *protocol.StepCommand, kind protocol.Kind) (protocol.StepReply, error) {
-	var r protocol.StepReply
-	if err := json.Unmarshal([]byte(raw), &r); err != nil {
-		return protocol.StepReply{}, fmt.Errorf("decode barrier row (%s, %s, %s): %w", cmd.SagaID, cmd.Step, kind, err)
+	var sp *savepointTx
+	again := &batch{}
+	if k.reopens {
+		b.reopen(again, &reopened, k.row, k.attempt)
 	}
-	if r.Outcome == "" {
-		return protocol.StepReply{}, fmt.Errorf("barrier row (%s, %s, %s) holds no reply", cmd.SagaID, cmd.Step, kind)
+	b.read(again, &raw, k.row)
+	if k.reopens {
+		sp = t.savepoint(again)
 	}
-	return r, nil
-}
-
-// callInSavepoint runs h in the savepoint sp. herr is the handler's result; a business failure's
-// effect is rolled back to the savepoint, in next when the caller sends one, else at once. err is
-// an infrastructure failure.
-func (b *barrier) callInSavepoint(ctx context.Context, sp *savepointTx, cmd *protocol.StepCommand, h Handler, next *batch) (out json.RawMessage, herr error, err error) {
-	c := *cmd // the handler may not change what the reply is built from
-	sp.owner.calls++
-	limit := handlerLimit(cmd.Timeout(), b.handlerTimeout)
-	hctx, cancel := handlerContext(ctx, limit)
-	defer cancel()
-	out, herr = call(hctx, h, sp, &c)
-	if stoppedByDeadline(ctx, hctx, herr) {
-		herr = fmt.Errorf("handler still running after %s, the step's timeout: %w", limit, herr)
+	if err := t.send(ctx, again); err != nil {
+		return decision{}, nil, err
 	}
-	if herr == nil {
-		herr = checkOutput(out)
+	if reopened.RowsAffected() == 1 {
+		return decision{}, sp, nil
 	}
-	if IsBusiness(herr) {
-		if err := sp.discard(ctx, next); err != nil {
-			return nil, nil, fmt.Errorf("roll back to savepoint after business failure: %w", err)
-		}
-		return nil, herr, nil
+	r, err := decodeStored(raw, k.row)
+	if err != nil {
+		return decision{}, nil, err
 	}
-	if herr != nil {
-		return nil, herr, nil // the caller rolls back the whole transaction
-	}
-	if err := sp.keep(ctx); err != nil {
-		// The handler left its transaction unusable (a swallowed SQL error, or it ended the
-		// transaction itself): retry rather than record a success whose effect is gone.
-		return nil, fmt.Errorf("handler returned success but its transaction cannot be kept: %w", err), nil
-	}
-	if len(out) == 0 {
-		out = nil
-	}
-	return out, nil, nil
-}
-
-// handlerLimit is how long a handler may run given the command's timeout and
-// Config.HandlerTimeout: the shorter of the two, none when HandlerTimeout is negative; 0 for no
-// limit.
-func handlerLimit(command, configured time.Duration) time.Duration {
-	switch {
-	case configured < 0:
-		return 0
-	case configured > 0 && (command == 0 || configured < command):
-		return configured
-	}
-	return command
-}
-
-// handlerContext returns the context a handler runs with: ctx, ended after limit when limit is
-// positive.
-func handlerContext(ctx context.Context, limit time.Duration) (context.Context, context.CancelFunc) {
-	if limit <= 0 {
-		return ctx, func() {}
-	}
-	return context.WithTimeout(ctx, limit)
-}
-
-// stoppedByDeadline reports whether herr, what a handler running with hctx returned, is a
-// failure that its own deadline caused: not a business failure, and not the worker stopping.
-func stoppedByDeadline(ctx, hctx context.Context, herr error) bool {
-	return herr != nil && !IsBusiness(herr) && ctx.Err() == nil && errors.Is(hctx.Err(), context.DeadlineExceeded)
-}
-
-func call(ctx context.Context, h Handler, tx pgx.Tx, cmd *protocol.StepCommand) (out json.RawMessage, err error) {
-	defer func() {
-		if v := recover(); v != nil {
-			out, err = nil, &panicError{value: v, stack: debug.Stack()}
-		}
-	}()
-	return h(ctx, tx, cmd)
-}
-
-func checkOutput(out json.RawMessage) error {
-	if len(out) == 0 {
-		return nil
-	}
-	if len(out) > maxOutputBytes {
-		return Failf("handler output of %d bytes exceeds the limit of %d", len(out), maxOutputBytes)
-	}
-	if !json.Valid(out) {
-		return Failf("handler output is not valid JSON")
-	}
-	return nil
-}
-
-func retryReply(err error) protocol.StepReply {
-	return protocol.StepReply{Outcome: protocol.OutcomeRetry, Error: truncate(err.Error())}
-}
-
-// truncate makes an error text fit for a reply: at most maxErrorBytes, and without NUL bytes,
-// which jsonb cannot store.
-func truncate(s string) string {
-	s = strings.ReplaceAll(s, "\x00", "")
-	if len(s) <= maxErrorBytes {
-		return s
-	}
-	s = s[:maxErrorBytes]
-	for !utf8.ValidString(s) {
-		s = s[:len(s)-1]
-	}
-	return s + "…"
+	return decision{reply: r, duplicate: true}, nil, nil
 }

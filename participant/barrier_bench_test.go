@@ -67,7 +67,7 @@ func BenchmarkBarrierActionParallel(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			i := int(next.Add(1))
-			res, err := e.b.run(context.Background(), action(e.gid(i)), noop)
+			res, err := e.b.runStep(context.Background(), action(e.gid(i)), noop)
 			if err != nil || res.reply.Outcome != protocol.OutcomeSucceeded {
 				b.Errorf("action %d: %+v, %v", i, res.reply, err)
 				return
@@ -150,12 +150,12 @@ func (e *benchEnv) measure(b *testing.B, cmd func(i int) *protocol.StepCommand, 
 	b.Helper()
 	ctx := context.Background()
 	// Warm the connection's statement cache, so that the figures are those of the steady state.
-	if _, err := e.b.run(ctx, action(e.prefix+"warm"), noop); err != nil {
+	if _, err := e.b.runStep(ctx, action(e.prefix+"warm"), noop); err != nil {
 		b.Fatal(err)
 	}
 	e.start(b)
 	for i := range b.N {
-		res, err := e.b.run(ctx, cmd(i), h)
+		res, err := e.b.runStep(ctx, cmd(i), h)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -170,7 +170,7 @@ func (e *benchEnv) measure(b *testing.B, cmd func(i int) *protocol.StepCommand, 
 func (e *benchEnv) measureGroups(b *testing.B, size int, cmd func(i int) *protocol.StepCommand, h Handler, want protocol.Outcome) {
 	b.Helper()
 	ctx := context.Background()
-	if _, err := e.b.run(ctx, action(e.prefix+"warm"), noop); err != nil {
+	if _, err := e.b.runStep(ctx, action(e.prefix+"warm"), noop); err != nil {
 		b.Fatal(err)
 	}
 	e.start(b)

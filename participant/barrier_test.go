@@ -96,7 +96,7 @@ func compensation(saga string) *protocol.StepCommand {
 
 func (e *barrierEnv) run(t *testing.T, cmd *protocol.StepCommand, h Handler) result {
 	t.Helper()
-	res, err := e.b.run(context.Background(), cmd, h)
+	res, err := e.b.runStep(context.Background(), cmd, h)
 	require.NoError(t, err)
 	return res
 }
@@ -272,7 +272,7 @@ func TestBarrierWithoutTableIsAnInfrastructureError(t *testing.T) {
 	pool, dbURL := testenv.Pool(t)
 	w, err := New(Config{Name: "p", Transport: noTransport{}, DB: pool, Schema: searchPath(t, dbURL)})
 	require.NoError(t, err)
-	_, err = w.barrier.run(context.Background(), action("s1"), (&recorder{}).handle)
+	_, err = w.barrier.runStep(context.Background(), action("s1"), (&recorder{}).handle)
 	require.ErrorContains(t, err, "insert barrier row")
 }
 
@@ -314,13 +314,13 @@ func TestBarrierConcurrentDuplicatesSerializeOnTheKey(t *testing.T) {
 	results := make(chan result, 2)
 	errs := make(chan error, 2)
 	go func() {
-		r, err := e.b.run(context.Background(), action("s1"), h.handle)
+		r, err := e.b.runStep(context.Background(), action("s1"), h.handle)
 		results <- r
 		errs <- err
 	}()
 	<-h.entered
 	go func() {
-		r, err := e.b.run(context.Background(), action("s1"), h.handle)
+		r, err := e.b.runStep(context.Background(), action("s1"), h.handle)
 		results <- r
 		errs <- err
 	}()
@@ -344,7 +344,7 @@ func TestBarrierCompensationWaitsForActionInFlight(t *testing.T) {
 
 	actDone := make(chan result, 1)
 	go func() {
-		r, err := e.b.run(context.Background(), action("s1"), act.handle)
+		r, err := e.b.runStep(context.Background(), action("s1"), act.handle)
 		if err != nil {
 			t.Error(err)
 		}
@@ -353,7 +353,7 @@ func TestBarrierCompensationWaitsForActionInFlight(t *testing.T) {
 	<-act.entered
 	compDone := make(chan result, 1)
 	go func() {
-		r, err := e.b.run(context.Background(), compensation("s1"), comp.handle)
+		r, err := e.b.runStep(context.Background(), compensation("s1"), comp.handle)
 		if err != nil {
 			t.Error(err)
 		}
@@ -376,7 +376,7 @@ func TestBarrierInterruptedHandlerDecidesNothing(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		_, err := e.b.run(ctx, action("s1"), h.handle)
+		_, err := e.b.runStep(ctx, action("s1"), h.handle)
 		done <- err
 	}()
 	<-h.entered
@@ -545,7 +545,7 @@ func TestBarrierCompensationWaitsForReopenedAction(t *testing.T) {
 	comp := &recorder{out: `{"reversed":2}`}
 	actDone := make(chan result, 1)
 	go func() {
-		r, err := e.b.run(context.Background(), actionAttempt("s1", 2), act.handle)
+		r, err := e.b.runStep(context.Background(), actionAttempt("s1", 2), act.handle)
 		if err != nil {
 			t.Error(err)
 		}
@@ -558,7 +558,7 @@ func TestBarrierCompensationWaitsForReopenedAction(t *testing.T) {
 	}
 	compDone := make(chan result, 1)
 	go func() {
-		r, err := e.b.run(context.Background(), compensation("s1"), comp.handle)
+		r, err := e.b.runStep(context.Background(), compensation("s1"), comp.handle)
 		if err != nil {
 			t.Error(err)
 		}

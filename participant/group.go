@@ -24,7 +24,7 @@ type groupOutcome struct {
 	// sp names the savepoint the command began with.
 	sp string
 	// stored reads the reply the command kept, once the group committed.
-	stored func() (protocol.StepReply, error)
+	stored func() (storedReply, error)
 }
 
 // errGroupBroken is a group transaction that failed for a reason of its own (a handler broke the
@@ -60,7 +60,7 @@ func (b *barrier) runGroup(ctx context.Context, items []groupItem) ([]groupOutco
 		var res result
 		var err error
 		if i < len(items) {
-			res, err = b.step(items[i].ctx, t, items[i].cmd, items[i].h)
+			res, err = b.decideStep(items[i].ctx, t, items[i].cmd, items[i].h)
 			outs[i].sp = t.cmdSP
 		} else {
 			last := t.takePending()
@@ -108,7 +108,9 @@ func (b *barrier) runGroup(ctx context.Context, items []groupItem) ([]groupOutco
 	}
 	for i := range outs {
 		if outs[i].stored != nil && outs[i].err == nil {
-			outs[i].res.reply, outs[i].err = outs[i].stored()
+			var r storedReply
+			r, outs[i].err = outs[i].stored()
+			outs[i].res.reply = protocol.StepReply(r)
 		}
 	}
 	return outs, nil
@@ -116,14 +118,14 @@ func (b *barrier) runGroup(ctx context.Context, items []groupItem) ([]groupOutco
 
 // local reports whether the group can go on after a command failed or decided nothing: the
 // worker is not stopping and the transaction is usable.
-func (t *barrierTx) local(ctx context.Context) bool {
+func (t *localTx) local(ctx context.Context) bool {
 	return ctx.Err() == nil && t.usable()
 }
 
 // groupFailed classifies the failure of a group. A lost connection (unless a handler lost it) or
 // a shutdown leaves the commands to be redelivered; otherwise the group broke for a reason of
 // its own, which running the commands alone confines to the command it belongs to.
-func (t *barrierTx) groupFailed(ctx context.Context, handlerRan bool, err error) error {
+func (t *localTx) groupFailed(ctx context.Context, handlerRan bool, err error) error {
 	if ctx.Err() != nil {
 		return errors.Join(err, errInterrupted)
 	}

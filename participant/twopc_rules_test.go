@@ -22,7 +22,6 @@ import (
 
 type txEnv struct {
 	*barrierEnv
-	tx *txBarrier
 }
 
 func newTxEnv(t *testing.T) *txEnv {
@@ -36,7 +35,7 @@ func newTxEnv(t *testing.T) *txEnv {
 	require.NoError(t, w.Migrate(ctx), "Migrate is idempotent")
 	_, err = pool.Exec(ctx, `CREATE TABLE effects (gid text, step text, kind text, note text)`)
 	require.NoError(t, err)
-	return &txEnv{barrierEnv: &barrierEnv{pool: pool, schema: schema, b: w.barrier}, tx: w.tx}
+	return &txEnv{barrierEnv: &barrierEnv{pool: pool, schema: schema, b: w.barrier}}
 }
 
 // txRecorder is a set of handlers that write one effects row per call (with the payload they
@@ -91,9 +90,9 @@ func txCmd(id string, kind protocol.Kind) *protocol.TxCommand {
 	return &protocol.TxCommand{TxID: id, Participant: "p", Kind: kind, Attempt: 1, Payload: json.RawMessage(`{"account":"acct-1","amount":10}`)}
 }
 
-func (e *txEnv) run(t *testing.T, cmd *protocol.TxCommand, h *TxHandlers) txResult {
+func (e *txEnv) run(t *testing.T, cmd *protocol.TxCommand, h *TxHandlers) twopcResult {
 	t.Helper()
-	res, err := e.tx.run(context.Background(), cmd, h)
+	res, err := e.b.runTwoPC(context.Background(), cmd, h)
 	require.NoError(t, err)
 	return res
 }
@@ -104,7 +103,7 @@ func (e *txEnv) effectsOf(t *testing.T, kind protocol.Kind) int {
 	return e.count(t, `SELECT count(*) FROM effects WHERE kind = $1`, kind)
 }
 
-func TestTxBarrierPrepareYesOnceThenCommitOnce(t *testing.T) {
+func TestTwoPCBarrierPrepareYesOnceThenCommitOnce(t *testing.T) {
 	t.Parallel()
 	e := newTxEnv(t)
 	r := &txRecorder{}
@@ -144,7 +143,7 @@ func TestTxBarrierPrepareYesOnceThenCommitOnce(t *testing.T) {
 	require.Equal(t, 0, e.prepared(t))
 }
 
-func TestTxBarrierPrepareYesThenAbortReleasesOnce(t *testing.T) {
+func TestTwoPCBarrierPrepareYesThenAbortReleasesOnce(t *testing.T) {
 	t.Parallel()
 	e := newTxEnv(t)
 	r := &txRecorder{}
@@ -159,7 +158,7 @@ func TestTxBarrierPrepareYesThenAbortReleasesOnce(t *testing.T) {
 	require.EqualValues(t, 1, r.aborts.Load())
 }
 
-func TestTxBarrierVoteNoRollsBackAndAbortIsNoop(t *testing.T) {
+func TestTwoPCBarrierVoteNoRollsBackAndAbortIsNoop(t *testing.T) {
 	t.Parallel()
 	e := newTxEnv(t)
 	r := &txRecorder{}
@@ -177,7 +176,7 @@ func TestTxBarrierVoteNoRollsBackAndAbortIsNoop(t *testing.T) {
 	require.EqualValues(t, 0, r.aborts.Load())
 }
 
-func TestTxBarrierAbortBeforePrepareRefusesLatePrepare(t *testing.T) {
+func TestTwoPCBarrierAbortBeforePrepareRefusesLatePrepare(t *testing.T) {
 	t.Parallel()
 	e := newTxEnv(t)
 	r := &txRecorder{}
@@ -193,7 +192,7 @@ func TestTxBarrierAbortBeforePrepareRefusesLatePrepare(t *testing.T) {
 	require.Equal(t, 0, e.prepared(t), "and reserves nothing")
 }
 
-func TestTxBarrierTransientFailuresKeepNothing(t *testing.T) {
+func TestTwoPCBarrierTransientFailuresKeepNothing(t *testing.T) {
 	t.Parallel()
 	e := newTxEnv(t)
 	r := &txRecorder{}
@@ -219,7 +218,7 @@ func TestTxBarrierTransientFailuresKeepNothing(t *testing.T) {
 	require.Equal(t, 0, e.prepared(t))
 }
 
-func TestTxBarrierPanicIsTransient(t *testing.T) {
+func TestTwoPCBarrierPanicIsTransient(t *testing.T) {
 	t.Parallel()
 	e := newTxEnv(t)
 	h := (&txRecorder{}).handlers()
@@ -230,13 +229,13 @@ func TestTxBarrierPanicIsTransient(t *testing.T) {
 	require.ErrorAs(t, p.cause, &pe)
 }
 
-func TestTxBarrierProtocolViolations(t *testing.T) {
+func TestTwoPCBarrierProtocolViolations(t *testing.T) {
 	t.Parallel()
 	e := newTxEnv(t)
 	r := &txRecorder{}
 	violates := func(cmd *protocol.TxCommand, want string) {
 		t.Helper()
-		_, err := e.tx.run(context.Background(), cmd, r.handlers())
+		_, err := e.b.runTwoPC(context.Background(), cmd, r.handlers())
 		var v *violationError
 		require.ErrorAs(t, err, &v)
 		require.ErrorContains(t, err, want)
@@ -286,10 +285,10 @@ func (b *txBlocker) handle(ctx context.Context, tx pgx.Tx, cmd *protocol.TxComma
 	return b.err
 }
 
-// TestTxBarrierAbortWaitsForPrepareInFlight is the frozen participant: the coordinator's prepare
+// TestTwoPCBarrierAbortWaitsForPrepareInFlight is the frozen participant: the coordinator's prepare
 // timeout sends ABORT while the PREPARE is still running here. The ABORT waits on the barrier
 // row; whatever the PREPARE decides, the ABORT then undoes exactly that.
-func TestTxBarrierAbortWaitsForPrepareInFlight(t *testing.T) {
+func TestTwoPCBarrierAbortWaitsForPrepareInFlight(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name      string
@@ -309,18 +308,18 @@ func TestTxBarrierAbortWaitsForPrepareInFlight(t *testing.T) {
 			h := r.handlers()
 			h.Prepare = blocked.handle
 
-			prepared := make(chan txResult, 1)
+			prepared := make(chan twopcResult, 1)
 			go func() {
-				res, err := e.tx.run(context.Background(), txCmd("t1", protocol.KindPrepare), h)
+				res, err := e.b.runTwoPC(context.Background(), txCmd("t1", protocol.KindPrepare), h)
 				if err != nil {
 					t.Error(err)
 				}
 				prepared <- res
 			}()
 			<-blocked.entered
-			aborted := make(chan txResult, 1)
+			aborted := make(chan twopcResult, 1)
 			go func() {
-				res, err := e.tx.run(context.Background(), txCmd("t1", protocol.KindAbort), h)
+				res, err := e.b.runTwoPC(context.Background(), txCmd("t1", protocol.KindAbort), h)
 				if err != nil {
 					t.Error(err)
 				}
@@ -343,7 +342,7 @@ func TestTxBarrierAbortWaitsForPrepareInFlight(t *testing.T) {
 	}
 }
 
-func TestTxBarrierInterruptedPrepareDecidesNothing(t *testing.T) {
+func TestTwoPCBarrierInterruptedPrepareDecidesNothing(t *testing.T) {
 	t.Parallel()
 	e := newTxEnv(t)
 	blocked := newTxBlocker(nil)
@@ -352,7 +351,7 @@ func TestTxBarrierInterruptedPrepareDecidesNothing(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		_, err := e.tx.run(ctx, txCmd("t1", protocol.KindPrepare), h)
+		_, err := e.b.runTwoPC(ctx, txCmd("t1", protocol.KindPrepare), h)
 		done <- err
 	}()
 	<-blocked.entered
@@ -362,7 +361,7 @@ func TestTxBarrierInterruptedPrepareDecidesNothing(t *testing.T) {
 	require.Equal(t, 0, e.prepared(t))
 }
 
-func TestTxBarrierSharesTableWithSagaSteps(t *testing.T) {
+func TestTwoPCBarrierSharesTableWithSagaSteps(t *testing.T) {
 	t.Parallel()
 	e := newTxEnv(t)
 	r := &txRecorder{}
@@ -380,4 +379,93 @@ func TestTxConfigDefaultsAndValidation(t *testing.T) {
 	require.Equal(t, DefaultPreparedSilence, c.PreparedSilence)
 	c = Config{Name: "p", Transport: noTransport{}, DB: &pgxpool.Pool{}, PreparedSilence: -time.Second}.WithDefaults()
 	require.ErrorContains(t, c.validate(), "Config.PreparedSilence -1s must not be negative")
+}
+
+// TestTwoPCBarrierRoundTrips: two-phase-commit commands go through the same pipelined
+// transaction as saga steps. A PREPARE costs two round trips, a COMMIT or an ABORT after a YES
+// three (the prepared record is forgotten once the vote is known), a duplicate three.
+func TestTwoPCBarrierRoundTrips(t *testing.T) {
+	t.Parallel()
+	e, m := newMeteredEnv(t)
+	te := &txEnv{barrierEnv: e}
+	// Handlers without statements of their own: only the barrier's round trips are counted.
+	none := func(context.Context, pgx.Tx, *protocol.TxCommand) error { return nil }
+	yes := &TxHandlers{Prepare: none, Commit: none, Abort: none}
+	no := &TxHandlers{Prepare: func(context.Context, pgx.Tx, *protocol.TxCommand) error { return Failf("no") }, Commit: none, Abort: none}
+	cmd := func(kind protocol.Kind) func(string) *protocol.TxCommand {
+		return func(id string) *protocol.TxCommand { return txCmd(id, kind) }
+	}
+	done := func(kinds ...protocol.Kind) func(string, *TxHandlers) {
+		return func(id string, h *TxHandlers) {
+			for _, k := range kinds {
+				te.run(t, txCmd(id, k), h)
+			}
+		}
+	}
+	paths := []struct {
+		name       string
+		setup      func(string, *TxHandlers)
+		cmd        func(string) *protocol.TxCommand
+		h          *TxHandlers
+		want       protocol.Outcome
+		roundTrips int64
+	}{
+		{"prepare votes yes", nil, cmd(protocol.KindPrepare), yes, protocol.OutcomeVoteYes, 2},
+		{"prepare votes no", nil, cmd(protocol.KindPrepare), no, protocol.OutcomeVoteNo, 2},
+		{"duplicate prepare", done(protocol.KindPrepare), cmd(protocol.KindPrepare), yes, protocol.OutcomeVoteYes, 3},
+		{"commit after yes", done(protocol.KindPrepare), cmd(protocol.KindCommit), yes, protocol.OutcomeAck, 3},
+		{"duplicate commit", done(protocol.KindPrepare, protocol.KindCommit), cmd(protocol.KindCommit), yes, protocol.OutcomeAck, 3},
+		{"abort after yes", done(protocol.KindPrepare), cmd(protocol.KindAbort), yes, protocol.OutcomeAck, 3},
+		{"abort after no", done(protocol.KindPrepare), cmd(protocol.KindAbort), no, protocol.OutcomeAck, 2},
+		{"abort first", nil, cmd(protocol.KindAbort), yes, protocol.OutcomeAck, 2},
+		{"late prepare", done(protocol.KindAbort), cmd(protocol.KindPrepare), yes, protocol.OutcomeVoteNo, 3},
+	}
+	for round, prefix := range []string{"warm-", ""} {
+		for _, p := range paths {
+			id := prefix + p.name
+			if p.setup != nil {
+				p.setup(id, p.h)
+			}
+			before := m.writes.Load()
+			r := te.run(t, p.cmd(id), p.h)
+			require.Equal(t, p.want, r.reply.Outcome, p.name)
+			if round == 1 {
+				require.Equal(t, p.roundTrips, m.writes.Load()-before, "round trips of %s", p.name)
+			}
+		}
+	}
+
+	// A violation rolls back what it did and leaves the connection fit for reuse.
+	_, err := e.b.runTwoPC(context.Background(), txCmd("never", protocol.KindCommit), yes)
+	var v *violationError
+	require.ErrorAs(t, err, &v)
+	require.Len(t, m.connections(), 1, "every path leaves its connection fit for reuse")
+	require.Equal(t, 0, e.count(t, `SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%' AND pid = $1`, m.connections()[0]))
+	require.Equal(t, 0, e.count(t, `SELECT count(*) FROM barrier WHERE gid = 'never'`))
+}
+
+// TestTwoPCBarrierHandlerCannotEndTheTransaction: the 2PC handlers get the same savepoint Tx as a
+// saga step's handler; one that ends it keeps nothing and is tried again.
+func TestTwoPCBarrierHandlerCannotEndTheTransaction(t *testing.T) {
+	t.Parallel()
+	e := newTxEnv(t)
+	r := &txRecorder{}
+	h := r.handlers()
+	prepare := h.Prepare
+	h.Prepare = func(ctx context.Context, tx pgx.Tx, cmd *protocol.TxCommand) error {
+		if err := prepare(ctx, tx, cmd); err != nil {
+			return err
+		}
+		return tx.Commit(ctx)
+	}
+	p := e.run(t, txCmd("t1", protocol.KindPrepare), h)
+	require.True(t, p.requeue)
+	require.EqualError(t, p.cause, "handler returned success but its transaction cannot be kept: tx is closed")
+	require.Equal(t, 0, e.count(t, `SELECT count(*) FROM barrier`))
+	require.Equal(t, 0, e.effects(t), "the savepoint the handler released is rolled back with the rest")
+	require.Equal(t, 0, e.prepared(t))
+
+	h.Prepare = prepare
+	require.EqualValues(t, protocol.OutcomeVoteYes, e.run(t, txCmd("t1", protocol.KindPrepare), h).reply.Outcome)
+	require.Equal(t, 1, e.prepared(t))
 }

@@ -186,7 +186,7 @@ func TestBarrierHandlerTxIsASavepoint(t *testing.T) {
 	})
 
 	t.Run("a business failure after the handler ended its transaction is an infrastructure error", func(t *testing.T) {
-		_, err := e.b.run(ctx, action("ends-then-fails"), func(ctx context.Context, tx pgx.Tx, cmd *protocol.StepCommand) (json.RawMessage, error) {
+		_, err := e.b.runStep(ctx, action("ends-then-fails"), func(ctx context.Context, tx pgx.Tx, cmd *protocol.StepCommand) (json.RawMessage, error) {
 			if err := tx.Rollback(ctx); err != nil {
 				return nil, err
 			}
@@ -260,7 +260,7 @@ func TestBarrierFailedReplyWriteCommitsNothing(t *testing.T) {
 	t.Parallel()
 	e, m := newMeteredEnv(t)
 	h := &recorder{out: `{"note":"\u0000"}`} // valid JSON that jsonb refuses
-	_, err := e.b.run(context.Background(), action("s1"), h.handle)
+	_, err := e.b.runStep(context.Background(), action("s1"), h.handle)
 	require.ErrorContains(t, err, "store reply in barrier row (s1, debit, action)")
 	require.NotContains(t, err.Error(), "commit barrier transaction", "a server error is not indeterminate")
 	require.True(t, isDataException(err), "the worker dead-letters it: %v", err)
@@ -304,7 +304,7 @@ func TestBarrierReusesItsConnectionAfterEveryPath(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		_, err := e.b.run(ctx, action("interrupted"), h.handle)
+		_, err := e.b.runStep(ctx, action("interrupted"), h.handle)
 		done <- err
 	}()
 	<-h.entered
@@ -326,7 +326,7 @@ func TestBarrierCancelledWhileWaitingDecidesNothing(t *testing.T) {
 	act := newBlocker(`{}`)
 	actDone := make(chan error, 1)
 	go func() {
-		_, err := e.b.run(context.Background(), action("s1"), act.handle)
+		_, err := e.b.runStep(context.Background(), action("s1"), act.handle)
 		actDone <- err
 	}()
 	<-act.entered
@@ -334,7 +334,7 @@ func TestBarrierCancelledWhileWaitingDecidesNothing(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	compDone := make(chan error, 1)
 	go func() {
-		_, err := e.b.run(ctx, compensation("s1"), (&recorder{}).handle)
+		_, err := e.b.runStep(ctx, compensation("s1"), (&recorder{}).handle)
 		compDone <- err
 	}()
 	e.waitLockWaiters(t, 1)
@@ -394,6 +394,19 @@ func TestBarrierUnderEveryQueryExecMode(t *testing.T) {
 			require.True(t, outs[3].res.duplicate)
 			require.EqualValues(t, protocol.OutcomeFailed, outs[4].res.reply.Outcome)
 			require.Equal(t, 4, e.effects(t), "and g1")
+
+			// Two-phase commit, whose reads of rows that may be absent end no batch.
+			te, r := &txEnv{barrierEnv: e}, &txRecorder{}
+			require.EqualValues(t, protocol.OutcomeVoteYes, te.run(t, txCmd("t1", protocol.KindPrepare), r.handlers()).reply.Outcome)
+			commit := txCmd("t1", protocol.KindCommit)
+			commit.Payload = nil
+			require.True(t, te.run(t, commit, r.handlers()).handlerRan)
+			require.JSONEq(t, `{"account":"acct-1","amount":10}`, r.payload(protocol.KindCommit), "from the prepared record")
+			require.False(t, te.run(t, txCmd("t2", protocol.KindAbort), r.handlers()).handlerRan)
+			require.Equal(t, errAbortedFirst, te.run(t, txCmd("t2", protocol.KindPrepare), r.handlers()).reply.Error)
+			_, err = e.b.runTwoPC(context.Background(), txCmd("t3", protocol.KindCommit), r.handlers())
+			require.ErrorAs(t, err, new(*violationError))
+			require.Equal(t, 0, te.prepared(t))
 		})
 	}
 }
