@@ -99,14 +99,15 @@ func mutate[T any](ctx context.Context, s *Store, t table[T], fn func(time.Time,
 		if len(locked) == 0 {
 			return nil
 		}
-		changes, err := fn(now, locked)
-		if err != nil || len(changes) == 0 {
-			return err
-		}
+		// The versions as locked, read before fn may change the rows.
 		lockedVersion := make(map[uuid.UUID]int64, len(locked))
 		for _, v := range locked {
 			id, version := t.key(v)
 			lockedVersion[id] = version
+		}
+		changes, err := fn(now, locked)
+		if err != nil || len(changes) == 0 {
+			return err
 		}
 		changed := make([]T, len(changes))
 		var msgs []transport.Outgoing

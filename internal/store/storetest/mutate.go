@@ -107,6 +107,7 @@ func (k kind[T]) tests() []test {
 		{k.name + "/MutateWritesChangesAndMessages", k.testMutate},
 		{k.name + "/MutateMissingIDsAreAbsent", k.testMutateMissing},
 		{k.name + "/MutateErrorRollsBack", k.testMutateError},
+		{k.name + "/MutateOfAnotherVersionIsConflict", k.testMutateConflict},
 		{k.name + "/MutateRefusedValueIsErrInvalidData", k.testMutateInvalidData},
 		{k.name + "/MutateHoldsLocks", k.testMutateLocks},
 		{k.name + "/MutateConcurrentNoLostUpdate", k.testMutateConcurrent},
@@ -223,6 +224,27 @@ func (k kind[T]) testMutateError(t *testing.T, newStore func(t *testing.T) store
 		require.Equal(t, int64(1), *k.fields(got).version, "nothing is written")
 		require.Equal(t, "0", *k.fields(got).reason, "nothing is written")
 	}
+	require.Equal(t, before, backlog(t, f.ctx, f.s), "no message is written")
+}
+
+// testMutateConflict returns a row at a version fn was not given: Mutate fails with
+// store.ErrConflict (after retrying) and writes neither the row nor its messages.
+func (k kind[T]) testMutateConflict(t *testing.T, newStore func(t *testing.T) store.Store) {
+	f := setup(t, newStore)
+	a := k.create(t, f, uuid.New(), rowOpts{})
+	before := backlog(t, f.ctx, f.s)
+	rows, err := k.mutate(f.ctx, f.s, []uuid.UUID{k.fields(a).id}, func(_ time.Time, got []T) ([]store.Changed[T], error) {
+		fl := k.fields(got[0])
+		*fl.version = 7
+		*fl.reason = "changed"
+		return []store.Changed[T]{{Row: got[0], Messages: messages("conflict", 2)}}, nil
+	})
+	require.ErrorIs(t, err, store.ErrConflict)
+	require.Empty(t, rows)
+	got, err := k.get(f.ctx, f.s, k.fields(a).id)
+	require.NoError(t, err)
+	require.Equal(t, int64(1), *k.fields(got).version, "the row is not written")
+	require.Equal(t, "0", *k.fields(got).reason, "the row is not written")
 	require.Equal(t, before, backlog(t, f.ctx, f.s), "no message is written")
 }
 
