@@ -8,16 +8,19 @@ import (
 	"github.com/sagacoord/sagacoord/internal/store"
 )
 
-// Watch is one watcher of one saga or transaction: C receives a value when this instance
+// Watch is one watcher of one saga or transaction: Changed is signalled when this instance
 // committed a change to it, and Latest returns the row as that change committed it. Changes
 // committed by other instances are not seen here; watchers poll for those.
 type Watch[T any] struct {
-	// C is signalled (without blocking; a pending signal stands for any number of changes).
-	C      chan struct{}
+	c      chan struct{}
 	mu     sync.Mutex
 	latest T
 	has    bool
 }
+
+// Changed is signalled (without blocking: a pending signal stands for any number of changes)
+// when this instance committed a change.
+func (w *Watch[T]) Changed() <-chan struct{} { return w.c }
 
 // Latest returns the row as last committed by this instance since the watch began, if any.
 func (w *Watch[T]) Latest() (T, bool) {
@@ -31,7 +34,7 @@ func (w *Watch[T]) set(row T) {
 	w.latest, w.has = row, true
 	w.mu.Unlock()
 	select {
-	case w.C <- struct{}{}:
+	case w.c <- struct{}{}:
 	default:
 	}
 }
@@ -45,7 +48,7 @@ type hub[T any] struct {
 
 // watch starts watching id; the returned function ends the watch.
 func (h *hub[T]) watch(id uuid.UUID) (*Watch[T], func()) {
-	w := &Watch[T]{C: make(chan struct{}, 1)}
+	w := &Watch[T]{c: make(chan struct{}, 1)}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.watches == nil {

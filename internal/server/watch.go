@@ -7,17 +7,23 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/status"
 
-	"github.com/sagacoord/sagacoord/internal/engine"
 )
 
 // defaultWatchPoll is how long a watch waits without news of a change before it reads the row.
 const defaultWatchPoll = 50 * time.Millisecond
 
+// changes is what watch hears from the engine: a signal when this instance committed a change,
+// and the row as committed (engine.Watch).
+type changes[T any] interface {
+	Changed() <-chan struct{}
+	Latest() (T, bool)
+}
+
 // watch sends a row (a saga or a transaction) at once and then whenever its version changes,
 // and returns after sending a terminal state or when ctx ends. A change this instance commits
 // arrives through w at once, with the row as committed; a change another instance commits is
 // found by reading the row after poll passed without news.
-func watch[T any](ctx context.Context, poll time.Duration, w *engine.Watch[T],
+func watch[T any](ctx context.Context, poll time.Duration, w changes[T],
 	read func(context.Context) (T, error), version func(T) (int64, bool), send func(context.Context, T) error) error {
 	if poll == 0 {
 		poll = defaultWatchPoll
@@ -45,7 +51,7 @@ func watch[T any](ctx context.Context, poll time.Duration, w *engine.Watch[T],
 		select {
 		case <-ctx.Done():
 			return status.FromContextError(ctx.Err()).Err()
-		case <-w.C:
+		case <-w.Changed():
 			row, _ = w.Latest()
 		case <-t.C:
 			row, err = read(rctx)
