@@ -12,7 +12,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	pb "github.com/sagacoord/sagacoord/gen/sagacoord/v1"
 	"github.com/sagacoord/sagacoord/internal/cli"
 )
 
@@ -45,11 +44,11 @@ loop at half the sagas/s it reached, for the latency target of docs/performance.
 make bench starts a system and runs it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			conn, err := app.Conn()
+			conn, err := app.Client()
 			if err != nil {
 				return err
 			}
-			cfg.Client = pb.NewSagaServiceClient(conn)
+			cfg.Client = conn.Saga
 			cfg.Duration = duration
 			cfg.Baselines = !noBase
 			if parts != "" {

@@ -20,9 +20,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	amqp "github.com/rabbitmq/amqp091-go"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/sagacoord/sagacoord/client"
 	sagacoordv1 "github.com/sagacoord/sagacoord/gen/sagacoord/v1"
 	"github.com/sagacoord/sagacoord/internal/cli"
 )
@@ -195,7 +194,7 @@ type run struct {
 	links      *links
 	admin      *pgxpool.Pool
 	procs      map[string]*process
-	conns      []*grpc.ClientConn
+	conns      []*client.Conn
 	coordAddr  map[string]string
 	defName    string
 	initial    int64
@@ -369,8 +368,8 @@ func (r *run) execute(ctx context.Context) (err error) {
 	return nil
 }
 
-func (r *run) workloadConns() []*grpc.ClientConn {
-	var out []*grpc.ClientConn
+func (r *run) workloadConns() []*client.Conn {
+	var out []*client.Conn
 	for i, c := range r.s.Topology.Coordinators {
 		if c.Workload == nil || *c.Workload {
 			out = append(out, r.conns[i])
@@ -522,7 +521,7 @@ func (r *run) startProcesses(ctx context.Context) error {
 			},
 		}
 		r.procs[c.Name] = p
-		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, err := client.New(addr)
 		if err != nil {
 			return err
 		}
@@ -601,7 +600,7 @@ func (r *run) register(ctx context.Context) error {
 	conn := r.workloadConns()[0]
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	resp, err := sagacoordv1.NewSagaServiceClient(conn).RegisterDefinition(cctx, &sagacoordv1.RegisterDefinitionRequest{Definition: def})
+	resp, err := conn.Saga.RegisterDefinition(cctx, &sagacoordv1.RegisterDefinitionRequest{Definition: def})
 	if err != nil {
 		return fmt.Errorf("register definition %s: %w", path, err)
 	}

@@ -11,11 +11,11 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/sagacoord/sagacoord/client"
 	sagacoordv1 "github.com/sagacoord/sagacoord/gen/sagacoord/v1"
 )
 
@@ -113,7 +113,7 @@ type workloadResult struct {
 // driver sends the workload to the coordinators that take it.
 type driver struct {
 	s       *Scenario
-	conns   []*grpc.ClientConn
+	conns   []*client.Conn
 	defName string
 	t0      time.Time
 
@@ -178,9 +178,9 @@ func (d *driver) one(ctx context.Context, i int, r request) {
 			if w.PrepareTimeout > 0 {
 				req.PrepareTimeout = durationpb.New(w.PrepareTimeout.D())
 			}
-			_, err = sagacoordv1.NewTwoPCServiceClient(conn).BeginTransaction(cctx, req)
+			_, err = conn.TwoPC.BeginTransaction(cctx, req)
 		} else {
-			_, err = sagacoordv1.NewSagaServiceClient(conn).StartSaga(cctx, &sagacoordv1.StartSagaRequest{SagaId: r.ID, Definition: d.defName, Input: r.Input})
+			_, err = conn.Saga.StartSaga(cctx, &sagacoordv1.StartSagaRequest{SagaId: r.ID, Definition: d.defName, Input: r.Input})
 		}
 		cancel()
 		d.mu.Lock()

@@ -13,8 +13,8 @@ import (
 	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
-	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/sagacoord/sagacoord/client"
 	sagacoordv1 "github.com/sagacoord/sagacoord/gen/sagacoord/v1"
 )
 
@@ -44,8 +44,7 @@ type Options struct {
 	Now func() time.Time
 	// Commands adds subcommands to the root (chaos, bench).
 	Commands []CommandFunc
-	// DialOptions are added to the gRPC client's, after insecure transport credentials (for
-	// example a custom dialer or interceptors).
+	// DialOptions are given to client.New (for example a custom dialer or interceptors).
 	DialOptions []grpc.DialOption
 }
 
@@ -80,7 +79,7 @@ type App struct {
 	// Timeout bounds each unary call (--timeout).
 	Timeout time.Duration
 
-	conn *grpc.ClientConn
+	conn *client.Conn
 	// started is set once the flags and arguments passed their checks: an error after that is
 	// not a command-line mistake and gets no pointer to --help.
 	started bool
@@ -98,14 +97,14 @@ func (a *App) Stdin() io.Reader { return a.opts.Stdin }
 // JSON reports whether -o json was given.
 func (a *App) JSON() bool { return a.Output == outputJSON }
 
-// Conn returns the client connection, creating it on first use. Creating it does not dial: the
-// first call does, and a coordinator that cannot be reached fails that call with Unavailable.
-func (a *App) Conn() (*grpc.ClientConn, error) {
+// Client returns the connection to the coordinator, creating it on first use. Creating it does
+// not dial: the first call does, and a coordinator that cannot be reached fails that call with
+// Unavailable.
+func (a *App) Client() (*client.Conn, error) {
 	if a.conn != nil {
 		return a.conn, nil
 	}
-	opts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, a.opts.DialOptions...)
-	conn, err := grpc.NewClient(a.Addr, opts...)
+	conn, err := client.New(a.Addr, a.opts.DialOptions...)
 	if err != nil {
 		return nil, UsageErrorf("invalid --addr %q: %v", a.Addr, err)
 	}
@@ -126,24 +125,24 @@ func (a *App) RPCError(ctx context.Context, err error) error {
 
 // rpcErrorOf is RPCError naming the service an Unimplemented answer lacks.
 func (a *App) rpcErrorOf(ctx context.Context, service string, err error) error {
-	reachable := a.conn != nil && a.conn.GetState() == connectivity.Ready
+	reachable := a.conn != nil && a.conn.ClientConn().GetState() == connectivity.Ready
 	return rpcError(ctx, a.Addr, service, reachable, err)
 }
 
 func (a *App) sagaClient() (sagacoordv1.SagaServiceClient, error) {
-	conn, err := a.Conn()
+	conn, err := a.Client()
 	if err != nil {
 		return nil, err
 	}
-	return sagacoordv1.NewSagaServiceClient(conn), nil
+	return conn.Saga, nil
 }
 
 func (a *App) txClient() (sagacoordv1.TwoPCServiceClient, error) {
-	conn, err := a.Conn()
+	conn, err := a.Client()
 	if err != nil {
 		return nil, err
 	}
-	return sagacoordv1.NewTwoPCServiceClient(conn), nil
+	return conn.TwoPC, nil
 }
 
 func (a *App) close() {
