@@ -11,7 +11,7 @@ GOBIN := $(shell $(GO) env GOPATH)/bin
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
 
-build: ## build the binaries into bin/
+build: ## build the binaries into bin/ (coordinator, participant-sim, sagactl, sagalab)
 	$(GO) build -o $(BIN)/ ./cmd/...
 
 generate: ## regenerate the gRPC code from proto/ (needs protoc; installs the Go plugins)
@@ -37,15 +37,15 @@ services: ## start the local PostgreSQL and RabbitMQ if they are down
 demo: build services ## run the whole system locally and print how many sagas completed and compensated
 	scripts/demo.sh
 
-bench: build services ## measure throughput and latency on the local services (ARGS="--rate 1000")
+bench: build services ## measure throughput and latency on the local services with sagalab bench (ARGS="--rate 1000")
 	scripts/bench.sh $(ARGS)
 
 CHAOS_REPORT ?= /tmp/sagacoord-chaos-report
-chaos: build services ## run every chaos scenario of scenarios/ (report in CHAOS_REPORT, default /tmp/sagacoord-chaos-report; ARGS="--seed 1,2")
-	$(BIN)/sagactl chaos run scenarios/ --bin $(BIN) --report $(CHAOS_REPORT) $(ARGS)
+chaos: build services ## run every chaos scenario of scenarios/ with sagalab chaos run (report in CHAOS_REPORT, default /tmp/sagacoord-chaos-report; ARGS="--seed 1,2")
+	$(BIN)/sagalab chaos run scenarios/ --bin $(BIN) --report $(CHAOS_REPORT) $(ARGS)
 
 chaos-fast: build services ## the chaos scenarios tagged fast: under 10 minutes (report in CHAOS_REPORT-fast)
-	$(BIN)/sagactl chaos run scenarios/ --tag fast --bin $(BIN) --report $(CHAOS_REPORT)-fast $(ARGS)
+	$(BIN)/sagalab chaos run scenarios/ --tag fast --bin $(BIN) --report $(CHAOS_REPORT)-fast $(ARGS)
 
 clean: ## remove build outputs
 	rm -rf $(BIN)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts a coordinator and three no-op participants (participant-sim) on the local PostgreSQL and
-# RabbitMQ, in their own schema and vhost (recreated each run), and runs `sagactl bench` against
-# them. Arguments are passed to sagactl bench, e.g. scripts/bench.sh --rate 1000 --duration 20s.
+# RabbitMQ, in their own schema and vhost (recreated each run), and runs `sagalab bench` against
+# them. Arguments are passed to sagalab bench, e.g. scripts/bench.sh --rate 1000 --duration 20s.
 # The participants (scripts/bench-participants.yaml, or the file BENCH_SIM_CONFIG names) keep
 # their barrier in database "test", so pg_commits_per_saga counts only the coordinator's own
 # commits (database "postgres"). BENCH_COORDINATOR_FLAGS adds flags to the
@@ -44,4 +44,4 @@ for i in $(seq 1 100); do
 done
 kill -0 "$sim" 2>/dev/null || { echo "participant-sim exited:"; cat "$LOGS/participant-sim.log"; exit 1; }
 echo "logs in $LOGS" >&2
-SAGACOORD_ADDR=$ADDR "$BIN/sagactl" bench --database-url "$DB" --amqp-url "$AMQP" --pid "$coord" "$@"
+SAGACOORD_ADDR=$ADDR "$BIN/sagalab" bench --database-url "$DB" --amqp-url "$AMQP" --pid "$coord" "$@"

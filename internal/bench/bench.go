@@ -139,7 +139,7 @@ type Result struct {
 	CoordinatorCPU  float64  `json:"coordinator_cpu_cores,omitempty"`
 	// CPUByProcess is the CPU of every process on the machine over the window, in cores, by
 	// group: postgres (every backend and helper), rabbitmq (the Erlang VM), coordinator,
-	// participant-sim, sagactl, other; and total. From /proc, so on Linux only, and only
+	// participant-sim, sagalab (the load generator), sagactl, other; and total. From /proc, so on Linux only, and only
 	// meaningful when the services run on this machine, as with scripts/bench.sh.
 	CPUByProcess map[string]float64 `json:"cpu_cores_by_process,omitempty"`
 	// CPUMillisPerSaga is the whole machine's CPU per completed saga, in milliseconds.
@@ -749,7 +749,7 @@ func processGroup(comm string) string {
 		return "postgres"
 	case strings.HasPrefix(comm, "beam"), comm == "erl_child_setup", comm == "epmd", comm == "inet_gethost":
 		return "rabbitmq"
-	case comm == "coordinator", comm == "participant-sim", comm == "sagactl":
+	case comm == "coordinator", comm == "participant-sim", comm == "sagalab", comm == "sagactl":
 		return comm
 	}
 	return "other"

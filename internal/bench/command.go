@@ -15,7 +15,7 @@ import (
 	"github.com/sagacoord/sagacoord/internal/cli"
 )
 
-// Command is `sagactl bench`.
+// Command is `sagalab bench` (cmd/sagalab).
 func Command(app *cli.App) *cobra.Command {
 	var (
 		cfg      Config
@@ -234,7 +234,7 @@ func printTable(app *cli.App, r *Result) {
 	}
 	if total := r.CPUByProcess["total"]; total > 0 {
 		var parts []string
-		for _, g := range []string{"postgres", "rabbitmq", "coordinator", "participant-sim", "sagactl", "other"} {
+		for _, g := range []string{"postgres", "rabbitmq", "coordinator", "participant-sim", "sagalab", "sagactl", "other"} {
 			if c := r.CPUByProcess[g]; c > 0 {
 				parts = append(parts, fmt.Sprintf("%s %.2f", g, c))
 			}

@@ -14,6 +14,7 @@ func TestProcessGroup(t *testing.T) {
 		"erl_child_setup":              "rabbitmq",
 		"coordinator":                  "coordinator",
 		"participant-sim":              "participant-sim",
+		"sagalab":                      "sagalab",
 		"sagactl":                      "sagactl",
 		"kworker/1:1H":                 "other",
 	} {

@@ -15,11 +15,11 @@ import (
 	"github.com/sagacoord/sagacoord/internal/cli"
 )
 
-// ExitViolated is sagactl's exit code when a scenario failed (an invariant was violated) or
-// could not run.
+// ExitViolated is the exit code of `sagalab chaos run` when a scenario failed (an invariant was
+// violated) or could not run.
 const ExitViolated = 5
 
-// Command builds `sagactl chaos`; cmd/sagactl adds it through cli.Options.Commands.
+// Command builds `sagalab chaos` (cmd/sagalab).
 func Command(app *cli.App) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "chaos",
@@ -29,11 +29,11 @@ docs/chaos.md): it starts coordinators and participant-sims as child processes o
 schema and vhost, drives a workload over gRPC, injects the scenario's faults (signals,
 toxiproxy link faults, terminated PostgreSQL backends, duplicate and poison messages, broker
 and database restarts on private instances), waits for quiescence and checks the invariants
-G1-G7 and T1 of DESIGN section 4.`,
+G1-G7 and T1 (docs/chaos.md lists them).`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 0 {
-				return &cli.ExitError{Code: cli.ExitUsage, Err: fmt.Errorf("unknown command %q for \"sagactl chaos\"", args[0])}
+				return &cli.ExitError{Code: cli.ExitUsage, Err: fmt.Errorf("unknown command %q for %q", args[0], cmd.CommandPath())}
 			}
 			return cmd.Help()
 		},
@@ -119,9 +119,9 @@ missing, do not count), 5 otherwise.
 
 The same seed gives the same workload and fault schedule. Binaries come from --bin, or are
 built with 'go build' from the module the command runs in.`,
-		Example: `  sagactl chaos run scenarios/ --report /tmp/chaos
-  sagactl chaos run scenarios/05-duplicates.yaml --seed 1 --seed 2
-  sagactl chaos run scenarios/ --tag fast --bin bin`,
+		Example: `  sagalab chaos run scenarios/ --report /tmp/chaos
+  sagalab chaos run scenarios/05-duplicates.yaml --seed 1 --seed 2
+  sagalab chaos run scenarios/ --tag fast --bin bin`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ss, err := load(args[0])

@@ -28,8 +28,8 @@ const (
 	DefaultTimeout = 10 * time.Second
 )
 
-// CommandFunc builds a subcommand that is added to the root command, such as `chaos` or `bench`.
-// It receives the App to reach the global flags, the output streams and the connection.
+// CommandFunc builds a subcommand of a Program's root command, such as `saga` or `chaos`. It
+// receives the App to reach the global flags, the output streams and the connection.
 type CommandFunc func(*App) *cobra.Command
 
 // Options configure Run. Zero values mean the process's own streams and environment.
@@ -42,8 +42,6 @@ type Options struct {
 	Getenv func(string) string
 	// Now defaults to time.Now; it is used for the elapsed time of running steps.
 	Now func() time.Time
-	// Commands adds subcommands to the root (chaos, bench).
-	Commands []CommandFunc
 	// DialOptions are given to client.New (for example a custom dialer or interceptors).
 	DialOptions []grpc.DialOption
 }
@@ -152,38 +150,6 @@ func (a *App) close() {
 	}
 }
 
-// Run runs sagactl with args (without the program name) and returns the exit code; see the Exit
-// constants. Errors are printed on stderr as "sagactl: <command>: <problem>".
-func Run(ctx context.Context, args []string, opts Options) int {
-	app := &App{opts: opts.withDefaults()}
-	defer app.close()
-	root := newRootCommand(app)
-	root.SetArgs(args)
-	cmd, err := root.ExecuteContextC(ctx)
-	if err == nil {
-		return ExitOK
-	}
-	code := exitCode(err)
-	var ee *ExitError
-	if errors.As(err, &ee) && ee.Err == nil {
-		return code // the command already said what happened
-	}
-	name := "sagactl"
-	if cmd != nil {
-		name = cmd.CommandPath()
-	}
-	op := strings.TrimPrefix(strings.TrimPrefix(name, "sagactl"), " ")
-	if op != "" {
-		fmt.Fprintf(app.Stderr(), "sagactl: %s: %v\n", op, err)
-	} else {
-		fmt.Fprintf(app.Stderr(), "sagactl: %v\n", err)
-	}
-	if code == ExitUsage && cmd != nil && isCommandLineError(err, app.started) {
-		fmt.Fprintf(app.Stderr(), "Run '%s --help' for usage.\n", cmd.CommandPath())
-	}
-	return code
-}
-
 // commandLineError marks mistakes in flags and arguments, which deserve a pointer to --help; a
 // bad input file does not.
 type commandLineError struct{ err error }
@@ -201,59 +167,6 @@ func isCommandLineError(err error, started bool) bool {
 
 func flagError(format string, args ...any) error {
 	return &ExitError{Code: ExitUsage, Err: &commandLineError{fmt.Errorf(format, args...)}}
-}
-
-func newRootCommand(app *App) *cobra.Command {
-	addrDefault := app.opts.Getenv(AddrEnv)
-	if addrDefault == "" {
-		addrDefault = DefaultAddr
-	}
-	root := &cobra.Command{
-		Use:   "sagactl",
-		Short: "Client of the sagacoord distributed-transaction coordinator",
-		Long: `sagactl registers saga definitions, starts, inspects and steers sagas, and inspects
-two-phase-commit transactions on a sagacoord coordinator.
-
-Exit codes:
-  0  success (for --wait and watch: the saga COMPLETED, the transaction COMMITTED)
-  1  usage error: bad flags or arguments, or a bad input file (nothing was changed)
-  2  the coordinator could not be reached or answered with an error (gRPC code on stderr)
-  3  the watched saga ended COMPENSATED (or the transaction ABORTED)
-  4  the watched saga ended FAILED and needs an operator
-  130 interrupted`,
-		SilenceErrors: true,
-		SilenceUsage:  true,
-		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			switch app.Output {
-			case outputTable, outputJSON:
-			default:
-				return flagError("invalid --output %q: want table or json", app.Output)
-			}
-			if app.Timeout <= 0 {
-				return flagError("invalid --timeout %s: must be positive", app.Timeout)
-			}
-			if strings.TrimSpace(app.Addr) == "" {
-				return flagError("--addr must not be empty")
-			}
-			app.started = true
-			return nil
-		},
-	}
-	root.SetIn(app.Stdin())
-	root.SetOut(app.Stdout())
-	root.SetErr(app.Stderr())
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
-		return &ExitError{Code: ExitUsage, Err: &commandLineError{err}}
-	})
-	pf := root.PersistentFlags()
-	pf.StringVar(&app.Addr, "addr", addrDefault, "coordinator address host:port (the default comes from $"+AddrEnv+" when set)")
-	pf.StringVarP(&app.Output, "output", "o", outputTable, "output format: table or json")
-	pf.DurationVar(&app.Timeout, "timeout", DefaultTimeout, "time limit of each call to the coordinator (watches are not limited)")
-	root.AddCommand(newDefinitionCommand(app), newSagaCommand(app), newTxCommand(app))
-	for _, f := range app.opts.Commands {
-		root.AddCommand(f(app))
-	}
-	return root
 }
 
 // exactArgs is cobra.ExactArgs with names in the message and the usage exit code.

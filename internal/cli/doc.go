@@ -4,6 +4,7 @@
 //
 // Input files (saga definitions for `definition apply`, transactions for `tx begin`) are parsed
 // by ParseDefinition and ParseTransaction, which report problems as *FileError with the file,
-// line and field. Commands added later (chaos, bench) plug in through Options.Commands and
+// line and field. Another program can be built on the same global flags, error format and exit
+// codes with RunProgram (cmd/sagalab does, for the chaos lab and the benchmark); its commands
 // return *ExitError to choose their exit code.
 package cli

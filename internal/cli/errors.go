@@ -30,12 +30,12 @@ const (
 )
 
 // ExitError carries the exit code a command wants together with the message to print. Commands
-// added to the root (chaos, bench) return it to choose their exit code; any other error from a
+// return it to choose their exit code (sagalab's chaos and bench do); any other error from a
 // command exits with ExitUsage, and a gRPC status error with ExitServer.
 type ExitError struct {
 	// Code is the process exit code.
 	Code int
-	// Err is printed on stderr after "sagactl: <command>: "; nil prints nothing.
+	// Err is printed on stderr after "<program>: <command>: "; nil prints nothing.
 	Err error
 
 	// rpcCode is the gRPC code when the error came from a call (OK otherwise).

@@ -85,7 +85,7 @@ func TestAddrFromEnvironment(t *testing.T) {
 
 	// Without either, the built-in default.
 	app := &App{opts: Options{Getenv: func(string) string { return "" }}.withDefaults()}
-	require.Equal(t, DefaultAddr, newRootCommand(app).PersistentFlags().Lookup("addr").DefValue)
+	require.Equal(t, DefaultAddr, newRootCommand(app, sagactlProgram).PersistentFlags().Lookup("addr").DefValue)
 }
 
 func TestUsageErrors(t *testing.T) {
@@ -125,27 +125,35 @@ func TestHelp(t *testing.T) {
 	require.Contains(t, r.stdout, "compensation_retry:")
 	r = sagactl(t, "", "--help")
 	require.Contains(t, r.stdout, "4  the watched saga ended FAILED")
+	for _, lab := range []string{"chaos", "bench"} {
+		require.NotContains(t, r.stdout, "\n  "+lab+" ", "sagactl lists the lab's command %s", lab)
+	}
 }
 
-// Later commands (chaos, bench) plug in through Options.Commands and pick exit codes with
-// ExitError.
-func TestExtraCommands(t *testing.T) {
+// Another program (sagalab) gets the global flags and the error format, and its commands pick
+// exit codes with ExitError.
+func TestOtherProgram(t *testing.T) {
 	t.Parallel()
 	var out, errOut syncBuffer
-	code := Run(t.Context(), []string{"--addr", "10.0.0.1:1", "chaos", "run"}, Options{
+	prog := Program{Name: "sagalab", Commands: []CommandFunc{func(app *App) *cobra.Command {
+		chaos := &cobra.Command{Use: "chaos"}
+		chaos.AddCommand(&cobra.Command{Use: "run", RunE: func(cmd *cobra.Command, _ []string) error {
+			_, _ = cmd.OutOrStdout().Write([]byte("addr " + app.Addr + "\n"))
+			return &ExitError{Code: 5, Err: errStr("invariant G3 violated")}
+		}})
+		return chaos
+	}}}
+	code := RunProgram(t.Context(), prog, []string{"--addr", "10.0.0.1:1", "chaos", "run"}, Options{
 		Stdout: &out, Stderr: &errOut, Getenv: func(string) string { return "" },
-		Commands: []CommandFunc{func(app *App) *cobra.Command {
-			chaos := &cobra.Command{Use: "chaos"}
-			chaos.AddCommand(&cobra.Command{Use: "run", RunE: func(cmd *cobra.Command, _ []string) error {
-				_, _ = cmd.OutOrStdout().Write([]byte("addr " + app.Addr + "\n"))
-				return &ExitError{Code: 5, Err: errStr("invariant G3 violated")}
-			}})
-			return chaos
-		}},
 	})
 	require.Equal(t, 5, code)
 	require.Equal(t, "addr 10.0.0.1:1\n", out.String())
-	require.Equal(t, "sagactl: chaos run: invariant G3 violated\n", errOut.String())
+	require.Equal(t, "sagalab: chaos run: invariant G3 violated\n", errOut.String())
+
+	var out2, errOut2 syncBuffer
+	code = RunProgram(t.Context(), prog, []string{"saga", "list"}, Options{Stdout: &out2, Stderr: &errOut2, Getenv: func(string) string { return "" }})
+	require.Equal(t, ExitUsage, code, "sagactl's commands are not sagalab's")
+	require.Contains(t, errOut2.String(), `sagalab: unknown command "saga" for "sagalab"`)
 }
 
 type errStr string

@@ -1,0 +1,35 @@
+// Command sagalab is the developers' lab of sagacoord: `sagalab chaos` runs the fault-injection
+// scenarios of scenarios/ against real coordinator and participant-sim processes
+// (internal/chaos, docs/chaos.md), and `sagalab bench` measures a running system
+// (internal/bench, docs/performance.md). They need PostgreSQL, RabbitMQ and toxiproxy's library,
+// which is why they live here and not in sagactl, the user's gRPC client. Global flags, error
+// format and exit codes 0, 1, 2 and 130 are sagactl's (internal/cli).
+package main
+
+import (
+	"os"
+
+	"github.com/sagacoord/sagacoord/internal/bench"
+	"github.com/sagacoord/sagacoord/internal/chaos"
+	"github.com/sagacoord/sagacoord/internal/cli"
+)
+
+// lab is sagalab's root command.
+var lab = cli.Program{
+	Name:  "sagalab",
+	Short: "Chaos scenarios and benchmark of sagacoord, for its developers",
+	Long: `sagalab runs the chaos scenarios (sagalab chaos) and the benchmark (sagalab bench) of
+sagacoord against real processes, PostgreSQL and RabbitMQ. The user's client is sagactl.
+
+Exit codes:
+  0  success (chaos run: every invariant of every run held)
+  1  usage error: bad flags or arguments, or a bad scenario file
+  2  bench: the coordinator could not be reached or a measurement failed
+  5  chaos run: a scenario failed (an invariant was violated) or could not run
+  130 interrupted`,
+	Commands: []cli.CommandFunc{chaos.Command, bench.Command},
+}
+
+func main() {
+	os.Exit(cli.Main(lab))
+}
