@@ -1,16 +1,17 @@
 package main
 
 import (
-	"encoding/json"
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"regexp"
 	"slices"
 	"strings"
 	"time"
 
-	"sigs.k8s.io/yaml"
+	"go.yaml.in/yaml/v3"
 )
 
 // Kinds of simulated participant.
@@ -29,74 +30,79 @@ const wildcard = "*"
 // simConfig is everything the simulator runs: from --config, or built from the flags.
 type simConfig struct {
 	// Seed makes every fault decision reproducible (see faults.go).
-	Seed uint64 `json:"seed"`
+	Seed uint64 `yaml:"seed"`
 	// SchemaPrefix prefixes each participant's schema: <prefix><name>. Default "sim_".
-	SchemaPrefix string              `json:"schema_prefix"`
-	Participants []participantConfig `json:"participants"`
+	SchemaPrefix string              `yaml:"schema_prefix"`
+	Participants []participantConfig `yaml:"participants"`
 }
 
 // participantConfig is one simulated participant.
 type participantConfig struct {
-	Name string `json:"name"`
-	Kind string `json:"kind"`
+	Name string `yaml:"name"`
+	Kind string `yaml:"kind"`
 	// SeedAccounts creates acct-1..acct-N (transfer) or sku-1..sku-N (inventory) with
 	// InitialBalance, once: existing rows are left as they are, so a restart keeps the books.
-	SeedAccounts   int   `json:"seed_accounts"`
-	InitialBalance int64 `json:"initial_balance"`
+	SeedAccounts   int   `yaml:"seed_accounts"`
+	InitialBalance int64 `yaml:"initial_balance"`
 	// Prefetch, Concurrency and MaxBatch (commands decided in one local transaction) of the
 	// participant's worker; 0 takes the SDK defaults.
-	Prefetch    int `json:"prefetch"`
-	Concurrency int `json:"concurrency"`
-	MaxBatch    int `json:"max_batch"`
+	Prefetch    int `yaml:"prefetch"`
+	Concurrency int `yaml:"concurrency"`
+	MaxBatch    int `yaml:"max_batch"`
 	// Faults by action or compensation name; "*" covers the actions without their own entry.
-	Faults map[string]faults `json:"faults"`
+	Faults map[string]faults `yaml:"faults"`
 }
 
 // faults are the fault knobs of one action. Probabilities are in [0, 1].
 type faults struct {
 	// FailProbability: the handler fails for business reasons (the saga compensates).
-	FailProbability float64 `json:"fail_probability"`
+	FailProbability float64 `yaml:"fail_probability"`
 	// RetryProbability: the handler fails transiently (the coordinator retries).
-	RetryProbability float64 `json:"retry_probability"`
+	RetryProbability float64 `yaml:"retry_probability"`
 	// Latency is added before the handler runs.
-	Latency duration `json:"latency"`
+	Latency duration `yaml:"latency"`
 	// HangProbability: the handler blocks until shutdown and never replies. A redelivered command
 	// does not hang again, so a restart unblocks it. A participant with hangs turns off the SDK's
 	// handler deadline (participant.Config.HandlerTimeout), which would end them at the step's
 	// timeout: catalogue fault 6 needs the action held while its compensation overtakes it.
-	HangProbability float64 `json:"hang_probability"`
+	HangProbability float64 `yaml:"hang_probability"`
 	// CrashAfterCommitProbability: the process exits with status 137 after the local commit,
 	// before the reply is published and the command acked (catalogue fault 3).
-	CrashAfterCommitProbability float64 `json:"crash_after_commit_probability"`
+	CrashAfterCommitProbability float64 `yaml:"crash_after_commit_probability"`
 }
 
 // duration is a time.Duration written as a Go duration string ("25ms", "1.5s").
 type duration time.Duration
 
-func (d *duration) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("a duration is a string such as \"25ms\", not %s", b)
+// UnmarshalYAML reads a duration string; a bare number is refused, so that 20 is never read as
+// twenty nanoseconds.
+func (d *duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode || n.Tag != "!!str" {
+		return fmt.Errorf("line %d: a duration is a string such as \"25ms\", not %s", n.Line, n.Value)
 	}
-	v, err := time.ParseDuration(s)
+	v, err := time.ParseDuration(n.Value)
 	if err != nil {
-		return err
+		return fmt.Errorf("line %d: %w", n.Line, err)
 	}
 	*d = duration(v)
 	return nil
 }
 
-func (d duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
-
-// loadConfigFile reads a YAML or JSON config file; unknown fields are errors, so a typo in a
-// fault knob does not silently disable it.
+// loadConfigFile reads a YAML or JSON config file; unknown fields are errors that name their
+// line, so a typo in a fault knob does not silently disable it.
 func loadConfigFile(path string) (simConfig, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return simConfig{}, err
 	}
 	var c simConfig
-	if err := yaml.UnmarshalStrict(b, &c); err != nil {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			err = errors.New(strings.Join(te.Errors, "; "))
+		}
 		return simConfig{}, fmt.Errorf("config file %s: %w", path, err)
 	}
 	return c, nil

@@ -92,6 +92,11 @@ participants:
 	require.NoError(t, os.WriteFile(path, []byte(`{"participants":[{"name":"a","kind":"noop","faults":{"x":{"fail_probabilty":0.5}}}]}`), 0o600))
 	_, err = loadConfigFile(path)
 	require.ErrorContains(t, err, "fail_probabilty", "a misspelt knob is an error, not silently ignored")
+	require.ErrorContains(t, err, "config file "+path+": line 1: field fail_probabilty not found")
+
+	require.NoError(t, os.WriteFile(path, []byte("seed: 3\nparticipants:\n  - name: a\n    kind: noop\n    concurrancy: 4\n"), 0o600))
+	_, err = loadConfigFile(path)
+	require.ErrorContains(t, err, "config file "+path+": line 5: field concurrancy not found", "the error names the file and the line")
 
 	require.NoError(t, os.WriteFile(path, []byte(`{"participants":[{"name":"a","kind":"noop","faults":{"x":{"latency":20}}}]}`), 0o600))
 	_, err = loadConfigFile(path)
@@ -177,4 +182,39 @@ func TestHangsTurnsOffTheHandlerDeadline(t *testing.T) {
 	if !hung.hangs() {
 		t.Error("a participant with hang_probability 0.2 on credit reports no hangs")
 	}
+}
+
+// The configuration files shipped in the repository, and the JSON the chaos runner writes, load
+// and validate.
+func TestShippedConfigFilesLoad(t *testing.T) {
+	t.Parallel()
+	for _, path := range []string{"../../examples/sim.yaml", "../../scripts/bench-participants.yaml"} {
+		c, err := options{configFile: path}.simConfig()
+		require.NoError(t, err, path)
+		require.NotEmpty(t, c.Participants, path)
+	}
+	chaos := filepath.Join(t.TempDir(), "bank-b.sim.json")
+	require.NoError(t, os.WriteFile(chaos, []byte(`{
+  "participants": [
+    {
+      "name": "bank-b",
+      "kind": "transfer",
+      "seed_accounts": 20,
+      "initial_balance": 1000,
+      "faults": {
+        "credit": {
+          "fail_probability": 0.2,
+          "latency": "20ms",
+          "crash_after_commit_probability": 0.05
+        }
+      }
+    }
+  ],
+  "schema_prefix": "chaos_0a1b2c3d_",
+  "seed": 18446744073709551615
+}`), 0o600))
+	c, err := options{configFile: chaos}.simConfig()
+	require.NoError(t, err)
+	require.Equal(t, uint64(18446744073709551615), c.Seed)
+	require.Equal(t, faults{FailProbability: 0.2, Latency: duration(20 * time.Millisecond), CrashAfterCommitProbability: 0.05}, c.Participants[0].faultsFor("credit"))
 }

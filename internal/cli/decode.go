@@ -13,15 +13,15 @@ import (
 	"strings"
 	"time"
 
-	yamlnode "go.yaml.in/yaml/v3"
-	"sigs.k8s.io/yaml"
+	"go.yaml.in/yaml/v3"
 )
 
-// Input files (saga definitions, transactions) are decoded by the strict decoders the team chose,
-// sigs.k8s.io/yaml's UnmarshalStrict and encoding/json with DisallowUnknownFields. Neither reports
-// where in the file a problem is, so the file is also parsed into a yaml.v3 node tree (JSON is YAML
-// too), which knows every line: it checks field names exactly (encoding/json would match "Name" to
-// "name" silently) and locates the errors the decoders report.
+// Input files (saga definitions, transactions) are YAML or JSON whose format is a struct's json
+// tags. A JSON file is decoded by encoding/json with DisallowUnknownFields; a YAML file is parsed
+// by yaml.v3 into a node tree, converted to JSON by jsonOf (yamljson.go) and decoded the same way,
+// so both formats obey one set of rules. The node tree (JSON is YAML too) also knows every line:
+// checkFields checks field names exactly against it (encoding/json would match "Name" to "name"
+// silently), and the errors the decoder reports are located in it.
 
 // FileError reports a problem in an input file: the file, the line when known, the field path in
 // the form steps[1].timeout, and what is wrong.
@@ -92,7 +92,7 @@ const (
 // parse as YAML although the decoder accepted it) yields line 0.
 type locator struct {
 	file string
-	root *yamlnode.Node
+	root *yaml.Node
 }
 
 // errorf returns a FileError for the dotted path ("steps.1.timeout"), with its line when known.
@@ -115,9 +115,9 @@ func (l *locator) line(path string) int {
 		}
 		n = deref(n, 0)
 		switch n.Kind {
-		case yamlnode.MappingNode:
+		case yaml.MappingNode:
 			n = mappingValue(n, seg)
-		case yamlnode.SequenceNode:
+		case yaml.SequenceNode:
 			i, err := strconv.Atoi(seg)
 			if err != nil || i < 0 || i >= len(n.Content) {
 				return 0
@@ -134,8 +134,8 @@ func (l *locator) line(path string) int {
 }
 
 // content returns the document's top node.
-func content(doc *yamlnode.Node) *yamlnode.Node {
-	if doc.Kind == yamlnode.DocumentNode {
+func content(doc *yaml.Node) *yaml.Node {
+	if doc.Kind == yaml.DocumentNode {
 		if len(doc.Content) == 0 {
 			return nil
 		}
@@ -145,15 +145,15 @@ func content(doc *yamlnode.Node) *yamlnode.Node {
 }
 
 // deref follows aliases, at most maxTreeDepth times.
-func deref(n *yamlnode.Node, depth int) *yamlnode.Node {
-	for n != nil && n.Kind == yamlnode.AliasNode && depth < maxTreeDepth {
+func deref(n *yaml.Node, depth int) *yaml.Node {
+	for n != nil && n.Kind == yaml.AliasNode && depth < maxTreeDepth {
 		n = n.Alias
 		depth++
 	}
 	return n
 }
 
-func mappingValue(m *yamlnode.Node, key string) *yamlnode.Node {
+func mappingValue(m *yaml.Node, key string) *yaml.Node {
 	for i := 0; i+1 < len(m.Content); i += 2 {
 		if m.Content[i].Value == key {
 			return m.Content[i+1]
@@ -198,11 +198,12 @@ func decodeFile(name string, data []byte, v any) (*locator, error) {
 	}
 	format := sniffFormat(name, data)
 
-	var doc yamlnode.Node
-	dec := yamlnode.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&doc); err == nil {
+	var doc yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	parseErr := dec.Decode(&doc)
+	if parseErr == nil {
 		loc.root = &doc
-		var extra yamlnode.Node
+		var extra yaml.Node
 		if err := dec.Decode(&extra); err == nil {
 			return loc, &FileError{File: name, Line: extra.Line, Msg: "the file holds more than one document; put one per file"}
 		}
@@ -212,19 +213,21 @@ func decodeFile(name string, data []byte, v any) (*locator, error) {
 		}
 	}
 
-	var err error
-	switch format {
-	case formatJSON:
-		jd := json.NewDecoder(bytes.NewReader(data))
-		jd.DisallowUnknownFields()
-		if err = jd.Decode(v); err == nil {
-			if jd.Decode(new(json.RawMessage)) != io.EOF {
-				off := jd.InputOffset()
-				return loc, &FileError{File: name, Line: lineAt(data, off), Msg: "unexpected data after the JSON object"}
-			}
+	jsonData := data
+	if format == formatYAML {
+		if parseErr != nil && !errors.Is(parseErr, io.EOF) {
+			return loc, explainDecodeError(loc, format, data, parseErr)
 		}
-	default:
-		err = yaml.UnmarshalStrict(data, v)
+		var err error
+		if jsonData, err = yamlToJSON(loc, reflect.TypeOf(v).Elem()); err != nil {
+			return loc, err
+		}
+	}
+	jd := json.NewDecoder(bytes.NewReader(jsonData))
+	jd.DisallowUnknownFields()
+	err := jd.Decode(v)
+	if err == nil && format == formatJSON && jd.Decode(new(json.RawMessage)) != io.EOF {
+		return loc, &FileError{File: name, Line: lineAt(data, jd.InputOffset()), Msg: "unexpected data after the JSON object"}
 	}
 	if err != nil {
 		return loc, explainDecodeError(loc, format, data, err)
@@ -236,7 +239,7 @@ func decodeFile(name string, data []byte, v any) (*locator, error) {
 // struct (exactly, with case), no key may repeat, structs must be mappings and slices sequences.
 // Scalars are left to the decoder. When the budget of visits runs out it stops checking; the
 // decoder still rejects what is wrong, only with less precise messages.
-func checkFields(loc *locator, n *yamlnode.Node, t reflect.Type, path string, depth int, budget *int) error {
+func checkFields(loc *locator, n *yaml.Node, t reflect.Type, path string, depth int, budget *int) error {
 	n = deref(n, depth)
 	if n == nil || depth > maxTreeDepth || *budget <= 0 {
 		return nil
@@ -252,40 +255,25 @@ func checkFields(loc *locator, n *yamlnode.Node, t reflect.Type, path string, de
 	case t == reflect.TypeOf(json.RawMessage(nil)) || t.Kind() == reflect.Interface:
 		return nil // free-form value
 	case t.Kind() == reflect.Struct:
-		if n.Kind != yamlnode.MappingNode {
+		if n.Kind != yaml.MappingNode {
 			return &FileError{File: loc.file, Line: n.Line, Path: renderPath(path), Msg: "expected a mapping of fields, got " + describeNode(n)}
 		}
 		fields := jsonFields(t)
 		seen := map[string]int{}
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k, val := n.Content[i], n.Content[i+1]
-			if k.Tag == "!!merge" {
-				merged := []*yamlnode.Node{val}
-				if m := deref(val, depth); m != nil && m.Kind == yamlnode.SequenceNode {
-					merged = m.Content // <<: [*a, *b]
-				}
-				for _, m := range merged {
-					if err := checkFields(loc, m, t, path, depth+1, budget); err != nil {
-						return err
-					}
-				}
-				continue
-			}
+		return eachEntry(loc, n, path, depth, func(k, val *yaml.Node, line int) error {
 			fpath := joinPath(path, k.Value)
 			if prev, dup := seen[k.Value]; dup {
-				return &FileError{File: loc.file, Line: k.Line, Path: renderPath(fpath), Msg: fmt.Sprintf("field given twice (first on line %d)", prev)}
+				return &FileError{File: loc.file, Line: line, Path: renderPath(fpath), Msg: fmt.Sprintf("field given twice (first on line %d)", prev)}
 			}
-			seen[k.Value] = k.Line
+			seen[k.Value] = line
 			ft, ok := fields[k.Value]
 			if !ok {
-				return &FileError{File: loc.file, Line: k.Line, Path: renderPath(fpath), Msg: unknownFieldMsg(k.Value, fields)}
+				return &FileError{File: loc.file, Line: line, Path: renderPath(fpath), Msg: unknownFieldMsg(k.Value, fields)}
 			}
-			if err := checkFields(loc, val, ft, fpath, depth+1, budget); err != nil {
-				return err
-			}
-		}
+			return checkFields(loc, val, ft, fpath, depth+1, budget)
+		})
 	case t.Kind() == reflect.Slice && t.Elem().Kind() != reflect.Uint8:
-		if n.Kind != yamlnode.SequenceNode {
+		if n.Kind != yaml.SequenceNode {
 			return &FileError{File: loc.file, Line: n.Line, Path: renderPath(path), Msg: "expected a list, got " + describeNode(n)}
 		}
 		for i, el := range n.Content {
@@ -297,17 +285,17 @@ func checkFields(loc *locator, n *yamlnode.Node, t reflect.Type, path string, de
 	return nil
 }
 
-func isNull(n *yamlnode.Node) bool {
-	return n.Kind == yamlnode.ScalarNode && n.Tag == "!!null"
+func isNull(n *yaml.Node) bool {
+	return n.Kind == yaml.ScalarNode && n.Tag == "!!null"
 }
 
-func describeNode(n *yamlnode.Node) string {
+func describeNode(n *yaml.Node) string {
 	switch n.Kind {
-	case yamlnode.MappingNode:
+	case yaml.MappingNode:
 		return "a mapping"
-	case yamlnode.SequenceNode:
+	case yaml.SequenceNode:
 		return "a list"
-	case yamlnode.ScalarNode:
+	case yaml.ScalarNode:
 		return fmt.Sprintf("%q", n.Value)
 	}
 	return "something else"
@@ -406,8 +394,8 @@ func explainDecodeError(loc *locator, format fileFormat, data []byte, err error)
 		return &FileError{File: loc.file, Line: line, Path: renderPath(path), Msg: fmt.Sprintf("expected %s, got %s", describeType(te.Type), te.Value)}
 	}
 	msg := err.Error()
-	// Strip the decoders' plumbing, keep what names the problem (yaml.v2 messages carry "line N").
-	for _, p := range []string{"error converting YAML to JSON: ", "error unmarshaling JSON: ", "while decoding JSON: ", "json: ", "yaml: "} {
+	// Strip the decoders' plumbing, keep what names the problem (yaml.v3 messages carry "line N").
+	for _, p := range []string{"json: ", "yaml: "} {
 		msg = strings.ReplaceAll(msg, p, "")
 	}
 	if format == formatJSON {
@@ -426,8 +414,8 @@ func findTypeError(loc *locator, te *json.UnmarshalTypeError) (string, int) {
 		return "", 0
 	}
 	budget := maxTreeVisits
-	var search func(n *yamlnode.Node, segs []string, path string, depth int) (string, int)
-	search = func(n *yamlnode.Node, segs []string, path string, depth int) (string, int) {
+	var search func(n *yaml.Node, segs []string, path string, depth int) (string, int)
+	search = func(n *yaml.Node, segs []string, path string, depth int) (string, int) {
 		n = deref(n, depth)
 		if n == nil || depth > maxTreeDepth || budget <= 0 {
 			return "", 0
@@ -440,13 +428,13 @@ func findTypeError(loc *locator, te *json.UnmarshalTypeError) (string, int) {
 			return "", 0
 		}
 		switch n.Kind {
-		case yamlnode.SequenceNode:
+		case yaml.SequenceNode:
 			for i, el := range n.Content {
 				if p, l := search(el, segs, joinPath(path, strconv.Itoa(i)), depth+1); l > 0 {
 					return p, l
 				}
 			}
-		case yamlnode.MappingNode:
+		case yaml.MappingNode:
 			return search(mappingValue(n, segs[0]), segs[1:], joinPath(path, segs[0]), depth+1)
 		}
 		return "", 0
@@ -455,11 +443,11 @@ func findTypeError(loc *locator, te *json.UnmarshalTypeError) (string, int) {
 }
 
 // fitsType reports whether the node decodes into a value of type t.
-func fitsType(n *yamlnode.Node, t reflect.Type) (ok bool) {
+func fitsType(n *yaml.Node, t reflect.Type) (ok bool) {
 	if t == nil {
 		return true
 	}
-	if n.Kind == yamlnode.ScalarNode {
+	if n.Kind == yaml.ScalarNode {
 		// The decoder saw JSON: 5 is not a string, "yes" is not a bool, whatever YAML would allow.
 		isString := t.Kind() == reflect.String
 		if isString != (n.Tag == "!!str") && n.Tag != "!!null" {

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	sagacoordv1 "github.com/sagacoord/sagacoord/gen/sagacoord/v1"
-	yamlnode "go.yaml.in/yaml/v3"
+	"go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -159,9 +159,9 @@ func definitionYAML(def *sagacoordv1.SagaDefinition) ([]byte, error) {
 			CompensationRetry: retryFileOf(s.GetCompensationRetry()),
 		})
 	}
-	// sigs.k8s.io/yaml would sort the keys; yaml.v3 keeps the order of the format (name first).
+	// Encoding the struct, not a map, keeps the order of the format (name first).
 	var b bytes.Buffer
-	enc := yamlnode.NewEncoder(&b)
+	enc := yaml.NewEncoder(&b)
 	enc.SetIndent(2)
 	if err := enc.Encode(f); err != nil {
 		return nil, err

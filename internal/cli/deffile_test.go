@@ -2,6 +2,8 @@ package cli
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -103,8 +105,8 @@ func TestParseDefinitionFormats(t *testing.T) {
 	}
 }
 
-// Anchors, aliases and merge keys are ordinary YAML; the field check follows them. (yaml.v2's
-// strict mode refuses a merged key that is set again, so merges can add fields but not override.)
+// Anchors, aliases and merge keys are ordinary YAML; the field check follows them. A merged key
+// that is set again is refused, as it always was: merges can add fields but not override.
 func TestParseDefinitionAnchors(t *testing.T) {
 	t.Parallel()
 	def, err := ParseDefinition("a.yaml", []byte(`name: order
@@ -136,7 +138,7 @@ steps:
 	_, err = ParseDefinition("a.yaml", []byte("name: order\nsteps:\n  - &s {name: a, colour: red}\n  - *s\n"))
 	require.ErrorContains(t, err, "a.yaml:3: steps[0].colour: unknown field")
 	_, err = ParseDefinition("a.yaml", []byte("name: order\nsteps:\n  - name: a\n    retry: &r {max_attempts: 5}\n    compensation_retry: {<<: *r, max_attempts: 1}\n"))
-	require.ErrorContains(t, err, `line 5: key "max_attempts" already set in map`)
+	require.ErrorContains(t, err, `a.yaml:5: steps[0].compensation_retry.max_attempts: field given twice`)
 }
 
 // The example in the help text must stay a valid file.
@@ -328,4 +330,23 @@ func TestShortDuration(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, d, back)
 	}
+}
+
+// The example files of the repository parse.
+func TestExampleFilesParse(t *testing.T) {
+	t.Parallel()
+	for _, name := range []string{"transfer.yaml", "order.yaml"} {
+		path := filepath.Join("..", "..", "examples", name)
+		b, err := os.ReadFile(path)
+		require.NoError(t, err)
+		def, err := ParseDefinition(path, b)
+		require.NoError(t, err, path)
+		require.NotEmpty(t, def.GetSteps(), path)
+	}
+	path := filepath.Join("..", "..", "examples", "transfer-2pc.yaml")
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	req, err := ParseTransaction(path, b)
+	require.NoError(t, err, path)
+	require.Len(t, req.GetParticipants(), 2)
 }
