@@ -3,13 +3,13 @@ package main
 import (
 	"bytes"
 	"errors"
-	"flag"
 	"math"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/spf13/pflag"
 	"github.com/stretchr/testify/require"
 
 	"github.com/sagacoord/sagacoord/protocol"
@@ -111,7 +111,7 @@ participants:
 func TestFlags(t *testing.T) {
 	var out bytes.Buffer
 	_, err := parseFlags([]string{"--help"}, &out)
-	require.True(t, errors.Is(err, flag.ErrHelp))
+	require.True(t, errors.Is(err, pflag.ErrHelp))
 	for _, want := range []string{"--participants", "-database-url", "SAGACOORD_DATABASE_URL", "SAGACOORD_AMQP_URL", "crash_after_commit_probability", "-seed-accounts", "refund_debit"} {
 		require.Contains(t, out.String(), want)
 	}
@@ -120,7 +120,7 @@ func TestFlags(t *testing.T) {
 	t.Setenv("SAGACOORD_AMQP_URL", "amqp://u:secret@mq:5672/")
 	out.Reset()
 	_, err = parseFlags([]string{"--help"}, &out)
-	require.True(t, errors.Is(err, flag.ErrHelp))
+	require.True(t, errors.Is(err, pflag.ErrHelp))
 	require.NotContains(t, out.String(), "secret", "--help never shows a URL from the environment")
 
 	o, err := parseFlags([]string{"--participants", "bank-a", "--seed-accounts", "5", "--amqp-url", "amqp://flag/"}, &out)

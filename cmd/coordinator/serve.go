@@ -1,0 +1,117 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"go.opentelemetry.io/otel"
+
+	"github.com/sagacoord/sagacoord/internal/cmdline"
+	"github.com/sagacoord/sagacoord/internal/coordinator"
+)
+
+// serveOptions are the flags of `coordinator serve` that are not fields of coordinator.Config.
+type serveOptions struct {
+	logLevel string
+	maxConns int
+	// applyHooks sets cfg.Test from the test-hook flags; nil unless the binary has them.
+	applyHooks func(cfg *coordinator.Config, log *slog.Logger)
+}
+
+func newServeCommand(stdout, stderr io.Writer) *cobra.Command {
+	var (
+		cfg  coordinator.Config
+		opts serveOptions
+	)
+	cmd := &cobra.Command{
+		Use:   "serve [flags]",
+		Short: "serve the gRPC API (sagacoord.v1) and drive sagas",
+		Long: `serve runs the coordinator: the gRPC API (sagacoord.v1) on --listen, and the sagas and
+two-phase-commit transactions in the database, driven over RabbitMQ. It refuses to start on a
+schema that does not match the binary; --migrate applies the pending migrations first. SIGTERM
+or SIGINT stop it gracefully.`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := cmdline.ApplyEnv(cmd.Flags(), os.Getenv); err != nil {
+				return fail(exitUsage, "coordinator: %v", err)
+			}
+			return serve(cmd.Context(), cfg, opts, stdout, stderr)
+		},
+	}
+	serveFlags(cmd.Flags(), &cfg, &opts)
+	return cmd
+}
+
+// serveFlags registers the flags of `coordinator serve` (README.md's configuration table lists
+// them; a test keeps the two in step).
+func serveFlags(fs *pflag.FlagSet, cfg *coordinator.Config, opts *serveOptions) {
+	commonFlags(fs, cfg, &opts.logLevel)
+	fs.StringVar(&cfg.AMQPURL, "amqp-url", "amqp://guest:guest@127.0.0.1:5672/", "RabbitMQ URL")
+	fs.StringVar(&cfg.ListenAddr, "listen", "127.0.0.1:7233", "gRPC listen address")
+	fs.StringVar(&cfg.QueueType, "queue-type", "classic", "queue type: classic or quorum")
+	fs.BoolVar(&cfg.Migrate, "migrate", false, "apply pending migrations before serving")
+	fs.IntVar(&cfg.MaxPayloadBytes, "max-payload-bytes", 256<<10, "largest saga input accepted, in bytes")
+	fs.IntVar(&opts.maxConns, "db-max-conns", 16, "database pool size")
+	fs.StringVar(&cfg.Name, "name", "coordinator", "instance name, used in broker connection names and logs")
+	fs.DurationVar(&cfg.Retention, "retention", 7*24*time.Hour, "delete finished sagas and transactions older than this; a negative value keeps them forever")
+	fs.IntVar(&cfg.MaxActiveSagas, "max-active-sagas", 10_000, "StartSaga returns RESOURCE_EXHAUSTED while this many sagas are running or compensating (whole database, counted each second); negative: no limit")
+	fs.IntVar(&cfg.ReplyWorkers, "reply-workers", 1, "reply batches this instance writes at once; one gives the largest batches (most replies per transaction)")
+	fs.IntVar(&cfg.StartWorkers, "start-workers", 1, "StartSaga batches this instance writes at once; one gives the largest batches")
+	fs.StringVar(&cfg.DebugAddr, "debug-listen", "", "serve net/http/pprof on this address, e.g. 127.0.0.1:6060")
+	fs.StringVar(&cfg.OTLPEndpoint, "otlp-endpoint", "", "export traces with OTLP over gRPC to this host:port or URL, e.g. http://jaeger:4317; empty: no tracing")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-listen", "", "serve Prometheus metrics on http://ADDR/metrics, e.g. 127.0.0.1:9464; empty: no metrics")
+	for flag, env := range map[string]string{
+		"amqp-url": "SAGACOORD_AMQP_URL", "listen": "SAGACOORD_LISTEN", "queue-type": "SAGACOORD_QUEUE_TYPE",
+		"migrate": "SAGACOORD_MIGRATE", "name": "SAGACOORD_NAME", "debug-listen": "SAGACOORD_DEBUG_LISTEN",
+		// The OpenTelemetry SDKs' own variable, so one setting serves every process.
+		"otlp-endpoint": "OTEL_EXPORTER_OTLP_ENDPOINT", "metrics-listen": "SAGACOORD_METRICS_LISTEN",
+	} {
+		cmdline.Env(fs, flag, env)
+	}
+	if testHooks != nil {
+		opts.applyHooks = testHooks(fs)
+	}
+}
+
+// serve starts the coordinator and serves until a signal or the gRPC server's end.
+func serve(ctx context.Context, cfg coordinator.Config, opts serveOptions, stdout, stderr io.Writer) error {
+	cfg.DBMaxConns = int32(opts.maxConns)
+	log, err := logger(stderr, opts.logLevel)
+	if err != nil {
+		return fail(exitUsage, "coordinator: %v", err)
+	}
+	cfg.Logger = log
+	// The exporters report their errors (an unreachable collector, say) through OpenTelemetry's
+	// global handler; send them to the log instead of the standard logger.
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { log.Warn("telemetry", "err", err) }))
+	if opts.applyHooks != nil {
+		opts.applyHooks(&cfg, log)
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	c, err := coordinator.Start(ctx, cfg)
+	if err != nil {
+		return fail(exitFailed, "coordinator: %v", err)
+	}
+	fmt.Fprintf(stdout, "coordinator listening on %s\n", c.Addr())
+	if a := c.MetricsAddr(); a != "" {
+		fmt.Fprintf(stdout, "coordinator metrics on http://%s/metrics\n", a)
+	}
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case err := <-c.Done():
+		if err != nil {
+			log.Error("gRPC server stopped", "err", err)
+		}
+	}
+	c.Stop()
+	return nil
+}

@@ -1,0 +1,129 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/sagacoord/sagacoord/internal/telemetry/otelsetup"
+	"github.com/sagacoord/sagacoord/transport/amqptransport"
+)
+
+// run runs the simulator until ctx ends, then stops gracefully. exit ends the process for an
+// injected crash.
+func run(ctx context.Context, o options, stderr io.Writer, exit func(int)) error {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return fmt.Errorf("--log-level %q: use debug, info, warn or error", o.logLevel)
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	cfg, err := o.simConfig()
+	if err != nil {
+		return err
+	}
+	tel, tp, mp, err := startTelemetry(ctx, o, log)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tel.Shutdown(context.WithoutCancel(ctx)) }()
+	db, err := openDatabase(ctx, o, tp)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	tr, err := amqptransport.New(ctx, amqptransport.Config{
+		URL:            o.amqpURL,
+		QueueType:      o.queueType,
+		ConnectionName: "participant-sim",
+		Logger:         log,
+	})
+	if err != nil {
+		return fmt.Errorf("connect to RabbitMQ %s: %w", redactURL(o.amqpURL), err)
+	}
+	defer tr.Close()
+
+	s, err := newSimWith(cfg, db, tr, log, exit, tp, mp)
+	if err != nil {
+		return err
+	}
+	if err := s.migrate(ctx, db); err != nil {
+		return err
+	}
+	// The workers outlive the signal: shutdown ends their context only after the grace period.
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	if err := s.start(workCtx); err != nil {
+		return err
+	}
+	log.Info("participant-sim ready", "participants", len(cfg.Participants), "seed", cfg.Seed,
+		"database", redactURL(o.databaseURL), "amqp", redactURL(o.amqpURL), "metrics_addr", tel.MetricsAddr())
+	<-ctx.Done()
+	log.Info("stopping", "grace", o.shutdownGrace.String())
+	s.shutdown(o.shutdownGrace, cancelWork)
+	log.Info("stopped")
+	return nil
+}
+
+// startTelemetry starts tracing and metrics as the flags say. The providers are nil when their
+// part is off, which turns the SDK's instruments off entirely.
+func startTelemetry(ctx context.Context, o options, log *slog.Logger) (*otelsetup.Telemetry, trace.TracerProvider, metric.MeterProvider, error) {
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { log.Warn("telemetry", "err", err) }))
+	tel, err := otelsetup.Start(ctx, otelsetup.Config{ServiceName: "participant-sim", InstanceName: "participant-sim",
+		OTLPEndpoint: o.otlpEndpoint, MetricsAddr: o.metricsAddr, Logger: log})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	var (
+		tp trace.TracerProvider
+		mp metric.MeterProvider
+	)
+	if tel.Tracing() {
+		tp = tel.TracerProvider
+	}
+	if tel.Metrics() {
+		mp = tel.MeterProvider
+	}
+	return tel, tp, mp, nil
+}
+
+// openDatabase opens and checks the participants' pool; with tp, the handlers' queries become
+// children of their command's span.
+func openDatabase(ctx context.Context, o options, tp trace.TracerProvider) (*pgxpool.Pool, error) {
+	poolCfg, err := pgxpool.ParseConfig(o.databaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("--database-url %s: %w", redactURL(o.databaseURL), err)
+	}
+	if tp != nil {
+		poolCfg.ConnConfig.Tracer = otelsetup.NewQueryTracer(tp)
+	}
+	if !strings.Contains(o.databaseURL, "pool_max_conns") {
+		poolCfg.MaxConns = int32(max(1, o.dbMaxConns))
+	}
+	db, err := pgxpool.NewWithConfig(ctx, poolCfg)
+	if err != nil {
+		return nil, fmt.Errorf("open database %s: %w", redactURL(o.databaseURL), err)
+	}
+	if err := db.Ping(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("connect to database %s: %w (is PostgreSQL running, and the URL right?)", redactURL(o.databaseURL), err)
+	}
+	return db, nil
+}
+
+// redactURL masks the password of a URL. A string that is not a URL with a scheme (a libpq
+// keyword string may carry password=...) is not shown at all.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme == "" {
+		return "(redacted: not a URL)"
+	}
+	return u.Redacted()
+}
