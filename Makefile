@@ -6,13 +6,16 @@ PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.0
 GOBIN := $(shell $(GO) env GOPATH)/bin
 
-.PHONY: help build generate lint test test-short demo bench chaos chaos-fast services clean
+.PHONY: help build build-testhooks generate lint test test-short demo bench chaos chaos-fast services clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
 
 build: ## build the binaries into bin/ (coordinator, participant-sim, sagactl, sagalab)
 	$(GO) build -o $(BIN)/ ./cmd/...
+
+build-testhooks: ## build bin/testhooks/coordinator: the coordinator with the chaos suite's --test-* crash points; never ship it
+	$(GO) build -tags testhooks -o $(BIN)/testhooks/ ./cmd/coordinator
 
 generate: ## regenerate the gRPC code from proto/ (needs protoc; installs the Go plugins)
 	@command -v protoc >/dev/null || { echo "protoc missing: apt-get install -y protobuf-compiler"; exit 1; }
@@ -41,10 +44,10 @@ bench: build services ## measure throughput and latency on the local services wi
 	scripts/bench.sh $(ARGS)
 
 CHAOS_REPORT ?= /tmp/sagacoord-chaos-report
-chaos: build services ## run every chaos scenario of scenarios/ with sagalab chaos run (report in CHAOS_REPORT, default /tmp/sagacoord-chaos-report; ARGS="--seed 1,2")
+chaos: build build-testhooks services ## run every chaos scenario of scenarios/ with sagalab chaos run (report in CHAOS_REPORT, default /tmp/sagacoord-chaos-report; ARGS="--seed 1,2")
 	$(BIN)/sagalab chaos run scenarios/ --bin $(BIN) --report $(CHAOS_REPORT) $(ARGS)
 
-chaos-fast: build services ## the chaos scenarios tagged fast: under 10 minutes (report in CHAOS_REPORT-fast)
+chaos-fast: build build-testhooks services ## the chaos scenarios tagged fast: under 10 minutes (report in CHAOS_REPORT-fast)
 	$(BIN)/sagalab chaos run scenarios/ --tag fast --bin $(BIN) --report $(CHAOS_REPORT)-fast $(ARGS)
 
 clean: ## remove build outputs

@@ -60,3 +60,23 @@ func TestEnvironment(t *testing.T) {
 		t.Errorf("SAGACOORD_MIGRATE=maybe: exit %d, stderr %q; want 2 and the variable named", code, stderr)
 	}
 }
+
+// The test hooks exist only in a build with -tags testhooks: the shipped binary neither accepts
+// nor mentions them.
+func TestTestHooksOnlyInATestBuild(t *testing.T) {
+	_, _, help := runCLI(t, "serve", "--help")
+	for _, flag := range []string{"--test-disable-outbox", "--test-crash-after-confirm", "--test-crash-before-decision"} {
+		if got := strings.Contains(help, flag); got != wantTestHooks {
+			t.Errorf("serve --help mentions %s: %v; want %v in this build (testhooks tag %v)", flag, got, wantTestHooks, wantTestHooks)
+		}
+	}
+	if strings.Contains(help, "TEST ONLY") != wantTestHooks {
+		t.Errorf("serve --help and TEST ONLY: want mentioned = %v:\n%s", wantTestHooks, help)
+	}
+	if !wantTestHooks {
+		code, _, stderr := runCLI(t, "serve", "--test-disable-outbox")
+		if code != 2 || !strings.Contains(stderr, "unknown flag: --test-disable-outbox") {
+			t.Errorf("serve --test-disable-outbox: exit %d, stderr %q; want 2, unknown flag", code, stderr)
+		}
+	}
+}

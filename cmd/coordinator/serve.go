@@ -18,6 +18,10 @@ import (
 	"github.com/sagacoord/sagacoord/internal/coordinator"
 )
 
+// testHooks registers the flags of the test hooks (coordinator.Config.Test) and returns what
+// applies them; nil unless the binary is built with -tags testhooks (testhooks.go).
+var testHooks func(fs *pflag.FlagSet) func(cfg *coordinator.Config, log *slog.Logger)
+
 // serveOptions are the flags of `coordinator serve` that are not fields of coordinator.Config.
 type serveOptions struct {
 	logLevel string

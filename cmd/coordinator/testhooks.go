@@ -1,3 +1,5 @@
+//go:build testhooks
+
 package main
 
 import (
@@ -11,9 +13,16 @@ import (
 	"github.com/sagacoord/sagacoord/internal/coordinator"
 )
 
-// testHooks registers the flags of the chaos suite's crash points on serve's flags and returns
-// what sets coordinator.Config.Test from them once they are parsed.
-var testHooks = func(fs *pflag.FlagSet) func(cfg *coordinator.Config, log *slog.Logger) {
+// This file gives `coordinator serve` the flags of the chaos suite's crash points. It is compiled
+// only with -tags testhooks (make build-testhooks: bin/testhooks/coordinator), so the binary that
+// ships has neither the flags nor their help; the chaos runner and the end-to-end tests use the
+// test build.
+
+func init() { testHooks = registerTestHooks }
+
+// registerTestHooks registers the test-hook flags on serve's flags and returns what sets
+// coordinator.Config.Test from them once they are parsed.
+func registerTestHooks(fs *pflag.FlagSet) func(cfg *coordinator.Config, log *slog.Logger) {
 	disableOutbox := fs.Bool("test-disable-outbox", false, "TEST ONLY: never publish (proves the chaos checks catch lost messages)")
 	crashAfterConfirm := fs.Bool("test-crash-after-confirm", false, "TEST ONLY: SIGKILL self after the first confirmed publish, before its outbox rows are deleted")
 	crashBeforeDecision := fs.Bool("test-crash-before-decision", false, "TEST ONLY: SIGKILL self when a 2PC transaction's last YES vote arrives, before its COMMIT decision is logged")

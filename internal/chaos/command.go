@@ -118,7 +118,9 @@ of every run held (skipped scenarios, whose private PostgreSQL or RabbitMQ binar
 missing, do not count), 5 otherwise.
 
 The same seed gives the same workload and fault schedule. Binaries come from --bin, or are
-built with 'go build' from the module the command runs in.`,
+built with 'go build' from the module the command runs in. A coordinator started with a test
+hook (a --test-* flag) runs the test build, testhooks/coordinator (go build -tags testhooks);
+the others run the coordinator that ships.`,
 		Example: `  sagalab chaos run scenarios/ --report /tmp/chaos
   sagalab chaos run scenarios/05-duplicates.yaml --seed 1 --seed 2
   sagalab chaos run scenarios/ --tag fast --bin bin`,
@@ -186,13 +188,13 @@ built with 'go build' from the module the command runs in.`,
 	f.StringVar(&reportDir, "report", "", "write report.json and report.html into this directory")
 	f.StringSliceVar(&tags, "tag", nil, "run only scenarios with one of these tags (e.g. fast)")
 	f.StringSliceVar(&names, "name", nil, "run only the scenarios with these names")
-	f.StringVar(&opts.BinDir, "bin", "", "directory with the coordinator and participant-sim binaries (default: go build them)")
+	f.StringVar(&opts.BinDir, "bin", "", "directory with the coordinator and participant-sim binaries, and testhooks/coordinator (make build build-testhooks) for scenarios with --test-* flags (default: go build them)")
 	f.StringVar(&opts.DatabaseURL, "database-url", "", "shared PostgreSQL database for the scenario schemas (default postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable)")
 	f.StringVar(&opts.AMQPURL, "amqp-url", "", "shared RabbitMQ; each scenario gets its own vhost (default amqp://guest:guest@127.0.0.1:5672/)")
 	f.StringVar(&opts.RabbitAPI, "rabbit-api", "", "management API of the shared RabbitMQ (default http://guest:guest@127.0.0.1:15672)")
 	f.StringVar(&opts.PostgresBin, "postgres-bin", "", "directory of initdb and pg_ctl for private PostgreSQL instances (default "+DefaultPostgresBin+")")
 	f.StringVar(&opts.WorkDir, "work-dir", "", "where each run's logs go (default a new temp dir)")
-	f.BoolVar(&opts.Broken, "broken", false, "start every coordinator with --test-disable-outbox (a deliberately broken build: the runs must fail)")
+	f.BoolVar(&opts.Broken, "broken", false, "start every coordinator, from testhooks/, with --test-disable-outbox (a deliberately broken build: the runs must fail)")
 	f.BoolVar(&opts.Keep, "keep", false, "keep each run's schemas and vhost for inspection")
 	return c
 }

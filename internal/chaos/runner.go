@@ -30,8 +30,9 @@ import (
 type Options struct {
 	// Seed overrides the scenario's seed when non-zero.
 	Seed uint64
-	// BinDir holds the coordinator and participant-sim binaries; empty means `go build` them
-	// from the module this runs in (or ./bin without a Go toolchain).
+	// BinDir holds the coordinator and participant-sim binaries, and in testhooks/ the coordinator
+	// built with -tags testhooks for coordinators started with a --test-* flag; empty means `go
+	// build` them from the module this runs in (or ./bin without a Go toolchain).
 	BinDir string
 	// DatabaseURL is the shared PostgreSQL database where the scenario makes its schemas.
 	// Default postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable.
@@ -43,8 +44,8 @@ type Options struct {
 	RabbitAPI string
 	// PostgresBin holds initdb and pg_ctl for private instances. Default DefaultPostgresBin.
 	PostgresBin string
-	// Broken starts every coordinator with --test-disable-outbox: the deliberately broken build
-	// whose runs must fail.
+	// Broken starts every coordinator with --test-disable-outbox (the test build's hook): the
+	// deliberately broken build whose runs must fail.
 	Broken bool
 	// Keep leaves the schemas and the vhost in place after the run (logs are always kept).
 	Keep bool
@@ -301,7 +302,7 @@ func (r *run) execute(ctx context.Context) (err error) {
 	if err := r.setupServices(ctx); err != nil {
 		return err
 	}
-	if r.bins, err = locateBinaries(ctx, r.opts.BinDir, r.work); err != nil {
+	if r.bins, err = locateBinaries(ctx, r.opts.BinDir, r.work, r.opts.Broken || r.s.usesTestHooks()); err != nil {
 		return err
 	}
 	schedule := r.s.Schedule(r.seed)
@@ -501,8 +502,12 @@ func (r *run) startProcesses(ctx context.Context) error {
 			args = append(args, "--test-disable-outbox")
 		}
 		first := c.FirstRunFlags
+		bin := filepath.Join(r.bins, "coordinator")
+		if r.opts.Broken || c.usesTestHooks() {
+			bin = filepath.Join(r.bins, testHooksDir, "coordinator")
+		}
 		p := &process{
-			name: c.Name, role: "coordinator", bin: filepath.Join(r.bins, "coordinator"),
+			name: c.Name, role: "coordinator", bin: bin,
 			args: func(isFirst bool) []string {
 				if isFirst {
 					return append(slices.Clone(args), first...)

@@ -13,7 +13,8 @@ import (
 	"go.uber.org/goleak"
 )
 
-// binDir holds the coordinator and participant-sim built once for the tests that run scenarios.
+// binDir holds the coordinator (also its test build, in testhooks/) and participant-sim built
+// once for the tests that run scenarios.
 var binDir string
 
 func TestMain(m *testing.M) {
@@ -40,17 +41,19 @@ func TestMain(m *testing.M) {
 // buildBinaries builds the two binaries on first use (tests that need no processes skip it).
 func buildBinaries(t *testing.T) string {
 	t.Helper()
-	if _, err := os.Stat(filepath.Join(binDir, "participant-sim")); err == nil {
+	if _, err := os.Stat(filepath.Join(binDir, testHooksDir, "coordinator")); err == nil {
 		return binDir
 	}
 	root, err := moduleRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("go", "build", "-o", binDir+"/", "./cmd/coordinator", "./cmd/participant-sim")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v: %s", err, out)
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := goBuild(context.Background(), gobin, root, binDir, true); err != nil {
+		t.Fatal(err)
 	}
 	return binDir
 }

@@ -278,6 +278,18 @@ var FaultKinds = []string{
 	FaultRabbitMQRestart, FaultMemoryAlarm, FaultPostgresRestart,
 }
 
+// usesTestHooks reports whether a coordinator of the scenario is started with a test hook.
+func (s *Scenario) usesTestHooks() bool {
+	return slices.ContainsFunc(s.Topology.Coordinators, CoordinatorSpec.usesTestHooks)
+}
+
+// usesTestHooks reports whether the coordinator is started with a test hook (a --test-* flag,
+// which only the coordinator built with -tags testhooks has).
+func (c CoordinatorSpec) usesTestHooks() bool {
+	isHook := func(f string) bool { return strings.HasPrefix(f, "--test-") }
+	return slices.ContainsFunc(c.Flags, isHook) || slices.ContainsFunc(c.FirstRunFlags, isHook)
+}
+
 func isProcessFault(k string) bool {
 	return k == FaultSIGKILL || k == FaultSIGSTOP || k == FaultRestart
 }

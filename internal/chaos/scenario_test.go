@@ -180,3 +180,26 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// Only the coordinators started with a --test-* flag need the test build of the coordinator.
+func TestUsesTestHooks(t *testing.T) {
+	for file, want := range map[string]bool{
+		"00-baseline.yaml":                       false,
+		"01-coordinator-kill-after-commit.yaml":  true,
+		"02-coordinator-kill-after-confirm.yaml": true,
+		"05-duplicates.yaml":                     false,
+		"11-twopc-crash-before-decision.yaml":    true,
+	} {
+		s, err := LoadFile(filepath.Join("..", "..", "scenarios", file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.usesTestHooks(); got != want {
+			t.Errorf("%s: usesTestHooks = %v, want %v", file, got, want)
+		}
+	}
+	c := CoordinatorSpec{Name: "c2", Flags: []string{"--db-max-conns=4"}}
+	if c.usesTestHooks() {
+		t.Error("a coordinator without --test-* flags uses the test build")
+	}
+}

@@ -525,15 +525,23 @@ func dropSchemas(ctx context.Context, dbURL, prefix string) error {
 
 // --- binaries ---
 
-// locateBinaries returns the directory holding coordinator and participant-sim: binDir when
-// given, else a fresh `go build` of the module this runs in (into a temp dir under work), else
-// ./bin.
-func locateBinaries(ctx context.Context, binDir, work string) (string, error) {
+// testHooksDir is where, under the binaries' directory, the coordinator built with -tags
+// testhooks is (make build-testhooks). Coordinators whose flags name a test hook (--test-*) run it;
+// the others run the coordinator that ships, which has no such flags.
+const testHooksDir = "testhooks"
+
+// locateBinaries returns the directory holding coordinator and participant-sim, and with hooks
+// testhooks/coordinator: binDir when given, else a fresh `go build` of the module this runs in
+// (into a temp dir under work), else ./bin.
+func locateBinaries(ctx context.Context, binDir, work string, hooks bool) (string, error) {
 	need := []string{"coordinator", "participant-sim"}
+	if hooks {
+		need = append(need, filepath.Join(testHooksDir, "coordinator"))
+	}
 	check := func(dir string) error {
 		for _, b := range need {
 			if st, err := os.Stat(filepath.Join(dir, b)); err != nil || st.IsDir() {
-				return fmt.Errorf("%s not found in %s (run `make build`, or pass --bin)", b, dir)
+				return fmt.Errorf("%s not found in %s (run `make build build-testhooks`, or pass --bin)", b, dir)
 			}
 		}
 		return nil
@@ -545,10 +553,8 @@ func locateBinaries(ctx context.Context, binDir, work string) (string, error) {
 	if err == nil {
 		if gobin, err := exec.LookPath("go"); err == nil {
 			out := filepath.Join(work, "bin")
-			cmd := exec.CommandContext(ctx, gobin, "build", "-o", out+"/", "./cmd/coordinator", "./cmd/participant-sim")
-			cmd.Dir = root
-			if b, err := cmd.CombinedOutput(); err != nil {
-				return "", fmt.Errorf("go build the coordinator and participant-sim: %v: %s", err, b)
+			if err := goBuild(ctx, gobin, root, out, hooks); err != nil {
+				return "", err
 			}
 			return out, check(out)
 		}
@@ -557,6 +563,23 @@ func locateBinaries(ctx context.Context, binDir, work string) (string, error) {
 		}
 	}
 	return "bin", check("bin")
+}
+
+// goBuild builds the coordinator and participant-sim of the module at root into out, and with
+// hooks the test build of the coordinator into out/testhooks.
+func goBuild(ctx context.Context, gobin, root, out string, hooks bool) error {
+	builds := [][]string{{"build", "-o", out + "/", "./cmd/coordinator", "./cmd/participant-sim"}}
+	if hooks {
+		builds = append(builds, []string{"build", "-tags", "testhooks", "-o", filepath.Join(out, testHooksDir) + "/", "./cmd/coordinator"})
+	}
+	for _, args := range builds {
+		cmd := exec.CommandContext(ctx, gobin, args...)
+		cmd.Dir = root
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("go %s: %v: %s", strings.Join(args, " "), err, b)
+		}
+	}
+	return nil
 }
 
 // moduleRoot finds the sagacoord module's root above the working directory.

@@ -18,7 +18,7 @@ import (
 )
 
 // The coordinator binary is built once per test binary, on first use, into a directory that
-// TestMain removes.
+// TestMain removes. It is the test build (-tags testhooks): tests start it with --test-* flags.
 var build struct {
 	once sync.Once
 	dir  string
@@ -39,7 +39,7 @@ func coordinatorBinary(t *testing.T) string {
 		if _, err := os.Stat(goTool); err != nil {
 			goTool = "go"
 		}
-		cmd := exec.Command(goTool, "build", "-o", build.path, "github.com/sagacoord/sagacoord/cmd/coordinator")
+		cmd := exec.Command(goTool, "build", "-tags", "testhooks", "-o", build.path, "github.com/sagacoord/sagacoord/cmd/coordinator")
 		build.out, build.err = cmd.CombinedOutput()
 	})
 	require.NoError(t, build.err, "go build ./cmd/coordinator: %s", build.out)
