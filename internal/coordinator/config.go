@@ -1,0 +1,121 @@
+package coordinator
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"time"
+
+	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// The URLs of the machine's own PostgreSQL and RabbitMQ: the defaults of `coordinator serve`.
+// Start itself requires both URLs.
+const (
+	DefaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+	DefaultAMQPURL     = "amqp://guest:guest@127.0.0.1:5672/"
+)
+
+// Config is the coordinator's configuration. Flags and environment variables map onto it (see
+// cmd/coordinator, whose flags take their defaults from WithDefaults and engine.Config's).
+type Config struct {
+	// DatabaseURL is the PostgreSQL URL. Required.
+	DatabaseURL string
+	// AMQPURL is the RabbitMQ URL. Required.
+	AMQPURL string
+	// ListenAddr is the gRPC listen address. Default 127.0.0.1:7233.
+	ListenAddr string
+	// QueueType is "classic" (default) or "quorum".
+	QueueType string
+	// Migrate applies pending migrations at start instead of refusing to serve.
+	Migrate bool
+	// MaxPayloadBytes bounds a saga's input (engine.Config.MaxPayloadBytes).
+	MaxPayloadBytes int
+	// DBMaxConns sizes the pool. Default 16.
+	DBMaxConns int32
+	// Name identifies the process in broker connection names and logs. Default "coordinator".
+	Name string
+	// Retention is how long finished sagas and transactions are kept (engine.Config.Retention).
+	Retention time.Duration
+	// MaxActiveSagas bounds running and compensating sagas (engine.Config.MaxActiveSagas).
+	MaxActiveSagas int
+	// ReplyWorkers and StartWorkers are engine.Config's: how many reply batches and start
+	// batches this instance writes at once. 0 takes the engine's defaults.
+	ReplyWorkers, StartWorkers int
+	// DebugAddr, when set, serves net/http/pprof on this address (for profiling; keep it private).
+	DebugAddr string
+	// OTLPEndpoint, when set, exports traces over OTLP gRPC to it (host:port or a URL such as
+	// http://jaeger:4317). Default: no tracing, at no cost.
+	OTLPEndpoint string
+	// MetricsAddr, when set, serves Prometheus metrics on http://MetricsAddr/metrics. Default: no
+	// metrics.
+	MetricsAddr string
+	// TracerProvider and MeterProvider, when set, replace the OTLP exporter and the /metrics
+	// endpoint (tests use in-memory ones). The tracer provider must use telemetry.IDGenerator
+	// (otelsetup.NewTracerProvider does).
+	TracerProvider trace.TracerProvider
+	MeterProvider  metric.MeterProvider
+	// Logger receives JSON logs. Default: discard.
+	Logger *slog.Logger
+	// Test holds hooks for tests; production leaves it zero.
+	Test TestConfig
+}
+
+// TestConfig holds the coordinator's test hooks, handed to the outbox relay and the engine.
+type TestConfig struct {
+	// DisableOutbox never publishes: a coordinator that loses messages, which the chaos
+	// checks must catch.
+	DisableOutbox bool
+	// AfterConfirm runs after the broker confirmed a batch of outbox rows and before they are
+	// deleted.
+	AfterConfirm func()
+	// BeforeCommitDecision runs in the transaction that would log a 2PC COMMIT decision, before
+	// it commits.
+	BeforeCommitDecision func(txID uuid.UUID)
+}
+
+// WithDefaults returns c with defaults filled in: the one place the coordinator's own defaults
+// are written (the engine's are in engine.Config.WithDefaults).
+func (c Config) WithDefaults() Config {
+	if c.ListenAddr == "" {
+		c.ListenAddr = "127.0.0.1:7233"
+	}
+	if c.QueueType == "" {
+		c.QueueType = "classic"
+	}
+	if c.DBMaxConns == 0 {
+		c.DBMaxConns = 16
+	}
+	if c.Name == "" {
+		c.Name = "coordinator"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	if c.DatabaseURL == "" {
+		return errors.New("database URL is required (--database-url or SAGACOORD_DATABASE_URL)")
+	}
+	if c.AMQPURL == "" {
+		return errors.New("AMQP URL is required (--amqp-url or SAGACOORD_AMQP_URL)")
+	}
+	if c.QueueType != "classic" && c.QueueType != "quorum" {
+		return fmt.Errorf("queue type %q must be classic or quorum", c.QueueType)
+	}
+	return nil
+}
+
+// Redact hides the password in a URL for logs.
+func Redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparseable URL)"
+	}
+	return u.Redacted()
+}
