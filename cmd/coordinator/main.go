@@ -97,7 +97,7 @@ schema migrations. Run "coordinator serve --help" for the flags.`,
 
 // commonFlags registers the flags of every command: the database and the log level.
 func commonFlags(fs *pflag.FlagSet, cfg *coordinator.Config, logLevel *string) {
-	fs.StringVar(&cfg.DatabaseURL, "database-url", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable", "PostgreSQL URL")
+	fs.StringVar(&cfg.DatabaseURL, "database-url", coordinator.DefaultDatabaseURL, "PostgreSQL URL")
 	fs.StringVar(logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	cmdline.Env(fs, "database-url", "SAGACOORD_DATABASE_URL")
 	cmdline.Env(fs, "log-level", "SAGACOORD_LOG_LEVEL")

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/sagacoord/sagacoord/internal/cmdline"
 	"github.com/sagacoord/sagacoord/internal/coordinator"
+	"github.com/sagacoord/sagacoord/internal/engine"
 )
 
 // testHooks registers the flags of the test hooks (coordinator.Config.Test) and returns what
@@ -25,7 +25,6 @@ var testHooks func(fs *pflag.FlagSet) func(cfg *coordinator.Config, log *slog.Lo
 // serveOptions are the flags of `coordinator serve` that are not fields of coordinator.Config.
 type serveOptions struct {
 	logLevel string
-	maxConns int
 	// applyHooks sets cfg.Test from the test-hook flags; nil unless the binary has them.
 	applyHooks func(cfg *coordinator.Config, log *slog.Logger)
 }
@@ -53,21 +52,24 @@ or SIGINT stop it gracefully.`,
 	return cmd
 }
 
-// serveFlags registers the flags of `coordinator serve` (README.md's configuration table lists
-// them; a test keeps the two in step).
+// serveFlags registers the flags of `coordinator serve`. Their defaults come from
+// coordinator.Config.WithDefaults and engine.Config.WithDefaults, where they are written once;
+// README.md's configuration table lists them, and a test keeps the table true.
 func serveFlags(fs *pflag.FlagSet, cfg *coordinator.Config, opts *serveOptions) {
+	def := coordinator.Config{}.WithDefaults()
+	eng := engine.Config{}.WithDefaults()
 	commonFlags(fs, cfg, &opts.logLevel)
-	fs.StringVar(&cfg.AMQPURL, "amqp-url", "amqp://guest:guest@127.0.0.1:5672/", "RabbitMQ URL")
-	fs.StringVar(&cfg.ListenAddr, "listen", "127.0.0.1:7233", "gRPC listen address")
-	fs.StringVar(&cfg.QueueType, "queue-type", "classic", "queue type: classic or quorum")
+	fs.StringVar(&cfg.AMQPURL, "amqp-url", coordinator.DefaultAMQPURL, "RabbitMQ URL")
+	fs.StringVar(&cfg.ListenAddr, "listen", def.ListenAddr, "gRPC listen address")
+	fs.StringVar(&cfg.QueueType, "queue-type", def.QueueType, "queue type: classic or quorum")
 	fs.BoolVar(&cfg.Migrate, "migrate", false, "apply pending migrations before serving")
-	fs.IntVar(&cfg.MaxPayloadBytes, "max-payload-bytes", 256<<10, "largest saga input accepted, in bytes")
-	fs.IntVar(&opts.maxConns, "db-max-conns", 16, "database pool size")
-	fs.StringVar(&cfg.Name, "name", "coordinator", "instance name, used in broker connection names and logs")
-	fs.DurationVar(&cfg.Retention, "retention", 7*24*time.Hour, "delete finished sagas and transactions older than this; a negative value keeps them forever")
-	fs.IntVar(&cfg.MaxActiveSagas, "max-active-sagas", 10_000, "StartSaga returns RESOURCE_EXHAUSTED while this many sagas are running or compensating (whole database, counted each second); negative: no limit")
-	fs.IntVar(&cfg.ReplyWorkers, "reply-workers", 1, "reply batches this instance writes at once; one gives the largest batches (most replies per transaction)")
-	fs.IntVar(&cfg.StartWorkers, "start-workers", 1, "StartSaga batches this instance writes at once; one gives the largest batches")
+	fs.IntVar(&cfg.MaxPayloadBytes, "max-payload-bytes", eng.MaxPayloadBytes, "largest saga input accepted, in bytes")
+	fs.Int32Var(&cfg.DBMaxConns, "db-max-conns", def.DBMaxConns, "database pool size")
+	fs.StringVar(&cfg.Name, "name", def.Name, "instance name, used in broker connection names and logs")
+	fs.DurationVar(&cfg.Retention, "retention", eng.Retention, "delete finished sagas and transactions older than this; a negative value keeps them forever")
+	fs.IntVar(&cfg.MaxActiveSagas, "max-active-sagas", eng.MaxActiveSagas, "StartSaga returns RESOURCE_EXHAUSTED while this many sagas are running or compensating (whole database, counted each second); negative: no limit")
+	fs.IntVar(&cfg.ReplyWorkers, "reply-workers", eng.ReplyWorkers, "reply batches this instance writes at once; one gives the largest batches (most replies per transaction)")
+	fs.IntVar(&cfg.StartWorkers, "start-workers", eng.StartWorkers, "StartSaga batches this instance writes at once; one gives the largest batches")
 	fs.StringVar(&cfg.DebugAddr, "debug-listen", "", "serve net/http/pprof on this address, e.g. 127.0.0.1:6060")
 	fs.StringVar(&cfg.OTLPEndpoint, "otlp-endpoint", "", "export traces with OTLP over gRPC to this host:port or URL, e.g. http://jaeger:4317; empty: no tracing")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-listen", "", "serve Prometheus metrics on http://ADDR/metrics, e.g. 127.0.0.1:9464; empty: no metrics")
@@ -86,7 +88,6 @@ func serveFlags(fs *pflag.FlagSet, cfg *coordinator.Config, opts *serveOptions) 
 
 // serve starts the coordinator and serves until a signal or the gRPC server's end.
 func serve(ctx context.Context, cfg coordinator.Config, opts serveOptions, stdout, stderr io.Writer) error {
-	cfg.DBMaxConns = int32(opts.maxConns)
 	log, err := logger(stderr, opts.logLevel)
 	if err != nil {
 		return fail(exitUsage, "coordinator: %v", err)
