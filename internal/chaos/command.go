@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -130,45 +131,15 @@ the others run the coordinator that ships.`,
 			if err != nil {
 				return &cli.ExitError{Code: cli.ExitUsage, Err: err}
 			}
-			ss = slices.DeleteFunc(ss, func(s *Scenario) bool {
-				if len(tags) > 0 && !slices.ContainsFunc(tags, func(t string) bool { return slices.Contains(s.Tags, t) }) {
-					return true
-				}
-				return len(names) > 0 && !slices.Contains(names, s.Name)
-			})
-			if len(ss) == 0 {
+			if ss = selectScenarios(ss, tags, names); len(ss) == 0 {
 				return &cli.ExitError{Code: cli.ExitUsage, Err: errors.New("no scenario matches --tag/--name")}
 			}
-			var seedList []uint64
-			for _, s := range seeds {
-				for part := range strings.SplitSeq(s, ",") {
-					n, err := strconv.ParseUint(strings.TrimSpace(part), 10, 64)
-					if err != nil || n == 0 {
-						return &cli.ExitError{Code: cli.ExitUsage, Err: fmt.Errorf("--seed %q: want a positive integer", part)}
-					}
-					seedList = append(seedList, n)
-				}
-			}
-			if len(seedList) == 0 {
-				seedList = []uint64{0} // each scenario's own seed
+			seedList, err := parseSeeds(seeds)
+			if err != nil {
+				return &cli.ExitError{Code: cli.ExitUsage, Err: err}
 			}
 			opts.Progress = app.Stderr()
-			rep := &Report{StartedAt: time.Now()}
-			for _, seed := range seedList {
-				if seed != 0 {
-					rep.Seeds = append(rep.Seeds, seed)
-				}
-				for _, s := range ss {
-					o := opts
-					o.Seed = seed
-					res := Run(cmd.Context(), s, o)
-					rep.Results = append(rep.Results, res)
-					if cmd.Context().Err() != nil {
-						break
-					}
-				}
-			}
-			rep.Elapsed = time.Since(rep.StartedAt).Seconds()
+			rep := runAll(cmd.Context(), ss, seedList, opts)
 			fmt.Fprintln(app.Stdout())
 			rep.WriteSummary(app.Stdout())
 			if reportDir != "" {
@@ -197,4 +168,54 @@ the others run the coordinator that ships.`,
 	f.BoolVar(&opts.Broken, "broken", false, "start every coordinator, from testhooks/, with --test-disable-outbox (a deliberately broken build: the runs must fail)")
 	f.BoolVar(&opts.Keep, "keep", false, "keep each run's schemas and vhost for inspection")
 	return c
+}
+
+// selectScenarios keeps the scenarios with one of the tags (when any is given) and one of the
+// names (when any is given).
+func selectScenarios(ss []*Scenario, tags, names []string) []*Scenario {
+	return slices.DeleteFunc(ss, func(s *Scenario) bool {
+		if len(tags) > 0 && !slices.ContainsFunc(tags, func(t string) bool { return slices.Contains(s.Tags, t) }) {
+			return true
+		}
+		return len(names) > 0 && !slices.Contains(names, s.Name)
+	})
+}
+
+// parseSeeds reads --seed values, repeated or comma-separated; none means each scenario's own
+// seed (0).
+func parseSeeds(seeds []string) ([]uint64, error) {
+	var out []uint64
+	for _, s := range seeds {
+		for part := range strings.SplitSeq(s, ",") {
+			n, err := strconv.ParseUint(strings.TrimSpace(part), 10, 64)
+			if err != nil || n == 0 {
+				return nil, fmt.Errorf("--seed %q: want a positive integer", part)
+			}
+			out = append(out, n)
+		}
+	}
+	if len(out) == 0 {
+		out = []uint64{0}
+	}
+	return out, nil
+}
+
+// runAll runs every scenario once per seed, in order, until the context ends.
+func runAll(ctx context.Context, ss []*Scenario, seeds []uint64, opts Options) *Report {
+	rep := &Report{StartedAt: time.Now()}
+	for _, seed := range seeds {
+		if seed != 0 {
+			rep.Seeds = append(rep.Seeds, seed)
+		}
+		for _, s := range ss {
+			o := opts
+			o.Seed = seed
+			rep.Results = append(rep.Results, Run(ctx, s, o))
+			if ctx.Err() != nil {
+				break
+			}
+		}
+	}
+	rep.Elapsed = time.Since(rep.StartedAt).Seconds()
+	return rep
 }

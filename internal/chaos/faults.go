@@ -62,104 +62,133 @@ func describe(f ScheduledFault) string {
 	return s
 }
 
+// healFunc undoes a fault; nil when there is nothing to undo.
+type healFunc func(context.Context) error
+
 // inject applies f and returns how to heal it (nil when there is nothing to heal).
-func (r *run) inject(ctx context.Context, f ScheduledFault) (func(context.Context) error, error) {
+func (r *run) inject(ctx context.Context, f ScheduledFault) (healFunc, error) {
 	switch {
 	case isProcessFault(f.Kind):
-		p := r.procs[f.Target]
-		switch f.Kind {
-		case FaultSIGKILL:
-			if err := p.kill(); err != nil {
-				return nil, err
-			}
-			if f.Duration == 0 {
-				return nil, nil
-			}
-			return r.restartOf(p), nil
-		case FaultSIGSTOP:
-			if err := p.signal(syscall.SIGSTOP); err != nil {
-				return nil, err
-			}
-			return func(context.Context) error { return p.signal(syscall.SIGCONT) }, nil
-		case FaultRestart:
-			p.terminate(15 * time.Second)
-			return r.restartOf(p), nil
-		}
+		return r.injectProcess(f)
 	case isLinkFault(f.Kind):
-		proc, end, _ := strings.Cut(f.Target, "->")
-		name := linkName(proc, end)
-		var toxic string
-		attrs := map[string]any{}
-		switch f.Kind {
-		case FaultLinkDown:
-			if err := r.links.down(name); err != nil {
-				return nil, err
-			}
-			return func(context.Context) error { return r.links.up(name) }, nil
-		case FaultLatency:
-			toxic = "latency"
-			attrs["latency"] = f.Latency.D().Milliseconds()
-			attrs["jitter"] = f.Jitter.D().Milliseconds()
-		case FaultResetPeer:
-			toxic = "reset_peer"
-			attrs["timeout"] = 0
-		case FaultBlackhole:
-			toxic = "timeout"
-			attrs["timeout"] = 0
-		case FaultTimeout:
-			toxic = "timeout"
-			attrs["timeout"] = 1000
-		}
-		names, err := r.links.toxic(name, toxic, attrs)
-		if err != nil {
-			_ = r.links.removeToxics(name, names)
+		return r.injectLink(f)
+	case f.Kind == FaultPGTerminate || f.Kind == FaultDuplicate || f.Kind == FaultPoison:
+		return nil, r.injectOnce(ctx, f)
+	case f.Kind == FaultRabbitMQRestart || f.Kind == FaultMemoryAlarm || f.Kind == FaultPostgresRestart:
+		return r.injectService(ctx, f)
+	}
+	return nil, fmt.Errorf("unknown fault kind %q", f.Kind)
+}
+
+// injectProcess signals a coordinator or participant-sim.
+func (r *run) injectProcess(f ScheduledFault) (healFunc, error) {
+	p := r.procs[f.Target]
+	switch f.Kind {
+	case FaultSIGKILL:
+		if err := p.kill(); err != nil {
 			return nil, err
 		}
-		return func(context.Context) error { return r.links.removeToxics(name, names) }, nil
-	case f.Kind == FaultPGTerminate:
+		if f.Duration == 0 {
+			return nil, nil
+		}
+		return r.restartOf(p), nil
+	case FaultSIGSTOP:
+		if err := p.signal(syscall.SIGSTOP); err != nil {
+			return nil, err
+		}
+		return func(context.Context) error { return p.signal(syscall.SIGCONT) }, nil
+	case FaultRestart:
+		p.terminate(15 * time.Second)
+		return r.restartOf(p), nil
+	}
+	return nil, fmt.Errorf("unknown process fault %q", f.Kind)
+}
+
+// injectLink cuts or degrades a process's link to PostgreSQL or RabbitMQ through its proxy.
+func (r *run) injectLink(f ScheduledFault) (healFunc, error) {
+	proc, end, _ := strings.Cut(f.Target, "->")
+	name := linkName(proc, end)
+	var toxic string
+	attrs := map[string]any{}
+	switch f.Kind {
+	case FaultLinkDown:
+		if err := r.links.down(name); err != nil {
+			return nil, err
+		}
+		return func(context.Context) error { return r.links.up(name) }, nil
+	case FaultLatency:
+		toxic = "latency"
+		attrs["latency"] = f.Latency.D().Milliseconds()
+		attrs["jitter"] = f.Jitter.D().Milliseconds()
+	case FaultResetPeer:
+		toxic = "reset_peer"
+		attrs["timeout"] = 0
+	case FaultBlackhole:
+		toxic = "timeout"
+		attrs["timeout"] = 0
+	case FaultTimeout:
+		toxic = "timeout"
+		attrs["timeout"] = 1000
+	}
+	names, err := r.links.toxic(name, toxic, attrs)
+	if err != nil {
+		_ = r.links.removeToxics(name, names)
+		return nil, err
+	}
+	return func(context.Context) error { return r.links.removeToxics(name, names) }, nil
+}
+
+// injectOnce applies the instantaneous faults: terminated backends, duplicates, poison.
+func (r *run) injectOnce(ctx context.Context, f ScheduledFault) error {
+	switch f.Kind {
+	case FaultPGTerminate:
 		n, err := r.terminateBackends(ctx, f.Target)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		r.event("pg_terminate_backend ended %d connection(s) of %s", n, f.Target)
-		return nil, nil
-	case f.Kind == FaultDuplicate:
+	case FaultDuplicate:
 		if r.taps == nil {
-			return nil, fmt.Errorf("no tap queues")
+			return fmt.Errorf("no tap queues")
 		}
 		n, err := r.taps.duplicate(ctx, f.Target, f.Count)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		r.event("re-published %d copies of real %s", n, f.Target)
-		return nil, nil
-	case f.Kind == FaultPoison:
+	case FaultPoison:
 		n, err := publishPoison(ctx, r.amqpBase, f.Target, f.Count, r.seed)
 		r.mu.Lock()
 		r.injected += n
 		r.mu.Unlock()
-		return nil, err
-	case f.Kind == FaultRabbitMQRestart:
+		return err
+	}
+	return nil
+}
+
+// injectService crashes or alarms the scenario's private broker or database.
+func (r *run) injectService(ctx context.Context, f ScheduledFault) (healFunc, error) {
+	switch f.Kind {
+	case FaultRabbitMQRestart:
 		if err := r.mq.crash(); err != nil {
 			return nil, err
 		}
 		return func(ctx context.Context) error { return r.mq.start(ctx) }, nil
-	case f.Kind == FaultMemoryAlarm:
+	case FaultMemoryAlarm:
 		if err := r.mq.memoryAlarm(ctx, true); err != nil {
 			return nil, err
 		}
 		return func(ctx context.Context) error { return r.mq.memoryAlarm(ctx, false) }, nil
-	case f.Kind == FaultPostgresRestart:
+	default: // FaultPostgresRestart
 		if err := r.pg.crash(ctx); err != nil {
 			return nil, err
 		}
 		return func(ctx context.Context) error { return r.pg.start(ctx) }, nil
 	}
-	return nil, fmt.Errorf("unknown fault kind %q", f.Kind)
 }
 
 // restartOf starts p again and waits until it is ready (or 60s).
-func (r *run) restartOf(p *process) func(context.Context) error {
+func (r *run) restartOf(p *process) healFunc {
 	return func(ctx context.Context) error {
 		if err := p.start(); err != nil {
 			return err

@@ -244,7 +244,7 @@ code{background:#f5f5f5;padding:0 3px}section{border-top:2px solid #ddd;margin-t
 {{end}}
 {{range .Results}}<section class="scenario" id="{{anchor .}}"><h2>{{.Scenario.Name}} <span class="{{.Status}}">{{upper .Status}}</span></h2>
 <p>{{.Scenario.Description}}</p>
-<p>Seed {{.Seed}}{{if .Broken}}, <b>broken build</b> (--test-disable-outbox){{end}}{{if .Scenario.Catalogue}}; DESIGN §5 entries {{range .Scenario.Catalogue}}{{.}} {{end}}{{end}}. Logs: <code>{{.LogDir}}</code>{{if .Reason}}<br>{{.Reason}}{{end}}</p>
+<p>Seed {{.Seed}}{{if .Broken}}, <b>broken build</b> (--test-disable-outbox){{end}}{{if .Scenario.Catalogue}}; failure catalogue entries {{range .Scenario.Catalogue}}{{.}} {{end}}{{end}}. Logs: <code>{{.LogDir}}</code>{{if .Reason}}<br>{{.Reason}}{{end}}</p>
 <p>Workload: {{.Workload.Accepted}} of {{.Workload.Requested}} accepted, {{.Workload.Rejected}} rejected, {{.Workload.Retries}} retried call(s). Last fault healed at {{seconds .LastHeal}}; the last {{.Scenario.Workload.Kind}} started before it finished at {{seconds .ConvergedBeforeHeal}} (convergence {{conv .}}), the very last at {{seconds .Converged}}.</p>
 <div class="charts">{{chart .}}{{money .}}</div>
 <table><tr><th>invariant</th><th>result</th><th>checked</th><th>violations</th><th>detail and offending ids</th></tr>

@@ -1,0 +1,104 @@
+package chaos
+
+// Result statuses.
+const (
+	StatusPassed  = "passed"
+	StatusFailed  = "failed"
+	StatusSkipped = "skipped"
+	StatusError   = "error"
+)
+
+// Result is the outcome of one scenario run.
+type Result struct {
+	Scenario *Scenario `json:"scenario"`
+	Seed     uint64    `json:"seed"`
+	Broken   bool      `json:"broken,omitempty"`
+	// Status is passed (every invariant held), failed (one did not), skipped (a private
+	// instance's binaries are missing; Reason says which) or error (the run itself broke).
+	Status string `json:"status"`
+	Reason string `json:"reason,omitempty"`
+
+	Invariants []InvariantResult `json:"invariants"`
+	Workload   workloadResult    `json:"workload"`
+	// Final counts sagas (or transactions) by status.
+	Final map[string]int `json:"final"`
+
+	Faults  []AppliedFault `json:"faults"`
+	Events  []Event        `json:"events"`
+	Samples []Sample       `json:"samples"`
+
+	// LastHeal is when the last fault was healed, in seconds from the start of the workload.
+	LastHeal float64 `json:"last_heal_s"`
+	// Converged is when the last saga or transaction reached its final state (seconds).
+	Converged float64 `json:"converged_s"`
+	// ConvergedBeforeHeal is when the last of those started before the last heal reached it.
+	ConvergedBeforeHeal float64 `json:"converged_before_heal_s"`
+	// Convergence is ConvergedBeforeHeal - LastHeal (at least 0): how long after the last heal
+	// the work started until then was all final; -1 if not everything finished (G1 failed).
+	Convergence float64 `json:"convergence_s"`
+	// Figures compares runs under a partition (the CAP/BASE pair).
+	Figures Figures `json:"figures"`
+	// Elapsed is the whole run, setup and checks included (seconds).
+	Elapsed float64 `json:"elapsed_s"`
+	LogDir  string  `json:"log_dir"`
+}
+
+// Figures are the numbers the CAP/BASE comparison puts side by side.
+type Figures struct {
+	// FaultWindow is the first fault's start to the last heal (seconds).
+	FaultFrom float64 `json:"fault_from_s"`
+	FaultTo   float64 `json:"fault_to_s"`
+	// AcceptedDuringFaults counts requests accepted inside the window.
+	AcceptedDuringFaults int `json:"accepted_during_faults"`
+	// FinishedDuringFaults counts sagas or transactions that reached a terminal state inside it.
+	FinishedDuringFaults int     `json:"finished_during_faults"`
+	ThroughputDuring     float64 `json:"throughput_during_faults_per_s"`
+	ThroughputOverall    float64 `json:"throughput_overall_per_s"`
+	// WorstMoneyInFlight is the most money debited but not (yet) credited or refunded at any
+	// sample: the initial total minus the accounts' balances.
+	WorstMoneyInFlight int64 `json:"worst_money_in_flight"`
+	// WorstHeld is the most money held by prepared 2PC transactions at any sample (unavailable
+	// to anyone else while the transaction is in doubt).
+	WorstHeld int64 `json:"worst_held"`
+	// BlockedPrepared is the total time participants held a prepared transaction's reservation
+	// (2PC; seconds), and BlockedPreparedMax the longest.
+	BlockedPrepared    float64 `json:"blocked_prepared_s"`
+	BlockedPreparedMax float64 `json:"blocked_prepared_max_s"`
+	BlockedNote        string  `json:"blocked_note,omitempty"`
+}
+
+// AppliedFault is a timeline entry as it happened.
+type AppliedFault struct {
+	ScheduledFault
+	AppliedAt float64 `json:"applied_s"`
+	HealedAt  float64 `json:"healed_s"`
+	Error     string  `json:"error,omitempty"`
+}
+
+// Event is a line of the run's log (process exits, restarts, fault steps).
+type Event struct {
+	At   float64 `json:"t_s"`
+	Text string  `json:"text"`
+}
+
+// Sample is the state of the tables at one moment.
+type Sample struct {
+	T             float64 `json:"t"`
+	Open          int     `json:"open"`
+	Completed     int     `json:"completed"` // COMPLETED or COMMITTED
+	Compensated   int     `json:"compensated"`
+	Failed        int     `json:"failed"`
+	Outbox        int     `json:"outbox"`
+	MoneyInFlight int64   `json:"money_in_flight"`
+	Held          int64   `json:"held,omitempty"`
+	Accepted      int     `json:"accepted"`
+}
+
+func (res *Result) invariant(name string) *InvariantResult {
+	for i := range res.Invariants {
+		if res.Invariants[i].Name == name {
+			return &res.Invariants[i]
+		}
+	}
+	return nil
+}
