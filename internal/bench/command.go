@@ -11,23 +11,27 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/sagacoord/sagacoord/internal/cli"
 )
 
+// flags are the command line of `sagalab bench` beyond Config's own fields.
+type flags struct {
+	cfg      Config
+	pids     string
+	asJSON   bool
+	parts    string
+	noBase   bool
+	duration time.Duration
+	cpuProf  string
+	halfPeak bool
+	sweep    []float64
+}
+
 // Command is `sagalab bench` (cmd/sagalab).
 func Command(app *cli.App) *cobra.Command {
-	var (
-		cfg      Config
-		pids     string
-		asJSON   bool
-		parts    string
-		noBase   bool
-		duration time.Duration
-		cpuProf  string
-		halfPeak bool
-		sweep    []float64
-	)
+	var f flags
 	cmd := &cobra.Command{
 		Use:   "bench --database-url URL [--rate N | --concurrency N] [--duration D]",
 		Short: "Measure a running system with 3-step sagas over no-op participants",
@@ -43,84 +47,92 @@ baselines of the same services. --half-peak measures the peak in a closed loop, 
 loop at half the sagas/s it reached, for the latency target of docs/performance.md.
 make bench starts a system and runs it.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			conn, err := app.Client()
-			if err != nil {
-				return err
-			}
-			cfg.Client = conn.Saga
-			cfg.Duration = duration
-			cfg.Baselines = !noBase
-			if parts != "" {
-				cfg.Participants = strings.Split(parts, ",")
-			}
-			for _, p := range strings.Split(pids, ",") {
-				if p == "" {
-					continue
-				}
-				n, err := strconv.Atoi(strings.TrimSpace(p))
-				if err != nil {
-					return &cli.ExitError{Code: 1, Err: fmt.Errorf("--pid %q: not a process id", p)}
-				}
-				cfg.CoordinatorPIDs = append(cfg.CoordinatorPIDs, n)
-			}
-			if cfg.DatabaseURL == "" {
-				return &cli.ExitError{Code: 1, Err: fmt.Errorf("--database-url (or SAGACOORD_DATABASE_URL) is required: latency and commits are read from the coordinator's database")}
-			}
-			if !asJSON {
-				cfg.Log = app.Stderr()
-			}
-			if cpuProf != "" {
-				stop, err := startCPUProfile(cpuProf)
-				if err != nil {
-					return &cli.ExitError{Code: 1, Err: err}
-				}
-				defer stop()
-			}
-			if len(sweep) > 0 {
-				if halfPeak || cfg.Rate > 0 || cfg.Burst > 0 {
-					return &cli.ExitError{Code: 1, Err: fmt.Errorf("--sweep runs one open loop per rate: drop --half-peak, --rate and --burst")}
-				}
-				return runSweep(cmd, app, cfg, sweep, asJSON)
-			}
-			if halfPeak {
-				if cfg.Rate > 0 || cfg.Burst > 0 {
-					return &cli.ExitError{Code: 1, Err: fmt.Errorf("--half-peak runs its own closed and open loops: drop --rate and --burst")}
-				}
-				return runHalfPeak(cmd, app, cfg, asJSON)
-			}
-			res, err := Run(cmd.Context(), cfg)
-			if err != nil {
-				return &cli.ExitError{Code: 2, Err: err}
-			}
-			if asJSON || app.JSON() {
-				enc := json.NewEncoder(app.Stdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(res)
-			}
-			printTable(app, res)
-			return nil
-		},
+		RunE: func(cmd *cobra.Command, _ []string) error { return run(cmd, app, f) },
 	}
-	f := cmd.Flags()
-	f.StringVar(&cfg.DatabaseURL, "database-url", os.Getenv("SAGACOORD_DATABASE_URL"), "the coordinator's database, with its search_path (env SAGACOORD_DATABASE_URL)")
-	f.StringVar(&cfg.AMQPURL, "amqp-url", envOr("SAGACOORD_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"), "the coordinator's broker and vhost (env SAGACOORD_AMQP_URL)")
-	f.StringVar(&cfg.RabbitAPI, "rabbit-api", "http://guest:guest@127.0.0.1:15672", "RabbitMQ management API, for message counts")
-	f.Float64Var(&cfg.Rate, "rate", 0, "sagas started per second (open loop); 0 means closed loop")
-	f.IntVar(&cfg.Concurrency, "concurrency", 64, "sagas kept in flight (closed loop)")
-	f.DurationVar(&duration, "duration", 10*time.Second, "measured window")
-	f.DurationVar(&cfg.Warmup, "warmup", 2*time.Second, "unmeasured warm-up")
-	f.StringVar(&parts, "participants", "", "the three no-op participants (default bench-a,bench-b,bench-c)")
-	f.StringVar(&pids, "pid", "", "coordinator process ids, comma-separated, for CPU and RSS")
-	f.BoolVar(&noBase, "no-baselines", false, "skip the raw publish and insert baselines")
-	f.BoolVar(&asJSON, "json", false, "print one JSON object with every figure")
-	f.DurationVar(&cfg.StepTimeout, "step-timeout", 30*time.Second, "each step's timeout in the benchmark definition; it counts from dispatch, so a large --burst needs more")
-	f.Int64Var(&cfg.Burst, "burst", 0, "instead of a timed window, start this many sagas as fast as accepted and wait for all to finish (many in flight)")
-	f.Int64Var(&cfg.PrefillFinished, "prefill-finished", 0, "first add this many finished sagas to the tables (copies of one real run), to measure with large tables")
-	f.Float64SliceVar(&sweep, "sweep", nil, "run the open loop once per rate, e.g. --sweep 50,100,200,400: the latency curve")
-	f.BoolVar(&halfPeak, "half-peak", false, "measure the peak (closed loop, --concurrency), then the open loop at half its sagas/s")
-	f.StringVar(&cpuProf, "cpuprofile", "", "write the bench client's own CPU profile to this file (to check that the load generator is not the bottleneck)")
+	registerFlags(cmd.Flags(), &f)
 	return cmd
+}
+
+func registerFlags(fs *pflag.FlagSet, f *flags) {
+	cfg := &f.cfg
+	fs.StringVar(&cfg.DatabaseURL, "database-url", os.Getenv("SAGACOORD_DATABASE_URL"), "the coordinator's database, with its search_path (env SAGACOORD_DATABASE_URL)")
+	fs.StringVar(&cfg.AMQPURL, "amqp-url", envOr("SAGACOORD_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"), "the coordinator's broker and vhost (env SAGACOORD_AMQP_URL)")
+	fs.StringVar(&cfg.RabbitAPI, "rabbit-api", "http://guest:guest@127.0.0.1:15672", "RabbitMQ management API, for message counts")
+	fs.Float64Var(&cfg.Rate, "rate", 0, "sagas started per second (open loop); 0 means closed loop")
+	fs.IntVar(&cfg.Concurrency, "concurrency", 64, "sagas kept in flight (closed loop)")
+	fs.DurationVar(&f.duration, "duration", 10*time.Second, "measured window")
+	fs.DurationVar(&cfg.Warmup, "warmup", 2*time.Second, "unmeasured warm-up")
+	fs.StringVar(&f.parts, "participants", "", "the three no-op participants (default bench-a,bench-b,bench-c)")
+	fs.StringVar(&f.pids, "pid", "", "coordinator process ids, comma-separated, for CPU and RSS")
+	fs.BoolVar(&f.noBase, "no-baselines", false, "skip the raw publish and insert baselines")
+	fs.BoolVar(&f.asJSON, "json", false, "print one JSON object with every figure")
+	fs.DurationVar(&cfg.StepTimeout, "step-timeout", 30*time.Second, "each step's timeout in the benchmark definition; it counts from dispatch, so a large --burst needs more")
+	fs.Int64Var(&cfg.Burst, "burst", 0, "instead of a timed window, start this many sagas as fast as accepted and wait for all to finish (many in flight)")
+	fs.Int64Var(&cfg.PrefillFinished, "prefill-finished", 0, "first add this many finished sagas to the tables (copies of one real run), to measure with large tables")
+	fs.Float64SliceVar(&f.sweep, "sweep", nil, "run the open loop once per rate, e.g. --sweep 50,100,200,400: the latency curve")
+	fs.BoolVar(&f.halfPeak, "half-peak", false, "measure the peak (closed loop, --concurrency), then the open loop at half its sagas/s")
+	fs.StringVar(&f.cpuProf, "cpuprofile", "", "write the bench client's own CPU profile to this file (to check that the load generator is not the bottleneck)")
+}
+
+// run checks the flags and runs one measurement, the half-peak pair or the sweep.
+func run(cmd *cobra.Command, app *cli.App, f flags) error {
+	conn, err := app.Client()
+	if err != nil {
+		return err
+	}
+	cfg := f.cfg
+	cfg.Client = conn.Saga
+	cfg.Duration = f.duration
+	cfg.Baselines = !f.noBase
+	if f.parts != "" {
+		cfg.Participants = strings.Split(f.parts, ",")
+	}
+	for _, p := range strings.Split(f.pids, ",") {
+		if p == "" {
+			continue
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(p))
+		if err != nil {
+			return &cli.ExitError{Code: 1, Err: fmt.Errorf("--pid %q: not a process id", p)}
+		}
+		cfg.CoordinatorPIDs = append(cfg.CoordinatorPIDs, n)
+	}
+	if cfg.DatabaseURL == "" {
+		return &cli.ExitError{Code: 1, Err: fmt.Errorf("--database-url (or SAGACOORD_DATABASE_URL) is required: latency and commits are read from the coordinator's database")}
+	}
+	if !f.asJSON {
+		cfg.Log = app.Stderr()
+	}
+	if f.cpuProf != "" {
+		stop, err := startCPUProfile(f.cpuProf)
+		if err != nil {
+			return &cli.ExitError{Code: 1, Err: err}
+		}
+		defer stop()
+	}
+	switch {
+	case len(f.sweep) > 0:
+		if f.halfPeak || cfg.Rate > 0 || cfg.Burst > 0 {
+			return &cli.ExitError{Code: 1, Err: fmt.Errorf("--sweep runs one open loop per rate: drop --half-peak, --rate and --burst")}
+		}
+		return runSweep(cmd, app, cfg, f.sweep, f.asJSON)
+	case f.halfPeak:
+		if cfg.Rate > 0 || cfg.Burst > 0 {
+			return &cli.ExitError{Code: 1, Err: fmt.Errorf("--half-peak runs its own closed and open loops: drop --rate and --burst")}
+		}
+		return runHalfPeak(cmd, app, cfg, f.asJSON)
+	}
+	res, err := Run(cmd.Context(), cfg)
+	if err != nil {
+		return &cli.ExitError{Code: 2, Err: err}
+	}
+	if f.asJSON || app.JSON() {
+		enc := json.NewEncoder(app.Stdout())
+		enc.SetIndent("", "  ")
+		return enc.Encode(res)
+	}
+	printTable(app, res)
+	return nil
 }
 
 // HalfPeak is the result of --half-peak: the closed loop, then the open loop at half its rate.
