@@ -43,13 +43,16 @@ func newUUID() (string, error) {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16]), nil
 }
 
+// sagaStartFlags are the flags of `saga start`.
+type sagaStartFlags struct {
+	id, input, inputFile string
+	version              int32
+	deadline             time.Duration
+	wait                 bool
+}
+
 func newSagaStartCommand(app *App) *cobra.Command {
-	var (
-		id, input, inputFile string
-		version              int32
-		deadline             time.Duration
-		wait                 bool
-	)
+	var f sagaStartFlags
 	c := &cobra.Command{
 		Use:   "start DEFINITION [--id UUID] [--input JSON | --input-file FILE] [--version N] [--deadline DUR] [--wait]",
 		Short: "Start a saga",
@@ -68,93 +71,111 @@ With --wait, sagactl then follows the saga like 'saga watch' and exits 0 if it C
 {"saga": {...}, "created": ...}, or with --wait the final saga.`,
 		Args: exactArgs("DEFINITION"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req := &sagacoordv1.StartSagaRequest{Definition: args[0], DefinitionVersion: version}
-			if version < 0 {
-				return flagError("invalid --version %d: must be positive (or 0 for the latest)", version)
-			}
-			if flagChanged(cmd.Flags(), "deadline") {
-				if deadline <= 0 {
-					return flagError("invalid --deadline %s: must be positive", deadline)
-				}
-				req.Deadline = durationpb.New(deadline)
-			}
-			if input != "" && inputFile != "" {
-				return flagError("give --input or --input-file, not both")
-			}
-			raw := []byte(input)
-			name := "--input"
-			if inputFile != "" {
-				var err error
-				if raw, err = app.readInput(inputFile); err != nil {
-					return err
-				}
-				name = inputFile
-			}
-			if len(strings.TrimSpace(string(raw))) > 0 {
-				if !json.Valid(raw) {
-					var v any
-					err := json.Unmarshal(raw, &v)
-					return &ExitError{Code: ExitUsage, Err: fmt.Errorf("%s: the saga input must be JSON: %v", name, err)}
-				}
-				req.Input = raw
-			}
-			if id == "" {
-				var err error
-				if id, err = newUUID(); err != nil {
-					return err
-				}
-			} else if !uuidPattern.MatchString(id) {
-				return flagError("invalid --id %q: want a UUID such as 123e4567-e89b-12d3-a456-426614174000", id)
-			}
-			req.SagaId = id
-
-			client, err := app.sagaClient()
+			req, err := f.request(cmd, app, args[0])
 			if err != nil {
 				return err
 			}
-			ctx, cancel := app.CallContext(cmd.Context())
-			defer cancel()
-			resp, err := client.StartSaga(ctx, req)
-			if err != nil {
-				err = app.RPCError(ctx, err)
-				if indeterminate(err) {
-					// The saga may have started: say how to find out or repeat safely.
-					err = fmt.Errorf("%w (saga id %s: 'sagactl saga get %s' tells whether it started; repeating with --id %s is safe)", err, id, id, id)
-				}
-				return err
-			}
-			saga := resp.GetSaga()
-			if app.JSON() && !wait {
-				return writeJSON(app.Stdout(), resp)
-			}
-			if !app.JSON() {
-				verb := "started"
-				if !resp.GetCreated() {
-					verb = "already started (same request)"
-				}
-				if _, err := fmt.Fprintf(app.Stdout(), "saga %s %s: %s version %d, %s\n", saga.GetId(), verb,
-					saga.GetDefinition(), saga.GetDefinitionVersion(), sagaStatusName(saga.GetStatus())); err != nil {
-					return err
-				}
-			}
-			if !wait {
-				return nil
-			}
-			mode := watchLines
-			if app.JSON() {
-				mode = watchFinal
-			}
-			return watchSaga(cmd.Context(), app, saga.GetId(), mode)
+			return startSaga(cmd, app, req, f.wait)
 		},
 	}
-	f := c.Flags()
-	f.StringVar(&id, "id", "", "saga id (UUID); makes the start idempotent (default: a new random UUID)")
-	f.StringVar(&input, "input", "", "saga input as JSON")
-	f.StringVar(&inputFile, "input-file", "", "file with the saga input as JSON (- for standard input)")
-	f.Int32Var(&version, "version", 0, "definition version (default: the latest)")
-	f.DurationVar(&deadline, "deadline", 0, "deadline of this saga, overriding the definition's (e.g. 5m)")
-	f.BoolVar(&wait, "wait", false, "follow the saga until it ends; exit 0 COMPLETED, 3 COMPENSATED, 4 FAILED")
+	fs := c.Flags()
+	fs.StringVar(&f.id, "id", "", "saga id (UUID); makes the start idempotent (default: a new random UUID)")
+	fs.StringVar(&f.input, "input", "", "saga input as JSON")
+	fs.StringVar(&f.inputFile, "input-file", "", "file with the saga input as JSON (- for standard input)")
+	fs.Int32Var(&f.version, "version", 0, "definition version (default: the latest)")
+	fs.DurationVar(&f.deadline, "deadline", 0, "deadline of this saga, overriding the definition's (e.g. 5m)")
+	fs.BoolVar(&f.wait, "wait", false, "follow the saga until it ends; exit 0 COMPLETED, 3 COMPENSATED, 4 FAILED")
 	return c
+}
+
+// request checks the flags and builds the StartSaga request, with a new saga id when --id is
+// not given.
+func (f *sagaStartFlags) request(cmd *cobra.Command, app *App, definition string) (*sagacoordv1.StartSagaRequest, error) {
+	req := &sagacoordv1.StartSagaRequest{Definition: definition, DefinitionVersion: f.version}
+	if f.version < 0 {
+		return nil, flagError("invalid --version %d: must be positive (or 0 for the latest)", f.version)
+	}
+	if flagChanged(cmd.Flags(), "deadline") {
+		if f.deadline <= 0 {
+			return nil, flagError("invalid --deadline %s: must be positive", f.deadline)
+		}
+		req.Deadline = durationpb.New(f.deadline)
+	}
+	if f.input != "" && f.inputFile != "" {
+		return nil, flagError("give --input or --input-file, not both")
+	}
+	raw := []byte(f.input)
+	name := "--input"
+	if f.inputFile != "" {
+		var err error
+		if raw, err = app.readInput(f.inputFile); err != nil {
+			return nil, err
+		}
+		name = f.inputFile
+	}
+	if len(strings.TrimSpace(string(raw))) > 0 {
+		if !json.Valid(raw) {
+			var v any
+			err := json.Unmarshal(raw, &v)
+			return nil, &ExitError{Code: ExitUsage, Err: fmt.Errorf("%s: the saga input must be JSON: %v", name, err)}
+		}
+		req.Input = raw
+	}
+	switch {
+	case f.id == "":
+		id, err := newUUID()
+		if err != nil {
+			return nil, err
+		}
+		req.SagaId = id
+	case !uuidPattern.MatchString(f.id):
+		return nil, flagError("invalid --id %q: want a UUID such as 123e4567-e89b-12d3-a456-426614174000", f.id)
+	default:
+		req.SagaId = f.id
+	}
+	return req, nil
+}
+
+// startSaga sends the request, prints the answer and, with wait, follows the saga to its end.
+func startSaga(cmd *cobra.Command, app *App, req *sagacoordv1.StartSagaRequest, wait bool) error {
+	client, err := app.sagaClient()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := app.CallContext(cmd.Context())
+	defer cancel()
+	resp, err := client.StartSaga(ctx, req)
+	if err != nil {
+		err = app.RPCError(ctx, err)
+		if indeterminate(err) {
+			// The saga may have started: say how to find out or repeat safely.
+			id := req.GetSagaId()
+			err = fmt.Errorf("%w (saga id %s: 'sagactl saga get %s' tells whether it started; repeating with --id %s is safe)", err, id, id, id)
+		}
+		return err
+	}
+	saga := resp.GetSaga()
+	if app.JSON() && !wait {
+		return writeJSON(app.Stdout(), resp)
+	}
+	if !app.JSON() {
+		verb := "started"
+		if !resp.GetCreated() {
+			verb = "already started (same request)"
+		}
+		if _, err := fmt.Fprintf(app.Stdout(), "saga %s %s: %s version %d, %s\n", saga.GetId(), verb,
+			saga.GetDefinition(), saga.GetDefinitionVersion(), sagaStatusName(saga.GetStatus())); err != nil {
+			return err
+		}
+	}
+	if !wait {
+		return nil
+	}
+	mode := watchLines
+	if app.JSON() {
+		mode = watchFinal
+	}
+	return watchSaga(cmd.Context(), app, saga.GetId(), mode)
 }
 
 func newSagaGetCommand(app *App) *cobra.Command {
