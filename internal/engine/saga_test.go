@@ -67,7 +67,10 @@ func TestStartRefusesBadRequests(t *testing.T) {
 func TestRepliesDriveASagaToCompletion(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	h.define(three("order", func(d *saga.Definition) { d.Steps[2].DependsOn = []string{"a", "b"}; d.Steps[1].DependsOn = []string{"a"} }))
+	h.define(three("order", func(d *saga.Definition) {
+		d.Steps[2].DependsOn = []string{"a", "b"}
+		d.Steps[1].DependsOn = []string{"a"}
+	}))
 	id := h.start("order", `{}`)
 	a := h.step("pa")
 	h.answer(a, protocol.OutcomeSucceeded, `{"reserved":7}`)

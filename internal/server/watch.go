@@ -6,7 +6,6 @@ import (
 
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/status"
-
 )
 
 // defaultWatchPoll is how long a watch waits without news of a change before it reads the row.
