@@ -153,8 +153,8 @@ var identRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 
 func (c Config) validate() error {
 	var errs []error
-	if c.Name == "" {
-		errs = append(errs, errors.New("participant: Config.Name is empty: set the participant name its commands are routed by"))
+	if err := protocol.CheckName(c.Name); err != nil {
+		errs = append(errs, fmt.Errorf("participant: Config.Name %w: set the participant name its commands are routed by", err))
 	}
 	if c.Transport == nil {
 		errs = append(errs, errors.New("participant: Config.Transport is nil: pass a transport, e.g. amqptransport.New"))

@@ -32,7 +32,8 @@ func TestConfigValidate(t *testing.T) {
 		want   string
 	}{
 		{"ok", func(*Config) {}, ""},
-		{"no name", func(c *Config) { c.Name = "" }, "Config.Name is empty"},
+		{"no name", func(c *Config) { c.Name = "" }, "Config.Name must not be empty"},
+		{"bad name", func(c *Config) { c.Name = "bank a" }, "Config.Name \"bank a\" may contain only letters"},
 		{"no transport", func(c *Config) { c.Transport = nil }, "Config.Transport is nil"},
 		{"no db", func(c *Config) { c.DB = nil }, "Config.DB is nil"},
 		{"bad schema", func(c *Config) { c.Schema = `x"; drop table y` }, "not a lower-case SQL identifier"},

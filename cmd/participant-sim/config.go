@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sagacoord/sagacoord/protocol"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -146,8 +147,6 @@ func inferKind(name string) string {
 	}
 }
 
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$`)
-
 // schemaOf returns the schema of a participant: prefix + name, lower-cased, with every character
 // that is not a letter, digit or underscore replaced by an underscore.
 func schemaOf(prefix, name string) string {
@@ -193,8 +192,8 @@ func (c simConfig) validate() error {
 	names, schemas := map[string]bool{}, map[string]string{}
 	for i, p := range c.Participants {
 		where := fmt.Sprintf("participant %d (%q)", i+1, p.Name)
-		if !nameRE.MatchString(p.Name) {
-			errs = append(errs, fmt.Errorf("%s: name must be 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit", where))
+		if err := protocol.CheckName(p.Name); err != nil {
+			errs = append(errs, fmt.Errorf("%s: name %w", where, err))
 		}
 		if names[p.Name] {
 			errs = append(errs, fmt.Errorf("%s: listed twice", where))

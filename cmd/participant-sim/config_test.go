@@ -44,7 +44,7 @@ func TestConfigValidate(t *testing.T) {
 	}{
 		{"none", simConfig{SchemaPrefix: "sim_"}, "no participants"},
 		{"bad kind", simConfig{SchemaPrefix: "sim_", Participants: []participantConfig{{Name: "a", Kind: "bank"}}}, `kind "bank" must be one of transfer, inventory, payment, noop`},
-		{"bad name", simConfig{SchemaPrefix: "sim_", Participants: []participantConfig{{Name: "-a b", Kind: kindNoop}}}, "name must be"},
+		{"bad name", simConfig{SchemaPrefix: "sim_", Participants: []participantConfig{{Name: "-a b", Kind: kindNoop}}}, "must start with a letter or digit"},
 		{"twice", simConfig{SchemaPrefix: "sim_", Participants: []participantConfig{{Name: "a", Kind: kindNoop}, {Name: "a", Kind: kindNoop}}}, "listed twice"},
 		{"schema clash", simConfig{SchemaPrefix: "sim_", Participants: []participantConfig{{Name: "bank-a", Kind: kindNoop}, {Name: "bank.a", Kind: kindNoop}}}, `schema "sim_bank_a" is also the schema of "bank-a"`},
 		{"bad prefix", simConfig{SchemaPrefix: "Sim", Participants: ok.Participants}, "schema_prefix"},

@@ -7,11 +7,12 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/sagacoord/sagacoord/protocol"
 )
 
 var (
 	procNameRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,30}$`)
-	partNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
 	simKinds   = []string{"transfer", "inventory", "payment", "noop"}
 )
 
@@ -142,8 +143,8 @@ func (s *Scenario) validateSims(bad *problems, procs map[string]bool) {
 // validateParticipant checks one participant of a participant-sim; parts holds the names seen
 // so far in the whole topology.
 func validateParticipant(bad *problems, where string, q SimParticipant, parts map[string]bool) {
-	if !partNameRE.MatchString(q.Name) {
-		bad.add("%s.name: %q must be letters, digits, '.', '_' or '-' (at most 63)", where, q.Name)
+	if err := protocol.CheckName(q.Name); err != nil {
+		bad.add("%s.name: %s", where, err)
 	}
 	if parts[q.Name] {
 		bad.add("%s.name: participant %q is listed twice", where, q.Name)
