@@ -13,7 +13,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sagacoord/sagacoord/internal/telemetry"
-	"github.com/sagacoord/sagacoord/internal/telemetry/otelsetup"
+	"github.com/sagacoord/sagacoord/internal/telemetry/traceexport"
 	"github.com/sagacoord/sagacoord/participant"
 	"github.com/sagacoord/sagacoord/protocol"
 )
@@ -25,7 +25,7 @@ func TestWorkerContinuesTheTrace(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	rec := tracetest.NewSpanRecorder()
-	tp := otelsetup.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	tp := traceexport.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
 	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))

@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sagacoord/sagacoord/internal/telemetry/otelsetup"
+	"github.com/sagacoord/sagacoord/internal/telemetry/pgxtrace"
 	"github.com/sagacoord/sagacoord/transport/amqptransport"
 )
 
@@ -102,7 +103,7 @@ func openDatabase(ctx context.Context, o options, tp trace.TracerProvider) (*pgx
 		return nil, fmt.Errorf("--database-url %s: %w", redactURL(o.databaseURL), err)
 	}
 	if tp != nil {
-		poolCfg.ConnConfig.Tracer = otelsetup.NewQueryTracer(tp)
+		poolCfg.ConnConfig.Tracer = pgxtrace.NewQueryTracer(tp)
 	}
 	if !strings.Contains(o.databaseURL, "pool_max_conns") {
 		poolCfg.MaxConns = int32(max(1, o.dbMaxConns))

@@ -11,7 +11,8 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/sagacoord/sagacoord/internal/telemetry"
-	"github.com/sagacoord/sagacoord/internal/telemetry/otelsetup"
+	"github.com/sagacoord/sagacoord/internal/telemetry/traceexport"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 )
 
 // Main runs prog as the process: on its command-line arguments, until SIGINT or SIGTERM, and with
@@ -22,14 +23,22 @@ func Main(prog Program) int {
 	defer stop()
 	var opts Options
 	if ep := os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT"); ep != "" {
-		tel, err := otelsetup.Start(ctx, otelsetup.Config{ServiceName: prog.Name, OTLPEndpoint: ep})
+		tp, err := startTracing(ctx, prog.Name, ep)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "%s: OTEL_EXPORTER_OTLP_ENDPOINT: %v\n", prog.Name, err)
 			return ExitUsage
 		}
-		defer func() { _ = tel.Shutdown(context.Background()) }() // flushes the spans
+		defer func() { _ = tp.Shutdown(context.Background()) }() // flushes the spans
 		opts.DialOptions = append(opts.DialOptions, grpc.WithStatsHandler(otelgrpc.NewClientHandler(
-			otelgrpc.WithTracerProvider(tel.TracerProvider), otelgrpc.WithPropagators(telemetry.Propagator))))
+			otelgrpc.WithTracerProvider(tp), otelgrpc.WithPropagators(telemetry.Propagator))))
 	}
 	return RunProgram(ctx, prog, os.Args[1:], opts)
+}
+
+func startTracing(ctx context.Context, service, endpoint string) (*sdktrace.TracerProvider, error) {
+	res, err := traceexport.Resource(service, service)
+	if err != nil {
+		return nil, err
+	}
+	return traceexport.OTLP(ctx, endpoint, res, nil)
 }

@@ -55,7 +55,7 @@ type Config struct {
 	MetricsAddr string
 	// TracerProvider and MeterProvider, when set, replace the OTLP exporter and the /metrics
 	// endpoint (tests use in-memory ones). The tracer provider must use telemetry.IDGenerator
-	// (otelsetup.NewTracerProvider does).
+	// (traceexport.NewTracerProvider does).
 	TracerProvider trace.TracerProvider
 	MeterProvider  metric.MeterProvider
 	// Logger receives JSON logs. Default: discard.

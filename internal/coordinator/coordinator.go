@@ -22,6 +22,7 @@ import (
 	"github.com/sagacoord/sagacoord/internal/store/pgstore"
 	"github.com/sagacoord/sagacoord/internal/telemetry"
 	"github.com/sagacoord/sagacoord/internal/telemetry/otelsetup"
+	"github.com/sagacoord/sagacoord/internal/telemetry/pgxtrace"
 	"github.com/sagacoord/sagacoord/migrations"
 	"github.com/sagacoord/sagacoord/outbox"
 	"github.com/sagacoord/sagacoord/transport/amqptransport"
@@ -129,7 +130,7 @@ func (c *Coordinator) startTelemetry(ctx context.Context) (instruments, error) {
 	tel := c.telemetry
 	if tel.Tracing() {
 		inst.tp = tel.TracerProvider
-		inst.pgTracer = otelsetup.NewQueryTracer(inst.tp)
+		inst.pgTracer = pgxtrace.NewQueryTracer(inst.tp)
 	}
 	if tel.Metrics() {
 		inst.mp = tel.MeterProvider

@@ -27,6 +27,7 @@ import (
 	"github.com/sagacoord/sagacoord/internal/coordinator"
 	"github.com/sagacoord/sagacoord/internal/telemetry"
 	"github.com/sagacoord/sagacoord/internal/telemetry/otelsetup"
+	"github.com/sagacoord/sagacoord/internal/telemetry/traceexport"
 	"github.com/sagacoord/sagacoord/internal/testenv"
 	"github.com/sagacoord/sagacoord/participant"
 	"github.com/sagacoord/sagacoord/protocol"
@@ -48,7 +49,7 @@ func failShipping(_ context.Context, cmd *protocol.StepCommand) (json.RawMessage
 func TestOneTracePerSaga(t *testing.T) {
 	t.Parallel()
 	exp := tracetest.NewInMemoryExporter()
-	tp := otelsetup.NewTracerProvider(sdktrace.WithSyncer(exp))
+	tp := traceexport.NewTracerProvider(sdktrace.WithSyncer(exp))
 	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
 
 	e := newEnvWith(t, envOpts{noCoordinator: true})
@@ -325,9 +326,9 @@ func (e *env) tracedCoordinator(tp trace.TracerProvider) (*coordinator.Coordinat
 func TestTraceSurvivesCoordinatorRestart(t *testing.T) {
 	t.Parallel()
 	expA, expB, expP := tracetest.NewInMemoryExporter(), tracetest.NewInMemoryExporter(), tracetest.NewInMemoryExporter()
-	tpA := otelsetup.NewTracerProvider(sdktrace.WithSyncer(expA))
-	tpB := otelsetup.NewTracerProvider(sdktrace.WithSyncer(expB))
-	tpP := otelsetup.NewTracerProvider(sdktrace.WithSyncer(expP))
+	tpA := traceexport.NewTracerProvider(sdktrace.WithSyncer(expA))
+	tpB := traceexport.NewTracerProvider(sdktrace.WithSyncer(expB))
+	tpP := traceexport.NewTracerProvider(sdktrace.WithSyncer(expP))
 	for _, tp := range []*sdktrace.TracerProvider{tpA, tpB, tpP} {
 		t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
 	}
@@ -406,7 +407,7 @@ func valuesOf[K comparable, V any](m map[K]V) []V {
 func TestOneTracePerTransaction(t *testing.T) {
 	t.Parallel()
 	exp := tracetest.NewInMemoryExporter()
-	tp := otelsetup.NewTracerProvider(sdktrace.WithSyncer(exp))
+	tp := traceexport.NewTracerProvider(sdktrace.WithSyncer(exp))
 	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
 	e := newEnvWith(t, envOpts{noCoordinator: true})
 	_, conn := e.tracedCoordinator(tp)

@@ -11,7 +11,7 @@ import (
 )
 
 // IDGenerator is the span id generator every TracerProvider of sagacoord must use
-// (otelsetup.NewTracerProvider sets it). It gives a span the id that WithSpanID put in the context
+// (traceexport.NewTracerProvider sets it). It gives a span the id that WithSpanID put in the context
 // of its start, and random ids otherwise. A span emitted long after the work it describes, by
 // whatever coordinator instance applies the event that ends it, can so carry the id that the
 // messages sent at its start already named as their parent: nothing about a trace has to be held

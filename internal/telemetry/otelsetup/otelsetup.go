@@ -1,11 +1,11 @@
-// Package otelsetup sets up the OpenTelemetry of a sagacoord process (the coordinator, the
-// participant simulator, sagactl, and tests): traces exported over OTLP gRPC when an endpoint is
-// configured, metrics served in the Prometheus text format on /metrics when an address is
-// configured, and no-op providers (no cost) otherwise. Every tracer provider it makes generates span
-// ids with telemetry.IDGenerator. It also holds the pgx tracer of the processes' pools.
+// Package otelsetup sets up the OpenTelemetry of a server process (the coordinator, the
+// participant simulator, the lab): traces exported over OTLP gRPC when an endpoint is configured
+// (package traceexport), metrics served in the Prometheus text format on /metrics when an address
+// is configured, and no-op providers (no cost) otherwise.
 //
 // It links the OpenTelemetry SDK, the OTLP exporter, gRPC and Prometheus, so only binaries and tests
-// import it: the participant SDK uses package telemetry, which needs the OpenTelemetry API alone.
+// import it: the participant SDK uses package telemetry, which needs the OpenTelemetry API alone,
+// and sagactl uses traceexport alone.
 package otelsetup
 
 import (
@@ -15,25 +15,18 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
+	"github.com/sagacoord/sagacoord/internal/telemetry/traceexport"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	"go.opentelemetry.io/otel/metric"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/resource"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
-
-	"github.com/sagacoord/sagacoord/internal/telemetry"
 )
 
 // Config configures Start. Zero values turn each part off.
@@ -48,7 +41,7 @@ type Config struct {
 	// MetricsAddr, when set, serves the metrics on http://MetricsAddr/metrics. Empty: no metrics.
 	MetricsAddr string
 	// TracerProvider, when set, is used instead of an OTLP exporter (tests use an in-memory one).
-	// It must generate span ids with telemetry.IDGenerator (see NewTracerProvider), or the spans that
+	// It must generate span ids with telemetry.IDGenerator (see traceexport.NewTracerProvider), or the spans that
 	// sagacoord emits after the fact will not connect to their children.
 	TracerProvider trace.TracerProvider
 	// MeterProvider, when set, is used instead of the Prometheus endpoint.
@@ -69,12 +62,6 @@ type Telemetry struct {
 	shutdowns      []func(context.Context) error
 }
 
-// NewTracerProvider returns an SDK tracer provider with sagacoord's span id generator
-// (telemetry.IDGenerator), plus opts.
-func NewTracerProvider(opts ...sdktrace.TracerProviderOption) *sdktrace.TracerProvider {
-	return sdktrace.NewTracerProvider(append([]sdktrace.TracerProviderOption{sdktrace.WithIDGenerator(telemetry.IDGenerator{})}, opts...)...)
-}
-
 // Start sets up the providers. Shutdown releases them (it flushes pending spans).
 func Start(ctx context.Context, cfg Config) (*Telemetry, error) {
 	if cfg.Logger == nil {
@@ -87,29 +74,20 @@ func Start(ctx context.Context, cfg Config) (*Telemetry, error) {
 			_ = t.Shutdown(context.WithoutCancel(ctx))
 		}
 	}()
-	res, err := resource.Merge(resource.Default(), resource.NewSchemaless(
-		attribute.String("service.name", cfg.ServiceName),
-		attribute.String("service.instance.id", cfg.InstanceName),
-	))
+	res, err := traceexport.Resource(cfg.ServiceName, cfg.InstanceName)
 	if err != nil {
-		return nil, fmt.Errorf("telemetry resource: %w", err)
+		return nil, err
 	}
 	switch {
 	case cfg.TracerProvider != nil:
 		t.TracerProvider, t.tracing = cfg.TracerProvider, true
 	case cfg.OTLPEndpoint != "":
-		opts, err := otlpOptions(cfg.OTLPEndpoint)
+		tp, err := traceexport.OTLP(ctx, cfg.OTLPEndpoint, res, cfg.Logger)
 		if err != nil {
 			return nil, err
 		}
-		exp, err := otlptracegrpc.New(ctx, opts...)
-		if err != nil {
-			return nil, fmt.Errorf("OTLP trace exporter for %s: %w", RedactURL(cfg.OTLPEndpoint), err)
-		}
-		tp := NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
 		t.shutdowns = append(t.shutdowns, tp.Shutdown)
 		t.TracerProvider, t.tracing = tp, true
-		cfg.Logger.Info("exporting traces", "otlp_endpoint", RedactURL(cfg.OTLPEndpoint))
 	}
 	switch {
 	case cfg.MeterProvider != nil:
@@ -136,19 +114,6 @@ func Start(ctx context.Context, cfg Config) (*Telemetry, error) {
 	}
 	ok = true
 	return t, nil
-}
-
-func otlpOptions(endpoint string) ([]otlptracegrpc.Option, error) {
-	if strings.Contains(endpoint, "://") {
-		if _, err := url.Parse(endpoint); err != nil {
-			return nil, fmt.Errorf("OTLP endpoint %s: %w", RedactURL(endpoint), err)
-		}
-		return []otlptracegrpc.Option{otlptracegrpc.WithEndpointURL(endpoint)}, nil
-	}
-	if _, _, err := net.SplitHostPort(endpoint); err != nil {
-		return nil, fmt.Errorf("OTLP endpoint %q: want host:port or a URL such as http://jaeger:4317: %w", endpoint, err)
-	}
-	return []otlptracegrpc.Option{otlptracegrpc.WithEndpoint(endpoint), otlptracegrpc.WithInsecure()}, nil
 }
 
 // Tracing reports whether spans are recorded (an OTLP endpoint or a provider was given).
@@ -182,17 +147,4 @@ func (t *Telemetry) Shutdown(ctx context.Context) error {
 	}
 	t.shutdowns = nil
 	return errors.Join(errs...)
-}
-
-// RedactURL returns raw with its password masked; a string that does not parse as a URL with a
-// scheme is not shown.
-func RedactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.Scheme == "" || u.Opaque != "" {
-		if !strings.ContainsAny(raw, "@/ ") {
-			return raw // host:port
-		}
-		return "(redacted: not a URL)"
-	}
-	return u.Redacted()
 }

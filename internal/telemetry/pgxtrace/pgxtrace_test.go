@@ -1,4 +1,4 @@
-package otelsetup_test
+package pgxtrace_test
 
 import (
 	"context"
@@ -9,7 +9,8 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
-	"github.com/sagacoord/sagacoord/internal/telemetry/otelsetup"
+	"github.com/sagacoord/sagacoord/internal/telemetry/pgxtrace"
+	"github.com/sagacoord/sagacoord/internal/telemetry/traceexport"
 	"github.com/sagacoord/sagacoord/internal/testenv"
 )
 
@@ -17,11 +18,11 @@ import (
 // and that a query of a background loop (no span) gets none.
 func TestQueryTracerOnlyInsideRecordingSpans(t *testing.T) {
 	rec := tracetest.NewSpanRecorder()
-	tp := otelsetup.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	tp := traceexport.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
 	defer func() { require.NoError(t, tp.Shutdown(context.Background())) }()
 	cfg, err := pgxpool.ParseConfig(testenv.Schema(t))
 	require.NoError(t, err)
-	cfg.ConnConfig.Tracer = otelsetup.NewQueryTracer(tp)
+	cfg.ConnConfig.Tracer = pgxtrace.NewQueryTracer(tp)
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	require.NoError(t, err)
 	defer pool.Close()

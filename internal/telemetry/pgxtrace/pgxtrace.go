@@ -1,4 +1,4 @@
-package otelsetup
+package pgxtrace
 
 import (
 	"context"
