@@ -8,8 +8,12 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// defaultWatchPoll is how long a watch waits without news of a change before it reads the row.
-const defaultWatchPoll = 50 * time.Millisecond
+// defaultWatchPoll is how long a watch first waits without news of a change before it reads the
+// row; each read that finds nothing new doubles the wait, up to maxWatchPollFactor times it.
+const (
+	defaultWatchPoll   = 50 * time.Millisecond
+	maxWatchPollFactor = 20
+)
 
 // changes is what watch hears from the engine: a signal when this instance committed a change,
 // and the row as committed (engine.Watch).
@@ -21,13 +25,16 @@ type changes[T any] interface {
 // watch sends a row (a saga or a transaction) at once and then whenever its version changes,
 // and returns after sending a terminal state or when ctx ends. A change this instance commits
 // arrives through w at once, with the row as committed; a change another instance commits is
-// found by reading the row after poll passed without news.
+// found by reading the row after a wait without news: poll at first, doubling while the reads
+// find nothing new (so a watch of a saga that this instance drives costs few reads), back to
+// poll when a read finds a change.
 func watch[T any](ctx context.Context, poll time.Duration, w changes[T],
 	read func(context.Context) (T, error), version func(T) (int64, bool), send func(context.Context, T) error) error {
 	if poll == 0 {
 		poll = defaultWatchPoll
 	}
-	t := time.NewTimer(poll)
+	wait := poll
+	t := time.NewTimer(wait)
 	defer t.Stop()
 	var last int64 = -1
 	// The reads are not traced: a stream watching a long saga would hold a query span every
@@ -53,8 +60,14 @@ func watch[T any](ctx context.Context, poll time.Duration, w changes[T],
 		case <-w.Changed():
 			row, _ = w.Latest()
 		case <-t.C:
+			before := last
 			row, err = read(rctx)
+			if v, _ := version(row); err == nil && v > before {
+				wait = poll
+			} else {
+				wait = min(2*wait, maxWatchPollFactor*poll)
+			}
 		}
-		t.Reset(poll)
+		t.Reset(wait)
 	}
 }

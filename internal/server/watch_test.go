@@ -120,3 +120,19 @@ func TestWatchReturnsReadErrorsAsStatus(t *testing.T) {
 	}, func(r row) (int64, bool) { return r.version, r.terminal }, func(context.Context, row) error { return nil })
 	require.Equal(t, codes.Internal, status.Code(err))
 }
+
+// While reads find nothing new, a watch reads less and less often: over a window of 200 polls'
+// length it reads far fewer than 200 times.
+func TestWatchBacksOffWhileNothingChanges(t *testing.T) {
+	t.Parallel()
+	f := newFake(row{version: 1})
+	sent := make(chan row, 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := run(ctx, time.Millisecond, f, sent)
+	<-sent
+	time.Sleep(200 * time.Millisecond) // the window observed, not a synchronisation
+	cancel()
+	<-done
+	require.Less(t, f.readCount(), 40, "reads back off to 20 polls' length")
+	require.Greater(t, f.readCount(), 1, "but keep reading")
+}
