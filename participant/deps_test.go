@@ -42,7 +42,9 @@ func TestLinkedForbiddenSeesOffenders(t *testing.T) {
 		found[chain[len(chain)-1]] = chain
 	}
 	for _, want := range []string{"go.opentelemetry.io/otel/sdk/trace", "go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc", "github.com/prometheus/client_golang/prometheus"} {
-		require.Equal(t, []string{setup, want}, found[want], "%s is imported by the setup itself", want)
+		chain := found[want]
+		require.NotEmpty(t, chain, "%s is linked by the setup", want)
+		require.Equal(t, setup, chain[0], "%s: the chain starts at the setup", want)
 	}
 }
 

@@ -60,9 +60,11 @@ func watch[T any](ctx context.Context, poll time.Duration, w changes[T],
 		case <-w.Changed():
 			row, _ = w.Latest()
 		case <-t.C:
-			before := last
 			row, err = read(rctx)
-			if v, _ := version(row); err == nil && v > before {
+			if err != nil {
+				continue // returned at the top of the loop
+			}
+			if v, _ := version(row); v > last {
 				wait = poll
 			} else {
 				wait = min(2*wait, maxWatchPollFactor*poll)

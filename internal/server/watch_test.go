@@ -136,3 +136,33 @@ func TestWatchBacksOffWhileNothingChanges(t *testing.T) {
 	require.Less(t, f.readCount(), 40, "reads back off to 20 polls' length")
 	require.Greater(t, f.readCount(), 1, "but keep reading")
 }
+
+// A read that fails after the first one ends the watch with a status, and never touches the row
+// it did not get.
+func TestWatchReturnsALaterReadErrorAsStatus(t *testing.T) {
+	t.Parallel()
+	reads := 0
+	var sent []*row
+	err := watch(context.Background(), time.Millisecond, silent[*row]{}, func(context.Context) (*row, error) {
+		reads++
+		if reads > 1 {
+			return nil, errors.New("database down")
+		}
+		return &row{version: 1}, nil
+	}, func(r *row) (int64, bool) { return r.version, r.terminal }, func(_ context.Context, r *row) error {
+		sent = append(sent, r)
+		return nil
+	})
+	require.Equal(t, codes.Internal, status.Code(err))
+	require.Len(t, sent, 1)
+}
+
+// silent is a watch that hears of no change here.
+type silent[T any] struct{}
+
+func (silent[T]) Changed() <-chan struct{} { return nil }
+
+func (silent[T]) Latest() (T, bool) {
+	var zero T
+	return zero, false
+}
