@@ -30,11 +30,14 @@ rabbitmqctl -q delete_vhost "$VHOST" >/dev/null 2>&1 || true
 rabbitmqctl -q add_vhost "$VHOST" >/dev/null
 rabbitmqctl -q set_permissions -p "$VHOST" guest '.*' '.*' '.*' >/dev/null
 
-"$BIN/coordinator" serve --migrate --database-url "$DB" --amqp-url "$AMQP" --listen "$ADDR" --log-level warn ${BENCH_COORDINATOR_FLAGS:-} ${BENCH_DEBUG_LISTEN:+--debug-listen "$BENCH_DEBUG_LISTEN"} ${BENCH_METRICS_COORD:+--metrics-listen "$BENCH_METRICS_COORD"} >"$LOGS/coordinator.log" 2>&1 &
+# Both processes serve metrics: the bench reads their statement and commit counts from them.
+METRICS_COORD=${BENCH_METRICS_COORD:-127.0.0.1:9464}
+METRICS_SIM=${BENCH_METRICS_SIM:-127.0.0.1:9465}
+"$BIN/coordinator" serve --migrate --database-url "$DB" --amqp-url "$AMQP" --listen "$ADDR" --log-level warn ${BENCH_COORDINATOR_FLAGS:-} ${BENCH_DEBUG_LISTEN:+--debug-listen "$BENCH_DEBUG_LISTEN"} --metrics-listen "$METRICS_COORD" >"$LOGS/coordinator.log" 2>&1 &
 coord=$!
 pids+=($coord)
 "$BIN/participant-sim" --config "${BENCH_SIM_CONFIG:-scripts/bench-participants.yaml}" \
-  --database-url "$SIMDB" --amqp-url "$AMQP" --log-level warn ${BENCH_METRICS_SIM:+--metrics-listen "$BENCH_METRICS_SIM"} >"$LOGS/participant-sim.log" 2>&1 &
+  --database-url "$SIMDB" --amqp-url "$AMQP" --log-level warn --metrics-listen "$METRICS_SIM" >"$LOGS/participant-sim.log" 2>&1 &
 sim=$!
 pids+=($sim)
 for i in $(seq 1 100); do
@@ -44,4 +47,5 @@ for i in $(seq 1 100); do
 done
 kill -0 "$sim" 2>/dev/null || { echo "participant-sim exited:"; cat "$LOGS/participant-sim.log"; exit 1; }
 echo "logs in $LOGS" >&2
-SAGACOORD_ADDR=$ADDR "$BIN/sagalab" bench --database-url "$DB" --amqp-url "$AMQP" --pid "$coord" "$@"
+SAGACOORD_ADDR=$ADDR "$BIN/sagalab" bench --database-url "$DB" --amqp-url "$AMQP" --pid "$coord" \
+  --metrics "coordinator=http://$METRICS_COORD/metrics" --metrics "participants=http://$METRICS_SIM/metrics" "$@"

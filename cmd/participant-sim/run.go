@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/metric"
@@ -35,7 +36,7 @@ func run(ctx context.Context, o options, stderr io.Writer, exit func(int)) error
 		return err
 	}
 	defer func() { _ = tel.Shutdown(context.WithoutCancel(ctx)) }()
-	db, err := openDatabase(ctx, o, tp)
+	db, err := openDatabase(ctx, o, tp, mp)
 	if err != nil {
 		return err
 	}
@@ -96,15 +97,24 @@ func startTelemetry(ctx context.Context, o options, log *slog.Logger) (*otelsetu
 }
 
 // openDatabase opens and checks the participants' pool; with tp, the handlers' queries become
-// children of their command's span.
-func openDatabase(ctx context.Context, o options, tp trace.TracerProvider) (*pgxpool.Pool, error) {
+// children of their command's span; with mp, the pool's statements and commits are counted.
+func openDatabase(ctx context.Context, o options, tp trace.TracerProvider, mp metric.MeterProvider) (*pgxpool.Pool, error) {
 	poolCfg, err := pgxpool.ParseConfig(o.databaseURL)
 	if err != nil {
 		return nil, fmt.Errorf("--database-url %s: %w", redactURL(o.databaseURL), err)
 	}
+	var queries, counts pgx.QueryTracer
 	if tp != nil {
-		poolCfg.ConnConfig.Tracer = pgxtrace.NewQueryTracer(tp)
+		queries = pgxtrace.NewQueryTracer(tp)
 	}
+	if mp != nil {
+		counter := &pgxtrace.Counter{}
+		if err := counter.Register(mp); err != nil {
+			return nil, fmt.Errorf("database metrics: %w", err)
+		}
+		counts = counter
+	}
+	poolCfg.ConnConfig.Tracer = pgxtrace.With(queries, counts)
 	if !strings.Contains(o.databaseURL, "pool_max_conns") {
 		poolCfg.MaxConns = int32(max(1, o.dbMaxConns))
 	}

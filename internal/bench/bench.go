@@ -15,7 +15,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -66,6 +65,12 @@ type Config struct {
 	// sagas have drained, before messages per saga is taken from it. The broker updates the
 	// count once per statistics interval (5s by default). Default 6s.
 	StatsSettle time.Duration
+	// ParticipantDatabase is the database of the participants' barrier, for its transactions.
+	// Default test (scripts/bench.sh's).
+	ParticipantDatabase string
+	// MetricsURLs are the /metrics endpoints of the processes whose statements and commits the
+	// breakdown reports, by name ("coordinator", "participants"); optional.
+	MetricsURLs map[string]string
 	// Log receives progress lines (optional).
 	Log io.Writer
 }
@@ -97,6 +102,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.StatsSettle == 0 {
 		c.StatsSettle = 6 * time.Second
+	}
+	if c.ParticipantDatabase == "" {
+		c.ParticipantDatabase = "test"
 	}
 	return c
 }
@@ -150,6 +158,8 @@ type Result struct {
 	BurstInFlightPeak int64   `json:"burst_in_flight_peak,omitempty"`
 	BurstStartSeconds float64 `json:"burst_start_seconds,omitempty"`
 	BurstEndSeconds   float64 `json:"burst_finish_seconds,omitempty"`
+	// Breakdown says where the cost of a saga goes.
+	Breakdown *Breakdown `json:"per_saga,omitempty"`
 	// Warnings name the figures the run could not measure, and why.
 	Warnings []string `json:"warnings,omitempty"`
 }
@@ -184,7 +194,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.Rate > 0 {
 		res.Mode, res.Concurrency = "open", 0
 	}
-	d := &driver{cfg: cfg, pool: pool, waiter: waiter{waiting: map[uuid.UUID]chan struct{}{}}}
+	d := &driver{cfg: cfg, pool: pool}
 	if cfg.PrefillFinished > 0 {
 		began := time.Now()
 		if err := d.prefill(ctx, cfg.PrefillFinished); err != nil {
@@ -210,16 +220,18 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 
 // window is what the measured window leaves for the figures.
 type window struct {
-	loadStart        time.Time
-	publishedAtStart int64 // the broker's publish count when the load began; -1 unknown
-	t0, t1           time.Time
-	before, after    snapshot
+	loadStart     time.Time
+	brokerAtStart brokerRaw // the broker's counts when the load began
+	brokerKnown   bool      // whether they could be read
+	t0, t1        time.Time
+	before, after snapshot
 }
 
 // measureWindow runs the load through the warm-up and the measured window, then stops it.
 func (d *driver) measureWindow(ctx context.Context, res *Result) (window, error) {
 	cfg := d.cfg
-	w := window{loadStart: time.Now(), publishedAtStart: d.publishedCount(ctx)}
+	w := window{loadStart: time.Now()}
+	w.brokerAtStart, w.brokerKnown = d.brokerCounts(ctx)
 	runCtx, stopLoad := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { d.load(runCtx) })
@@ -263,9 +275,8 @@ func (d *driver) windowFigures(ctx context.Context, res *Result, w window) error
 			cfg.Duration, res.Started, res.StartErrors, strings.Join(cfg.Participants, ", "))
 	}
 	res.SagasPerSecond = float64(res.Completed) / res.DurationSeconds
-	// The snapshots' own transactions and the waiter's polls are the benchmark's, not the
-	// system's.
-	own := w.after.ownQueries - w.before.ownQueries + 3
+	// The snapshots' own transactions are the benchmark's, not the system's.
+	own := int64(3)
 	res.CommitsPerSaga = float64(w.after.commits-w.before.commits-own) / float64(res.Completed)
 	if secs := w.after.cpuSeconds - w.before.cpuSeconds; secs > 0 {
 		res.CoordinatorCPU = secs / res.DurationSeconds
@@ -275,6 +286,13 @@ func (d *driver) windowFigures(ctx context.Context, res *Result, w window) error
 		res.CPUMillisPerSaga = total / res.SagasPerSecond * 1000
 	}
 	res.CoordinatorRSSMB, res.CoordinatorPeakMB = w.after.rssMB, w.after.peakMB
+	res.Breakdown = breakdown(w.before, w.after, res.Completed)
+	if res.Breakdown != nil {
+		res.Breakdown.CPUMillis = map[string]float64{}
+		for g, cores := range res.CPUByProcess {
+			res.Breakdown.CPUMillis[g] = cores / res.SagasPerSecond * 1000
+		}
+	}
 	return nil
 }
 
@@ -289,10 +307,17 @@ func (d *driver) afterWindow(ctx context.Context, res *Result, w window) error {
 		return err
 	}
 	res.DrainSeconds = time.Since(drainStart).Seconds()
-	if w.publishedAtStart < 0 {
+	var broker *BrokerCounts
+	if !w.brokerKnown {
 		res.Warnings = append(res.Warnings, fmt.Sprintf("messages per saga: the RabbitMQ management API at %s did not answer (is the rabbitmq_management plugin enabled? make services enables it)", redactURL(cfg.RabbitAPI)))
-	} else if res.MessagesPerSaga, err = d.messagesPerSaga(ctx, w.publishedAtStart, w.loadStart); err != nil {
+	} else if broker, err = d.brokerPerSaga(ctx, w.brokerAtStart, w.loadStart); err != nil {
 		return err
+	}
+	if broker != nil {
+		res.MessagesPerSaga = &broker.Published
+		if res.Breakdown != nil {
+			res.Breakdown.Broker = broker
+		}
 	}
 	if !cfg.Baselines {
 		return nil

@@ -7,7 +7,6 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -27,6 +26,8 @@ type flags struct {
 	cpuProf  string
 	halfPeak bool
 	sweep    []float64
+	bound    time.Duration
+	metrics  []string
 }
 
 // Command is `sagalab bench` (cmd/sagalab).
@@ -71,6 +72,9 @@ func registerFlags(fs *pflag.FlagSet, f *flags) {
 	fs.Int64Var(&cfg.PrefillFinished, "prefill-finished", 0, "first add this many finished sagas to the tables (copies of one real run), to measure with large tables")
 	fs.Float64SliceVar(&f.sweep, "sweep", nil, "run the open loop once per rate, e.g. --sweep 50,100,200,400: the latency curve")
 	fs.BoolVar(&f.halfPeak, "half-peak", false, "measure the peak (closed loop, --concurrency), then the open loop at half its sagas/s")
+	fs.DurationVar(&f.bound, "p99-bound", 0, "measure the peak (closed loop, --concurrency), then bisect the open-loop rate for the highest one whose p99 stays under this bound, e.g. 50ms: the latency-bounded throughput")
+	fs.StringArrayVar(&f.metrics, "metrics", nil, "NAME=URL of a process's /metrics (coordinator, participants), for its statements and commits per saga; repeat")
+	fs.StringVar(&cfg.ParticipantDatabase, "participant-database", "test", "the participants' database, for its transactions per saga")
 	fs.StringVar(&f.cpuProf, "cpuprofile", "", "write the bench client's own CPU profile to this file (to check that the load generator is not the bottleneck)")
 }
 
@@ -110,7 +114,22 @@ func run(cmd *cobra.Command, app *cli.App, f flags) error {
 		}
 		defer stop()
 	}
+	for _, m := range f.metrics {
+		name, u, ok := strings.Cut(m, "=")
+		if !ok || name == "" || u == "" {
+			return &cli.ExitError{Code: 1, Err: fmt.Errorf("--metrics %q: want NAME=URL, e.g. coordinator=http://127.0.0.1:9464/metrics", m)}
+		}
+		if cfg.MetricsURLs == nil {
+			cfg.MetricsURLs = map[string]string{}
+		}
+		cfg.MetricsURLs[name] = u
+	}
 	switch {
+	case f.bound > 0:
+		if f.halfPeak || len(f.sweep) > 0 || cfg.Rate > 0 || cfg.Burst > 0 {
+			return &cli.ExitError{Code: 1, Err: fmt.Errorf("--p99-bound runs its own closed and open loops: drop --half-peak, --sweep, --rate and --burst")}
+		}
+		return runBound(cmd, app, cfg, f.bound, f.asJSON)
 	case len(f.sweep) > 0:
 		if f.halfPeak || cfg.Rate > 0 || cfg.Burst > 0 {
 			return &cli.ExitError{Code: 1, Err: fmt.Errorf("--sweep runs one open loop per rate: drop --half-peak, --rate and --burst")}
@@ -135,138 +154,11 @@ func run(cmd *cobra.Command, app *cli.App, f flags) error {
 	return nil
 }
 
-// HalfPeak is the result of --half-peak: the closed loop, then the open loop at half its rate.
-type HalfPeak struct {
-	Peak     *Result `json:"peak"`
-	HalfPeak *Result `json:"half_peak"`
-}
-
-func runHalfPeak(cmd *cobra.Command, app *cli.App, cfg Config, asJSON bool) error {
-	closed := cfg
-	closed.Baselines = false // taken once, after the second run
-	peak, err := Run(cmd.Context(), closed)
-	if err != nil {
-		return &cli.ExitError{Code: 2, Err: fmt.Errorf("peak: %w", err)}
-	}
-	open := cfg
-	open.Rate = peak.SagasPerSecond / 2
-	open.PrefillFinished = 0 // the tables were filled by the first run
-	fmt.Fprintf(cfg.Log, "peak %.0f sagas/s; now the open loop at %.0f/s\n", peak.SagasPerSecond, open.Rate)
-	half, err := Run(cmd.Context(), open)
-	if err != nil {
-		return &cli.ExitError{Code: 2, Err: fmt.Errorf("half the peak: %w", err)}
-	}
-	if asJSON || app.JSON() {
-		enc := json.NewEncoder(app.Stdout())
-		enc.SetIndent("", "  ")
-		return enc.Encode(HalfPeak{Peak: peak, HalfPeak: half})
-	}
-	fmt.Fprintln(app.Stdout(), "peak:")
-	printTable(app, peak)
-	fmt.Fprintln(app.Stdout(), "\nhalf the peak:")
-	printTable(app, half)
-	return nil
-}
-
-// runSweep runs the open loop at each rate in turn, on the same system, and prints one result
-// per rate (a JSON array with --json). Baselines are taken once, after the last rate.
-func runSweep(cmd *cobra.Command, app *cli.App, cfg Config, rates []float64, asJSON bool) error {
-	var results []*Result
-	for i, rate := range rates {
-		if rate <= 0 {
-			return &cli.ExitError{Code: 1, Err: fmt.Errorf("--sweep: rate %v must be positive", rate)}
-		}
-		run := cfg
-		run.Rate = rate
-		run.Baselines = cfg.Baselines && i == len(rates)-1
-		if i > 0 {
-			run.PrefillFinished = 0 // the tables were filled by the first run
-		}
-		fmt.Fprintf(cfg.Log, "open loop at %.0f sagas/s (%d of %d)\n", rate, i+1, len(rates))
-		res, err := Run(cmd.Context(), run)
-		if err != nil {
-			return &cli.ExitError{Code: 2, Err: fmt.Errorf("rate %v: %w", rate, err)}
-		}
-		results = append(results, res)
-	}
-	if asJSON || app.JSON() {
-		enc := json.NewEncoder(app.Stdout())
-		enc.SetIndent("", "  ")
-		return enc.Encode(results)
-	}
-	w := tabwriter.NewWriter(app.Stdout(), 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "offered/s\tcompleted/s\tp50 ms\tp95 ms\tp99 ms\tcommits/saga\tmachine CPU ms/saga")
-	for _, r := range results {
-		fmt.Fprintf(w, "%.0f\t%.0f\t%.1f\t%.1f\t%.1f\t%.2f\t%.2f\n", r.TargetRate, r.SagasPerSecond,
-			r.LatencyP50Millis, r.LatencyP95Millis, r.LatencyP99Millis, r.CommitsPerSaga, r.CPUMillisPerSaga)
-	}
-	return w.Flush()
-}
-
 func envOr(name, def string) string {
 	if v := os.Getenv(name); v != "" {
 		return v
 	}
 	return def
-}
-
-func printTable(app *cli.App, r *Result) {
-	w := tabwriter.NewWriter(app.Stdout(), 0, 4, 2, ' ', 0)
-	row := func(k string, v any) { fmt.Fprintf(w, "%s\t%v\n", k, v) }
-	if r.Mode == "burst" {
-		row("mode", fmt.Sprintf("burst of %d sagas, %d start calls at a time", r.Burst, r.Concurrency))
-		row("started in / all finished after", fmt.Sprintf("%.1fs / %.1fs", r.BurstStartSeconds, r.BurstEndSeconds))
-		row("most in flight", fmt.Sprintf("%d", r.BurstInFlightPeak))
-		row("started / errors / shed", fmt.Sprintf("%d / %d / %d", r.Started, r.StartErrors, r.Shed))
-		row("completed / failed (parked for an operator)", fmt.Sprintf("%d / %d", r.Completed, r.Unfinished))
-		row("sagas/s (start of burst to last finish)", fmt.Sprintf("%.0f", r.SagasPerSecond))
-		row("coordinator RSS / peak", fmt.Sprintf("%.0f MB / %.0f MB", r.CoordinatorRSSMB, r.CoordinatorPeakMB))
-		_ = w.Flush()
-		return
-	}
-	if r.Mode == "open" {
-		row("mode", fmt.Sprintf("open loop, %.0f sagas/s offered", r.TargetRate))
-	} else {
-		row("mode", fmt.Sprintf("closed loop, %d in flight", r.Concurrency))
-	}
-	row("window", fmt.Sprintf("%.1fs", r.DurationSeconds))
-	row("rows in sagas", fmt.Sprintf("%d", r.SagaRows))
-	row("started / errors / shed", fmt.Sprintf("%d / %d / %d", r.Started, r.StartErrors, r.Shed))
-	row("completed sagas/s", fmt.Sprintf("%.0f", r.SagasPerSecond))
-	row("latency p50 / p95 / p99 / max", fmt.Sprintf("%.1f / %.1f / %.1f / %.1f ms", r.LatencyP50Millis, r.LatencyP95Millis, r.LatencyP99Millis, r.LatencyMaxMillis))
-	row("unfinished after drain", fmt.Sprintf("%d (drain %.1fs)", r.Unfinished, r.DrainSeconds))
-	row("PostgreSQL commits per saga", fmt.Sprintf("%.2f", r.CommitsPerSaga))
-	if r.MessagesPerSaga != nil {
-		row("messages per saga", fmt.Sprintf("%.2f", *r.MessagesPerSaga))
-	} else {
-		row("messages per saga", "unknown (see warnings)")
-	}
-	if r.CoordinatorCPU > 0 || r.CoordinatorRSSMB > 0 {
-		row("coordinator CPU / RSS / peak", fmt.Sprintf("%.2f cores / %.0f MB / %.0f MB", r.CoordinatorCPU, r.CoordinatorRSSMB, r.CoordinatorPeakMB))
-	}
-	if total := r.CPUByProcess["total"]; total > 0 {
-		var parts []string
-		for _, g := range []string{"postgres", "rabbitmq", "coordinator", "participant-sim", "sagalab", "sagactl", "other"} {
-			if c := r.CPUByProcess[g]; c > 0 {
-				parts = append(parts, fmt.Sprintf("%s %.2f", g, c))
-			}
-		}
-		row("machine CPU (cores)", fmt.Sprintf("%.2f: %s", total, strings.Join(parts, ", ")))
-		row("machine CPU per saga", fmt.Sprintf("%.2f ms", r.CPUMillisPerSaga))
-	}
-	if r.BaselinePublish > 0 {
-		row("baseline confirmed publishes/s", fmt.Sprintf("%.0f", r.BaselinePublish))
-		row("baseline single-row inserts/s", fmt.Sprintf("%.0f", r.BaselineInserts))
-		if r.MessagesPerSaga != nil {
-			row("broker efficiency", fmt.Sprintf("%.2f", r.BrokerEfficiency))
-		} else {
-			row("broker efficiency", "unknown (no message count)")
-		}
-	}
-	for _, warning := range r.Warnings {
-		row("warning", warning)
-	}
-	_ = w.Flush()
 }
 
 // startCPUProfile profiles this process into path until the returned function is called.

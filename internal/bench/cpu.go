@@ -7,10 +7,11 @@ import (
 	"strings"
 )
 
-// procCPU is one process's name group and CPU seconds.
+// procCPU is one process's name group, CPU seconds and context switches.
 type procCPU struct {
-	group   string
-	seconds float64
+	group    string
+	seconds  float64
+	switches int64
 }
 
 // machineCPU reads the CPU seconds of every process in /proc, by pid; nil without /proc.
@@ -30,7 +31,7 @@ func machineCPU() map[string]procCPU {
 			continue // exited meanwhile
 		}
 		if comm, secs, ok := parseStat(string(b)); ok {
-			out[pid] = procCPU{group: processGroup(comm), seconds: secs}
+			out[pid] = procCPU{group: processGroup(comm), seconds: secs, switches: taskSwitches(pid)}
 		}
 	}
 	return out

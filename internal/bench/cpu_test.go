@@ -26,15 +26,15 @@ func TestProcessGroup(t *testing.T) {
 
 func TestCPUByGroup(t *testing.T) {
 	before := map[string]procCPU{
-		"1": {"postgres", 10},
-		"2": {"coordinator", 5},
-		"3": {"other", 1}, // exits before the second reading
+		"1": {"postgres", 10, 100},
+		"2": {"coordinator", 5, 50},
+		"3": {"other", 1, 7}, // exits before the second reading
 	}
 	after := map[string]procCPU{
-		"1": {"postgres", 14},
-		"2": {"coordinator", 6},
-		"4": {"postgres", 2}, // a backend started in the window counts from zero
-		"5": {"rabbitmq", 0}, // idle: no entry
+		"1": {"postgres", 14, 140},
+		"2": {"coordinator", 6, 70},
+		"4": {"postgres", 2, 20}, // a backend started in the window counts from zero
+		"5": {"rabbitmq", 0, 0},  // idle: no entry
 	}
 	got := cpuByGroup(before, after, 2)
 	want := map[string]float64{"postgres": 3, "coordinator": 0.5, "total": 3.5}
@@ -71,5 +71,20 @@ func TestParseStat(t *testing.T) {
 	}
 	if _, _, ok := parseStat("4242 (truncated) S 1"); ok {
 		t.Error("a line with too few fields parses")
+	}
+}
+
+func TestSwitchesByGroup(t *testing.T) {
+	before := map[string]procCPU{"1": {"postgres", 0, 100}, "2": {"coordinator", 0, 50}}
+	after := map[string]procCPU{"1": {"postgres", 0, 140}, "2": {"coordinator", 0, 70}, "4": {"postgres", 0, 20}}
+	got := switchesByGroup(before, after, 10)
+	want := map[string]float64{"postgres": 6, "coordinator": 2, "total": 8}
+	if len(got) != len(want) {
+		t.Fatalf("switchesByGroup = %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("switchesByGroup[%s] = %v, want %v", k, got[k], v)
+		}
 	}
 }

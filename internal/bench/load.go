@@ -10,7 +10,6 @@ import (
 	pb "github.com/sagacoord/sagacoord/gen/sagacoord/v1"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -22,7 +21,6 @@ type driver struct {
 
 	startedInWindow, startErrors, shed atomic.Int64
 	inFlight                           atomic.Int64
-	waiter                             waiter
 }
 
 func (d *driver) start(ctx context.Context, id uuid.UUID, i int64) bool {
@@ -46,27 +44,18 @@ func (d *driver) start(ctx context.Context, id uuid.UUID, i int64) bool {
 func (d *driver) load(ctx context.Context) {
 	var n atomic.Int64
 	if d.cfg.Rate <= 0 {
-		// Closed loop: each worker starts a saga and waits for it to finish.
+		// Closed loop: each worker starts a saga and waits for it to end, as a client would:
+		// with WatchSaga.
 		var wg sync.WaitGroup
-		wg.Add(1)
-		go func() { defer wg.Done(); d.waiter.run(ctx, d.pool) }()
 		for range d.cfg.Concurrency {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			wg.Go(func() {
 				for ctx.Err() == nil {
 					id := uuid.New()
-					done := d.waiter.add(id)
-					if !d.start(ctx, id, n.Add(1)) {
-						d.waiter.forget(id)
-						continue
-					}
-					select {
-					case <-done:
-					case <-ctx.Done():
+					if d.start(ctx, id, n.Add(1)) {
+						d.awaitEnd(ctx, id)
 					}
 				}
-			}()
+			})
 		}
 		wg.Wait()
 		return
@@ -96,61 +85,18 @@ func (d *driver) load(ctx context.Context) {
 	}
 }
 
-// waiter tells closed-loop workers when their saga finished. One goroutine asks the database
-// about every saga in flight at once, so the benchmark adds one small query per poll, not one per
-// saga; its queries are counted and left out of the commits per saga.
-type waiter struct {
-	mu      sync.Mutex
-	waiting map[uuid.UUID]chan struct{}
-	queries atomic.Int64
-}
-
-func (w *waiter) add(id uuid.UUID) <-chan struct{} {
-	ch := make(chan struct{})
-	w.mu.Lock()
-	w.waiting[id] = ch
-	w.mu.Unlock()
-	return ch
-}
-
-// forget stops waiting for a saga that did not start.
-func (w *waiter) forget(id uuid.UUID) {
-	w.mu.Lock()
-	delete(w.waiting, id)
-	w.mu.Unlock()
-}
-
-func (w *waiter) run(ctx context.Context, pool *pgxpool.Pool) {
-	// Every 20 ms: the latencies come from the coordinator's own timestamps, so the interval
-	// only delays the next start of a worker a little, and polling more often costs PostgreSQL
-	// a visible share of its time (docs/performance.md has the figure).
-	for sleep(ctx, 20*time.Millisecond) == nil {
-		w.mu.Lock()
-		ids := make([]uuid.UUID, 0, len(w.waiting))
-		for id := range w.waiting {
-			ids = append(ids, id)
+// awaitEnd watches a saga until it is terminal, ctx ends or the watch fails.
+func (d *driver) awaitEnd(ctx context.Context, id uuid.UUID) {
+	stream, err := d.cfg.Client.WatchSaga(ctx, &pb.WatchSagaRequest{SagaId: id.String()})
+	if err != nil {
+		return
+	}
+	for {
+		if _, err := stream.Recv(); err != nil {
+			// io.EOF after the terminal state; anything else ends the wait too, and the
+			// worker starts its next saga.
+			return
 		}
-		w.mu.Unlock()
-		if len(ids) == 0 {
-			continue
-		}
-		w.queries.Add(1)
-		rows, err := pool.Query(ctx, `SELECT id FROM sagas WHERE id = ANY($1) AND finished_at IS NOT NULL`, ids)
-		if err != nil {
-			continue
-		}
-		done, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
-		if err != nil {
-			continue
-		}
-		w.mu.Lock()
-		for _, id := range done {
-			if ch, ok := w.waiting[id]; ok {
-				close(ch)
-				delete(w.waiting, id)
-			}
-		}
-		w.mu.Unlock()
 	}
 }
 

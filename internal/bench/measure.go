@@ -74,8 +74,8 @@ func (d *driver) openSagas(ctx context.Context, t0 time.Time) (inFlight, failed 
 }
 
 type snapshot struct {
-	commits    int64
-	ownQueries int64
+	commits  int64
+	counters counters
 	// machineCPU is the CPU seconds of every process on the machine, by processGroup.
 	machineCPU map[string]procCPU
 	cpuSeconds float64
@@ -84,13 +84,17 @@ type snapshot struct {
 }
 
 func (d *driver) snapshot(ctx context.Context) (snapshot, error) {
-	s := snapshot{ownQueries: d.waiter.queries.Load()}
+	s := snapshot{}
 	// Make this backend's own counters current; others flush at least once a second when busy.
 	if _, err := d.pool.Exec(ctx, `SELECT pg_stat_force_next_flush()`); err != nil {
 		return s, fmt.Errorf("bench: flush statistics: %w", err)
 	}
 	if err := d.pool.QueryRow(ctx, `SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()`).Scan(&s.commits); err != nil {
 		return s, fmt.Errorf("bench: read pg_stat_database: %w", err)
+	}
+	var err error
+	if s.counters, err = d.readCounters(ctx); err != nil {
+		return s, err
 	}
 	s.machineCPU = machineCPU()
 	for _, pid := range d.cfg.CoordinatorPIDs {
@@ -102,51 +106,59 @@ func (d *driver) snapshot(ctx context.Context) (snapshot, error) {
 	return s, nil
 }
 
-// messagesPerSaga divides the messages published since the load started by the benchmark's
-// sagas that finished since then. The sagas have drained, so nothing more is published; the
-// count is read once it has stayed unchanged for StatsSettle, because the management API
-// updates it only once per statistics interval. Taken over the window alone, the count was
-// up to one interval stale at each end, and the ratio read 4.9 to 6.1 for a saga that publishes
-// exactly 6 messages.
-func (d *driver) messagesPerSaga(ctx context.Context, publishedAtStart int64, loadStart time.Time) (*float64, error) {
+// brokerPerSaga divides the broker's counts since the load started by the benchmark's sagas that
+// finished since then. The sagas have drained, so nothing more is published; the counts are read
+// once the publish count has stayed unchanged for StatsSettle, because the management API updates
+// them only once per statistics interval. Taken over the window alone, the count was up to one
+// interval stale at each end, and the ratio read 4.9 to 6.1 for a saga that publishes exactly 6
+// messages.
+func (d *driver) brokerPerSaga(ctx context.Context, atStart brokerRaw, loadStart time.Time) (*BrokerCounts, error) {
 	var finished int64
 	if err := d.pool.QueryRow(ctx, `SELECT count(*) FROM sagas WHERE definition_name = 'bench-3step' AND created_at >= $1 AND finished_at IS NOT NULL`,
 		loadStart).Scan(&finished); err != nil {
 		return nil, fmt.Errorf("bench: count finished sagas: %w", err)
 	}
 	fmt.Fprintf(d.cfg.Log, "waiting for the broker's message count to settle\n")
-	last, since := d.publishedCount(ctx), time.Now()
-	for deadline := time.Now().Add(5 * d.cfg.StatsSettle); time.Since(since) < d.cfg.StatsSettle && time.Now().Before(deadline); {
+	last, ok := d.brokerCounts(ctx)
+	since := time.Now()
+	for deadline := time.Now().Add(5 * d.cfg.StatsSettle); ok && time.Since(since) < d.cfg.StatsSettle && time.Now().Before(deadline); {
 		if err := sleep(ctx, d.cfg.StatsSettle/12); err != nil {
 			return nil, err
 		}
-		if n := d.publishedCount(ctx); n != last {
+		var n brokerRaw
+		if n, ok = d.brokerCounts(ctx); ok && n != last {
 			last, since = n, time.Now()
 		}
 	}
-	if last < 0 || finished == 0 {
+	if !ok || finished == 0 {
 		return nil, nil
 	}
-	v := float64(last-publishedAtStart) / float64(finished)
-	return &v, nil
+	per := func(a, b int64) float64 { return float64(a-b) / float64(finished) }
+	return &BrokerCounts{
+		Published: per(last.publish, atStart.publish), Confirmed: per(last.confirm, atStart.confirm),
+		Delivered: per(last.deliver, atStart.deliver), Acked: per(last.ack, atStart.ack),
+	}, nil
 }
 
-// publishedCount reads how many messages were published to the coordinator's vhost, from the
-// management API; -1 when unavailable.
-func (d *driver) publishedCount(ctx context.Context) int64 {
+// brokerRaw are the message counters of the coordinator's vhost.
+type brokerRaw struct{ publish, confirm, deliver, ack int64 }
+
+// brokerCounts reads the message counters of the coordinator's vhost from the management API;
+// false when unavailable.
+func (d *driver) brokerCounts(ctx context.Context) (brokerRaw, bool) {
 	vhost := "/"
 	if u, err := url.Parse(d.cfg.AMQPURL); err == nil && len(u.Path) > 1 {
 		vhost = strings.TrimPrefix(u.Path, "/")
 	}
 	api, err := url.Parse(d.cfg.RabbitAPI)
 	if err != nil {
-		return -1
+		return brokerRaw{}, false
 	}
 	user := api.User
 	api.User = nil
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, api.String()+"/api/vhosts/"+url.PathEscape(vhost), nil)
 	if err != nil {
-		return -1
+		return brokerRaw{}, false
 	}
 	if user != nil {
 		pw, _ := user.Password()
@@ -154,18 +166,22 @@ func (d *driver) publishedCount(ctx context.Context) int64 {
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return -1
+		return brokerRaw{}, false
 	}
 	defer resp.Body.Close()
 	var v struct {
 		MessageStats struct {
-			Publish int64 `json:"publish"`
+			Publish    int64 `json:"publish"`
+			Confirm    int64 `json:"confirm"`
+			DeliverGet int64 `json:"deliver_get"`
+			Ack        int64 `json:"ack"`
 		} `json:"message_stats"`
 	}
 	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&v) != nil {
-		return -1
+		return brokerRaw{}, false
 	}
-	return v.MessageStats.Publish
+	m := v.MessageStats
+	return brokerRaw{publish: m.Publish, confirm: m.Confirm, deliver: m.DeliverGet, ack: m.Ack}, true
 }
 
 // redactURL returns raw with its password hidden.

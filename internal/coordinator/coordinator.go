@@ -128,13 +128,20 @@ func (c *Coordinator) startTelemetry(ctx context.Context) (instruments, error) {
 		return inst, err
 	}
 	tel := c.telemetry
+	var queries, counts pgx.QueryTracer
 	if tel.Tracing() {
 		inst.tp = tel.TracerProvider
-		inst.pgTracer = pgxtrace.NewQueryTracer(inst.tp)
+		queries = pgxtrace.NewQueryTracer(inst.tp)
 	}
 	if tel.Metrics() {
 		inst.mp = tel.MeterProvider
+		counter := &pgxtrace.Counter{}
+		if err := counter.Register(inst.mp); err != nil {
+			return inst, fmt.Errorf("database metrics: %w", err)
+		}
+		counts = counter
 	}
+	inst.pgTracer = pgxtrace.With(queries, counts)
 	if inst.tp != nil || inst.mp != nil {
 		inst.grpcOpts = append(inst.grpcOpts, grpc.StatsHandler(otelgrpc.NewServerHandler(
 			otelgrpc.WithTracerProvider(tel.TracerProvider), otelgrpc.WithMeterProvider(tel.MeterProvider),
