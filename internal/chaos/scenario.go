@@ -66,7 +66,7 @@ type Scenario struct {
 	Name string `yaml:"name" json:"name"`
 	// Description says what the scenario shows.
 	Description string `yaml:"description" json:"description,omitempty"`
-	// Catalogue lists the entries of the failure catalogue (1-18, scenarios/README.md) that the
+	// Catalogue lists the entries of the failure catalogue (1-18, docs/guarantees.md) that the
 	// scenario covers.
 	Catalogue []int `yaml:"catalogue" json:"catalogue,omitempty"`
 	// Tags select scenarios (for example "fast" for make chaos-fast).
