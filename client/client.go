@@ -2,7 +2,7 @@
 // the generated clients of the coordinator's gRPC API, sagacoord.v1: SagaService (definitions
 // and sagas) and TwoPCService (two-phase-commit transactions), from package
 // github.com/sagacoord/sagacoord/gen/sagacoord/v1. The requests, responses and their meaning are
-// documented in proto/sagacoord/v1.
+// documented in proto/sagacoord/v1, the error codes in docs/api.md.
 //
 // # Stability
 //

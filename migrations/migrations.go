@@ -2,6 +2,9 @@
 // binary, and the Migrator that applies them. Each migration runs in its own transaction together
 // with its row in sagacoord_schema_migrations, under an advisory lock so that concurrent
 // migrators (several coordinators starting with --migrate) take turns.
+//
+// It is the coordinator's machinery, not an API for users: run `coordinator migrate` instead.
+// The schema is the coordinator's own and may change in any release, with a migration.
 package migrations
 
 import (

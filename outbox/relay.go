@@ -3,6 +3,9 @@
 // deletes each row only after the broker confirmed it. A crash between confirm and delete
 // publishes a message twice, which every consumer deduplicates; a crash before the confirm leaves
 // the row for the next claim. Nothing committed is lost and nothing uncommitted is published.
+//
+// It is the coordinator's machinery, not an API for users (its store types are internal), and
+// may change in any release.
 package outbox
 
 import (

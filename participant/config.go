@@ -91,8 +91,9 @@ type Config struct {
 	// OnCommitted, when set, is called after a command's local transaction committed a new
 	// barrier decision and before its reply is published (never for a duplicate answered from
 	// the barrier, nor for a "retry" that was rolled back). It runs on the handler goroutine.
-	// It exists for observability and fault injection: a process that dies here is catalogue
-	// fault 3, and its command is redelivered and answered from the barrier.
+	// It exists for observability and fault injection: a process that dies here is entry 3 of
+	// the failure catalogue (docs/guarantees.md), and its command is redelivered and answered
+	// from the barrier.
 	OnCommitted func(cmd *protocol.StepCommand, reply protocol.StepReply)
 	// OnTxCommitted is OnCommitted for two-phase-commit commands (see Worker.HandleTx): called
 	// after a PREPARE, COMMIT or ABORT committed its barrier decision, before the vote or ack is

@@ -37,6 +37,16 @@
 //	if err := w.Migrate(ctx); err != nil { ... }
 //	if err := w.Start(ctx); err != nil { ... }
 //	defer w.Stop()
+//
+// # Stability
+//
+// This package is public and follows the module's semantic versioning: within a major version
+// its exported names only grow and keep their meaning, a new Config field's zero value keeps the
+// behaviour from before it, and a Worker speaks version 1 of the wire protocol
+// (docs/protocol.md). The barrier's tables belong to the SDK: Worker.Migrate creates and upgrades
+// them. Log messages, and the defaults of tuning fields (Prefetch, Concurrency, MaxBatch,
+// RetryBackoff), may change in any release; metric and span names are those of
+// docs/observability.md.
 package participant
 
 // Inside the package, by concern:

@@ -1,6 +1,13 @@
 // Package protocol is sagacoord's wire protocol over RabbitMQ: names of exchanges and queues, message
 // types, headers, and the encoding of commands and replies. docs/protocol.md is its human-readable
 // specification; a worker in any language that follows it can join.
+//
+// # Stability
+//
+// The wire protocol has a version of its own (Version; docs/protocol.md §1): within version 1,
+// fields and headers are only added. This package follows the module's semantic versioning:
+// within a major version nothing exported is removed or changes meaning, while struct fields,
+// constants and functions are added as the protocol grows (use keyed composite literals).
 package protocol
 
 import (

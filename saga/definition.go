@@ -1,6 +1,9 @@
 // Package saga holds saga definitions and the saga state machine. It knows nothing of SQL or
 // AMQP: the machine takes events and returns the new state plus the commands to emit; the engine
-// (package engine) wires it to the store and the transport.
+// (internal/engine) wires it to the store and the transport.
+//
+// It is the coordinator's machinery, not an API for users, and may change in any release; the
+// definition format users write is the gRPC API's (docs/api.md).
 package saga
 
 import (

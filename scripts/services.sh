@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure the local PostgreSQL and RabbitMQ that the tests and the demo use are up, starting
-# them if they are down (DESIGN section 6), and waits until both accept connections.
+# them if they are down (docs/contributing.md describes the machine), and waits until both accept
+# connections.
 set -euo pipefail
 
 log() { echo "services: $*" >&2; }

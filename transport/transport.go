@@ -2,6 +2,14 @@
 // relay and the participant SDK talk to a Transport; transport/amqptransport implements it over
 // RabbitMQ with amqp091-go, and transport/memtransport implements it in memory for fast unit tests
 // of pure logic. transport/transporttest is the conformance suite every implementation passes.
+//
+// # Stability
+//
+// A worker passes the Transport of amqptransport (memtransport in tests) to participant.Config.
+// This package follows the module's semantic versioning, with one exception: the Transport and
+// Acknowledger interfaces may gain methods in a minor release, when the engine or the SDK needs
+// more of the broker. Implement them outside this module only if you can follow such changes,
+// and run transporttest.Run against your implementation.
 package transport
 
 import (

@@ -3,6 +3,8 @@
 // state plus the commands to send. The engine commits the new state and its commands in one
 // transaction, so the decision is logged before any COMMIT or ABORT is published: that commit is
 // the commit point. Presumed abort: no logged decision means abort.
+//
+// It is the coordinator's machinery, not an API for users, and may change in any release.
 package twopc
 
 import (

@@ -65,10 +65,11 @@ type faults struct {
 	// HangProbability: the handler blocks until shutdown and never replies. A redelivered command
 	// does not hang again, so a restart unblocks it. A participant with hangs turns off the SDK's
 	// handler deadline (participant.Config.HandlerTimeout), which would end them at the step's
-	// timeout: catalogue fault 6 needs the action held while its compensation overtakes it.
+	// timeout: failure catalogue entry 6 (docs/guarantees.md) needs the action held while its
+	// compensation overtakes it.
 	HangProbability float64 `yaml:"hang_probability"`
 	// CrashAfterCommitProbability: the process exits with status 137 after the local commit,
-	// before the reply is published and the command acked (catalogue fault 3).
+	// before the reply is published and the command acked (failure catalogue entry 3).
 	CrashAfterCommitProbability float64 `yaml:"crash_after_commit_probability"`
 }
 

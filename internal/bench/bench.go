@@ -125,7 +125,7 @@ type Result struct {
 	LatencyP95Millis float64 `json:"latency_p95_ms"`
 	LatencyP99Millis float64 `json:"latency_p99_ms"`
 	LatencyMaxMillis float64 `json:"latency_max_ms"`
-	// Unfinished counts sagas started in the window and not terminal DrainTimeout after it.
+	// Unfinished counts sagas started in the window and not terminal two minutes after it.
 	Unfinished     int64   `json:"unfinished"`
 	DrainSeconds   float64 `json:"drain_seconds"`
 	CommitsPerSaga float64 `json:"pg_commits_per_saga"`

@@ -45,7 +45,7 @@ type Result struct {
 
 // Figures are the numbers the CAP/BASE comparison puts side by side.
 type Figures struct {
-	// FaultWindow is the first fault's start to the last heal (seconds).
+	// FaultFrom and FaultTo are the first fault's start and the last heal (seconds).
 	FaultFrom float64 `json:"fault_from_s"`
 	FaultTo   float64 `json:"fault_to_s"`
 	// AcceptedDuringFaults counts requests accepted inside the window.

@@ -1,10 +1,12 @@
 // Package chaos runs fault-injection scenarios against real coordinator and participant-sim
-// processes and checks the invariants G1-G7 and T1 (docs/chaos.md) at quiescence.
+// processes and checks the invariants G1-G7 and T1 (defined in docs/guarantees.md; how they are
+// checked is in docs/chaos.md) at quiescence.
 //
 // A scenario (a YAML file, see scenarios/README.md) names a topology, a workload, a timeline of
 // faults, the invariants to check and how long the system may take to settle. Run starts the
 // processes, drives the workload over gRPC, applies the faults, waits, checks, and returns a
-// Report; WriteReport renders it as report.json and a self-contained report.html.
+// Result; a Report gathers the results of several runs, and Report.Write renders it as
+// report.json and a self-contained report.html.
 package chaos
 
 import (
@@ -66,7 +68,7 @@ type Scenario struct {
 	Name string `yaml:"name" json:"name"`
 	// Description says what the scenario shows.
 	Description string `yaml:"description" json:"description,omitempty"`
-	// Catalogue lists the entries of the failure catalogue (1-18, scenarios/README.md) that the
+	// Catalogue lists the entries of the failure catalogue (1-18, docs/guarantees.md) that the
 	// scenario covers.
 	Catalogue []int `yaml:"catalogue" json:"catalogue,omitempty"`
 	// Tags select scenarios (for example "fast" for make chaos-fast).

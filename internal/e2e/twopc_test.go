@@ -530,7 +530,7 @@ func TestTwoPCCoordinatorCrashBeforeDecisionAborts(t *testing.T) {
 	e.requireOutcome(client, id, tx.GetState(), 30*time.Second)
 	e.requireQuiescent(schemasOf(parts...)...)
 	require.Equal(t, pb.TransactionState_TRANSACTION_STATE_ABORTED.String(), tx.GetState().String(),
-		"KNOWN COORDINATOR BUG (twopc.ApplyVote ignores PrepareDeadline): the restarted coordinator applied YES votes that arrived after the prepare deadline and committed; %s", describeTx(tx))
+		"the restarted coordinator applied YES votes that arrived after the prepare deadline and committed (twopc.Machine.Reply must decide ABORT once PrepareDeadline has passed); %s", describeTx(tx))
 }
 
 // TestTwoPCCoordinatorCrashAfterCommitLoggedCommits (catalogue 12): the coordinator logs COMMIT

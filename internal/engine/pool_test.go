@@ -68,7 +68,7 @@ func TestColdCacheReplyWithAPoolOfOne(t *testing.T) {
 	errs := tr.Publish(ctx, []transport.Outgoing{{Exchange: protocol.ExchangeReplies, RoutingKey: protocol.RoutingKeyReplies, Message: reply}})
 	require.NoError(t, errs[0])
 
-	// With the old engine, which read the definition inside the batch, this waited forever.
+	// An engine that loaded the definition inside the batch would wait here forever.
 	require.Eventually(t, func() bool {
 		sg, err := setup.GetSaga(ctx, id)
 		require.NoError(t, err)

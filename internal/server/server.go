@@ -51,8 +51,8 @@ func NewGRPCServer(svc *SagaService, tx *TwoPCService, opts ...grpc.ServerOption
 	return srv
 }
 
-// toStatus maps engine errors to gRPC codes. Unknown errors become Internal (or Unavailable for
-// a cancelled or timed-out call) without leaking internals beyond the message.
+// toStatus maps engine errors to gRPC codes (docs/api.md lists them): a cancelled or timed-out
+// call keeps Canceled or DeadlineExceeded, and any other error becomes Internal with its message.
 func toStatus(err error) error {
 	if err == nil {
 		return nil

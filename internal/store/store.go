@@ -1,7 +1,8 @@
-// Package store is the seam between the coordinator and its database. store/pgstore implements it
-// over PostgreSQL with pgx. Every method that changes a saga also writes the messages the change
-// causes into the outbox in the same transaction, so nothing is published that was not committed
-// and nothing committed is left unpublished.
+// Package store is the seam between the coordinator and its database. pgstore implements it over
+// PostgreSQL with pgx, memstore in memory for unit tests, and storetest is the conformance suite
+// both pass. Every method that changes a saga or a transaction also writes the messages the
+// change causes into the outbox in the same transaction, so nothing is published that was not
+// committed and nothing committed is left unpublished.
 package store
 
 import (

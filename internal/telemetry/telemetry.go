@@ -5,9 +5,9 @@
 // every span and metric.
 //
 // It depends on the OpenTelemetry API alone, because the participant SDK imports it and must not
-// make its users link an exporter. The setup of a process (the OpenTelemetry SDK, the OTLP
-// exporter, the Prometheus /metrics endpoint, the pgx tracer) is in package otelsetup, which only
-// the binaries and tests import.
+// make its users link an exporter. The setup of a process is in packages that only the binaries
+// and tests import: traceexport (the OTLP tracer provider), pgxtrace (the pgx query tracer) and
+// otelsetup (a server's traces and Prometheus /metrics).
 package telemetry
 
 import (

@@ -67,7 +67,7 @@ func Schema(t testing.TB) string {
 	schema := Name("t_")
 	conn, err := pgx.Connect(ctx, DatabaseURL())
 	if err != nil {
-		t.Fatalf("testenv: connect to PostgreSQL at %s: %v (is it running? see DESIGN section 6)", redact(DatabaseURL()), err)
+		t.Fatalf("testenv: connect to PostgreSQL at %s: %v (is it running? scripts/services.sh starts it; see docs/contributing.md)", redact(DatabaseURL()), err)
 	}
 	defer conn.Close(ctx)
 	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
@@ -121,7 +121,7 @@ func VHost(t testing.TB) string {
 	if err := rabbitPut("/api/vhosts/"+vhost, ""); err != nil {
 		// Fall back to rabbitmqctl when the management plugin is off.
 		if out, err2 := exec.Command("rabbitmqctl", "add_vhost", vhost).CombinedOutput(); err2 != nil {
-			t.Fatalf("testenv: create vhost: API: %v; rabbitmqctl: %v: %s (is RabbitMQ running? see DESIGN section 6)", err, err2, out)
+			t.Fatalf("testenv: create vhost: API: %v; rabbitmqctl: %v: %s (is RabbitMQ running? scripts/services.sh starts it; see docs/contributing.md)", err, err2, out)
 		}
 		if out, err2 := exec.Command("rabbitmqctl", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*").CombinedOutput(); err2 != nil {
 			t.Fatalf("testenv: vhost permissions: %v: %s", err2, out)

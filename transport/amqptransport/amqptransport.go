@@ -7,6 +7,9 @@
 // it reuses channels whose delivery tags restart at 1, so acknowledging a delivery from before a
 // reconnect could acknowledge a different message. Here every delivery is bound to the channel it
 // came from, and settling it after that channel is gone returns transport.ErrStale.
+//
+// This package is public and follows the module's semantic versioning: New, Transport and Config
+// only grow, and a new Config field's zero value keeps the behaviour from before it.
 package amqptransport
 
 import (

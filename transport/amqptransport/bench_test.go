@@ -16,7 +16,7 @@ import (
 // BenchmarkPublish measures confirmed, persistent, mandatory publishing of batches of 64 step
 // commands (about 300 bytes each) to a participant queue, from one goroutine and from four
 // concurrent ones. One op is one batch. The msgs/s metric is the figure to compare with the
-// broker's own capacity (see DESIGN, section 6).
+// broker's own capacity (the publish baseline of sagalab bench, docs/performance.md).
 //
 //	go test -run '^$' -bench Publish -benchtime 5s ./transport/amqptransport/
 func BenchmarkPublish(b *testing.B) {

@@ -31,7 +31,7 @@ func benchStore(b *testing.B) *pgstore.Store {
 		if u, perr := url.Parse(testenv.DatabaseURL()); perr == nil {
 			where = u.Redacted()
 		}
-		b.Skipf("PostgreSQL is not reachable at %s: %v; start it (DESIGN.md section 6) or point SAGACOORD_TEST_DATABASE_URL at one", where, err)
+		b.Skipf("PostgreSQL is not reachable at %s: %v; start it with scripts/services.sh (docs/contributing.md) or point SAGACOORD_TEST_DATABASE_URL at one", where, err)
 	}
 	_ = conn.Close(ctx)
 	return newStore(b, pgstore.Config{})

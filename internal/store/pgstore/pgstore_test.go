@@ -31,12 +31,6 @@ func newStore(tb testing.TB, cfg pgstore.Config) *pgstore.Store {
 }
 
 // TestConformance runs the store conformance suite against PostgreSQL.
-//
-// Two of its tests fail on purpose until the bugs they show are fixed; see the comments of
-// storetest's testOutboxContentType and testCreateSagasSameIDAfterBuildError:
-//   - Outbox/RowKeepsContentType: the outbox table has no content_type column.
-//   - Sagas/CreateSameIDAfterBuildErrorInOneBatch: CreateSagas marks an id as seen before its
-//     Build ran, so a Build error of the first request of an id fails the later ones too.
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) store.Store {
 		return newStore(t, pgstore.Config{OutboxLease: storetest.NewRowLease})

@@ -186,10 +186,8 @@ func testOutboxRoundTrip(t *testing.T, newStore func(t *testing.T) store.Store) 
 
 // testOutboxContentType checks that a claimed row keeps the message's content type: the
 // protocol (docs/protocol.md, section 4) says every command carries application/json, also when
-// the relay publishes it again from the outbox after a crash or a failed publish.
-//
-// Known to fail on pgstore (see store/pgstore/pgstore_test.go): the outbox table has no
-// content_type column, so claimed rows come back with an empty ContentType.
+// the relay publishes it again from the outbox after a crash or a failed publish (pgstore keeps it
+// in the outbox's content_type column, migration 004).
 func testOutboxContentType(t *testing.T, newStore func(t *testing.T) store.Store) {
 	f := setup(t, newStore)
 	msgs := messages("typed", 1)

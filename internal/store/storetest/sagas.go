@@ -138,9 +138,6 @@ func testCreateSagasBuildError(t *testing.T, newStore func(t *testing.T) store.S
 // testCreateSagasSameIDAfterBuildError: when the first request of an id fails its Build, that
 // error belongs to it alone ("an error of one Build fails only that one"); a later request of the
 // same id in the batch is built and created on its own.
-//
-// Known to fail on pgstore (see store/pgstore/pgstore_test.go): the later request gets "the same
-// saga id twice in one batch" without its Build being called.
 func testCreateSagasSameIDAfterBuildError(t *testing.T, newStore func(t *testing.T) store.Store) {
 	f := setup(t, newStore)
 	id := uuid.New()

@@ -1,3 +1,6 @@
+// Package pgxtrace traces a process's PostgreSQL queries as OpenTelemetry client spans. It
+// depends on pgx and the OpenTelemetry API only, so that the coordinator and participant-sim can
+// trace their pools without linking the rest of the telemetry setup.
 package pgxtrace
 
 import (
