@@ -189,44 +189,72 @@ func (d Definition) Validate() error {
 	if d.Deadline < 0 || d.Deadline > 30*24*time.Hour {
 		return invalid("deadline", "is %s; it must be between 0 (none) and 720h", d.Deadline)
 	}
+	index, err := d.validateSteps()
+	if err != nil {
+		return err
+	}
+	if err := d.validateDeps(index); err != nil {
+		return err
+	}
+	if err := d.validateGraph(); err != nil {
+		return err
+	}
+	if n := len(d.CanonicalJSON()); n > MaxDefinitionBytes {
+		return invalid("definition", "is %d bytes encoded; the limit is %d", n, MaxDefinitionBytes)
+	}
+	return nil
+}
+
+// validateSteps checks each step on its own and returns the position of each step name.
+func (d Definition) validateSteps() (map[string]int, error) {
 	index := make(map[string]int, len(d.Steps))
 	pivots := 0
 	for i, s := range d.Steps {
 		f := fmt.Sprintf("steps[%d]", i)
-		if err := checkName(f+".name", s.Name); err != nil {
-			return err
+		if err := s.validate(f); err != nil {
+			return nil, err
 		}
 		if j, dup := index[s.Name]; dup {
-			return invalid(f+".name", "%q is already the name of steps[%d]; step names must be unique", s.Name, j)
+			return nil, invalid(f+".name", "%q is already the name of steps[%d]; step names must be unique", s.Name, j)
 		}
 		index[s.Name] = i
-		if err := checkName(f+".participant", s.Participant); err != nil {
-			return err
-		}
-		if err := checkName(f+".action", s.Action); err != nil {
-			return err
-		}
-		if s.Compensation != "" {
-			if err := checkName(f+".compensation", s.Compensation); err != nil {
-				return err
-			}
-		}
-		if s.Timeout < time.Millisecond || s.Timeout > MaxTimeout {
-			return invalid(f+".timeout", "is %s; it must be between 1ms and %s", s.Timeout, MaxTimeout)
-		}
-		if err := s.Retry.validate(f + ".retry"); err != nil {
-			return err
-		}
-		if err := s.CompensationRetry.validate(f + ".compensation_retry"); err != nil {
-			return err
-		}
 		if s.Pivot {
 			pivots++
 			if pivots > 1 {
-				return invalid(f+".pivot", "a saga has at most one pivot step")
+				return nil, invalid(f+".pivot", "a saga has at most one pivot step")
 			}
 		}
 	}
+	return index, nil
+}
+
+// validate checks one step's own fields; f names it.
+func (s StepDefinition) validate(f string) error {
+	if err := checkName(f+".name", s.Name); err != nil {
+		return err
+	}
+	if err := checkName(f+".participant", s.Participant); err != nil {
+		return err
+	}
+	if err := checkName(f+".action", s.Action); err != nil {
+		return err
+	}
+	if s.Compensation != "" {
+		if err := checkName(f+".compensation", s.Compensation); err != nil {
+			return err
+		}
+	}
+	if s.Timeout < time.Millisecond || s.Timeout > MaxTimeout {
+		return invalid(f+".timeout", "is %s; it must be between 1ms and %s", s.Timeout, MaxTimeout)
+	}
+	if err := s.Retry.validate(f + ".retry"); err != nil {
+		return err
+	}
+	return s.CompensationRetry.validate(f + ".compensation_retry")
+}
+
+// validateDeps checks that every depends_on names another step, once.
+func (d Definition) validateDeps(index map[string]int) error {
 	for i, s := range d.Steps {
 		seen := map[string]bool{}
 		for k, dep := range s.DependsOn {
@@ -243,6 +271,12 @@ func (d Definition) Validate() error {
 			seen[dep] = true
 		}
 	}
+	return nil
+}
+
+// validateGraph checks that the dependencies have no cycle and that the pivot, if any, is
+// ordered with every other step.
+func (d Definition) validateGraph() error {
 	g := d.Graph()
 	if cycle := g.cycle(); cycle != nil {
 		names := make([]string, len(cycle))
@@ -261,9 +295,6 @@ func (d Definition) Validate() error {
 					"step %q may run concurrently with the pivot %q; every other step must come before or after the pivot", d.Steps[j].Name, s.Name)
 			}
 		}
-	}
-	if n := len(d.CanonicalJSON()); n > MaxDefinitionBytes {
-		return invalid("definition", "is %d bytes encoded; the limit is %d", n, MaxDefinitionBytes)
 	}
 	return nil
 }

@@ -124,14 +124,14 @@ func mutate[T any](ctx context.Context, s *Store, t table[T], fn func(time.Time,
 		// rows on the relay's behalf; it travels with COMMIT.
 		deletes := s.deletes.take(maxPiggyback)
 		write := &pgx.Batch{}
-		if err := t.update(write, now, changed, msgs, deletes, s.cfg.OutboxLease, &out); err != nil {
-			return err
+		err = t.update(write, now, changed, msgs, deletes, s.cfg.OutboxLease, &out)
+		if err == nil {
+			err = p.commit(ctx, write)
 		}
-		if err := p.commit(ctx, write); err != nil {
-			s.deletes.add(s, deletes)
-			return err
+		if err != nil {
+			s.deletes.add(s, deletes) // for a later transaction
 		}
-		return nil
+		return err
 	})
 	if err != nil {
 		return 0, nil, fmt.Errorf("update %s: %w", t.name, translate(err))

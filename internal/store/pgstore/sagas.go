@@ -71,26 +71,7 @@ func (s *Store) CreateSagas(ctx context.Context, batch []store.NewSaga) ([]store
 		if err := p.run(ctx, clock); err != nil {
 			return err
 		}
-		var (
-			index   []int // position in batch of each change
-			changes []store.Change
-		)
-		for i, ns := range batch {
-			if j, dup := first[ns.ID]; dup {
-				results[i] = store.Created{Err: errSameBatch(j)}
-				continue
-			}
-			ch, err := ns.Build(now)
-			if err != nil {
-				// Only a request that builds claims its id: a later one may still succeed.
-				results[i] = store.Created{Err: err}
-				continue
-			}
-			first[ns.ID] = i
-			ch.Row.ID = ns.ID
-			index = append(index, i)
-			changes = append(changes, ch)
-		}
+		index, changes := buildNew(batch, now, results, first)
 		if len(changes) == 0 {
 			return nil
 		}
@@ -120,6 +101,36 @@ func (s *Store) CreateSagas(ctx context.Context, batch []store.NewSaga) ([]store
 	if err != nil {
 		return nil, nil, fmt.Errorf("create %d sagas: %w", len(batch), err)
 	}
+	s.fillExisting(ctx, batch, existing, first, results)
+	return results, rows, nil
+}
+
+// buildNew builds the sagas of batch at now. It returns the changes to write and, for each, its
+// position in batch; a request whose Build fails, or whose id an earlier request of the batch
+// has, gets its result now. first records the position of each id's request.
+func buildNew(batch []store.NewSaga, now time.Time, results []store.Created, first map[uuid.UUID]int) (index []int, changes []store.Change) {
+	for i, ns := range batch {
+		if j, dup := first[ns.ID]; dup {
+			results[i] = store.Created{Err: errSameBatch(j)}
+			continue
+		}
+		ch, err := ns.Build(now)
+		if err != nil {
+			// Only a request that builds claims its id: a later one may still succeed.
+			results[i] = store.Created{Err: err}
+			continue
+		}
+		first[ns.ID] = i
+		ch.Row.ID = ns.ID
+		index = append(index, i)
+		changes = append(changes, ch)
+	}
+	return index, changes
+}
+
+// fillExisting gives the requests of sagas that existed already, and those that repeated an id
+// of their batch, their results once the batch committed.
+func (s *Store) fillExisting(ctx context.Context, batch []store.NewSaga, existing []uuid.UUID, first map[uuid.UUID]int, results []store.Created) {
 	if len(existing) > 0 {
 		// The new sagas are committed by now: a failed read fails only the requests of the
 		// sagas that existed, and the new ones' rows still go to the relay.
@@ -136,38 +147,18 @@ func (s *Store) CreateSagas(ctx context.Context, batch []store.NewSaga) ([]store
 			}
 		}
 	}
-	return results, rows, nil
 }
 
 // queueCreate queues the statement that inserts the sagas of changes and, for those that did not
 // exist, their messages into the outbox. Once it ran, created holds the ids of the new sagas and
 // *out their outbox rows, in the order of changes.
 func (s *Store) queueCreate(b *pgx.Batch, now time.Time, changes []store.Change, deletes []int64, created map[uuid.UUID]bool, out *[]store.OutboxRow) error {
-	n := len(changes)
-	var (
-		sagaIDs            = make([][16]byte, n)
-		defNames, statuses = make([]string, n), make([]string, n)
-		hashes, states     = make([]string, n), make([]string, n)
-		defVersions        = make([]int32, n)
-		inputs             = make([][]byte, n)
-		wakes, fins        = make([]pgtype.Timestamptz, n), make([]pgtype.Timestamptz, n)
-		msgs               []transport.Outgoing
-		msgSagas           [][16]byte
-	)
-	for k, ch := range changes {
-		sg := ch.Row
-		st, err := json.Marshal(sg.State)
-		if err != nil {
-			return err
-		}
-		sagaIDs[k], defNames[k], defVersions[k] = sg.ID, sg.DefinitionName, int32(sg.DefinitionVersion)
-		statuses[k], inputs[k], hashes[k], states[k] = string(sg.State.Status), sg.State.Input, sg.RequestHash, string(st)
-		wakes[k], fins[k] = tsOrNull(sg.WakeAt), tsOrNull(sg.FinishedAt)
-		for _, m := range ch.Messages {
-			msgs = append(msgs, m)
-			msgSagas = append(msgSagas, sg.ID)
-		}
+	c, err := createArrays(changes)
+	if err != nil {
+		return err
 	}
+	sagaIDs, defNames, defVersions, statuses, inputs, hashes, states, wakes, fins, msgs, msgSagas :=
+		c.ids, c.defNames, c.defVersions, c.statuses, c.inputs, c.hashes, c.states, c.wakes, c.fins, c.msgs, c.msgSagas
 	ob, err := outboxArrays(msgs)
 	if err != nil {
 		return err
@@ -228,6 +219,43 @@ func (s *Store) queueCreate(b *pgx.Batch, now time.Time, changes []store.Change,
 		return nil
 	})
 	return nil
+}
+
+// createColumns are the columns of new sagas, as arrays for unnest, and their messages with the
+// saga of each.
+type createColumns struct {
+	ids                [][16]byte
+	defNames, statuses []string
+	hashes, states     []string
+	defVersions        []int32
+	inputs             [][]byte
+	wakes, fins        []pgtype.Timestamptz
+	msgs               []transport.Outgoing
+	msgSagas           [][16]byte
+}
+
+func createArrays(changes []store.Change) (createColumns, error) {
+	n := len(changes)
+	c := createColumns{
+		ids: make([][16]byte, n), defNames: make([]string, n), statuses: make([]string, n),
+		hashes: make([]string, n), states: make([]string, n), defVersions: make([]int32, n),
+		inputs: make([][]byte, n), wakes: make([]pgtype.Timestamptz, n), fins: make([]pgtype.Timestamptz, n),
+	}
+	for k, ch := range changes {
+		sg := ch.Row
+		st, err := json.Marshal(sg.State)
+		if err != nil {
+			return createColumns{}, err
+		}
+		c.ids[k], c.defNames[k], c.defVersions[k] = sg.ID, sg.DefinitionName, int32(sg.DefinitionVersion)
+		c.statuses[k], c.inputs[k], c.hashes[k], c.states[k] = string(sg.State.Status), sg.State.Input, sg.RequestHash, string(st)
+		c.wakes[k], c.fins[k] = tsOrNull(sg.WakeAt), tsOrNull(sg.FinishedAt)
+		for _, m := range ch.Messages {
+			c.msgs = append(c.msgs, m)
+			c.msgSagas = append(c.msgSagas, sg.ID)
+		}
+	}
+	return c, nil
 }
 
 // readExisting fills the results of the sagas of ids, which existed before their StartSaga, with

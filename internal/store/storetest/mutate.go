@@ -440,25 +440,29 @@ func (k kind[T]) testMutateDueError(t *testing.T, newStore func(t *testing.T) st
 
 // testMutateDueConcurrent holds a first MutateDue inside fn while a second one runs: the second
 // claims only the due rows the first does not hold, and together they claim each row once.
+// claimInto returns a mutate function that records the ids it is given in into and clears their
+// wake_at.
+func (k kind[T]) claimInto(into map[uuid.UUID]bool) mutateFn[T] {
+	return func(_ time.Time, got []T) ([]store.Changed[T], error) {
+		clear(into) // fn may run again if the transaction is retried
+		changes := make([]store.Changed[T], len(got))
+		for i, r := range got {
+			fl := k.fields(r)
+			into[fl.id] = true
+			*fl.wakeAt = time.Time{}
+			changes[i] = store.Changed[T]{Row: r}
+		}
+		return changes, nil
+	}
+}
+
 func (k kind[T]) testMutateDueConcurrent(t *testing.T, newStore func(t *testing.T) store.Store) {
 	f := setup(t, newStore)
 	const rows, firstLimit = 6, 3
 	for range rows {
 		k.create(t, f, uuid.New(), rowOpts{wake: true, wakeIn: -time.Minute})
 	}
-	claim := func(into map[uuid.UUID]bool) mutateFn[T] {
-		return func(_ time.Time, got []T) ([]store.Changed[T], error) {
-			clear(into) // fn may run again if the transaction is retried
-			changes := make([]store.Changed[T], len(got))
-			for i, r := range got {
-				fl := k.fields(r)
-				into[fl.id] = true
-				*fl.wakeAt = time.Time{}
-				changes[i] = store.Changed[T]{Row: r}
-			}
-			return changes, nil
-		}
-	}
+	claim := func(into map[uuid.UUID]bool) mutateFn[T] { return k.claimInto(into) }
 
 	first, second := map[uuid.UUID]bool{}, map[uuid.UUID]bool{}
 	entered, release := make(chan struct{}), make(chan struct{})
