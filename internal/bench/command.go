@@ -37,15 +37,16 @@ func Command(app *cli.App) *cobra.Command {
 		Use:   "bench --database-url URL [--rate N | --concurrency N] [--duration D]",
 		Short: "Measure a running system with 3-step sagas over no-op participants",
 		Long: `bench drives the coordinator at --addr with a 3-step saga (definition bench-3step) over three
-no-op participants that still use the barrier (run them with
-  participant-sim --participants bench-a=noop,bench-b=noop,bench-c=noop).
+no-op participants that still use the barrier (scripts/bench.sh runs them with
+participant-sim --config scripts/bench-participants.yaml).
 With --rate it starts that many sagas per second (open loop); otherwise it keeps --concurrency
-sagas in flight (closed loop). After a warm-up it measures for --duration and prints completed
-sagas/s, start-to-terminal latency (from the coordinator's database), PostgreSQL commits per saga
-(pg_stat_database of the coordinator's database), broker messages per saga (management API),
-the coordinator's CPU and RSS (--pid), the CPU of every process on the machine, and the raw
-baselines of the same services. --half-peak measures the peak in a closed loop, then the open
-loop at half the sagas/s it reached, for the latency target of docs/performance.md.
+sagas in flight (closed loop), each worker waiting for its saga with WatchSaga. After a warm-up it
+measures for --duration and prints completed sagas/s, start-to-terminal latency (from the
+coordinator's database), the coordinator's CPU and RSS (--pid), and where a saga's cost goes:
+transactions, statements and commits on each database (--metrics), WAL syncs, broker messages
+(management API), context switches and CPU by process; then the raw baselines of the same
+services. --half-peak measures the peak in a closed loop, then the open loop at half the sagas/s
+it reached; --p99-bound finds the highest open-loop rate whose p99 stays under a bound.
 make bench starts a system and runs it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return run(cmd, app, f) },

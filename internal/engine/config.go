@@ -102,14 +102,17 @@ func setDefault[T comparable](p *T, v T) {
 	}
 }
 
+// validate returns every problem of c at once.
 func (c Config) validate() error {
-	switch {
-	case c.Store == nil:
-		return errors.New("engine: Store is required")
-	case c.Transport == nil:
-		return errors.New("engine: Transport is required")
-	case c.Relay == nil:
-		return errors.New("engine: Relay is required")
+	var errs []error
+	if c.Store == nil {
+		errs = append(errs, errors.New("engine: Config.Store is required"))
 	}
-	return nil
+	if c.Transport == nil {
+		errs = append(errs, errors.New("engine: Config.Transport is required"))
+	}
+	if c.Relay == nil {
+		errs = append(errs, errors.New("engine: Config.Relay is required"))
+	}
+	return errors.Join(errs...)
 }
