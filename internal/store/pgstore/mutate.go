@@ -19,7 +19,7 @@ func (s *Store) Mutate(ctx context.Context, ids []uuid.UUID, fn store.MutateFunc
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	_, rows, err := mutate(ctx, s, sagaRows, fn, `SELECT now(), `+sagaColumns+` FROM sagas WHERE id = ANY($1) ORDER BY id FOR UPDATE`, uuidArray(ids))
+	_, rows, err := mutate(ctx, s, sagaRows, fn, `SELECT clock_timestamp(), `+sagaColumns+` FROM sagas WHERE id = ANY($1) ORDER BY id FOR UPDATE`, uuidArray(ids))
 	return rows, err
 }
 
@@ -35,7 +35,10 @@ func uuidArray(ids []uuid.UUID) [][16]byte {
 
 // MutateDue implements store.Sagas.
 func (s *Store) MutateDue(ctx context.Context, limit int, fn store.MutateFunc[*store.Saga]) (int, []store.OutboxRow, error) {
-	return mutate(ctx, s, sagaRows, fn, `SELECT now(), `+sagaColumns+` FROM sagas WHERE wake_at <= now() ORDER BY wake_at LIMIT $1 FOR UPDATE SKIP LOCKED`, limit)
+	if due, err := s.anyDue(ctx, "sagas"); err != nil || !due {
+		return 0, nil, err
+	}
+	return mutate(ctx, s, sagaRows, fn, `SELECT clock_timestamp(), `+sagaColumns+` FROM sagas WHERE wake_at <= now() ORDER BY wake_at LIMIT $1 FOR UPDATE SKIP LOCKED`, limit)
 }
 
 // table is what mutate needs to know about a table of state rows (sagas, transactions).
@@ -44,25 +47,49 @@ type table[T any] struct {
 	scan func(pgx.Row) (T, error)
 	// key returns a row's id and version.
 	key func(T) (uuid.UUID, int64)
+	// updatedAt returns when a row was last written.
+	updatedAt func(T) time.Time
 	// update queues the statement that writes rows at now with their messages (see
 	// queueWrite), and marks the rows written once it succeeded.
 	update func(b *pgx.Batch, now time.Time, rows []T, msgs []transport.Outgoing, deletes []int64, lease time.Duration, out *[]store.OutboxRow) error
 }
 
 var sagaRows = table[*store.Saga]{
-	name:   "sagas",
-	scan:   scanSaga,
-	key:    func(sg *store.Saga) (uuid.UUID, int64) { return sg.ID, sg.Version },
-	update: updateSagas,
+	name:      "sagas",
+	scan:      scanSaga,
+	key:       func(sg *store.Saga) (uuid.UUID, int64) { return sg.ID, sg.Version },
+	updatedAt: func(sg *store.Saga) time.Time { return sg.UpdatedAt },
+	update:    updateSagas,
+}
+
+// anyDue reports whether a row of the table (a constant, never outside input) has a timer due:
+// one statement, outside any transaction, so that the timer loop's polls cost little when, as
+// most of the time, nothing is due.
+func (s *Store) anyDue(ctx context.Context, table string) (bool, error) {
+	var due bool
+	if err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+table+` WHERE wake_at <= now())`).Scan(&due); err != nil {
+		return false, fmt.Errorf("look for due %s: %w", table, err)
+	}
+	return due, nil
+}
+
+// latest returns the latest of times.
+func latest(times ...time.Time) time.Time {
+	var out time.Time
+	for _, t := range times {
+		if t.After(out) {
+			out = t
+		}
+	}
+	return out
 }
 
 // mutate locks rows with query, lets fn change them, and writes the changes and their messages in
 // one transaction, retried on deadlock or conflict. It returns how many rows it locked and the
 // outbox rows written.
 //
-// The transaction costs two round trips whatever the number of rows: BEGIN, the locking query
-// and the time read after it travel together; then one statement that writes the rows and the
-// outbox, with COMMIT.
+// The transaction costs two round trips whatever the number of rows: BEGIN and the locking query
+// travel together; then one statement that writes the rows and the outbox, with COMMIT.
 // The rows stay locked from the first round trip to the COMMIT, so the version each changed row
 // must still have is checked before the second is sent (the update checks it again).
 func mutate[T any](ctx context.Context, s *Store, t table[T], fn func(time.Time, []T) ([]store.Changed[T], error), query string, arg any) (int, []store.OutboxRow, error) {
@@ -76,6 +103,9 @@ func mutate[T any](ctx context.Context, s *Store, t table[T], fn func(time.Time,
 			now    time.Time
 			locked []T
 		)
+		// The time the changes are made at is the database's clock as the rows are read, but
+		// never older than the rows they change: a row locked by a transaction that committed
+		// while this one waited carries that transaction's time.
 		read := &pgx.Batch{}
 		read.Queue(query, arg).Query(func(rows pgx.Rows) error {
 			for rows.Next() {
@@ -85,13 +115,10 @@ func mutate[T any](ctx context.Context, s *Store, t table[T], fn func(time.Time,
 					return err
 				}
 				locked = append(locked, v)
+				now = latest(now, rowNow, t.updatedAt(v))
 			}
 			return rows.Err()
 		})
-		// now() is the transaction's start; the locks may have been waited for since. The time
-		// the changes are made at must not be older than the rows they change: this statement
-		// starts only once the locking one has finished.
-		read.Queue(`SELECT statement_timestamp()`).QueryRow(func(row pgx.Row) error { return row.Scan(&now) })
 		if err := p.run(ctx, read); err != nil {
 			return err
 		}
@@ -139,7 +166,7 @@ func mutate[T any](ctx context.Context, s *Store, t table[T], fn func(time.Time,
 	return claimed, out, nil
 }
 
-// scanPrefix scans a leading now() column before the saga columns.
+// scanPrefix scans a leading clock column before the row's columns.
 type scanPrefix struct {
 	rows pgx.Rows
 	now  *time.Time

@@ -19,10 +19,11 @@ import (
 const txColumns = `id, status, request_hash, state, version, wake_at, created_at, updated_at, finished_at`
 
 var txRows = table[*store.Tx]{
-	name:   "transactions",
-	scan:   scanTx,
-	key:    func(tx *store.Tx) (uuid.UUID, int64) { return tx.ID, tx.Version },
-	update: updateTxs,
+	name:      "transactions",
+	scan:      scanTx,
+	key:       func(tx *store.Tx) (uuid.UUID, int64) { return tx.ID, tx.Version },
+	updatedAt: func(tx *store.Tx) time.Time { return tx.UpdatedAt },
+	update:    updateTxs,
 }
 
 func scanTx(row pgx.Row) (*store.Tx, error) {
@@ -123,13 +124,16 @@ func (s *Store) MutateTx(ctx context.Context, ids []uuid.UUID, fn store.MutateFu
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	_, rows, err := mutate(ctx, s, txRows, fn, `SELECT now(), `+txColumns+` FROM transactions WHERE id = ANY($1) ORDER BY id FOR UPDATE`, uuidArray(ids))
+	_, rows, err := mutate(ctx, s, txRows, fn, `SELECT clock_timestamp(), `+txColumns+` FROM transactions WHERE id = ANY($1) ORDER BY id FOR UPDATE`, uuidArray(ids))
 	return rows, err
 }
 
 // MutateDueTx implements store.Transactions.
 func (s *Store) MutateDueTx(ctx context.Context, limit int, fn store.MutateFunc[*store.Tx]) (int, []store.OutboxRow, error) {
-	return mutate(ctx, s, txRows, fn, `SELECT now(), `+txColumns+` FROM transactions WHERE wake_at <= now() ORDER BY wake_at LIMIT $1 FOR UPDATE SKIP LOCKED`, limit)
+	if due, err := s.anyDue(ctx, "transactions"); err != nil || !due {
+		return 0, nil, err
+	}
+	return mutate(ctx, s, txRows, fn, `SELECT clock_timestamp(), `+txColumns+` FROM transactions WHERE wake_at <= now() ORDER BY wake_at LIMIT $1 FOR UPDATE SKIP LOCKED`, limit)
 }
 
 func updateTxs(b *pgx.Batch, now time.Time, changed []*store.Tx, msgs []transport.Outgoing, deletes []int64, lease time.Duration, out *[]store.OutboxRow) error {

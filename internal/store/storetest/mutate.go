@@ -110,6 +110,7 @@ func (k kind[T]) tests() []test {
 		{k.name + "/MutateOfAnotherVersionIsConflict", k.testMutateConflict},
 		{k.name + "/MutateRefusedValueIsErrInvalidData", k.testMutateInvalidData},
 		{k.name + "/MutateHoldsLocks", k.testMutateLocks},
+		{k.name + "/MutateTimeIsNeverBeforeTheRow", k.testMutateTimeAfterLockWait},
 		{k.name + "/MutateConcurrentNoLostUpdate", k.testMutateConcurrent},
 		{k.name + "/MutateDueClaimsOnlyDue", k.testMutateDue},
 		{k.name + "/MutateDueLimit", k.testMutateDueLimit},
@@ -282,6 +283,54 @@ func (k kind[T]) testMutateInvalidData(t *testing.T, newStore func(t *testing.T)
 
 // testMutateLocks checks that fn holds its rows locked: a MutateDue run from inside fn skips
 // the due row fn holds, and claims it once Mutate has committed.
+// testMutateTimeAfterLockWait runs a Mutate that waits for the lock of another: the time its
+// function receives is never before the row as the other wrote it, so that histories never go
+// back in time.
+func (k kind[T]) testMutateTimeAfterLockWait(t *testing.T, newStore func(t *testing.T) store.Store) {
+	f := setup(t, newStore)
+	id := k.fields(k.create(t, f, uuid.New(), rowOpts{})).id
+	entered, release := make(chan struct{}), make(chan struct{})
+	var (
+		holderErr error
+		holderNow time.Time
+	)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, holderErr = k.mutate(f.ctx, f.s, []uuid.UUID{id}, func(n time.Time, got []T) ([]store.Changed[T], error) {
+			holderNow = n
+			select {
+			case <-entered:
+			default:
+				close(entered)
+			}
+			<-release
+			*k.fields(got[0]).reason = "holder"
+			return []store.Changed[T]{{Row: got[0]}}, nil
+		})
+	}()
+	<-entered
+	var waiterNow time.Time
+	waiterDone := make(chan error, 1)
+	go func() {
+		_, err := k.mutate(f.ctx, f.s, []uuid.UUID{id}, func(n time.Time, got []T) ([]store.Changed[T], error) {
+			waiterNow = n
+			return []store.Changed[T]{{Row: got[0]}}, nil
+		})
+		waiterDone <- err
+	}()
+	close(release)
+	<-done
+	require.NoError(t, holderErr)
+	require.NoError(t, <-waiterDone)
+	got, err := k.get(f.ctx, f.s, id)
+	require.NoError(t, err)
+	require.Equal(t, int64(3), *k.fields(got).version, "both wrote")
+	// The holder wrote the row at its time; the waiter changed the row after, so its time must
+	// not be earlier (it may be equal: the waiter ran after the holder's commit).
+	require.False(t, waiterNow.Before(holderNow), "the waiter's time %v is before the holder's %v", waiterNow, holderNow)
+}
+
 func (k kind[T]) testMutateLocks(t *testing.T, newStore func(t *testing.T) store.Store) {
 	f := setup(t, newStore)
 	row := k.create(t, f, uuid.New(), rowOpts{wake: true, wakeIn: -time.Second})
