@@ -9,22 +9,22 @@ import (
 	"github.com/sagacoord/sagacoord/internal/testenv"
 )
 
-// TestOpenPoolPlansForTheTableAsItIs checks that the coordinator's connections make custom plans
-// (pgstore.ConfigurePool), and that a plan_cache_mode in the database URL wins.
-func TestOpenPoolPlansForTheTableAsItIs(t *testing.T) {
-	auto, err := url.Parse(testenv.DatabaseURL())
+// TestOpenPoolPlansWithTheIndexes checks that the coordinator's connections price sequential
+// scans out (pgstore.ConfigurePool), and that an enable_seqscan in the database URL wins.
+func TestOpenPoolPlansWithTheIndexes(t *testing.T) {
+	on, err := url.Parse(testenv.DatabaseURL())
 	require.NoError(t, err)
-	q := auto.Query()
-	q.Set("plan_cache_mode", "auto")
-	auto.RawQuery = q.Encode()
+	q := on.Query()
+	q.Set("enable_seqscan", "on")
+	on.RawQuery = q.Encode()
 	for _, tc := range []struct{ url, want string }{
-		{testenv.DatabaseURL(), "force_custom_plan"},
-		{auto.String(), "auto"},
+		{testenv.DatabaseURL(), "off"},
+		{on.String(), "on"},
 	} {
 		pool, err := OpenPool(t.Context(), tc.url, 1)
 		require.NoError(t, err)
 		var mode string
-		require.NoError(t, pool.QueryRow(t.Context(), `SHOW plan_cache_mode`).Scan(&mode))
+		require.NoError(t, pool.QueryRow(t.Context(), `SHOW enable_seqscan`).Scan(&mode))
 		pool.Close()
 		require.Equal(t, tc.want, mode, "database URL %s", tc.url)
 	}

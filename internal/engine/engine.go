@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -64,6 +65,8 @@ type Engine struct {
 	txs     *table[*store.Tx]
 	sagaHub hub[*store.Saga]
 	txHub   hub[*store.Tx]
+	// listening: the store tells which rows other instances change (see listen).
+	listening atomic.Bool
 
 	starts chan *startCall
 	kick   chan time.Time // to the timer loop: a timer falls due at this local time
@@ -132,6 +135,9 @@ func (e *Engine) Start(ctx context.Context) error {
 		e.group.Go(func() { e.startLoop(ctx) })
 	}
 	e.group.Go(func() { e.timerLoop(ctx) })
+	if n, ok := e.cfg.Store.(store.Notifier); ok {
+		e.group.Go(func() { e.listen(ctx, n) })
+	}
 	if e.cfg.MaxActiveSagas > 0 {
 		e.group.Go(func() { e.active.Run(ctx) })
 	}

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"sync"
 
 	"github.com/google/uuid"
@@ -9,8 +10,9 @@ import (
 )
 
 // Watch is one watcher of one saga or transaction: Changed is signalled when this instance
-// committed a change to it, and Latest returns the row as that change committed it. Changes
-// committed by other instances are not seen here; watchers poll for those.
+// committed a change to it, and Latest returns the row as that change committed it; or when
+// another instance did (when the store tells, see Listening), and Latest then returns false: the
+// watcher reads the row. Watchers poll for what the store does not tell.
 type Watch[T any] struct {
 	c      chan struct{}
 	mu     sync.Mutex
@@ -32,6 +34,18 @@ func (w *Watch[T]) Latest() (T, bool) {
 func (w *Watch[T]) set(row T) {
 	w.mu.Lock()
 	w.latest, w.has = row, true
+	w.mu.Unlock()
+	select {
+	case w.c <- struct{}{}:
+	default:
+	}
+}
+
+// stale marks the row changed elsewhere: Latest has none until the watcher reads it.
+func (w *Watch[T]) stale() {
+	var zero T
+	w.mu.Lock()
+	w.latest, w.has = zero, false
 	w.mu.Unlock()
 	select {
 	case w.c <- struct{}{}:
@@ -68,6 +82,17 @@ func (h *hub[T]) watch(id uuid.UUID) (*Watch[T], func()) {
 	}
 }
 
+// elsewhere tells the watchers of ids that another instance changed them.
+func (h *hub[T]) elsewhere(ids []uuid.UUID) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, id := range ids {
+		for w := range h.watches[id] {
+			w.stale()
+		}
+	}
+}
+
 // committed hands a committed row to its watchers.
 func (h *hub[T]) committed(id uuid.UUID, row T) {
 	h.mu.Lock()
@@ -75,6 +100,22 @@ func (h *hub[T]) committed(id uuid.UUID, row T) {
 	for w := range h.watches[id] {
 		w.set(row)
 	}
+}
+
+// Listening reports whether the store tells this engine which rows other instances change, so
+// that watchers need not poll for them often.
+func (e *Engine) Listening() bool { return e.listening.Load() }
+
+// listen passes the store's news of other instances' changes to the watchers, until ctx ends.
+func (e *Engine) listen(ctx context.Context, n store.Notifier) {
+	n.Listen(ctx, func(table string, ids []uuid.UUID) {
+		switch table {
+		case "sagas":
+			e.sagaHub.elsewhere(ids)
+		case "transactions":
+			e.txHub.elsewhere(ids)
+		}
+	}, e.listening.Store)
 }
 
 // WatchSaga starts watching a saga; call the returned function to stop.

@@ -288,7 +288,7 @@ func (s *SagaService) WatchSaga(req *pb.WatchSagaRequest, stream grpc.ServerStre
 	}
 	w, stop := s.Engine.WatchSaga(id)
 	defer stop()
-	return watch(stream.Context(), s.WatchPoll, w, func(ctx context.Context) (*store.Saga, error) {
+	return watch(stream.Context(), watchPoll(s.WatchPoll, s.Engine.Listening()), w, func(ctx context.Context) (*store.Saga, error) {
 		return s.Engine.GetSaga(ctx, id)
 	}, func(sg *store.Saga) (int64, bool) {
 		return sg.Version, sg.State.Status.Terminal()

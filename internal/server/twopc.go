@@ -136,7 +136,7 @@ func (s *TwoPCService) WatchTransaction(req *pb.WatchTransactionRequest, stream 
 	}
 	w, stop := s.Engine.WatchTransaction(id)
 	defer stop()
-	return watch(stream.Context(), s.WatchPoll, w, func(ctx context.Context) (*store.Tx, error) {
+	return watch(stream.Context(), watchPoll(s.WatchPoll, s.Engine.Listening()), w, func(ctx context.Context) (*store.Tx, error) {
 		return s.Engine.GetTransaction(ctx, id)
 	}, func(t *store.Tx) (int64, bool) {
 		return t.Version, t.Tx.State.Terminal()

@@ -10,10 +10,24 @@ import (
 
 // defaultWatchPoll is how long a watch first waits without news of a change before it reads the
 // row; each read that finds nothing new doubles the wait, up to maxWatchPollFactor times it.
+// While the engine hears of other instances' changes (Engine.Listening), reads are only a safety
+// net and begin at listeningWatchPoll.
 const (
 	defaultWatchPoll   = 50 * time.Millisecond
 	maxWatchPollFactor = 20
+	listeningWatchPoll = time.Second
 )
+
+// watchPoll returns the first wait of a watch.
+func watchPoll(configured time.Duration, listening bool) time.Duration {
+	if configured == 0 {
+		configured = defaultWatchPoll
+	}
+	if listening {
+		return max(configured, listeningWatchPoll)
+	}
+	return configured
+}
 
 // changes is what watch hears from the engine: a signal when this instance committed a change,
 // and the row as committed (engine.Watch).
@@ -30,9 +44,6 @@ type changes[T any] interface {
 // poll when a read finds a change.
 func watch[T any](ctx context.Context, poll time.Duration, w changes[T],
 	read func(context.Context) (T, error), version func(T) (int64, bool), send func(context.Context, T) error) error {
-	if poll == 0 {
-		poll = defaultWatchPoll
-	}
 	wait := poll
 	t := time.NewTimer(wait)
 	defer t.Stop()
@@ -58,7 +69,10 @@ func watch[T any](ctx context.Context, poll time.Duration, w changes[T],
 		case <-ctx.Done():
 			return status.FromContextError(ctx.Err()).Err()
 		case <-w.Changed():
-			row, _ = w.Latest()
+			var here bool
+			if row, here = w.Latest(); !here {
+				row, err = read(rctx) // changed by another instance
+			}
 		case <-t.C:
 			row, err = read(rctx)
 			if err != nil {

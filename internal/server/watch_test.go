@@ -23,7 +23,8 @@ type fake struct {
 	mu      sync.Mutex
 	changed chan struct{}
 	latest  row
-	stored  row // what a read returns
+	here    bool // latest is the row as this instance committed it
+	stored  row  // what a read returns
 	reads   int
 }
 
@@ -34,13 +35,22 @@ func (f *fake) Changed() <-chan struct{} { return f.changed }
 func (f *fake) Latest() (row, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.latest, true
+	return f.latest, f.here
 }
 
 // commitHere is a change this instance committed: the watch hears of it with the row.
 func (f *fake) commitHere(r row) {
 	f.mu.Lock()
-	f.latest, f.stored = r, r
+	f.latest, f.stored, f.here = r, r, true
+	f.mu.Unlock()
+	f.changed <- struct{}{}
+}
+
+// commitElsewhereAndTell is a change another instance committed, which the store told of: the
+// watch reads the row at once.
+func (f *fake) commitElsewhereAndTell(r row) {
+	f.mu.Lock()
+	f.stored, f.here = r, false
 	f.mu.Unlock()
 	f.changed <- struct{}{}
 }
@@ -165,4 +175,24 @@ func (silent[T]) Changed() <-chan struct{} { return nil }
 func (silent[T]) Latest() (T, bool) {
 	var zero T
 	return zero, false
+}
+
+func TestWatchReadsAtOnceWhenTheStoreTellsOfAChangeElsewhere(t *testing.T) {
+	t.Parallel()
+	f := newFake(row{version: 1})
+	sent := make(chan row, 10)
+	done := run(context.Background(), time.Hour, f, sent)
+	require.Equal(t, row{version: 1}, <-sent)
+	f.commitElsewhereAndTell(row{version: 2, terminal: true})
+	require.Equal(t, row{version: 2, terminal: true}, <-sent, "read without waiting for the hour's poll")
+	require.NoError(t, <-done)
+	require.Equal(t, 2, f.readCount())
+}
+
+func TestWatchPollIsASafetyNetWhileListening(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, defaultWatchPoll, watchPoll(0, false))
+	require.Equal(t, 20*time.Millisecond, watchPoll(20*time.Millisecond, false))
+	require.Equal(t, listeningWatchPoll, watchPoll(0, true))
+	require.Equal(t, 3*time.Second, watchPoll(3*time.Second, true))
 }

@@ -134,6 +134,16 @@ type Store interface {
 	Stats(ctx context.Context) (Stats, error)
 }
 
+// Notifier is a Store that tells each instance which rows the others changed, so that a watch
+// of a saga need not poll for them. pgstore implements it with LISTEN/NOTIFY.
+type Notifier interface {
+	// Listen calls changed with the ids of the sagas (table "sagas") and transactions
+	// ("transactions") that other instances changed, from the moment it listens until ctx ends.
+	// listening is told true each time it (again) listens and false when it stops; changes made
+	// while it does not listen are not told.
+	Listen(ctx context.Context, changed func(table string, ids []uuid.UUID), listening func(bool))
+}
+
 // Stats counts unfinished work by state. A state with none is absent from its map.
 type Stats struct {
 	// Sagas by status: RUNNING, COMPENSATING and FAILED.

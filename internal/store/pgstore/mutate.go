@@ -51,7 +51,7 @@ type table[T any] struct {
 	updatedAt func(T) time.Time
 	// update queues the statement that writes rows at now with their messages (see
 	// queueWrite), and marks the rows written once it succeeded.
-	update func(b *pgx.Batch, now time.Time, rows []T, msgs []transport.Outgoing, deletes []int64, lease time.Duration, out *[]store.OutboxRow) error
+	update func(b *pgx.Batch, now time.Time, rows []T, msgs []transport.Outgoing, deletes []int64, lease time.Duration, instance string, out *[]store.OutboxRow) error
 }
 
 var sagaRows = table[*store.Saga]{
@@ -151,7 +151,7 @@ func mutate[T any](ctx context.Context, s *Store, t table[T], fn func(time.Time,
 		// rows on the relay's behalf; it travels with COMMIT.
 		deletes := s.deletes.take(maxPiggyback)
 		write := &pgx.Batch{}
-		err = t.update(write, now, changed, msgs, deletes, s.cfg.OutboxLease, &out)
+		err = t.update(write, now, changed, msgs, deletes, s.cfg.OutboxLease, s.instance, &out)
 		if err == nil {
 			err = p.commit(ctx, write)
 		}
@@ -176,12 +176,12 @@ func (p scanPrefix) Scan(dest ...any) error {
 	return p.rows.Scan(append([]any{p.now}, dest...)...)
 }
 
-func updateSagas(b *pgx.Batch, now time.Time, changed []*store.Saga, msgs []transport.Outgoing, deletes []int64, lease time.Duration, out *[]store.OutboxRow) error {
+func updateSagas(b *pgx.Batch, now time.Time, changed []*store.Saga, msgs []transport.Outgoing, deletes []int64, lease time.Duration, instance string, out *[]store.OutboxRow) error {
 	rows := make([]rowUpdate, len(changed))
 	for i, sg := range changed {
 		rows[i] = rowUpdate{sg.ID, string(sg.State.Status), sg.State, sg.Version, sg.WakeAt, sg.FinishedAt}
 	}
-	return queueWrite(b, write{now: now, table: "sagas", rows: rows, msgs: msgs, deletes: deletes, lease: lease, out: out}, func() {
+	return queueWrite(b, write{now: now, table: "sagas", rows: rows, msgs: msgs, deletes: deletes, lease: lease, instance: instance, out: out}, func() {
 		for _, sg := range changed {
 			sg.Version++
 			sg.UpdatedAt = now
@@ -208,13 +208,15 @@ type write struct {
 	msgs    []transport.Outgoing
 	deletes []int64
 	lease   time.Duration
+	// instance names the writer in the notification of the change (see Listen).
+	instance string
 	// out receives the outbox rows of msgs once the statement ran.
 	out *[]store.OutboxRow
 }
 
 // queueWrite queues one statement that writes w: each row only if its version is still the one
-// read (compare-and-set; a mismatch is store.ErrConflict), the messages into the outbox, and
-// the deletes. mutate checks the versions against the rows it holds locked before it sends the
+// read (compare-and-set; a mismatch is store.ErrConflict), the messages into the outbox, the
+// deletes, and the notification that tells other instances which rows changed (see Listen). mutate checks the versions against the rows it holds locked before it sends the
 // statement, with COMMIT in the same round trip, so the check here only confirms that. done runs
 // once the statement succeeded.
 func queueWrite(b *pgx.Batch, w write, done func()) error {
@@ -242,16 +244,20 @@ func queueWrite(b *pgx.Batch, w write, done func()) error {
 			RETURNING id
 		), d AS (
 			DELETE FROM outbox WHERE id = ANY($17::bigint[])
+		), n AS MATERIALIZED (
+			SELECT pg_notify($18, $19 || string_agg(id::text, ',')) FROM unnest($1::uuid[]) WITH ORDINALITY AS x(id, ord)
+			GROUP BY (ord - 1) / `+notifyChunk+`
 		)
-		SELECT (SELECT count(*) FROM u), coalesce((SELECT array_agg(id ORDER BY id) FROM o), '{}')`,
+		SELECT (SELECT count(*) FROM u), coalesce((SELECT array_agg(id ORDER BY id) FROM o), '{}'), (SELECT count(*) FROM n)`,
 		u.ids, u.statuses, u.states, u.versions, u.wakes, u.fins, w.now,
 		o.exchanges, o.keys, o.ids, o.types, o.corrs, o.headers, o.bodies, o.ctypes, w.lease, w.deletes,
+		channelPrefix+w.table, w.instance+"|",
 	).QueryRow(func(row pgx.Row) error {
 		var (
-			updated int
-			ids     []int64
+			updated, notified int
+			ids               []int64
 		)
-		if err := row.Scan(&updated, &ids); err != nil {
+		if err := row.Scan(&updated, &ids, &notified); err != nil {
 			return err
 		}
 		if updated != len(w.rows) {

@@ -48,13 +48,18 @@ type Store struct {
 	pool    *pgxpool.Pool
 	cfg     Config
 	deletes deferredDeletes
+	// instance names this store's writes in their notifications (see Listen).
+	instance string
 }
 
-var _ store.Store = (*Store)(nil)
+var (
+	_ store.Store    = (*Store)(nil)
+	_ store.Notifier = (*Store)(nil)
+)
 
 // New returns a store on pool, whose search_path must hold the migrated schema.
 func New(pool *pgxpool.Pool, cfg Config) *Store {
-	return &Store{pool: pool, cfg: cfg.WithDefaults()}
+	return &Store{pool: pool, cfg: cfg.WithDefaults(), instance: newInstance()}
 }
 
 // Pool returns the underlying pool.

@@ -136,12 +136,12 @@ func (s *Store) MutateDueTx(ctx context.Context, limit int, fn store.MutateFunc[
 	return mutate(ctx, s, txRows, fn, `SELECT clock_timestamp(), `+txColumns+` FROM transactions WHERE wake_at <= now() ORDER BY wake_at LIMIT $1 FOR UPDATE SKIP LOCKED`, limit)
 }
 
-func updateTxs(b *pgx.Batch, now time.Time, changed []*store.Tx, msgs []transport.Outgoing, deletes []int64, lease time.Duration, out *[]store.OutboxRow) error {
+func updateTxs(b *pgx.Batch, now time.Time, changed []*store.Tx, msgs []transport.Outgoing, deletes []int64, lease time.Duration, instance string, out *[]store.OutboxRow) error {
 	rows := make([]rowUpdate, len(changed))
 	for i, t := range changed {
 		rows[i] = rowUpdate{t.ID, string(t.Tx.State), t.Tx, t.Version, t.WakeAt, t.FinishedAt}
 	}
-	return queueWrite(b, write{now: now, table: "transactions", rows: rows, msgs: msgs, deletes: deletes, lease: lease, out: out}, func() {
+	return queueWrite(b, write{now: now, table: "transactions", rows: rows, msgs: msgs, deletes: deletes, lease: lease, instance: instance, out: out}, func() {
 		for _, t := range changed {
 			t.Version++
 			t.UpdatedAt = now
