@@ -170,16 +170,7 @@ func (r *Relay) work(ctx context.Context) {
 		case row := <-r.queue:
 			batch = append(batch, row)
 		}
-	fill:
-		for len(batch) < r.cfg.BatchSize {
-			select {
-			case row := <-r.queue:
-				batch = append(batch, row)
-			default:
-				break fill
-			}
-		}
-		r.publish(ctx, batch)
+		r.publish(ctx, transport.TakeWaiting(r.queue, batch, r.cfg.BatchSize))
 	}
 }
 

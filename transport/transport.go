@@ -26,10 +26,10 @@ type Outgoing struct {
 	protocol.Message
 }
 
-// TakeWaiting appends to batch the deliveries already waiting on ch, without waiting for more,
-// until batch holds max. A batch so gathered is as large as the load makes it: one delivery when
-// they come one at a time, more when they arrive faster than they are processed.
-func TakeWaiting(ch <-chan *Delivery, batch []*Delivery, max int) []*Delivery {
+// TakeWaiting appends to batch the values (deliveries, say) already waiting on ch, without
+// waiting for more, until batch holds max. A batch so gathered is as large as the load makes it:
+// one value when they come one at a time, more when they arrive faster than they are processed.
+func TakeWaiting[T any](ch <-chan T, batch []T, max int) []T {
 	for len(batch) < max {
 		select {
 		case d, ok := <-ch:

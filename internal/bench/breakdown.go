@@ -167,19 +167,5 @@ func taskSwitches(pid string) int64 {
 
 // switchesByGroup turns two machineCPU readings into context switches per saga by group.
 func switchesByGroup(before, after map[string]procCPU, completed int64) map[string]float64 {
-	if len(after) == 0 {
-		return nil
-	}
-	out := map[string]float64{}
-	for pid, a := range after {
-		n := a.switches
-		if b, ok := before[pid]; ok && b.group == a.group {
-			n -= b.switches
-		}
-		if n > 0 {
-			out[a.group] += float64(n) / float64(completed)
-			out["total"] += float64(n) / float64(completed)
-		}
-	}
-	return out
+	return byGroupDelta(before, after, float64(completed), func(p procCPU) float64 { return float64(p.switches) })
 }

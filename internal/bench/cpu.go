@@ -70,18 +70,28 @@ func processGroup(comm string) string {
 // cpuByGroup turns two machineCPU readings secs apart into cores by group, with their total. A
 // process that started between them counts from zero; one that ended is not counted.
 func cpuByGroup(before, after map[string]procCPU, secs float64) map[string]float64 {
-	if len(after) == 0 || secs <= 0 {
+	if secs <= 0 {
+		return nil
+	}
+	return byGroupDelta(before, after, secs, func(p procCPU) float64 { return p.seconds })
+}
+
+// byGroupDelta sums, by group and in all, what each process used between two readings (value's
+// growth), divided by per. A process that started between them counts from zero; one that ended
+// is not counted.
+func byGroupDelta(before, after map[string]procCPU, per float64, value func(procCPU) float64) map[string]float64 {
+	if len(after) == 0 {
 		return nil
 	}
 	out := map[string]float64{}
 	for pid, a := range after {
-		used := a.seconds
+		used := value(a)
 		if b, ok := before[pid]; ok && b.group == a.group {
-			used -= b.seconds
+			used -= value(b)
 		}
 		if used > 0 {
-			out[a.group] += used / secs
-			out["total"] += used / secs
+			out[a.group] += used / per
+			out["total"] += used / per
 		}
 	}
 	return out

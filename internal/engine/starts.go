@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/sagacoord/sagacoord/internal/store"
+	"github.com/sagacoord/sagacoord/transport"
 )
 
 // StartRequest asks for a saga to start.
@@ -142,16 +143,7 @@ func (e *Engine) startLoop(ctx context.Context) {
 		case r := <-e.starts:
 			batch = append(batch, r)
 		}
-	fill:
-		for len(batch) < e.cfg.StartBatch {
-			select {
-			case r := <-e.starts:
-				batch = append(batch, r)
-			default:
-				break fill
-			}
-		}
-		e.writeStarts(ctx, batch)
+		e.writeStarts(ctx, transport.TakeWaiting(e.starts, batch, e.cfg.StartBatch))
 	}
 }
 
