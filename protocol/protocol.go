@@ -29,6 +29,9 @@ const (
 	ExchangeReplies = "sagacoord.replies"
 	// ExchangeDead is a fanout exchange that receives every dead-lettered message.
 	ExchangeDead = "sagacoord.dead"
+	// ExchangeFinals is a direct exchange of final notices (TypeFinal); the routing key is the
+	// participant name. A participant that wants them binds its queue to it.
+	ExchangeFinals = "sagacoord.finals"
 	// QueueReplies is the one reply queue that all coordinator instances consume from.
 	QueueReplies = "sagacoord.coordinator.replies"
 	// QueueDead holds dead letters for inspection.
@@ -51,6 +54,7 @@ const (
 	TypeAbort          = "twopc.abort"
 	TypeDecisionQuery  = "twopc.query"
 	TypeReply          = "reply"
+	TypeFinal          = "final"
 )
 
 // ContentType of every body.

@@ -212,6 +212,8 @@ func FuzzDecoders(f *testing.F) {
 		check(err)
 		_, err = protocol.DecodeTxQuery(m)
 		check(err)
+		_, err = protocol.DecodeFinal(m)
+		check(err)
 	})
 }
 
@@ -273,4 +275,29 @@ func TestDecodeTxCommandTimeout(t *testing.T) {
 	_, err = protocol.DecodeTxCommand(m)
 	require.ErrorIs(t, err, protocol.ErrMalformed)
 	require.Contains(t, err.Error(), "timeout_ms -5 is negative")
+}
+
+func TestFinalRoundTrip(t *testing.T) {
+	t.Parallel()
+	f := &protocol.Final{Sagas: []string{"3f1c2a7e-0000-4000-8000-000000000001"}, Transactions: []string{"3f1c2a7e-0000-4000-8000-000000000002"}}
+	m, err := f.Encode("bank-a", "7")
+	require.NoError(t, err)
+	require.Equal(t, protocol.TypeFinal, m.Type)
+	require.Equal(t, "final:bank-a:7", m.MessageID)
+	got, err := protocol.DecodeFinal(m)
+	require.NoError(t, err)
+	require.Equal(t, f, got)
+
+	m.Body = []byte(`{"sagas":["not-a-uuid"]}`)
+	_, err = protocol.DecodeFinal(m)
+	require.ErrorIs(t, err, protocol.ErrMalformed)
+	require.Contains(t, err.Error(), `sagas[0] "not-a-uuid"`)
+	many := &protocol.Final{Sagas: make([]string, protocol.MaxFinalIDs+1)}
+	for i := range many.Sagas {
+		many.Sagas[i] = "3f1c2a7e-0000-4000-8000-000000000001"
+	}
+	m, err = many.Encode("bank-a", "8")
+	require.NoError(t, err)
+	_, err = protocol.DecodeFinal(m)
+	require.ErrorIs(t, err, protocol.ErrMalformed)
 }

@@ -83,6 +83,11 @@ var ErrReturned = errors.New("message returned by the broker: no queue is bound 
 // ErrNacked is the error for a message the broker refused to take responsibility for.
 var ErrNacked = errors.New("message nacked by the broker")
 
+// Mandatory reports whether a message published to exchange must reach a queue, or else come back
+// as ErrReturned: every message but the final notices of protocol.ExchangeFinals, which reach only
+// the participants that subscribed to them (Transport.SubscribeFinals).
+func Mandatory(exchange string) bool { return exchange != protocol.ExchangeFinals }
+
 // Transport publishes and consumes sagacoord messages.
 type Transport interface {
 	// DeclareTopology declares the exchanges, the reply queue and the dead-letter queue. It is
@@ -91,11 +96,15 @@ type Transport interface {
 	// DeclareParticipant declares the durable queue of a participant, bound to the commands
 	// exchange with the participant name as routing key. It is idempotent.
 	DeclareParticipant(ctx context.Context, participant string) error
+	// SubscribeFinals binds the queue of participant to protocol.ExchangeFinals with the
+	// participant name as routing key, so that the final notices addressed to it reach its
+	// workers. The queue must exist (DeclareParticipant). It is idempotent.
+	SubscribeFinals(ctx context.Context, participant string) error
 	// ParticipantExists reports whether the queue of a participant exists (a worker or a saga
 	// definition declared it), without creating it.
 	ParticipantExists(ctx context.Context, participant string) (bool, error)
-	// Publish publishes every message persistently with the mandatory flag and waits for the
-	// broker's confirms. The result has one entry per message: nil when the broker confirmed it
+	// Publish publishes every message persistently, with the mandatory flag when Mandatory says
+	// so, and waits for the broker's confirms. The result has one entry per message: nil when the broker confirmed it
 	// and routed it, otherwise why not (ErrReturned, ErrNacked, a connection error). A message
 	// whose entry is not nil may or may not have reached a queue; the caller publishes it again.
 	Publish(ctx context.Context, msgs []Outgoing) []error

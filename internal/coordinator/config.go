@@ -40,6 +40,8 @@ type Config struct {
 	Name string
 	// Retention is how long finished sagas and transactions are kept (engine.Config.Retention).
 	Retention time.Duration
+	// RetentionInterval is how often the deletion runs (engine.Config.RetentionInterval).
+	RetentionInterval time.Duration
 	// MaxActiveSagas bounds running and compensating sagas (engine.Config.MaxActiveSagas).
 	MaxActiveSagas int
 	// ReplyWorkers and StartWorkers are engine.Config's: how many reply batches and start

@@ -186,7 +186,7 @@ func (c *Coordinator) startEngine(ctx context.Context, inst instruments) error {
 	c.relay = outbox.NewRelay(st.Outbox(), c.transport, outbox.Config{Logger: log, MeterProvider: inst.mp,
 		Test: outbox.TestConfig{Disabled: cfg.Test.DisableOutbox, AfterConfirm: cfg.Test.AfterConfirm}})
 	c.engine, err = engine.New(engine.Config{
-		Store: st, Transport: c.transport, Relay: c.relay, Logger: log, MaxPayloadBytes: cfg.MaxPayloadBytes, Retention: cfg.Retention,
+		Store: st, Transport: c.transport, Relay: c.relay, Logger: log, MaxPayloadBytes: cfg.MaxPayloadBytes, Retention: cfg.Retention, RetentionInterval: cfg.RetentionInterval,
 		MaxActiveSagas: cfg.MaxActiveSagas, ReplyWorkers: cfg.ReplyWorkers, StartWorkers: cfg.StartWorkers,
 		TracerProvider: inst.tp, MeterProvider: inst.mp, Test: engine.TestConfig{BeforeCommitDecision: cfg.Test.BeforeCommitDecision},
 	})

@@ -4,14 +4,16 @@ import (
 	"context"
 	"log/slog"
 	"time"
+
+	"github.com/sagacoord/sagacoord/internal/store"
 )
 
 // Deleter deletes finished rows; internal/store.Store implements it.
 type Deleter interface {
 	// DeleteFinished deletes at most limit sagas and at most limit transactions that finished
-	// more than olderThan ago, skipping rows others hold locked, and returns how many it
-	// deleted.
-	DeleteFinished(ctx context.Context, olderThan time.Duration, limit int) (int, error)
+	// more than olderThan ago, skipping rows others hold locked, puts the messages notices
+	// makes of them in the outbox in the same transaction, and returns how many it deleted.
+	DeleteFinished(ctx context.Context, olderThan time.Duration, limit int, notices store.Notices) (int, error)
 }
 
 // RetentionBatch is the most rows of each kind one deletion removes, so that no transaction
@@ -19,7 +21,7 @@ type Deleter interface {
 const RetentionBatch = 1000
 
 // Retainer deletes finished sagas and transactions older than Retention, every Interval, a batch
-// at a time until a batch is not full.
+// at a time until a batch is not full, and tells their participants (FinalNotices).
 type Retainer struct {
 	Store     Deleter
 	Retention time.Duration
@@ -45,7 +47,7 @@ func (r *Retainer) Run(ctx context.Context) {
 func (r *Retainer) RunOnce(ctx context.Context) int {
 	total := 0
 	for ctx.Err() == nil {
-		n, err := r.Store.DeleteFinished(ctx, r.Retention, RetentionBatch)
+		n, err := r.Store.DeleteFinished(ctx, r.Retention, RetentionBatch, FinalNotices)
 		total += n
 		if err != nil {
 			if ctx.Err() == nil {

@@ -127,12 +127,29 @@ type Store interface {
 	// Outbox returns the outbox of the same database.
 	Outbox() Outbox
 	// DeleteFinished deletes at most limit sagas and at most limit transactions that finished
-	// more than olderThan ago, and returns how many it deleted.
-	DeleteFinished(ctx context.Context, olderThan time.Duration, limit int) (int, error)
+	// more than olderThan ago, and returns how many it deleted. When notices is not nil, it is
+	// called with the deleted rows and the messages it returns go to the outbox in the same
+	// transaction; its error undoes the deletion.
+	DeleteFinished(ctx context.Context, olderThan time.Duration, limit int, notices Notices) (int, error)
 	// Stats counts the sagas and transactions that are not finished, for the gauges of
 	// docs/observability.md.
 	Stats(ctx context.Context) (Stats, error)
 }
+
+// Finished is a saga or a transaction that DeleteFinished deleted: one that reached a final state
+// (COMPLETED or COMPENSATED, COMMITTED or ABORTED) and was kept for the retention period.
+type Finished struct {
+	ID uuid.UUID
+	// Saga tells a saga from a transaction.
+	Saga bool
+	// Participants are the participants it could have sent commands to: those of the saga's
+	// definition, or the transaction's, without repeats.
+	Participants []string
+}
+
+// Notices turns the rows DeleteFinished deleted into the messages that announce it
+// (internal/maintenance.FinalNotices).
+type Notices func([]Finished) ([]transport.Outgoing, error)
 
 // Notifier is a Store that tells each instance which rows the others changed, so that a watch
 // of a saga need not poll for them. pgstore implements it with LISTEN/NOTIFY.

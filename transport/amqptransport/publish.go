@@ -54,7 +54,7 @@ type pubRequest struct {
 	res  chan []error // buffered; receives one result per message, once
 }
 
-// Publish publishes msgs persistently with the mandatory flag on a confirm channel, pipelined,
+// Publish publishes msgs persistently with the mandatory flag (transport.Mandatory) on a confirm channel, pipelined,
 // and waits for every confirm. The result has one entry per message: nil when the broker
 // confirmed and routed it; an error wrapping transport.ErrReturned when no queue was bound for
 // it; transport.ErrNacked when the broker refused it; ErrBlocked while the broker blocks
@@ -338,7 +338,7 @@ func (t *Transport) publishChunk(ctx context.Context, pc *pubChannel, msgs []tra
 		toSend++
 		m := &msgs[i]
 		writing.Store(true)
-		dc, err := pc.ch.PublishWithDeferredConfirmWithContext(ctx, m.Exchange, m.RoutingKey, true, false, toPublishing(m, now))
+		dc, err := pc.ch.PublishWithDeferredConfirmWithContext(ctx, m.Exchange, m.RoutingKey, transport.Mandatory(m.Exchange), false, toPublishing(m, now))
 		writing.Store(false)
 		if err != nil {
 			if ctx.Err() == nil && pc.ch.IsClosed() {

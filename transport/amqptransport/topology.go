@@ -69,11 +69,27 @@ func (t *Transport) DeclareParticipant(ctx context.Context, participant string) 
 	})
 }
 
+// SubscribeFinals implements transport.Transport: it binds the participant's queue to the
+// final notices exchange, declaring that exchange too.
+func (t *Transport) SubscribeFinals(ctx context.Context, participant string) error {
+	queue := protocol.ParticipantQueue(participant)
+	return t.withTopologyChannel(ctx, func(ch *amqp.Channel) error {
+		if err := ch.ExchangeDeclare(protocol.ExchangeFinals, amqp.ExchangeDirect, true, false, false, false, nil); err != nil {
+			return fmt.Errorf("declare direct exchange %q: %w", protocol.ExchangeFinals, explainDeclareError(err))
+		}
+		if err := ch.QueueBind(queue, participant, protocol.ExchangeFinals, false, nil); err != nil {
+			return fmt.Errorf("bind queue %q to exchange %q: %w", queue, protocol.ExchangeFinals, err)
+		}
+		return nil
+	})
+}
+
 func (t *Transport) declareShared(ch *amqp.Channel) error {
 	for _, ex := range []struct{ name, kind string }{
 		{protocol.ExchangeCommands, amqp.ExchangeDirect},
 		{protocol.ExchangeReplies, amqp.ExchangeDirect},
 		{protocol.ExchangeDead, amqp.ExchangeFanout},
+		{protocol.ExchangeFinals, amqp.ExchangeDirect},
 	} {
 		if err := ch.ExchangeDeclare(ex.name, ex.kind, true, false, false, false, nil); err != nil {
 			return fmt.Errorf("declare %s exchange %q: %w", ex.kind, ex.name, explainDeclareError(err))

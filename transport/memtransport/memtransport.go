@@ -136,10 +136,31 @@ func (t *Transport) DeclareParticipant(ctx context.Context, participant string) 
 	return nil
 }
 
+// SubscribeFinals implements transport.Transport.
+func (t *Transport) SubscribeFinals(ctx context.Context, participant string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("subscribe %q to final notices: %w", participant, err)
+	}
+	b := t.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	name := protocol.ParticipantQueue(participant)
+	switch {
+	case t.closed:
+		return ErrClosed
+	case b.queues[name] == nil:
+		return fmt.Errorf("subscribe %q to final notices: queue %q does not exist", participant, name)
+	}
+	b.declareShared()
+	b.bind(protocol.ExchangeFinals, name, participant)
+	return nil
+}
+
 func (b *Broker) declareShared() {
 	b.declareExchange(protocol.ExchangeCommands, kindDirect)
 	b.declareExchange(protocol.ExchangeReplies, kindDirect)
 	b.declareExchange(protocol.ExchangeDead, kindFanout)
+	b.declareExchange(protocol.ExchangeFinals, kindDirect)
 	b.declareQueue(protocol.QueueDead, "")
 	b.bind(protocol.ExchangeDead, protocol.QueueDead, "")
 	b.declareQueue(protocol.QueueReplies, protocol.ExchangeDead)
@@ -238,8 +259,8 @@ func (b *Broker) dispatch(q *queue) {
 }
 
 // Publish routes every message synchronously. A message reaches every queue bound for its
-// routing key; its entry is an error wrapping transport.ErrReturned when there is none, and an
-// error when its exchange does not exist.
+// routing key; its entry is an error wrapping transport.ErrReturned when there is none (unless
+// transport.Mandatory says it may be dropped), and an error when its exchange does not exist.
 func (t *Transport) Publish(ctx context.Context, msgs []transport.Outgoing) []error {
 	errs := make([]error, len(msgs))
 	if err := ctx.Err(); err != nil {
@@ -261,6 +282,7 @@ func (t *Transport) Publish(ctx context.Context, msgs []transport.Outgoing) []er
 		switch {
 		case err != nil:
 			errs[i] = fmt.Errorf("publish message %q: %w", m.MessageID, err)
+		case len(qs) == 0 && !transport.Mandatory(m.Exchange):
 		case len(qs) == 0:
 			errs[i] = fmt.Errorf("publish message %q to exchange %q with routing key %q: %w",
 				m.MessageID, m.Exchange, m.RoutingKey, transport.ErrReturned)

@@ -270,3 +270,38 @@ func testPublishEndedContext(t *testing.T, newTransport func(t *testing.T) trans
 		t.Errorf("Publish of no messages returned %d results", len(errs))
 	}
 }
+
+// testFinalNotices checks that final notices are not mandatory, and reach a participant's queue
+// once it subscribed to them.
+func testFinalNotices(t *testing.T, newTransport func(t *testing.T) transport.Transport) {
+	tr := setup(t, newTransport)
+	ctx := timeout(t)
+	notice := func(id string) transport.Outgoing {
+		m := command(id)
+		m.Exchange, m.Type = protocol.ExchangeFinals, protocol.TypeFinal
+		return m
+	}
+	if err := tr.Publish(ctx, []transport.Outgoing{notice("final-unheard")})[0]; err != nil {
+		t.Fatalf("Publish of a final notice nobody subscribed to: got %v, want nil (it is dropped)", err)
+	}
+	if err := tr.SubscribeFinals(ctx, participant); err != nil {
+		t.Fatalf("SubscribeFinals: %v", err)
+	}
+	if err := tr.SubscribeFinals(ctx, participant); err != nil {
+		t.Fatalf("SubscribeFinals again: %v", err)
+	}
+	publishAll(t, tr, notice("final-heard"))
+	ch := consume(t, tr, ctx, participantQueue, 10)
+	d := receive(t, ch)
+	if d.MessageID != "final-heard" || d.Type != protocol.TypeFinal {
+		t.Fatalf("first delivery after subscribing: got %s (%s), want final-heard: the notice before subscribing is dropped", d.MessageID, d.Type)
+	}
+	ack(t, d)
+	other := notice("final-other")
+	other.RoutingKey = "someone-else"
+	publishAll(t, tr, other)
+	requireNext(t, tr, ch, "final-sentinel")
+	if err := tr.SubscribeFinals(ctx, "nobody"); err == nil {
+		t.Fatal("SubscribeFinals of a participant without a queue: got nil, want an error")
+	}
+}

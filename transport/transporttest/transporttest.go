@@ -6,7 +6,7 @@
 //	}
 //
 // The suite checks the contract the engine and the participant SDK rely on: idempotent topology,
-// faithful round trips, mandatory returns, batch confirms, dead-lettering, requeue, prefetch,
+// faithful round trips, mandatory returns, final notices that reach subscribers only, batch confirms, dead-lettering, requeue, prefetch,
 // and that a delivery never outlives its connection.
 package transporttest
 
@@ -45,6 +45,7 @@ func Run(t *testing.T, newTransport func(t *testing.T) transport.Transport) {
 		{"TopologyIsIdempotent", testTopologyIsIdempotent},
 		{"RoundTripKeepsEveryProperty", testRoundTrip},
 		{"UnroutableIsReturned", testUnroutable},
+		{"FinalNoticesReachSubscribersOnly", testFinalNotices},
 		{"BatchOf500IsConfirmed", testBatch},
 		{"ConcurrentPublishers", testConcurrentPublishers},
 		{"ConcurrentPublishersGetTheirOwnResults", testConcurrentMixedPublishers},

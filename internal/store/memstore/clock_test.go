@@ -127,11 +127,11 @@ func TestClockDrivesRetentionAndStats(t *testing.T) {
 	f.createSaga(t, nil, nil)
 	f.createSaga(t, nil, func(now time.Time, sg *store.Saga) { sg.FinishedAt = now })
 	f.clock.Advance(time.Hour)
-	n, err := f.s.DeleteFinished(f.ctx, time.Hour, 10)
+	n, err := f.s.DeleteFinished(f.ctx, time.Hour, 10, nil)
 	require.NoError(t, err)
 	require.Zero(t, n, "a row that finished exactly olderThan ago is kept")
 	f.clock.Advance(time.Microsecond)
-	n, err = f.s.DeleteFinished(f.ctx, time.Hour, 10)
+	n, err = f.s.DeleteFinished(f.ctx, time.Hour, 10, nil)
 	require.NoError(t, err)
 	require.Equal(t, 1, n, "a row that finished longer ago is deleted")
 

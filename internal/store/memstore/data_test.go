@@ -176,7 +176,7 @@ func TestLimitsAreSQLLimits(t *testing.T) {
 		_, txErr := f.s.ListTx(f.ctx, store.TxFilter{Limit: limit})
 		due, _, dueErr := f.s.MutateDue(f.ctx, limit, noop)
 		claimed, claimErr := f.s.Outbox().ClaimExpired(f.ctx, limit)
-		deleted, deleteErr := f.s.DeleteFinished(f.ctx, time.Minute, limit)
+		deleted, deleteErr := f.s.DeleteFinished(f.ctx, time.Minute, limit, nil)
 		for name, err := range map[string]error{"ListSagas": listErr, "ListTx": txErr, "MutateDue": dueErr, "ClaimExpired": claimErr, "DeleteFinished": deleteErr} {
 			if limit < 0 {
 				require.ErrorIs(t, err, store.ErrInvalidData, "%s with a negative limit", name)
@@ -192,7 +192,7 @@ func TestLimitsAreSQLLimits(t *testing.T) {
 	txs, err := f.s.ListTx(f.ctx, store.TxFilter{Limit: 0})
 	require.NoError(t, err)
 	require.Empty(t, txs, "limit 0 lists nothing")
-	n, err := f.s.DeleteFinished(f.ctx, time.Minute, 1)
+	n, err := f.s.DeleteFinished(f.ctx, time.Minute, 1, nil)
 	require.NoError(t, err)
 	require.Equal(t, 1, n, "the saga could have been selected")
 }

@@ -129,11 +129,11 @@ func TestDeleteFinishedSkipsLockedRows(t *testing.T) {
 	f := setup(t, memstore.Config{})
 	old := f.createSaga(t, nil, func(now time.Time, sg *store.Saga) { sg.FinishedAt = now.Add(-2 * time.Hour) })
 	release := holdRows(t, f, old.ID)
-	n, err := f.s.DeleteFinished(f.ctx, time.Hour, 10)
+	n, err := f.s.DeleteFinished(f.ctx, time.Hour, 10, nil)
 	require.NoError(t, err)
 	require.Zero(t, n, "a locked row is skipped, without waiting")
 	release()
-	n, err = f.s.DeleteFinished(f.ctx, time.Hour, 10)
+	n, err = f.s.DeleteFinished(f.ctx, time.Hour, 10, nil)
 	require.NoError(t, err)
 	require.Equal(t, 1, n, "the row is deleted once it is unlocked")
 }

@@ -49,7 +49,7 @@ func calls(t *testing.T, f *fixture) map[string]func(ctx context.Context) error 
 		"ListTx":         func(ctx context.Context) error { _, err := f.s.ListTx(ctx, store.TxFilter{Limit: 10}); return err },
 		"MutateTx":       func(ctx context.Context) error { _, err := f.s.MutateTx(ctx, []uuid.UUID{txID}, mutateTxs); return err },
 		"MutateDueTx":    func(ctx context.Context) error { _, _, err := f.s.MutateDueTx(ctx, 10, mutateTxs); return err },
-		"DeleteFinished": func(ctx context.Context) error { _, err := f.s.DeleteFinished(ctx, time.Hour, 10); return err },
+		"DeleteFinished": func(ctx context.Context) error { _, err := f.s.DeleteFinished(ctx, time.Hour, 10, nil); return err },
 		"Stats":          func(ctx context.Context) error { _, err := f.s.Stats(ctx); return err },
 		"ClaimExpired":   func(ctx context.Context) error { _, err := f.s.Outbox().ClaimExpired(ctx, 10); return err },
 		"Delete":         func(ctx context.Context) error { return f.s.Outbox().Delete(ctx, []int64{1}) },

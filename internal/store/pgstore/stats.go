@@ -48,18 +48,49 @@ func (s *Store) Stats(ctx context.Context) (store.Stats, error) {
 
 // DeleteFinished implements store.Store: it deletes up to limit sagas and up to limit
 // transactions that finished before cutoff, skipping rows others hold locked, so that it never
-// waits and never holds many locks for long.
-func (s *Store) DeleteFinished(ctx context.Context, olderThan time.Duration, limit int) (int, error) {
+// waits and never holds many locks for long. Each kind goes in a transaction of its own, with the
+// outbox rows of its notices.
+func (s *Store) DeleteFinished(ctx context.Context, olderThan time.Duration, limit int, notices store.Notices) (int, error) {
 	total := 0
-	for _, q := range []string{
-		`DELETE FROM sagas WHERE id IN (SELECT id FROM sagas WHERE finished_at < now() - $1::interval ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED)`,
-		`DELETE FROM transactions WHERE id IN (SELECT id FROM transactions WHERE finished_at < now() - $1::interval ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED)`,
+	for _, k := range []struct {
+		saga bool
+		sql  string
+	}{
+		{true, `WITH gone AS (
+			DELETE FROM sagas WHERE id IN (SELECT id FROM sagas WHERE finished_at < now() - $1::interval ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+			RETURNING id, definition_name, definition_version)
+			SELECT g.id, ARRAY(SELECT DISTINCT s->>'participant' FROM jsonb_array_elements(d.content->'steps') s ORDER BY 1)
+			FROM gone g JOIN saga_definitions d ON d.name = g.definition_name AND d.version = g.definition_version`},
+		{false, `DELETE FROM transactions WHERE id IN (SELECT id FROM transactions WHERE finished_at < now() - $1::interval ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+			RETURNING id, ARRAY(SELECT DISTINCT p->>'name' FROM jsonb_array_elements(state->'participants') p ORDER BY 1)`},
 	} {
-		tag, err := s.pool.Exec(ctx, q, olderThan, limit)
+		var n int
+		err := s.inTx(ctx, func(tx pgx.Tx) error {
+			rows, err := tx.Query(ctx, k.sql, olderThan, limit)
+			if err != nil {
+				return err
+			}
+			gone, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.Finished, error) {
+				f := store.Finished{Saga: k.saga}
+				err := row.Scan(&f.ID, &f.Participants)
+				return f, err
+			})
+			if err != nil || len(gone) == 0 || notices == nil {
+				n = len(gone)
+				return err
+			}
+			msgs, err := notices(gone)
+			if err != nil {
+				return err
+			}
+			n = len(gone)
+			_, err = s.insertOutbox(ctx, tx, msgs)
+			return err
+		})
 		if err != nil {
 			return total, fmt.Errorf("delete finished rows: %w", err)
 		}
-		total += int(tag.RowsAffected())
+		total += n
 	}
 	return total, nil
 }

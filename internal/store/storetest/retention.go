@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 
 	"github.com/sagacoord/sagacoord/internal/store"
 	"github.com/sagacoord/sagacoord/saga"
+	"github.com/sagacoord/sagacoord/transport"
 )
 
 // testDeleteFinished checks retention: only rows that finished before the cutoff go, at most
@@ -54,13 +56,23 @@ func testDeleteFinished(t *testing.T, newStore func(t *testing.T) store.Store) {
 	getSaga := func(id uuid.UUID) error { _, err := f.s.GetSaga(f.ctx, id); return err }
 	getTx := func(id uuid.UUID) error { _, err := f.s.GetTx(f.ctx, id); return err }
 
+	announced := map[uuid.UUID][]string{}
+	notices := func(gone []store.Finished) ([]transport.Outgoing, error) {
+		var out []transport.Outgoing
+		for _, g := range gone {
+			require.NotContains(t, announced, g.ID, "a row is announced once")
+			announced[g.ID] = g.Participants
+			out = append(out, message("final-"+g.ID.String()))
+		}
+		return out, nil
+	}
 	for i, want := range []struct{ deleted, sagas, txs int }{
 		{4, 3, 1}, // 2 sagas and 2 transactions
 		{3, 1, 0},
 		{1, 0, 0},
 		{0, 0, 0},
 	} {
-		n, err := f.s.DeleteFinished(f.ctx, time.Hour, 2)
+		n, err := f.s.DeleteFinished(f.ctx, time.Hour, 2, notices)
 		require.NoError(t, err)
 		require.Equal(t, want.deleted, n, "call %d: deleted", i)
 		require.Equal(t, want.sagas, remaining(oldSagas, getSaga), "call %d: old sagas left", i)
@@ -68,7 +80,49 @@ func testDeleteFinished(t *testing.T, newStore func(t *testing.T) store.Store) {
 	}
 	require.Equal(t, len(keptSagas), remaining(keptSagas, getSaga), "recent, running and FAILED sagas are kept")
 	require.Equal(t, len(keptTxs), remaining(keptTxs, getTx), "recent and unfinished transactions are kept")
-	n, err := f.s.DeleteFinished(f.ctx, time.Hour, 0)
+	n, err := f.s.DeleteFinished(f.ctx, time.Hour, 0, notices)
 	require.NoError(t, err)
 	require.Zero(t, n, "a limit of 0 deletes nothing")
+
+	requireAnnounced(t, f, announced, oldSagas, oldTxs)
+}
+
+// requireAnnounced checks that exactly the deleted rows were announced, with their participants,
+// and that their notices are in the outbox.
+func requireAnnounced(t *testing.T, f *fixture, announced map[uuid.UUID][]string, oldSagas, oldTxs []uuid.UUID) {
+	t.Helper()
+	require.Len(t, announced, len(oldSagas)+len(oldTxs), "every deleted row, and only those, is announced")
+	for _, id := range oldSagas {
+		require.Equal(t, []string{"bank", "shop"}, announced[id], "saga %s: the participants of its definition, once each", id)
+	}
+	for _, id := range oldTxs {
+		require.Equal(t, []string{"bank", "shop"}, announced[id], "transaction %s: its participants", id)
+	}
+	claimed := map[string]bool{}
+	waitFor(t, "the notices' leases to lapse", func() bool {
+		rows, err := f.s.Outbox().ClaimExpired(f.ctx, 100)
+		require.NoError(t, err)
+		for _, r := range rows {
+			claimed[r.MessageID] = true
+		}
+		return len(claimed) >= len(announced)
+	})
+	for id := range announced {
+		require.True(t, claimed[message("final-"+id.String()).MessageID], "the notice of %s is in the outbox", id)
+	}
+}
+
+// testDeleteFinishedNoticeError checks that a notice that cannot be made keeps the rows: they are
+// deleted only with their notices.
+func testDeleteFinishedNoticeError(t *testing.T, newStore func(t *testing.T) store.Store) {
+	f := setup(t, newStore)
+	sg := sagaKind.create(t, f, uuid.New(), rowOpts{done: true, finished: 2 * time.Hour})
+	refused := errors.New("no notice")
+	_, err := f.s.DeleteFinished(f.ctx, time.Hour, 10, func([]store.Finished) ([]transport.Outgoing, error) { return nil, refused })
+	require.ErrorIs(t, err, refused)
+	_, err = f.s.GetSaga(f.ctx, sg.ID)
+	require.NoError(t, err, "the saga is kept when its notice failed")
+	n, err := f.s.DeleteFinished(f.ctx, time.Hour, 10, nil)
+	require.NoError(t, err)
+	require.Equal(t, 1, n, "without notices, the saga goes")
 }

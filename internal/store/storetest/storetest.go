@@ -79,6 +79,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Outbox/DeleteAndBacklog", testOutboxDelete},
 
 		{"Retention/DeleteFinished", testDeleteFinished},
+		{"Retention/NoticeErrorKeepsTheRows", testDeleteFinishedNoticeError},
 		{"Stats/UnfinishedByState", testStats},
 	}
 	tests = append(tests, sagaKind.tests()...)
@@ -117,13 +118,14 @@ func setup(t *testing.T, newStore func(t *testing.T) store.Store) *fixture {
 	return &fixture{ctx: ctx, s: s, def: def, m: saga.NewMachine(&def)}
 }
 
-// definition returns a normalized definition with the given number of steps.
+// definition returns a normalized definition with the given number of steps, whose participants
+// alternate between "bank" and "shop".
 func definition(t *testing.T, name string, steps int) saga.Definition {
 	t.Helper()
 	d := saga.Definition{Name: name}
 	for i := range steps {
 		d.Steps = append(d.Steps, saga.StepDefinition{
-			Name: fmt.Sprintf("step-%d", i), Participant: "bank", Action: "debit", Compensation: "credit",
+			Name: fmt.Sprintf("step-%d", i), Participant: []string{"bank", "shop"}[i%2], Action: "debit", Compensation: "credit",
 		})
 	}
 	n, err := saga.Normalize(d)
