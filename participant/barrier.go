@@ -85,7 +85,13 @@ type decision struct {
 	transient bool
 	// cause is the handler error behind a failure, for the log.
 	cause error
+	// final: the command's saga or transaction is final (a final notice said so); it has no
+	// effect and gets no reply, as the coordinator needs none.
+	final bool
 }
+
+// outcomeFinal is what the read statement gives for a final gid; it is never a reply.
+const outcomeFinal protocol.Outcome = "final"
 
 // errInterrupted is returned when the worker's context ended while a command was in flight: the
 // transaction was rolled back and no reply must be sent.
@@ -149,7 +155,8 @@ func (b *barrier) decide(ctx context.Context, t *localTx, k kindRules) (decision
 }
 
 // replay answers a command whose row was decided before with the stored reply: a duplicate, or
-// a command refused by an early compensation or ABORT. When k reopens the row instead, it returns
+// a command refused by an early compensation or ABORT. A command of a final gid claims no row and
+// is answered here too, with no reply. When k reopens the row instead, it returns
 // the savepoint the handler runs in, made after the reopening so that the reopening survives a
 // business failure.
 func (b *barrier) replay(ctx context.Context, t *localTx, k kindRules) (decision, *savepointTx, error) {
@@ -173,6 +180,9 @@ func (b *barrier) replay(ctx context.Context, t *localTx, k kindRules) (decision
 	r, err := decodeStored(raw, k.row)
 	if err != nil {
 		return decision{}, nil, err
+	}
+	if r.Outcome == outcomeFinal {
+		return decision{final: true}, nil, nil
 	}
 	return decision{reply: r, duplicate: true}, nil, nil
 }

@@ -37,22 +37,42 @@ CREATE TABLE IF NOT EXISTS sagacoord_participant.prepared (
     PRIMARY KEY (tx_id, participant)
 );
 
+-- The sagas and transactions that the coordinator said are final (final notices): no command of
+-- theirs is ever needed again. A final gid claims no row, so that a late copy of one of its
+-- commands is acknowledged without effect, even once its rows are deleted. swept_at says when
+-- its barrier rows were deleted.
+-- name: create-finals
+CREATE TABLE IF NOT EXISTS sagacoord_participant.finals (
+    gid       text        PRIMARY KEY,
+    noted_at  timestamptz NOT NULL DEFAULT now(),
+    swept_at  timestamptz
+);
+CREATE INDEX IF NOT EXISTS finals_noted_at ON sagacoord_participant.finals (noted_at);
+
 -- Claims a row, with $4 its first reply ('{}' while undecided, or a refusal) and $5 the
--- command's attempt. On a key that another transaction has just inserted and not yet committed,
--- it waits for that transaction to end.
+-- command's attempt, unless the gid is final. On a key that another transaction has just
+-- inserted and not yet committed, it waits for that transaction to end.
 -- name: claim
-INSERT INTO sagacoord_participant.barrier (gid, step, kind, reply, attempt) VALUES ($1, $2, $3, $4, $5)
+INSERT INTO sagacoord_participant.barrier (gid, step, kind, reply, attempt)
+SELECT $1::text, $2::text, $3::text, $4::jsonb, $5::integer
+ WHERE NOT EXISTS (SELECT 1 FROM sagacoord_participant.finals WHERE gid = $1::text)
     ON CONFLICT DO NOTHING;
 
--- Reopens a business failure for a later attempt $4; $5 is the refusal that an early compensation
--- planted, which is never reopened.
+-- Reopens a business failure for a later attempt $4, unless the gid is final; $5 is the refusal
+-- that an early compensation planted, which is never reopened.
 -- name: reopen
 UPDATE sagacoord_participant.barrier SET reply = '{}', attempt = $4
  WHERE gid = $1 AND step = $2 AND kind = $3
-   AND attempt < $4 AND reply->>'outcome' = 'failed' AND coalesce(reply->>'error', '') <> $5;
+   AND attempt < $4 AND reply->>'outcome' = 'failed' AND coalesce(reply->>'error', '') <> $5
+   AND NOT EXISTS (SELECT 1 FROM sagacoord_participant.finals WHERE gid = $1);
 
+-- Reads the reply a row holds, or {"outcome":"final"} when the gid is final; no row when neither.
 -- name: read
-SELECT reply::text FROM sagacoord_participant.barrier WHERE gid = $1 AND step = $2 AND kind = $3;
+SELECT reply FROM (
+    SELECT 0 AS o, '{"outcome":"final"}' AS reply FROM sagacoord_participant.finals WHERE gid = $1
+    UNION ALL
+    SELECT 1, reply::text FROM sagacoord_participant.barrier WHERE gid = $1 AND step = $2 AND kind = $3
+) r ORDER BY o LIMIT 1;
 
 -- name: read-locked
 SELECT reply::text FROM sagacoord_participant.barrier WHERE gid = $1 AND step = $2 AND kind = $3 FOR UPDATE;
@@ -89,3 +109,31 @@ WITH due AS (
 UPDATE sagacoord_participant.prepared AS p SET last_query_at = now() FROM due
 WHERE p.participant = $1 AND p.tx_id = due.tx_id
 RETURNING p.tx_id, p.last_query_at;
+
+-- Records a final notice: $1 is the array of its saga and transaction ids.
+-- name: note-finals
+INSERT INTO sagacoord_participant.finals (gid) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING;
+
+-- Deletes the barrier rows of at most $2 final gids noted more than $1 microseconds ago, and
+-- marks them swept. Competing processes of one participant skip each other's gids.
+-- name: sweep-barrier
+WITH due AS (
+    SELECT gid FROM sagacoord_participant.finals
+    WHERE swept_at IS NULL AND noted_at <= now() - $1::bigint * interval '1 microsecond'
+    ORDER BY noted_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM sagacoord_participant.barrier AS b USING due WHERE b.gid = due.gid
+)
+UPDATE sagacoord_participant.finals AS f SET swept_at = now() FROM due WHERE f.gid = due.gid;
+
+-- Forgets at most $2 final gids noted more than $1 microseconds ago (the horizon); a command of
+-- theirs arriving later would be taken as new.
+-- name: forget-finals
+DELETE FROM sagacoord_participant.finals WHERE gid IN (
+    SELECT gid FROM sagacoord_participant.finals
+    WHERE swept_at IS NOT NULL AND noted_at <= now() - $1::bigint * interval '1 microsecond'
+    ORDER BY noted_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED);

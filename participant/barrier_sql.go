@@ -22,10 +22,11 @@ var sqlByName = mustParseSQL(barrierSQLText)
 
 // barrierSQL is the statements of barrier.sql for one schema.
 type barrierSQL struct {
-	createBarrier, addAttempt, createPrepared string
-	claim, reopen, read, readLocked, store    string
-	recordPrepared, forgetPrepared            string
-	claimQueries                              string
+	createBarrier, addAttempt, createPrepared, createFinals string
+	claim, reopen, read, readLocked, store                  string
+	recordPrepared, forgetPrepared                          string
+	claimQueries                                            string
+	noteFinals, sweepBarrier, forgetFinals                  string
 }
 
 func newBarrierSQL(schema string) barrierSQL {
@@ -49,6 +50,10 @@ func newBarrierSQL(schema string) barrierSQL {
 		recordPrepared: get("record-prepared"),
 		forgetPrepared: get("forget-prepared"),
 		claimQueries:   get("claim-queries"),
+		createFinals:   get("create-finals"),
+		noteFinals:     get("note-finals"),
+		sweepBarrier:   get("sweep-barrier"),
+		forgetFinals:   get("forget-finals"),
 	}
 }
 
@@ -122,9 +127,10 @@ func (b *barrier) readIfAny(bt *batch, raw *string, found *bool, row rowKey) {
 	bt.queryOptional(raw, found, "read barrier row "+row.String(), b.sql.read, row.gid, row.step, row.kind)
 }
 
-// readLocked is read, locking the row until the transaction ends.
-func (b *barrier) readLocked(bt *batch, raw *string, row rowKey) {
-	bt.queryRow(raw, "read barrier row "+row.String(), b.sql.readLocked, row.gid, row.step, row.kind)
+// readLocked is readIfAny, locking the row until the transaction ends. It does not look at the
+// finals: a final gid claims nothing, and its command is answered by replay.
+func (b *barrier) readLocked(bt *batch, raw *string, found *bool, row rowKey) {
+	bt.queryOptional(raw, found, "read barrier row "+row.String(), b.sql.readLocked, row.gid, row.step, row.kind)
 }
 
 // store queues the write of the decided reply in bt. Once bt has been sent, the returned function

@@ -42,7 +42,7 @@ func TestBarrierSQLForSchema(t *testing.T) {
 	t.Parallel()
 	s := newBarrierSQL("my_schema")
 	all := []string{s.createBarrier, s.addAttempt, s.createPrepared, s.claim, s.reopen, s.read, s.readLocked, s.store,
-		s.recordPrepared, s.forgetPrepared, s.claimQueries}
+		s.recordPrepared, s.forgetPrepared, s.claimQueries, s.createFinals, s.noteFinals, s.sweepBarrier, s.forgetFinals}
 	require.Len(t, sqlByName, len(all))
 	for _, stmt := range all {
 		require.NotContains(t, stmt, DefaultSchema)

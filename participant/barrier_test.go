@@ -28,6 +28,7 @@ type barrierEnv struct {
 	pool   *pgxpool.Pool
 	schema string
 	b      *barrier
+	w      *Worker
 }
 
 func newBarrierEnv(t *testing.T) *barrierEnv {
@@ -41,7 +42,7 @@ func newBarrierEnv(t *testing.T) *barrierEnv {
 	require.NoError(t, w.Migrate(ctx), "Migrate is idempotent")
 	_, err = pool.Exec(ctx, `CREATE TABLE effects (gid text, step text, kind text, note text)`)
 	require.NoError(t, err)
-	return &barrierEnv{pool: pool, schema: schema, b: w.barrier}
+	return &barrierEnv{pool: pool, schema: schema, b: w.barrier, w: w}
 }
 
 func searchPath(t testing.TB, dbURL string) string {

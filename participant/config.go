@@ -108,6 +108,20 @@ type Config struct {
 	// ABORT, so keep it above the prepare timeouts your transactions use. Default
 	// DefaultPreparedSilence (5s).
 	PreparedSilence time.Duration
+	// BarrierGrace is how long the barrier keeps the rows of a saga or transaction after a final
+	// notice said the coordinator deleted it (docs/protocol.md §11); then the rows are deleted.
+	// From the notice on, a late copy of one of its commands is acknowledged without effect or
+	// reply. Default DefaultBarrierGrace (1h). Negative: the worker does not subscribe to final
+	// notices, and the barrier keeps every row forever.
+	BarrierGrace time.Duration
+	// FinalHorizon is how long the worker remembers that a saga or transaction is final, which
+	// is what refuses a late copy of its commands once its rows are gone; a copy older than
+	// that, delivered later still, would run as new. Default DefaultFinalHorizon (30 days).
+	// It must exceed BarrierGrace.
+	FinalHorizon time.Duration
+	// SweepInterval is how often the worker deletes what BarrierGrace and FinalHorizon let go.
+	// Default DefaultSweepInterval (1m).
+	SweepInterval time.Duration
 	// TracerProvider, when set, continues each command's trace: a consumer span, child of the
 	// command's traceparent, with the saga id (or transaction id), step, attempt and outcome; the
 	// reply carries the span's context. Default nil: no spans, and the reply carries the
@@ -147,6 +161,15 @@ func (c Config) WithDefaults() Config {
 	if c.PreparedSilence == 0 {
 		c.PreparedSilence = DefaultPreparedSilence
 	}
+	if c.BarrierGrace == 0 {
+		c.BarrierGrace = DefaultBarrierGrace
+	}
+	if c.FinalHorizon == 0 {
+		c.FinalHorizon = DefaultFinalHorizon
+	}
+	if c.SweepInterval == 0 {
+		c.SweepInterval = DefaultSweepInterval
+	}
 	return c
 }
 
@@ -180,6 +203,9 @@ func (c Config) validate() error {
 	}
 	if c.QueryInterval < 0 || c.PreparedSilence < 0 {
 		errs = append(errs, fmt.Errorf("participant: Config.QueryInterval %v and Config.PreparedSilence %v must not be negative", c.QueryInterval, c.PreparedSilence))
+	}
+	if c.keepsFinals() && (c.FinalHorizon <= c.BarrierGrace || c.SweepInterval < 0) {
+		errs = append(errs, fmt.Errorf("participant: Config.FinalHorizon %v must exceed Config.BarrierGrace %v, and Config.SweepInterval %v must not be negative", c.FinalHorizon, c.BarrierGrace, c.SweepInterval))
 	}
 	return errors.Join(errs...)
 }

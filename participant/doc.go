@@ -24,6 +24,12 @@
 // waiting saga step commands in one local transaction, each in a savepoint of its own, so that
 // each rule above holds per command, and publishes their replies together.
 //
+// The barrier forgets what it no longer needs: the worker subscribes to its final notices, which
+// the coordinator sends when it deletes a finished saga or transaction. From the notice on, a
+// late copy of one of its commands is acknowledged without effect or reply; its rows are deleted
+// after Config.BarrierGrace, and the notice itself forgotten after Config.FinalHorizon. A FAILED
+// saga is never announced. A negative BarrierGrace keeps every row.
+//
 // A command that cannot be decoded, is addressed to another participant, names an action with no
 // handler, or carries values the database cannot store is dead-lettered (and logged); the worker
 // goes on with the next. A database or broker failure returns the command to the queue after

@@ -70,7 +70,11 @@ func (w *Worker) ended(s *stepWork, err error) {
 
 // decided records what was decided for s, calls OnCommitted and logs it.
 func (w *Worker) decided(s *stepWork, res result) {
-	w.tel.end(s.ctx, s.span, s.began, s.cmd.Kind, s.cmd.Action, res.reply.Outcome, res.duplicate, res.handlerRan, res.cause)
+	outcome := res.reply.Outcome
+	if res.final {
+		outcome = outcomeFinal
+	}
+	w.tel.end(s.ctx, s.span, s.began, s.cmd.Kind, s.cmd.Action, outcome, res.duplicate, res.handlerRan, res.cause)
 	if res.committed && w.cfg.OnCommitted != nil {
 		w.cfg.OnCommitted(s.cmd, res.reply)
 	}
@@ -87,6 +91,10 @@ func (w *Worker) processStep(ctx context.Context, s *stepWork) {
 		return
 	}
 	w.decided(s, res)
+	if res.final {
+		w.ackFinal(s.log, s.d)
+		return
+	}
 	msg, err := protocol.EncodeStepReply(s.cmd, res.reply)
 	if err != nil {
 		s.log.Error("encode reply; requeueing the command", "err", err)
@@ -133,6 +141,10 @@ func (w *Worker) processGroup(ctx context.Context, steps []*stepWork) {
 			continue
 		}
 		w.decided(s, o.res)
+		if o.res.final {
+			w.ackFinal(s.log, s.d)
+			continue
+		}
 		msg, err := protocol.EncodeStepReply(s.cmd, o.res.reply)
 		if err != nil {
 			s.log.Error("encode reply; requeueing the command", "err", err)
@@ -184,6 +196,13 @@ func (w *Worker) groupFailed(ctx context.Context, steps []*stepWork, err error) 
 		w.log.Error("group transaction failed; requeueing its commands", "commands", len(steps), "err", err, "backoff", w.cfg.RetryBackoff)
 		w.backoffAndRequeue(ctx, ds...)
 	}
+}
+
+// ackFinal acknowledges a command of a final saga or transaction, which has no effect and needs
+// no reply: the coordinator no longer has it.
+func (w *Worker) ackFinal(log *slog.Logger, d *transport.Delivery) {
+	log.Info("command of a saga or transaction that the coordinator said is final; acknowledged without effect or reply")
+	w.settle(d, "ack", (*transport.Delivery).Ack)
 }
 
 func (w *Worker) logResult(log *slog.Logger, res result) {

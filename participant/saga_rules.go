@@ -33,6 +33,8 @@ type result struct {
 	handlerRan bool
 	// cause is the handler error behind a failed or retry reply, for the log.
 	cause error
+	// final: the saga is final; nothing was decided and no reply is due (decision.final).
+	final bool
 }
 
 // runStep applies cmd through the barrier in a transaction of its own. An error is an
@@ -58,7 +60,7 @@ func (b *barrier) decideStep(ctx context.Context, t *localTx, cmd *protocol.Step
 	if err != nil {
 		return result{}, err
 	}
-	res := result{reply: protocol.StepReply(d.reply), committed: d.committed, duplicate: d.duplicate, handlerRan: d.handlerRan, cause: d.cause}
+	res := result{reply: protocol.StepReply(d.reply), committed: d.committed, duplicate: d.duplicate, handlerRan: d.handlerRan, cause: d.cause, final: d.final}
 	if d.transient {
 		// No barrier row is kept, so the coordinator's retry runs the handler again.
 		res.reply = retryReply(d.cause)
@@ -95,6 +97,7 @@ func (b *barrier) compensationRules(cmd *protocol.StepCommand, h Handler) kindRu
 	var (
 		planted   pgconn.CommandTag
 		actionRaw string
+		found     bool
 		output    json.RawMessage
 	)
 	return kindRules{
@@ -108,12 +111,17 @@ func (b *barrier) compensationRules(cmd *protocol.StepCommand, h Handler) kindRu
 			// waits, then finds the refusal. Sent on the chance that the compensation is new,
 			// which it mostly is; on a duplicate they are rolled back with the rest.
 			b.claim(bt, &planted, actionRow, compensatedFirstJSON, cmd.Attempt)
-			b.readLocked(bt, &actionRaw, actionRow)
+			// Absent only when the saga is final (see replay): then this compensation claims
+			// nothing either and gate is not reached.
+			b.readLocked(bt, &actionRaw, &found, actionRow)
 		},
 		gate: func(_ context.Context, _ *localTx, last *batch) (*storedReply, error) {
 			noop := &storedReply{Outcome: protocol.OutcomeSucceeded}
 			if planted.RowsAffected() == 1 {
 				return noop, nil // the action never came; the refusal waits for it
+			}
+			if !found {
+				return nil, fmt.Errorf("barrier row %s vanished: its saga became final while its compensation ran", actionRow)
 			}
 			action, err := decodeStored(actionRaw, actionRow)
 			if err != nil {

@@ -111,6 +111,8 @@ func (w *Worker) processTx(ctx context.Context, d *transport.Delivery) {
 		w.tel.end(ctx, span, began, cmd.Kind, string(cmd.Kind), "error", false, false, err)
 	case res.requeue:
 		w.tel.end(ctx, span, began, cmd.Kind, string(cmd.Kind), "requeue", false, res.handlerRan, res.cause)
+	case res.final:
+		w.tel.end(ctx, span, began, cmd.Kind, string(cmd.Kind), outcomeFinal, false, false, nil)
 	default:
 		w.tel.end(ctx, span, began, cmd.Kind, string(cmd.Kind), res.reply.Outcome, res.duplicate, res.handlerRan, nil)
 	}
@@ -132,6 +134,10 @@ func (w *Worker) processTx(ctx context.Context, d *transport.Delivery) {
 		}
 		log.Warn("transaction handler failed; nothing was kept, and the command is requeued", attrs...)
 		w.backoffAndRequeue(ctx, d)
+		return
+	}
+	if res.final {
+		w.ackFinal(log, d)
 		return
 	}
 	if res.committed && w.cfg.OnTxCommitted != nil {

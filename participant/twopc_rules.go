@@ -35,6 +35,8 @@ type twopcResult struct {
 	committed bool
 	// duplicate: the reply was read from the barrier; no handler ran.
 	duplicate bool
+	// final: the transaction is final; nothing was decided and no reply is due (decision.final).
+	final bool
 	// handlerRan: a handler was called.
 	handlerRan bool
 	// requeue: the handler failed transiently; everything was rolled back and nothing is
@@ -78,7 +80,7 @@ func (b *barrier) runTwoPC(ctx context.Context, cmd *protocol.TxCommand, h *TxHa
 	}
 	return twopcResult{
 		reply:     protocol.TxReply{Outcome: d.reply.Outcome, Error: d.reply.Error},
-		committed: d.committed, duplicate: d.duplicate, handlerRan: d.handlerRan, requeue: d.transient, cause: d.cause,
+		committed: d.committed, duplicate: d.duplicate, handlerRan: d.handlerRan, requeue: d.transient, cause: d.cause, final: d.final,
 	}, nil
 }
 

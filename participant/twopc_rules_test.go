@@ -35,7 +35,7 @@ func newTxEnv(t *testing.T) *txEnv {
 	require.NoError(t, w.Migrate(ctx), "Migrate is idempotent")
 	_, err = pool.Exec(ctx, `CREATE TABLE effects (gid text, step text, kind text, note text)`)
 	require.NoError(t, err)
-	return &txEnv{barrierEnv: &barrierEnv{pool: pool, schema: schema, b: w.barrier}}
+	return &txEnv{barrierEnv: &barrierEnv{pool: pool, schema: schema, b: w.barrier, w: w}}
 }
 
 // txRecorder is a set of handlers that write one effects row per call (with the payload they

@@ -130,6 +130,9 @@ func (w *Worker) Migrate(ctx context.Context) error {
 	if _, err := tx.Exec(ctx, w.barrier.sql.createPrepared); err != nil {
 		return fmt.Errorf("participant: migrate: table %s.prepared: %w", w.cfg.Schema, err)
 	}
+	if _, err := tx.Exec(ctx, w.barrier.sql.createFinals); err != nil {
+		return fmt.Errorf("participant: migrate: table %s.finals: %w", w.cfg.Schema, err)
+	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("participant: migrate: commit: %w", err)
 	}
@@ -157,6 +160,9 @@ func (w *Worker) Start(ctx context.Context) error {
 	if err := w.cfg.Transport.DeclareParticipant(ctx, w.cfg.Name); err != nil {
 		return fmt.Errorf("participant %s: declare queue: %w", w.cfg.Name, err)
 	}
+	if err := w.subscribeFinals(ctx); err != nil {
+		return fmt.Errorf("participant %s: subscribe to final notices: %w", w.cfg.Name, err)
+	}
 	startedAt := w.startTime(ctx) // before any delivery: see watchdog
 	workCtx, cancelWork := context.WithCancel(ctx)
 	consumeCtx, cancelConsume := context.WithCancel(workCtx)
@@ -174,6 +180,10 @@ func (w *Worker) Start(ctx context.Context) error {
 		go w.loop(workCtx, deliveries)
 	}
 	go w.watchdog(workCtx, startedAt)
+	if w.cfg.keepsFinals() {
+		w.wg.Add(1)
+		go w.sweeper(workCtx)
+	}
 	w.log.Info("participant worker started", "queue", queue, "prefetch", w.cfg.Prefetch, "concurrency", w.cfg.Concurrency, "max_batch", w.cfg.MaxBatch)
 	return nil
 }
@@ -208,14 +218,14 @@ func (w *Worker) loop(ctx context.Context, deliveries <-chan *transport.Delivery
 }
 
 // processAll decides the deliveries a handler goroutine took: the saga step commands together,
-// in one transaction, and the two-phase-commit commands each alone.
+// in one transaction, and the two-phase-commit commands and final notices each alone.
 func (w *Worker) processAll(ctx context.Context, ds []*transport.Delivery) {
 	var steps []*stepWork
 	var alone []*transport.Delivery
 	for _, d := range ds {
 		switch {
 		case w.requeueIfStopping(d):
-		case protocol.IsTxCommand(d.Message):
+		case protocol.IsTxCommand(d.Message), d.Type == protocol.TypeFinal:
 			alone = append(alone, d)
 		default:
 			if s := w.decodeStep(d); s != nil {
@@ -231,7 +241,11 @@ func (w *Worker) processAll(ctx context.Context, ds []*transport.Delivery) {
 		w.processGroup(ctx, steps)
 	}
 	for _, d := range alone {
-		if !w.requeueIfStopping(d) {
+		switch {
+		case w.requeueIfStopping(d):
+		case d.Type == protocol.TypeFinal:
+			w.processFinal(ctx, d)
+		default:
 			w.processTx(ctx, d)
 		}
 	}

@@ -153,6 +153,8 @@ type participantOpts struct {
 	// handlerTimeout is participant.Config.HandlerTimeout; -1 lets a handler outlive its step's
 	// timeout, as one that does not stop at its context's deadline would.
 	handlerTimeout time.Duration
+	// barrierGrace and sweepInterval are participant.Config's (0: the defaults).
+	barrierGrace, sweepInterval time.Duration
 }
 
 // testParticipant is a running test participant.
@@ -180,7 +182,7 @@ func (e *env) startParticipant(o participantOpts) *testParticipant {
 	w, err := participant.New(participant.Config{
 		Name: o.name, Transport: tr, DB: pool, Schema: schema, Prefetch: o.prefetch, Concurrency: o.concurrency,
 		RetryBackoff: 50 * time.Millisecond, Logger: testLogger(t), TracerProvider: o.tracer, MeterProvider: o.meter,
-		HandlerTimeout: o.handlerTimeout,
+		HandlerTimeout: o.handlerTimeout, BarrierGrace: o.barrierGrace, SweepInterval: o.sweepInterval,
 	})
 	require.NoError(t, err)
 	w.HandleDefault(func(ctx context.Context, tx pgx.Tx, cmd *protocol.StepCommand) (json.RawMessage, error) {

@@ -11,7 +11,7 @@ import (
 )
 
 // tapTransport wraps a participant's transport. It records every delivery and how it was settled,
-// by message id, and it can hold back deliveries before the worker sees them, which is a message
+// and every message it published, by message id, and it can hold back deliveries before the worker sees them, which is a message
 // delayed in transit: unlike a handler that blocks, a held delivery has not reached the barrier.
 type tapTransport struct {
 	transport.Transport
@@ -23,6 +23,7 @@ type tapTransport struct {
 	releases  chan struct{} // signals the forwarding goroutine to forward what is held
 	delivered map[string]int
 	settled   map[string][]string // message id -> "ack", "reject", "requeue" in order
+	published map[string]int
 }
 
 func newTap(inner transport.Transport, hold func(*transport.Delivery) bool) *tapTransport {
@@ -33,7 +34,25 @@ func newTap(inner transport.Transport, hold func(*transport.Delivery) bool) *tap
 		releases:  make(chan struct{}, 1),
 		delivered: map[string]int{},
 		settled:   map[string][]string{},
+		published: map[string]int{},
 	}
+}
+
+// Publish publishes through the inner transport, recording what it is asked to publish.
+func (t *tapTransport) Publish(ctx context.Context, msgs []transport.Outgoing) []error {
+	t.mu.Lock()
+	for _, m := range msgs {
+		t.published[m.MessageID]++
+	}
+	t.mu.Unlock()
+	return t.Transport.Publish(ctx, msgs)
+}
+
+// publishedCount returns how many times a message with id was given to Publish.
+func (t *tapTransport) publishedCount(id string) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.published[id]
 }
 
 func (t *tapTransport) notifyLocked() {
