@@ -63,8 +63,8 @@ type StepDefinition struct {
 	Pivot             bool          `json:"pivot,omitempty"`
 }
 
-// Definition is a versioned saga definition. Its content (everything but Version and CreatedAt)
-// is immutable once registered.
+// Definition is a versioned saga definition. Its content (everything but Version, CreatedAt and
+// RegisteredBy) is immutable once registered.
 type Definition struct {
 	Name  string           `json:"name"`
 	Steps []StepDefinition `json:"steps"`
@@ -73,6 +73,8 @@ type Definition struct {
 
 	Version   int       `json:"-"`
 	CreatedAt time.Time `json:"-"`
+	// RegisteredBy is the identity of the caller that registered this version (auth.Caller).
+	RegisteredBy string `json:"-"`
 }
 
 // ValidationError is a definition problem, naming the field and the reason.

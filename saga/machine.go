@@ -90,6 +90,9 @@ type State struct {
 	// coordinator traces: the saga's spans belong to its trace, whichever instance emits them.
 	// The machine never reads it.
 	Trace string `json:"trace,omitempty"`
+	// Audit lists the operators' calls that changed the saga, oldest first. The machine never
+	// reads it.
+	Audit []AuditEntry `json:"audit,omitempty"`
 }
 
 // Command is a step command the machine asks the engine to send.

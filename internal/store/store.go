@@ -94,8 +94,9 @@ type Created struct {
 
 // Definitions stores saga definitions.
 type Definitions interface {
-	// RegisterDefinition stores def (normalized) as a new version unless identical content is
-	// already stored. It returns the stored definition and whether it was created.
+	// RegisterDefinition stores def (normalized) as a new version, with def.RegisteredBy, unless
+	// content identical to the latest version is stored. It returns the stored definition (an
+	// existing one keeps its own RegisteredBy) and whether it was created.
 	RegisterDefinition(ctx context.Context, def saga.Definition) (saga.Definition, bool, error)
 	// GetDefinition returns a version, or the latest when version is 0.
 	GetDefinition(ctx context.Context, name string, version int) (saga.Definition, error)

@@ -3,6 +3,7 @@ package memstore
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"time"
@@ -13,9 +14,10 @@ import (
 
 // definitionRow is one stored version of a definition.
 type definitionRow struct {
-	hash      string
-	content   []byte // jsonb text
-	createdAt time.Time
+	hash         string
+	content      []byte // jsonb text
+	createdAt    time.Time
+	registeredBy string
 }
 
 // RegisterDefinition implements store.Definitions: identical content to the latest version is a
@@ -26,7 +28,7 @@ func (s *Store) RegisterDefinition(ctx context.Context, def saga.Definition) (sa
 		return saga.Definition{}, false, fmt.Errorf("register definition %q: %w", def.Name, err)
 	}
 	defer release()
-	if err := checkText("name", def.Name); err != nil {
+	if err := errors.Join(checkText("name", def.Name), checkText("registered_by", def.RegisteredBy)); err != nil {
 		return saga.Definition{}, false, fmt.Errorf("register definition %q: %w", def.Name, err)
 	}
 	content, err := jsonb(def.CanonicalJSON())
@@ -40,10 +42,10 @@ func (s *Store) RegisterDefinition(ctx context.Context, def saga.Definition) (sa
 	versions := s.defs[def.Name]
 	out := def
 	if n := len(versions); n > 0 && versions[n-1].hash == hash {
-		out.Version, out.CreatedAt = n, versions[n-1].createdAt
+		out.Version, out.CreatedAt, out.RegisteredBy = n, versions[n-1].createdAt, versions[n-1].registeredBy
 		return out, false, nil
 	}
-	s.defs[def.Name] = append(versions, definitionRow{hash: hash, content: content, createdAt: now})
+	s.defs[def.Name] = append(versions, definitionRow{hash: hash, content: content, createdAt: now, registeredBy: def.RegisteredBy})
 	out.Version, out.CreatedAt = len(versions)+1, now
 	return out, true, nil
 }
@@ -114,6 +116,6 @@ func decodeDefinition(name string, version int, r definitionRow) (saga.Definitio
 	if err := json.Unmarshal(r.content, &def); err != nil {
 		return def, fmt.Errorf("decode definition %q version %d: %w", name, version, err)
 	}
-	def.Version, def.CreatedAt = version, r.createdAt
+	def.Version, def.CreatedAt, def.RegisteredBy = version, r.createdAt, r.registeredBy
 	return def, nil
 }

@@ -28,19 +28,20 @@ func (s *Store) RegisterDefinition(ctx context.Context, def saga.Definition) (sa
 		var createdAt time.Time
 		// Identical to the latest version is a no-op; anything else, even an older version's
 		// content, becomes the next version (re-registering A after B makes A the latest again).
-		err := tx.QueryRow(ctx, `SELECT version, created_at FROM saga_definitions WHERE name = $1 AND hash = $2
-			AND version = (SELECT max(version) FROM saga_definitions WHERE name = $1)`, def.Name, hash).Scan(&version, &createdAt)
+		var by string
+		err := tx.QueryRow(ctx, `SELECT version, created_at, registered_by FROM saga_definitions WHERE name = $1 AND hash = $2
+			AND version = (SELECT max(version) FROM saga_definitions WHERE name = $1)`, def.Name, hash).Scan(&version, &createdAt, &by)
 		if err == nil {
 			out = def
-			out.Version, out.CreatedAt = version, createdAt
+			out.Version, out.CreatedAt, out.RegisteredBy = version, createdAt, by
 			return nil
 		}
 		if !errors.Is(err, pgx.ErrNoRows) {
 			return err
 		}
-		err = tx.QueryRow(ctx, `INSERT INTO saga_definitions (name, version, hash, content)
-			SELECT $1, coalesce(max(version), 0) + 1, $2, $3 FROM saga_definitions WHERE name = $1
-			RETURNING version, created_at`, def.Name, hash, content).Scan(&version, &createdAt)
+		err = tx.QueryRow(ctx, `INSERT INTO saga_definitions (name, version, hash, content, registered_by)
+			SELECT $1, coalesce(max(version), 0) + 1, $2, $3, $4 FROM saga_definitions WHERE name = $1
+			RETURNING version, created_at`, def.Name, hash, content, def.RegisteredBy).Scan(&version, &createdAt)
 		if err != nil {
 			return err
 		}
@@ -59,9 +60,9 @@ func (s *Store) RegisterDefinition(ctx context.Context, def saga.Definition) (sa
 func (s *Store) GetDefinition(ctx context.Context, name string, version int) (saga.Definition, error) {
 	var row pgx.Row
 	if version > 0 {
-		row = s.pool.QueryRow(ctx, `SELECT name, version, content, created_at FROM saga_definitions WHERE name = $1 AND version = $2`, name, version)
+		row = s.pool.QueryRow(ctx, `SELECT name, version, content, created_at, registered_by FROM saga_definitions WHERE name = $1 AND version = $2`, name, version)
 	} else {
-		row = s.pool.QueryRow(ctx, `SELECT name, version, content, created_at FROM saga_definitions WHERE name = $1 ORDER BY version DESC LIMIT 1`, name)
+		row = s.pool.QueryRow(ctx, `SELECT name, version, content, created_at, registered_by FROM saga_definitions WHERE name = $1 ORDER BY version DESC LIMIT 1`, name)
 	}
 	def, err := scanDefinition(row)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -78,7 +79,7 @@ func (s *Store) GetDefinition(ctx context.Context, name string, version int) (sa
 
 // ListDefinitions implements store.Definitions.
 func (s *Store) ListDefinitions(ctx context.Context) ([]saga.Definition, error) {
-	rows, err := s.pool.Query(ctx, `SELECT DISTINCT ON (name) name, version, content, created_at FROM saga_definitions ORDER BY name, version DESC`)
+	rows, err := s.pool.Query(ctx, `SELECT DISTINCT ON (name) name, version, content, created_at, registered_by FROM saga_definitions ORDER BY name, version DESC`)
 	if err != nil {
 		return nil, fmt.Errorf("list definitions: %w", err)
 	}
@@ -101,13 +102,14 @@ func scanDefinition(row pgx.Row) (saga.Definition, error) {
 		version int
 		content []byte
 		created time.Time
+		by      string
 	)
-	if err := row.Scan(&name, &version, &content, &created); err != nil {
+	if err := row.Scan(&name, &version, &content, &created, &by); err != nil {
 		return def, err
 	}
 	if err := json.Unmarshal(content, &def); err != nil {
 		return def, fmt.Errorf("decode definition %q version %d: %w", name, version, err)
 	}
-	def.Version, def.CreatedAt = version, created
+	def.Version, def.CreatedAt, def.RegisteredBy = version, created, by
 	return def, nil
 }

@@ -216,3 +216,38 @@ func timeout(t *testing.T) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// Each version keeps who registered it: identical content registered again by someone else
+// returns the existing version with its own registrant.
+func testDefinitionRegistrant(t *testing.T, newStore func(t *testing.T) store.Store) {
+	ctx := timeout(t)
+	s := newStore(t)
+	v1 := definition(t, "payment", 1)
+	v1.RegisteredBy = "alice"
+	got, created, err := s.RegisterDefinition(ctx, v1)
+	require.NoError(t, err)
+	require.True(t, created)
+	require.Equal(t, "alice", got.RegisteredBy)
+
+	same := v1
+	same.RegisteredBy = "bob"
+	got, created, err = s.RegisterDefinition(ctx, same)
+	require.NoError(t, err)
+	require.False(t, created, "identical content is a no-op")
+	require.Equal(t, "alice", got.RegisteredBy, "the existing version keeps its registrant")
+
+	v2 := definition(t, "payment", 2)
+	v2.RegisteredBy = "bob"
+	_, _, err = s.RegisterDefinition(ctx, v2)
+	require.NoError(t, err)
+	first, err := s.GetDefinition(ctx, "payment", 1)
+	require.NoError(t, err)
+	require.Equal(t, "alice", first.RegisteredBy)
+	latest, err := s.GetDefinition(ctx, "payment", 0)
+	require.NoError(t, err)
+	require.Equal(t, "bob", latest.RegisteredBy)
+	list, err := s.ListDefinitions(ctx)
+	require.NoError(t, err)
+	require.Len(t, list, 1)
+	require.Equal(t, "bob", list[0].RegisteredBy)
+}

@@ -55,6 +55,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Definitions/ConcurrentIdentical", testDefinitionConcurrentIdentical},
 		{"Definitions/ConcurrentChanged", testDefinitionConcurrentChanged},
 		{"Definitions/ReregisterOlder", testDefinitionReregisterOlder},
+		{"Definitions/RegistrantIsKept", testDefinitionRegistrant},
 
 		{"Sagas/CreateWritesSagasAndMessages", testCreateSagas},
 		{"Sagas/CreateExistingReturnsItWithoutMessages", testCreateSagasExisting},

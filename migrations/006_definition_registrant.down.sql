@@ -1,0 +1,1 @@
+ALTER TABLE saga_definitions DROP COLUMN registered_by;
