@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sagacoord/sagacoord/internal/auth"
 	"github.com/sagacoord/sagacoord/internal/store"
 	"github.com/sagacoord/sagacoord/saga"
 )
@@ -97,8 +98,8 @@ func (d *definitions) load(ctx context.Context, n needDefinition) error {
 }
 
 // RegisterDefinition validates and stores a definition and declares its participants' queues,
-// so that commands wait in a durable queue even before a worker starts. It returns the stored
-// version and whether it is new.
+// so that commands wait in a durable queue even before a worker starts. A new version records
+// the caller of ctx as its registrant. It returns the stored version and whether it is new.
 func (e *Engine) RegisterDefinition(ctx context.Context, def saga.Definition) (saga.Definition, bool, error) {
 	n, err := saga.Normalize(def)
 	if err != nil {
@@ -107,11 +108,15 @@ func (e *Engine) RegisterDefinition(ctx context.Context, def saga.Definition) (s
 	if err := e.declareParticipants(ctx, n); err != nil {
 		return saga.Definition{}, false, err
 	}
+	n.RegisteredBy = auth.Caller(ctx)
 	stored, created, err := e.cfg.Store.RegisterDefinition(ctx, n)
-	if err == nil {
-		e.defs.registered(n.Name)
+	if err != nil {
+		return saga.Definition{}, false, err
 	}
-	return stored, created, err
+	e.defs.registered(n.Name)
+	e.log.Info("definition registered", "definition", stored.Name, "version", stored.Version, "created", created,
+		logCaller, n.RegisteredBy)
+	return stored, created, nil
 }
 
 // Definition returns a definition version (the latest when version is 0).

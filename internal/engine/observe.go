@@ -30,6 +30,10 @@ import (
 // transaction that decided it committed. A crash between the commit and the export loses those
 // spans, never the saga's consistency.
 
+// logCaller is the log field of the caller's identity (auth.Caller), named after the span
+// attribute telemetry.AttrEndUserID.
+const logCaller = "enduser_id"
+
 // observer turns the events of committed transitions into spans, metrics and logs. It costs
 // nothing beyond its logs when tracing and metrics are off.
 type observer struct {

@@ -211,7 +211,7 @@ func TestRetryResumesAFailedSaga(t *testing.T) {
 	_, err := h.e.AbortSaga(h.ctx, id, "")
 	require.ErrorIs(t, err, ErrFailedPrecondition)
 
-	sg, err = h.e.RetrySaga(h.ctx, id)
+	sg, err = h.e.RetrySaga(h.ctx, id, "")
 	require.NoError(t, err)
 	require.Equal(t, saga.StatusRunning, sg.State.Status)
 	again := h.step("pb")
@@ -219,7 +219,7 @@ func TestRetryResumesAFailedSaga(t *testing.T) {
 	h.answer(again, protocol.OutcomeSucceeded, "")
 	h.answer(h.step("pc"), protocol.OutcomeSucceeded, "")
 	h.awaitStatus(id, saga.StatusCompleted)
-	_, err = h.e.RetrySaga(h.ctx, id)
+	_, err = h.e.RetrySaga(h.ctx, id, "")
 	require.ErrorIs(t, err, ErrFailedPrecondition, "only a FAILED saga is retried")
 }
 

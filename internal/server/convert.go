@@ -66,7 +66,7 @@ func definitionFromPB(d *pb.SagaDefinition) saga.Definition {
 }
 
 func definitionToPB(d saga.Definition) *pb.SagaDefinition {
-	out := &pb.SagaDefinition{Name: d.Name, Deadline: dur(d.Deadline), Version: int32(d.Version), CreatedAt: ts(d.CreatedAt)}
+	out := &pb.SagaDefinition{Name: d.Name, Deadline: dur(d.Deadline), Version: int32(d.Version), CreatedAt: ts(d.CreatedAt), RegisteredBy: d.RegisteredBy}
 	for _, s := range d.Steps {
 		out.Steps = append(out.Steps, &pb.StepDefinition{
 			Name:              s.Name,
@@ -124,6 +124,9 @@ func sagaToPB(sg *store.Saga, def *saga.Definition) *pb.Saga {
 		FinishedAt:        ts(sg.FinishedAt),
 		Deadline:          ts(sg.State.Deadline),
 		Version:           sg.Version,
+	}
+	for _, a := range sg.State.Audit {
+		out.Audit = append(out.Audit, &pb.AuditEntry{Action: a.Action, By: a.By, At: ts(a.At), Reason: a.Reason})
 	}
 	if def == nil {
 		return out

@@ -272,7 +272,7 @@ func (s *SagaService) RetrySaga(ctx context.Context, req *pb.RetrySagaRequest) (
 	if err != nil {
 		return nil, err
 	}
-	sg, err := s.Engine.RetrySaga(ctx, id)
+	sg, err := s.Engine.RetrySaga(ctx, id, req.GetReason())
 	if err != nil {
 		return nil, toStatus(err)
 	}

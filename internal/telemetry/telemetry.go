@@ -40,4 +40,6 @@ const (
 	AttrHandlerRan  = attribute.Key("participant.handler_ran")
 	AttrMessageID   = attribute.Key("messaging.message.id")
 	AttrMessaging   = attribute.Key("messaging.system")
+	// AttrEndUserID is the caller of a gRPC call (auth.Caller), on the call's server span.
+	AttrEndUserID = attribute.Key("enduser.id")
 )

@@ -340,8 +340,11 @@ type SagaDefinition struct {
 	// Default deadline of a saga started from this definition; 0 means none.
 	Deadline *durationpb.Duration `protobuf:"bytes,3,opt,name=deadline,proto3" json:"deadline,omitempty"`
 	// Set by the server.
-	Version       int32                  `protobuf:"varint,4,opt,name=version,proto3" json:"version,omitempty"`
-	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	Version   int32                  `protobuf:"varint,4,opt,name=version,proto3" json:"version,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// Set by the server: the identity of the caller that registered this version (docs/api.md,
+	// roles), "anonymous" on a coordinator without authentication.
+	RegisteredBy  string `protobuf:"bytes,6,opt,name=registered_by,json=registeredBy,proto3" json:"registered_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -409,6 +412,13 @@ func (x *SagaDefinition) GetCreatedAt() *timestamppb.Timestamp {
 		return x.CreatedAt
 	}
 	return nil
+}
+
+func (x *SagaDefinition) GetRegisteredBy() string {
+	if x != nil {
+		return x.RegisteredBy
+	}
+	return ""
 }
 
 type RegisterDefinitionRequest struct {
@@ -950,7 +960,9 @@ type Saga struct {
 	FinishedAt *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
 	Deadline   *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=deadline,proto3" json:"deadline,omitempty"`
 	// Increases with every change.
-	Version       int64 `protobuf:"varint,12,opt,name=version,proto3" json:"version,omitempty"`
+	Version int64 `protobuf:"varint,12,opt,name=version,proto3" json:"version,omitempty"`
+	// The operators' calls that changed the saga (AbortSaga, RetrySaga), oldest first.
+	Audit         []*AuditEntry `protobuf:"bytes,13,rep,name=audit,proto3" json:"audit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1069,6 +1081,86 @@ func (x *Saga) GetVersion() int64 {
 	return 0
 }
 
+func (x *Saga) GetAudit() []*AuditEntry {
+	if x != nil {
+		return x.Audit
+	}
+	return nil
+}
+
+// AuditEntry records one operator's call that changed a saga.
+type AuditEntry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "abort" or "retry".
+	Action string `protobuf:"bytes,1,opt,name=action,proto3" json:"action,omitempty"`
+	// The caller's identity: a token's name, a client certificate's subject common name, or
+	// "anonymous" on a coordinator without authentication.
+	By string                 `protobuf:"bytes,2,opt,name=by,proto3" json:"by,omitempty"`
+	At *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=at,proto3" json:"at,omitempty"`
+	// The reason the caller gave; may be empty.
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditEntry) Reset() {
+	*x = AuditEntry{}
+	mi := &file_sagacoord_v1_saga_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditEntry) ProtoMessage() {}
+
+func (x *AuditEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_sagacoord_v1_saga_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditEntry.ProtoReflect.Descriptor instead.
+func (*AuditEntry) Descriptor() ([]byte, []int) {
+	return file_sagacoord_v1_saga_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *AuditEntry) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetBy() string {
+	if x != nil {
+		return x.By
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *AuditEntry) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 type GetSagaRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	SagaId        string                 `protobuf:"bytes,1,opt,name=saga_id,json=sagaId,proto3" json:"saga_id,omitempty"`
@@ -1078,7 +1170,7 @@ type GetSagaRequest struct {
 
 func (x *GetSagaRequest) Reset() {
 	*x = GetSagaRequest{}
-	mi := &file_sagacoord_v1_saga_proto_msgTypes[13]
+	mi := &file_sagacoord_v1_saga_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1090,7 +1182,7 @@ func (x *GetSagaRequest) String() string {
 func (*GetSagaRequest) ProtoMessage() {}
 
 func (x *GetSagaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sagacoord_v1_saga_proto_msgTypes[13]
+	mi := &file_sagacoord_v1_saga_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1103,7 +1195,7 @@ func (x *GetSagaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSagaRequest.ProtoReflect.Descriptor instead.
 func (*GetSagaRequest) Descriptor() ([]byte, []int) {
-	return file_sagacoord_v1_saga_proto_rawDescGZIP(), []int{13}
+	return file_sagacoord_v1_saga_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetSagaRequest) GetSagaId() string {
@@ -1122,7 +1214,7 @@ type GetSagaResponse struct {
 
 func (x *GetSagaResponse) Reset() {
 	*x = GetSagaResponse{}
-	mi := &file_sagacoord_v1_saga_proto_msgTypes[14]
+	mi := &file_sagacoord_v1_saga_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1134,7 +1226,7 @@ func (x *GetSagaResponse) String() string {
 func (*GetSagaResponse) ProtoMessage() {}
 
 func (x *GetSagaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sagacoord_v1_saga_proto_msgTypes[14]
+	mi := &file_sagacoord_v1_saga_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1147,7 +1239,7 @@ func (x *GetSagaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSagaResponse.ProtoReflect.Descriptor instead.
 func (*GetSagaResponse) Descriptor() ([]byte, []int) {
-	return file_sagacoord_v1_saga_proto_rawDescGZIP(), []int{14}
+	return file_sagacoord_v1_saga_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetSagaResponse) GetSaga() *Saga {
@@ -1170,7 +1262,7 @@ type ListSagasRequest struct {
 
 func (x *ListSagasRequest) Reset() {
 	*x = ListSagasRequest{}
-	mi := &file_sagacoord_v1_saga_proto_msgTypes[15]
+	mi := &file_sagacoord_v1_saga_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1182,7 +1274,7 @@ func (x *ListSagasRequest) String() string {
 func (*ListSagasRequest) ProtoMessage() {}
 
 func (x *ListSagasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sagacoord_v1_saga_proto_msgTypes[15]
+	mi := &file_sagacoord_v1_saga_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1195,7 +1287,7 @@ func (x *ListSagasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSagasRequest.ProtoReflect.Descriptor instead.
 func (*ListSagasRequest) Descriptor() ([]byte, []int) {
-	return file_sagacoord_v1_saga_proto_rawDescGZIP(), []int{15}
+	return file_sagacoord_v1_saga_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListSagasRequest) GetStatus() SagaStatus {
@@ -1237,7 +1329,7 @@ type ListSagasResponse struct {
 
 func (x *ListSagasResponse) Reset() {
 	*x = ListSagasResponse{}
-	mi := &file_sagacoord_v1_saga_proto_msgTypes[16]
+	mi := &file_sagacoord_v1_saga_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1249,7 +1341,7 @@ func (x *ListSagasResponse) String() string {
 func (*ListSagasResponse) ProtoMessage() {}
 
 func (x *ListSagasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sagacoord_v1_saga_proto_msgTypes[16]
+	mi := &file_sagacoord_v1_saga_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1262,7 +1354,7 @@ func (x *ListSagasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSagasResponse.ProtoReflect.Descriptor instead.
 func (*ListSagasResponse) Descriptor() ([]byte, []int) {
-	return file_sagacoord_v1_saga_proto_rawDescGZIP(), []int{16}
+	return file_sagacoord_v1_saga_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListSagasResponse) GetSagas() []*Saga {
@@ -1289,7 +1381,7 @@ type AbortSagaRequest struct {
 
 func (x *AbortSagaRequest) Reset() {
 	*x = AbortSagaRequest{}
-	mi := &file_sagacoord_v1_saga_proto_msgTypes[17]
+	mi := &file_sagacoord_v1_saga_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1301,7 +1393,7 @@ func (x *AbortSagaRequest) String() string {
 func (*AbortSagaRequest) ProtoMessage() {}
 
 func (x *AbortSagaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sagacoord_v1_saga_proto_msgTypes[17]
+	mi := &file_sagacoord_v1_saga_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1314,7 +1406,7 @@ func (x *AbortSagaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortSagaRequest.ProtoReflect.Descriptor instead.
 func (*AbortSagaRequest) Descriptor() ([]byte, []int) {
-	return file_sagacoord_v1_saga_proto_rawDescGZIP(), []int{17}
+	return file_sagacoord_v1_saga_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *AbortSagaRequest) GetSagaId() string {
@@ -1340,7 +1432,7 @@ type AbortSagaResponse struct {
 
 func (x *AbortSagaResponse) Reset() {
 	*x = AbortSagaResponse{}
-	mi := &file_sagacoord_v1_saga_proto_msgTypes[18]
+	mi := &file_sagacoord_v1_saga_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1352,7 +1444,7 @@ func (x *AbortSagaResponse) String() string {
 func (*AbortSagaResponse) ProtoMessage() {}
 
 func (x *AbortSagaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sagacoord_v1_saga_proto_msgTypes[18]
+	mi := &file_sagacoord_v1_saga_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1365,7 +1457,7 @@ func (x *AbortSagaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortSagaResponse.ProtoReflect.Descriptor instead.
 func (*AbortSagaResponse) Descriptor() ([]byte, []int) {
-	return file_sagacoord_v1_saga_proto_rawDescGZIP(), []int{18}
+	return file_sagacoord_v1_saga_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *AbortSagaResponse) GetSaga() *Saga {
@@ -1376,15 +1468,17 @@ func (x *AbortSagaResponse) GetSaga() *Saga {
 }
 
 type RetrySagaRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SagaId        string                 `protobuf:"bytes,1,opt,name=saga_id,json=sagaId,proto3" json:"saga_id,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	SagaId string                 `protobuf:"bytes,1,opt,name=saga_id,json=sagaId,proto3" json:"saga_id,omitempty"`
+	// Why the saga is retried, recorded in its audit trail; optional.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RetrySagaRequest) Reset() {
 	*x = RetrySagaRequest{}
-	mi := &file_sagacoord_v1_saga_proto_msgTypes[19]
+	mi := &file_sagacoord_v1_saga_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1396,7 +1490,7 @@ func (x *RetrySagaRequest) String() string {
 func (*RetrySagaRequest) ProtoMessage() {}
 
 func (x *RetrySagaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sagacoord_v1_saga_proto_msgTypes[19]
+	mi := &file_sagacoord_v1_saga_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1409,12 +1503,19 @@ func (x *RetrySagaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetrySagaRequest.ProtoReflect.Descriptor instead.
 func (*RetrySagaRequest) Descriptor() ([]byte, []int) {
-	return file_sagacoord_v1_saga_proto_rawDescGZIP(), []int{19}
+	return file_sagacoord_v1_saga_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RetrySagaRequest) GetSagaId() string {
 	if x != nil {
 		return x.SagaId
+	}
+	return ""
+}
+
+func (x *RetrySagaRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
 	}
 	return ""
 }
@@ -1428,7 +1529,7 @@ type RetrySagaResponse struct {
 
 func (x *RetrySagaResponse) Reset() {
 	*x = RetrySagaResponse{}
-	mi := &file_sagacoord_v1_saga_proto_msgTypes[20]
+	mi := &file_sagacoord_v1_saga_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1440,7 +1541,7 @@ func (x *RetrySagaResponse) String() string {
 func (*RetrySagaResponse) ProtoMessage() {}
 
 func (x *RetrySagaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sagacoord_v1_saga_proto_msgTypes[20]
+	mi := &file_sagacoord_v1_saga_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1453,7 +1554,7 @@ func (x *RetrySagaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetrySagaResponse.ProtoReflect.Descriptor instead.
 func (*RetrySagaResponse) Descriptor() ([]byte, []int) {
-	return file_sagacoord_v1_saga_proto_rawDescGZIP(), []int{20}
+	return file_sagacoord_v1_saga_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RetrySagaResponse) GetSaga() *Saga {
@@ -1472,7 +1573,7 @@ type WatchSagaRequest struct {
 
 func (x *WatchSagaRequest) Reset() {
 	*x = WatchSagaRequest{}
-	mi := &file_sagacoord_v1_saga_proto_msgTypes[21]
+	mi := &file_sagacoord_v1_saga_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1484,7 +1585,7 @@ func (x *WatchSagaRequest) String() string {
 func (*WatchSagaRequest) ProtoMessage() {}
 
 func (x *WatchSagaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sagacoord_v1_saga_proto_msgTypes[21]
+	mi := &file_sagacoord_v1_saga_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1497,7 +1598,7 @@ func (x *WatchSagaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchSagaRequest.ProtoReflect.Descriptor instead.
 func (*WatchSagaRequest) Descriptor() ([]byte, []int) {
-	return file_sagacoord_v1_saga_proto_rawDescGZIP(), []int{21}
+	return file_sagacoord_v1_saga_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *WatchSagaRequest) GetSagaId() string {
@@ -1516,7 +1617,7 @@ type WatchSagaResponse struct {
 
 func (x *WatchSagaResponse) Reset() {
 	*x = WatchSagaResponse{}
-	mi := &file_sagacoord_v1_saga_proto_msgTypes[22]
+	mi := &file_sagacoord_v1_saga_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1528,7 +1629,7 @@ func (x *WatchSagaResponse) String() string {
 func (*WatchSagaResponse) ProtoMessage() {}
 
 func (x *WatchSagaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sagacoord_v1_saga_proto_msgTypes[22]
+	mi := &file_sagacoord_v1_saga_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1541,7 +1642,7 @@ func (x *WatchSagaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchSagaResponse.ProtoReflect.Descriptor instead.
 func (*WatchSagaResponse) Descriptor() ([]byte, []int) {
-	return file_sagacoord_v1_saga_proto_rawDescGZIP(), []int{22}
+	return file_sagacoord_v1_saga_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *WatchSagaResponse) GetSaga() *Saga {
@@ -1574,14 +1675,15 @@ const file_sagacoord_v1_saga_proto_rawDesc = "" +
 	"\x05retry\x18\x06 \x01(\v2\x19.sagacoord.v1.RetryPolicyR\x05retry\x123\n" +
 	"\atimeout\x18\a \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12\x14\n" +
 	"\x05pivot\x18\b \x01(\bR\x05pivot\x12H\n" +
-	"\x12compensation_retry\x18\t \x01(\v2\x19.sagacoord.v1.RetryPolicyR\x11compensationRetry\"\xe4\x01\n" +
+	"\x12compensation_retry\x18\t \x01(\v2\x19.sagacoord.v1.RetryPolicyR\x11compensationRetry\"\x89\x02\n" +
 	"\x0eSagaDefinition\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x122\n" +
 	"\x05steps\x18\x02 \x03(\v2\x1c.sagacoord.v1.StepDefinitionR\x05steps\x125\n" +
 	"\bdeadline\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\bdeadline\x12\x18\n" +
 	"\aversion\x18\x04 \x01(\x05R\aversion\x129\n" +
 	"\n" +
-	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"Y\n" +
+	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12#\n" +
+	"\rregistered_by\x18\x06 \x01(\tR\fregisteredBy\"Y\n" +
 	"\x19RegisterDefinitionRequest\x12<\n" +
 	"\n" +
 	"definition\x18\x01 \x01(\v2\x1c.sagacoord.v1.SagaDefinitionR\n" +
@@ -1626,7 +1728,7 @@ const file_sagacoord_v1_saga_proto_rawDesc = "" +
 	"\vfinished_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"finishedAt\x12\x14\n" +
 	"\x05pivot\x18\n" +
-	" \x01(\bR\x05pivot\"\xf4\x03\n" +
+	" \x01(\bR\x05pivot\"\xa4\x04\n" +
 	"\x04Saga\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1e\n" +
 	"\n" +
@@ -1645,7 +1747,14 @@ const file_sagacoord_v1_saga_proto_rawDesc = "" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"finishedAt\x126\n" +
 	"\bdeadline\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x12\x18\n" +
-	"\aversion\x18\f \x01(\x03R\aversion\")\n" +
+	"\aversion\x18\f \x01(\x03R\aversion\x12.\n" +
+	"\x05audit\x18\r \x03(\v2\x18.sagacoord.v1.AuditEntryR\x05audit\"x\n" +
+	"\n" +
+	"AuditEntry\x12\x16\n" +
+	"\x06action\x18\x01 \x01(\tR\x06action\x12\x0e\n" +
+	"\x02by\x18\x02 \x01(\tR\x02by\x12*\n" +
+	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\")\n" +
 	"\x0eGetSagaRequest\x12\x17\n" +
 	"\asaga_id\x18\x01 \x01(\tR\x06sagaId\"9\n" +
 	"\x0fGetSagaResponse\x12&\n" +
@@ -1665,9 +1774,10 @@ const file_sagacoord_v1_saga_proto_rawDesc = "" +
 	"\asaga_id\x18\x01 \x01(\tR\x06sagaId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\";\n" +
 	"\x11AbortSagaResponse\x12&\n" +
-	"\x04saga\x18\x01 \x01(\v2\x12.sagacoord.v1.SagaR\x04saga\"+\n" +
+	"\x04saga\x18\x01 \x01(\v2\x12.sagacoord.v1.SagaR\x04saga\"C\n" +
 	"\x10RetrySagaRequest\x12\x17\n" +
-	"\asaga_id\x18\x01 \x01(\tR\x06sagaId\";\n" +
+	"\asaga_id\x18\x01 \x01(\tR\x06sagaId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\";\n" +
 	"\x11RetrySagaResponse\x12&\n" +
 	"\x04saga\x18\x01 \x01(\v2\x12.sagacoord.v1.SagaR\x04saga\"+\n" +
 	"\x10WatchSagaRequest\x12\x17\n" +
@@ -1716,7 +1826,7 @@ func file_sagacoord_v1_saga_proto_rawDescGZIP() []byte {
 }
 
 var file_sagacoord_v1_saga_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_sagacoord_v1_saga_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_sagacoord_v1_saga_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_sagacoord_v1_saga_proto_goTypes = []any{
 	(SagaStatus)(0),                    // 0: sagacoord.v1.SagaStatus
 	(StepStatus)(0),                    // 1: sagacoord.v1.StepStatus
@@ -1733,72 +1843,75 @@ var file_sagacoord_v1_saga_proto_goTypes = []any{
 	(*StartSagaResponse)(nil),          // 12: sagacoord.v1.StartSagaResponse
 	(*Step)(nil),                       // 13: sagacoord.v1.Step
 	(*Saga)(nil),                       // 14: sagacoord.v1.Saga
-	(*GetSagaRequest)(nil),             // 15: sagacoord.v1.GetSagaRequest
-	(*GetSagaResponse)(nil),            // 16: sagacoord.v1.GetSagaResponse
-	(*ListSagasRequest)(nil),           // 17: sagacoord.v1.ListSagasRequest
-	(*ListSagasResponse)(nil),          // 18: sagacoord.v1.ListSagasResponse
-	(*AbortSagaRequest)(nil),           // 19: sagacoord.v1.AbortSagaRequest
-	(*AbortSagaResponse)(nil),          // 20: sagacoord.v1.AbortSagaResponse
-	(*RetrySagaRequest)(nil),           // 21: sagacoord.v1.RetrySagaRequest
-	(*RetrySagaResponse)(nil),          // 22: sagacoord.v1.RetrySagaResponse
-	(*WatchSagaRequest)(nil),           // 23: sagacoord.v1.WatchSagaRequest
-	(*WatchSagaResponse)(nil),          // 24: sagacoord.v1.WatchSagaResponse
-	(*durationpb.Duration)(nil),        // 25: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),      // 26: google.protobuf.Timestamp
+	(*AuditEntry)(nil),                 // 15: sagacoord.v1.AuditEntry
+	(*GetSagaRequest)(nil),             // 16: sagacoord.v1.GetSagaRequest
+	(*GetSagaResponse)(nil),            // 17: sagacoord.v1.GetSagaResponse
+	(*ListSagasRequest)(nil),           // 18: sagacoord.v1.ListSagasRequest
+	(*ListSagasResponse)(nil),          // 19: sagacoord.v1.ListSagasResponse
+	(*AbortSagaRequest)(nil),           // 20: sagacoord.v1.AbortSagaRequest
+	(*AbortSagaResponse)(nil),          // 21: sagacoord.v1.AbortSagaResponse
+	(*RetrySagaRequest)(nil),           // 22: sagacoord.v1.RetrySagaRequest
+	(*RetrySagaResponse)(nil),          // 23: sagacoord.v1.RetrySagaResponse
+	(*WatchSagaRequest)(nil),           // 24: sagacoord.v1.WatchSagaRequest
+	(*WatchSagaResponse)(nil),          // 25: sagacoord.v1.WatchSagaResponse
+	(*durationpb.Duration)(nil),        // 26: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),      // 27: google.protobuf.Timestamp
 }
 var file_sagacoord_v1_saga_proto_depIdxs = []int32{
-	25, // 0: sagacoord.v1.RetryPolicy.initial_backoff:type_name -> google.protobuf.Duration
-	25, // 1: sagacoord.v1.RetryPolicy.max_backoff:type_name -> google.protobuf.Duration
+	26, // 0: sagacoord.v1.RetryPolicy.initial_backoff:type_name -> google.protobuf.Duration
+	26, // 1: sagacoord.v1.RetryPolicy.max_backoff:type_name -> google.protobuf.Duration
 	2,  // 2: sagacoord.v1.StepDefinition.retry:type_name -> sagacoord.v1.RetryPolicy
-	25, // 3: sagacoord.v1.StepDefinition.timeout:type_name -> google.protobuf.Duration
+	26, // 3: sagacoord.v1.StepDefinition.timeout:type_name -> google.protobuf.Duration
 	2,  // 4: sagacoord.v1.StepDefinition.compensation_retry:type_name -> sagacoord.v1.RetryPolicy
 	3,  // 5: sagacoord.v1.SagaDefinition.steps:type_name -> sagacoord.v1.StepDefinition
-	25, // 6: sagacoord.v1.SagaDefinition.deadline:type_name -> google.protobuf.Duration
-	26, // 7: sagacoord.v1.SagaDefinition.created_at:type_name -> google.protobuf.Timestamp
+	26, // 6: sagacoord.v1.SagaDefinition.deadline:type_name -> google.protobuf.Duration
+	27, // 7: sagacoord.v1.SagaDefinition.created_at:type_name -> google.protobuf.Timestamp
 	4,  // 8: sagacoord.v1.RegisterDefinitionRequest.definition:type_name -> sagacoord.v1.SagaDefinition
 	4,  // 9: sagacoord.v1.RegisterDefinitionResponse.definition:type_name -> sagacoord.v1.SagaDefinition
 	4,  // 10: sagacoord.v1.GetDefinitionResponse.definition:type_name -> sagacoord.v1.SagaDefinition
 	4,  // 11: sagacoord.v1.ListDefinitionsResponse.definitions:type_name -> sagacoord.v1.SagaDefinition
-	25, // 12: sagacoord.v1.StartSagaRequest.deadline:type_name -> google.protobuf.Duration
+	26, // 12: sagacoord.v1.StartSagaRequest.deadline:type_name -> google.protobuf.Duration
 	14, // 13: sagacoord.v1.StartSagaResponse.saga:type_name -> sagacoord.v1.Saga
 	1,  // 14: sagacoord.v1.Step.status:type_name -> sagacoord.v1.StepStatus
-	26, // 15: sagacoord.v1.Step.started_at:type_name -> google.protobuf.Timestamp
-	26, // 16: sagacoord.v1.Step.finished_at:type_name -> google.protobuf.Timestamp
+	27, // 15: sagacoord.v1.Step.started_at:type_name -> google.protobuf.Timestamp
+	27, // 16: sagacoord.v1.Step.finished_at:type_name -> google.protobuf.Timestamp
 	0,  // 17: sagacoord.v1.Saga.status:type_name -> sagacoord.v1.SagaStatus
 	13, // 18: sagacoord.v1.Saga.steps:type_name -> sagacoord.v1.Step
-	26, // 19: sagacoord.v1.Saga.created_at:type_name -> google.protobuf.Timestamp
-	26, // 20: sagacoord.v1.Saga.updated_at:type_name -> google.protobuf.Timestamp
-	26, // 21: sagacoord.v1.Saga.finished_at:type_name -> google.protobuf.Timestamp
-	26, // 22: sagacoord.v1.Saga.deadline:type_name -> google.protobuf.Timestamp
-	14, // 23: sagacoord.v1.GetSagaResponse.saga:type_name -> sagacoord.v1.Saga
-	0,  // 24: sagacoord.v1.ListSagasRequest.status:type_name -> sagacoord.v1.SagaStatus
-	14, // 25: sagacoord.v1.ListSagasResponse.sagas:type_name -> sagacoord.v1.Saga
-	14, // 26: sagacoord.v1.AbortSagaResponse.saga:type_name -> sagacoord.v1.Saga
-	14, // 27: sagacoord.v1.RetrySagaResponse.saga:type_name -> sagacoord.v1.Saga
-	14, // 28: sagacoord.v1.WatchSagaResponse.saga:type_name -> sagacoord.v1.Saga
-	5,  // 29: sagacoord.v1.SagaService.RegisterDefinition:input_type -> sagacoord.v1.RegisterDefinitionRequest
-	7,  // 30: sagacoord.v1.SagaService.GetDefinition:input_type -> sagacoord.v1.GetDefinitionRequest
-	9,  // 31: sagacoord.v1.SagaService.ListDefinitions:input_type -> sagacoord.v1.ListDefinitionsRequest
-	11, // 32: sagacoord.v1.SagaService.StartSaga:input_type -> sagacoord.v1.StartSagaRequest
-	15, // 33: sagacoord.v1.SagaService.GetSaga:input_type -> sagacoord.v1.GetSagaRequest
-	17, // 34: sagacoord.v1.SagaService.ListSagas:input_type -> sagacoord.v1.ListSagasRequest
-	19, // 35: sagacoord.v1.SagaService.AbortSaga:input_type -> sagacoord.v1.AbortSagaRequest
-	21, // 36: sagacoord.v1.SagaService.RetrySaga:input_type -> sagacoord.v1.RetrySagaRequest
-	23, // 37: sagacoord.v1.SagaService.WatchSaga:input_type -> sagacoord.v1.WatchSagaRequest
-	6,  // 38: sagacoord.v1.SagaService.RegisterDefinition:output_type -> sagacoord.v1.RegisterDefinitionResponse
-	8,  // 39: sagacoord.v1.SagaService.GetDefinition:output_type -> sagacoord.v1.GetDefinitionResponse
-	10, // 40: sagacoord.v1.SagaService.ListDefinitions:output_type -> sagacoord.v1.ListDefinitionsResponse
-	12, // 41: sagacoord.v1.SagaService.StartSaga:output_type -> sagacoord.v1.StartSagaResponse
-	16, // 42: sagacoord.v1.SagaService.GetSaga:output_type -> sagacoord.v1.GetSagaResponse
-	18, // 43: sagacoord.v1.SagaService.ListSagas:output_type -> sagacoord.v1.ListSagasResponse
-	20, // 44: sagacoord.v1.SagaService.AbortSaga:output_type -> sagacoord.v1.AbortSagaResponse
-	22, // 45: sagacoord.v1.SagaService.RetrySaga:output_type -> sagacoord.v1.RetrySagaResponse
-	24, // 46: sagacoord.v1.SagaService.WatchSaga:output_type -> sagacoord.v1.WatchSagaResponse
-	38, // [38:47] is the sub-list for method output_type
-	29, // [29:38] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	27, // 19: sagacoord.v1.Saga.created_at:type_name -> google.protobuf.Timestamp
+	27, // 20: sagacoord.v1.Saga.updated_at:type_name -> google.protobuf.Timestamp
+	27, // 21: sagacoord.v1.Saga.finished_at:type_name -> google.protobuf.Timestamp
+	27, // 22: sagacoord.v1.Saga.deadline:type_name -> google.protobuf.Timestamp
+	15, // 23: sagacoord.v1.Saga.audit:type_name -> sagacoord.v1.AuditEntry
+	27, // 24: sagacoord.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
+	14, // 25: sagacoord.v1.GetSagaResponse.saga:type_name -> sagacoord.v1.Saga
+	0,  // 26: sagacoord.v1.ListSagasRequest.status:type_name -> sagacoord.v1.SagaStatus
+	14, // 27: sagacoord.v1.ListSagasResponse.sagas:type_name -> sagacoord.v1.Saga
+	14, // 28: sagacoord.v1.AbortSagaResponse.saga:type_name -> sagacoord.v1.Saga
+	14, // 29: sagacoord.v1.RetrySagaResponse.saga:type_name -> sagacoord.v1.Saga
+	14, // 30: sagacoord.v1.WatchSagaResponse.saga:type_name -> sagacoord.v1.Saga
+	5,  // 31: sagacoord.v1.SagaService.RegisterDefinition:input_type -> sagacoord.v1.RegisterDefinitionRequest
+	7,  // 32: sagacoord.v1.SagaService.GetDefinition:input_type -> sagacoord.v1.GetDefinitionRequest
+	9,  // 33: sagacoord.v1.SagaService.ListDefinitions:input_type -> sagacoord.v1.ListDefinitionsRequest
+	11, // 34: sagacoord.v1.SagaService.StartSaga:input_type -> sagacoord.v1.StartSagaRequest
+	16, // 35: sagacoord.v1.SagaService.GetSaga:input_type -> sagacoord.v1.GetSagaRequest
+	18, // 36: sagacoord.v1.SagaService.ListSagas:input_type -> sagacoord.v1.ListSagasRequest
+	20, // 37: sagacoord.v1.SagaService.AbortSaga:input_type -> sagacoord.v1.AbortSagaRequest
+	22, // 38: sagacoord.v1.SagaService.RetrySaga:input_type -> sagacoord.v1.RetrySagaRequest
+	24, // 39: sagacoord.v1.SagaService.WatchSaga:input_type -> sagacoord.v1.WatchSagaRequest
+	6,  // 40: sagacoord.v1.SagaService.RegisterDefinition:output_type -> sagacoord.v1.RegisterDefinitionResponse
+	8,  // 41: sagacoord.v1.SagaService.GetDefinition:output_type -> sagacoord.v1.GetDefinitionResponse
+	10, // 42: sagacoord.v1.SagaService.ListDefinitions:output_type -> sagacoord.v1.ListDefinitionsResponse
+	12, // 43: sagacoord.v1.SagaService.StartSaga:output_type -> sagacoord.v1.StartSagaResponse
+	17, // 44: sagacoord.v1.SagaService.GetSaga:output_type -> sagacoord.v1.GetSagaResponse
+	19, // 45: sagacoord.v1.SagaService.ListSagas:output_type -> sagacoord.v1.ListSagasResponse
+	21, // 46: sagacoord.v1.SagaService.AbortSaga:output_type -> sagacoord.v1.AbortSagaResponse
+	23, // 47: sagacoord.v1.SagaService.RetrySaga:output_type -> sagacoord.v1.RetrySagaResponse
+	25, // 48: sagacoord.v1.SagaService.WatchSaga:output_type -> sagacoord.v1.WatchSagaResponse
+	40, // [40:49] is the sub-list for method output_type
+	31, // [31:40] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_sagacoord_v1_saga_proto_init() }
@@ -1812,7 +1925,7 @@ func file_sagacoord_v1_saga_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sagacoord_v1_saga_proto_rawDesc), len(file_sagacoord_v1_saga_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   23,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
