@@ -35,8 +35,9 @@ otherwise by the first character: '{' means JSON). Durations are Go duration str
       compensation_retry:      # optional, fields as retry (default: the action's retry)
         max_attempts: 10
 
-The fields version and created_at, which 'definition get' prints, are accepted and ignored
-(the server assigns them), so the output of 'definition get' can be edited and applied again.`
+The fields version, created_at and registered_by, which 'definition get' prints, are accepted
+and ignored (the server assigns them), so the output of 'definition get' can be edited and
+applied again.`
 
 // definitionFile is the file format of a saga definition. The json tags define the format (the
 // strict decoders read them); the yaml tags only keep the field order when printing.
@@ -44,9 +45,11 @@ type definitionFile struct {
 	Name     string         `json:"name" yaml:"name"`
 	Deadline durationString `json:"deadline,omitempty" yaml:"deadline,omitempty"`
 	Steps    []stepFile     `json:"steps" yaml:"steps"`
-	// Version and CreatedAt are read-only: printed by `definition get`, ignored by apply.
-	Version   int32  `json:"version,omitempty" yaml:"version,omitempty"`
-	CreatedAt string `json:"created_at,omitempty" yaml:"created_at,omitempty"`
+	// Version, CreatedAt and RegisteredBy are read-only: printed by `definition get`, ignored by
+	// apply.
+	Version      int32  `json:"version,omitempty" yaml:"version,omitempty"`
+	CreatedAt    string `json:"created_at,omitempty" yaml:"created_at,omitempty"`
+	RegisteredBy string `json:"registered_by,omitempty" yaml:"registered_by,omitempty"`
 }
 
 type stepFile struct {
@@ -138,10 +141,11 @@ func retryPolicy(loc *locator, path string, r *retryFile) (*sagacoordv1.RetryPol
 // definitionYAML renders a definition in the file format, so that it can be applied again.
 func definitionYAML(def *sagacoordv1.SagaDefinition) ([]byte, error) {
 	f := definitionFile{
-		Name:     def.GetName(),
-		Deadline: formatDurationPB(def.GetDeadline()),
-		Version:  def.GetVersion(),
-		Steps:    []stepFile{},
+		Name:         def.GetName(),
+		Deadline:     formatDurationPB(def.GetDeadline()),
+		Version:      def.GetVersion(),
+		RegisteredBy: def.GetRegisteredBy(),
+		Steps:        []stepFile{},
 	}
 	if def.GetCreatedAt() != nil {
 		f.CreatedAt = formatTime(def.GetCreatedAt().AsTime())

@@ -70,7 +70,7 @@ func newDefinitionListCommand(app *App) *cobra.Command {
 		Use:   "list",
 		Short: "List the latest version of every definition",
 		Long: `List the latest version of every definition: name, version, number of steps,
-deadline and creation time. -o json prints a JSON array of definitions.`,
+deadline, creation time and who registered it. -o json prints a JSON array of definitions.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			client, err := app.sagaClient()
@@ -86,10 +86,10 @@ deadline and creation time. -o json prints a JSON array of definitions.`,
 			if app.JSON() {
 				return writeJSONArray(app.Stdout(), resp.GetDefinitions())
 			}
-			t := newTable(app.Stdout(), "NAME", "VERSION", "STEPS", "DEADLINE", "CREATED")
+			t := newTable(app.Stdout(), "NAME", "VERSION", "STEPS", "DEADLINE", "CREATED", "REGISTERED BY")
 			for _, d := range resp.GetDefinitions() {
 				t.row(d.GetName(), fmt.Sprint(d.GetVersion()), fmt.Sprint(len(d.GetSteps())),
-					string(formatDurationPB(d.GetDeadline())), formatTS(d.GetCreatedAt()))
+					string(formatDurationPB(d.GetDeadline())), formatTS(d.GetCreatedAt()), d.GetRegisteredBy())
 			}
 			return t.flush()
 		},

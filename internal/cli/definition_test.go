@@ -128,6 +128,7 @@ func TestDefinitionListAndGet(t *testing.T) {
 	stored := orderDefinition()
 	stored.Version = 3
 	stored.CreatedAt = created
+	stored.RegisteredBy = "ci-bot"
 	fake := &fakeSaga{
 		listDefs: func(*sagacoordv1.ListDefinitionsRequest) (*sagacoordv1.ListDefinitionsResponse, error) {
 			return &sagacoordv1.ListDefinitionsResponse{Definitions: []*sagacoordv1.SagaDefinition{
@@ -147,9 +148,9 @@ func TestDefinitionListAndGet(t *testing.T) {
 	r := sagactl(t, addr, "definition", "list")
 	requireExit(t, ExitOK, r)
 	require.Equal(t, ""+
-		"NAME      VERSION  STEPS  DEADLINE  CREATED\n"+
-		"order     3        3      5m        2025-06-01T09:00:00.000Z\n"+
-		"transfer  1        1      -         2025-06-01T09:00:00.000Z\n", r.stdout)
+		"NAME      VERSION  STEPS  DEADLINE  CREATED                   REGISTERED BY\n"+
+		"order     3        3      5m        2025-06-01T09:00:00.000Z  ci-bot\n"+
+		"transfer  1        1      -         2025-06-01T09:00:00.000Z  -\n", r.stdout)
 
 	r = sagactl(t, addr, "-o", "json", "definition", "list")
 	requireExit(t, ExitOK, r)
@@ -165,6 +166,7 @@ func TestDefinitionListAndGet(t *testing.T) {
 	require.Contains(t, r.stdout, "name: order\n")
 	require.Contains(t, r.stdout, "    timeout: 5s\n")
 	require.Contains(t, r.stdout, "created_at: \"2025-06-01T09:00:00.000Z\"\n")
+	require.Contains(t, r.stdout, "registered_by: ci-bot\n")
 	// What get prints, apply takes.
 	def, err := ParseDefinition("get.yaml", []byte(r.stdout))
 	require.NoError(t, err)
@@ -176,6 +178,7 @@ func TestDefinitionListAndGet(t *testing.T) {
 	require.NoError(t, err)
 	requireProtoEqual(t, orderDefinition(), def)
 	require.Contains(t, r.stdout, `"created_at": "2025-06-01T09:00:00Z"`)
+	require.Contains(t, r.stdout, `"registered_by": "ci-bot"`)
 
 	r = sagactl(t, addr, "definition", "get", "nope")
 	requireExit(t, ExitServer, r)

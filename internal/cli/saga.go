@@ -184,7 +184,8 @@ func newSagaGetCommand(app *App) *cobra.Command {
 		Short: "Show a saga and its steps",
 		Long: `Show a saga: its header, then one row per step with the participant, status, action
 attempts, compensation attempts, duration and last error. A pivot step is marked in the
-PIVOT column. -o json prints the saga message.`,
+PIVOT column. Then the audit trail: each abort and retry with its time, the caller's
+identity and the reason. -o json prints the saga message (the trail is its "audit").`,
 		Args: exactArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			client, err := app.sagaClient()
@@ -226,21 +227,38 @@ func printSaga(w io.Writer, s *sagacoordv1.Saga, now time.Time) error {
 	if err := h.flush(); err != nil {
 		return err
 	}
-	if len(s.GetSteps()) == 0 {
+	if len(s.GetSteps()) > 0 {
+		if _, err := fmt.Fprintln(w); err != nil {
+			return err
+		}
+		t := newTable(w, "STEP", "PARTICIPANT", "STATUS", "ATTEMPT", "COMP ATTEMPT", "PIVOT", "DURATION", "LAST ERROR")
+		for _, st := range s.GetSteps() {
+			pivot := ""
+			if st.GetPivot() {
+				pivot = "yes"
+			}
+			t.row(st.GetName(), st.GetParticipant(), stepStatusName(st.GetStatus()),
+				fmt.Sprint(st.GetAttempt()), fmt.Sprint(st.GetCompensationAttempt()), pivot,
+				stepDuration(st, now), st.GetLastError())
+		}
+		if err := t.flush(); err != nil {
+			return err
+		}
+	}
+	return printAudit(w, s.GetAudit())
+}
+
+// printAudit prints the operators' calls that changed the saga, oldest first.
+func printAudit(w io.Writer, audit []*sagacoordv1.AuditEntry) error {
+	if len(audit) == 0 {
 		return nil
 	}
 	if _, err := fmt.Fprintln(w); err != nil {
 		return err
 	}
-	t := newTable(w, "STEP", "PARTICIPANT", "STATUS", "ATTEMPT", "COMP ATTEMPT", "PIVOT", "DURATION", "LAST ERROR")
-	for _, st := range s.GetSteps() {
-		pivot := ""
-		if st.GetPivot() {
-			pivot = "yes"
-		}
-		t.row(st.GetName(), st.GetParticipant(), stepStatusName(st.GetStatus()),
-			fmt.Sprint(st.GetAttempt()), fmt.Sprint(st.GetCompensationAttempt()), pivot,
-			stepDuration(st, now), st.GetLastError())
+	t := newTable(w, "AUDIT AT", "ACTION", "BY", "REASON")
+	for _, a := range audit {
+		t.row(formatTS(a.GetAt()), a.GetAction(), a.GetBy(), a.GetReason())
 	}
 	return t.flush()
 }

@@ -501,8 +501,48 @@ func TestSagaAbortRetry(t *testing.T) {
 	r = sagactl(t, addr, "saga", "retry", sagaID)
 	requireExit(t, ExitOK, r)
 	require.Equal(t, "saga "+sagaID+" resumed: RUNNING\n", r.stdout)
+	require.Empty(t, lastRequest[*sagacoordv1.RetrySagaRequest](t, fake).GetReason(), "the reason is optional")
+
+	r = sagactl(t, addr, "saga", "retry", sagaID, "--reason", "payments is back")
+	requireExit(t, ExitOK, r)
+	require.Equal(t, "payments is back", lastRequest[*sagacoordv1.RetrySagaRequest](t, fake).GetReason())
 
 	r = sagactl(t, addr, "-o", "json", "saga", "retry", sagaID)
 	requireExit(t, ExitOK, r)
 	require.Contains(t, r.stdout, `"status": "SAGA_STATUS_RUNNING"`)
+}
+
+// saga get prints the audit trail after the steps, and -o json carries it as "audit".
+func TestSagaGetShowsTheAuditTrail(t *testing.T) {
+	t.Parallel()
+	sg := sampleSaga()
+	sg.Steps = nil
+	sg.Audit = []*sagacoordv1.AuditEntry{
+		{Action: "abort", By: "ops-alice", At: ts(5), Reason: "customer cancelled"},
+		{Action: "retry", By: "ops-bob", At: ts(9)},
+	}
+	fake := &fakeSaga{get: func(context.Context, *sagacoordv1.GetSagaRequest) (*sagacoordv1.GetSagaResponse, error) {
+		return &sagacoordv1.GetSagaResponse{Saga: sg}, nil
+	}}
+	addr := serve(t, fake, nil)
+
+	r := sagactl(t, addr, "saga", "get", sagaID)
+	requireExit(t, ExitOK, r)
+	require.Contains(t, r.stdout, "VERSION:     5\n"+
+		"INPUT:       {\"order\":42}\n"+
+		"\n"+
+		"AUDIT AT                  ACTION  BY         REASON\n"+
+		"2025-06-01T10:00:05.000Z  abort   ops-alice  customer cancelled\n"+
+		"2025-06-01T10:00:09.000Z  retry   ops-bob    -\n")
+
+	r = sagactl(t, addr, "-o", "json", "saga", "get", sagaID)
+	requireExit(t, ExitOK, r)
+	var got struct {
+		Audit []map[string]string `json:"audit"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &got))
+	require.Equal(t, []map[string]string{
+		{"action": "abort", "by": "ops-alice", "at": "2025-06-01T10:00:05Z", "reason": "customer cancelled"},
+		{"action": "retry", "by": "ops-bob", "at": "2025-06-01T10:00:09Z", "reason": ""},
+	}, got.Audit)
 }

@@ -171,24 +171,27 @@ FailedPrecondition. Prints the saga's new status; -o json prints the saga.`,
 			})
 		},
 	}
-	c.Flags().StringVar(&reason, "reason", "", "why the saga is aborted (recorded on the saga)")
+	c.Flags().StringVar(&reason, "reason", "", "why the saga is aborted (recorded on the saga and in its audit trail)")
 	return c
 }
 
 func newSagaRetryCommand(app *App) *cobra.Command {
-	return &cobra.Command{
-		Use:   "retry ID",
+	var reason string
+	c := &cobra.Command{
+		Use:   "retry ID [--reason R]",
 		Short: "Resume a FAILED saga",
 		Long: `Resume a FAILED saga where it stopped, with fresh retry budgets. A saga in another state
 fails with FailedPrecondition. Prints the saga's new status; -o json prints the saga.`,
 		Args: exactArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return steerSaga(cmd, app, "resumed", func(ctx context.Context, c sagacoordv1.SagaServiceClient) (*sagacoordv1.Saga, error) {
-				resp, err := c.RetrySaga(ctx, &sagacoordv1.RetrySagaRequest{SagaId: args[0]})
+				resp, err := c.RetrySaga(ctx, &sagacoordv1.RetrySagaRequest{SagaId: args[0], Reason: reason})
 				return resp.GetSaga(), err
 			})
 		},
 	}
+	c.Flags().StringVar(&reason, "reason", "", "why the saga is retried (recorded in its audit trail)")
+	return c
 }
 
 // steerSaga runs one call that changes a saga and prints the result.
