@@ -1,6 +1,13 @@
 // Package auth says who calls the coordinator's API and what they may do: an Identity (from a
 // client certificate or a bearer token) and its Roles. The gRPC server puts the caller's identity
 // in the context of every call; the engine reads it to record who did what.
+//
+//	identity.go     Identity, Role, the identity in a context
+//	credentials.go  the credentials file: hashed tokens and certificate identities with roles
+//	reload.go       CredentialsFile: the file, read again when it changes
+//	tls.go          ServerTLS: the API's certificate, re-read when rotated; the client CA
+//
+// It knows nothing of gRPC: internal/server's interceptors use it.
 package auth
 
 import (
@@ -53,11 +60,14 @@ func FromContext(ctx context.Context) (Identity, bool) {
 	return id, ok
 }
 
+// anonymous is the caller of a coordinator without authentication; no credential may take it.
+const anonymous = "anonymous"
+
 // Caller names the caller of ctx for audit records and logs: its identity's name, or
 // "anonymous" when the coordinator runs without authentication.
 func Caller(ctx context.Context) string {
 	if id, ok := FromContext(ctx); ok && id.Name != "" {
 		return id.Name
 	}
-	return "anonymous"
+	return anonymous
 }
