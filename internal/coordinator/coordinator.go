@@ -221,7 +221,8 @@ func (c *Coordinator) listen(grpcOpts []grpc.ServerOption) error {
 		c.debug = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go func() { _ = c.debug.Serve(dl) }()
 	}
-	c.grpc = server.NewGRPCServer(&server.SagaService{Engine: c.engine, Logger: log}, &server.TwoPCService{Engine: c.engine, Logger: log}, grpcOpts...)
+	c.grpc = server.NewGRPCServer(&server.SagaService{Engine: c.engine, Logger: log}, &server.TwoPCService{Engine: c.engine, Logger: log},
+		server.Options{GRPC: grpcOpts, Logger: log})
 	go func() { c.served <- c.grpc.Serve(c.lis) }()
 	return nil
 }

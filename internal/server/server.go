@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "github.com/sagacoord/sagacoord/gen/sagacoord/v1"
+	"github.com/sagacoord/sagacoord/internal/auth"
 	"github.com/sagacoord/sagacoord/internal/engine"
 	"github.com/sagacoord/sagacoord/internal/store"
 )
@@ -36,10 +37,31 @@ type SagaService struct {
 	WatchPoll time.Duration
 }
 
-// NewGRPCServer returns a gRPC server with the saga and 2PC services, health and reflection, and
-// opts (a stats handler for telemetry, say).
-func NewGRPCServer(svc *SagaService, tx *TwoPCService, opts ...grpc.ServerOption) *grpc.Server {
-	srv := grpc.NewServer(append([]grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageBytes)}, opts...)...)
+// Options configure NewGRPCServer.
+type Options struct {
+	// Credentials, when set, authenticate every call but health's and check its method's role
+	// (guard.go); nil lets every call in, its caller "anonymous".
+	Credentials *auth.CredentialsFile
+	// Reflection registers gRPC server reflection. Default off.
+	Reflection bool
+	// Logger receives refused calls. Default: discard.
+	Logger *slog.Logger
+	// GRPC are further server options: TLS credentials, a stats handler for telemetry.
+	GRPC []grpc.ServerOption
+}
+
+// NewGRPCServer returns a gRPC server with the saga and 2PC services, health, and reflection when
+// asked for.
+func NewGRPCServer(svc *SagaService, tx *TwoPCService, o Options) *grpc.Server {
+	opts := append([]grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageBytes)}, o.GRPC...)
+	if o.Credentials != nil {
+		g := &guard{creds: o.Credentials, log: o.Logger}
+		if g.log == nil {
+			g.log = slog.New(slog.DiscardHandler)
+		}
+		opts = append(opts, grpc.ChainUnaryInterceptor(g.unary), grpc.ChainStreamInterceptor(g.stream))
+	}
+	srv := grpc.NewServer(opts...)
 	pb.RegisterSagaServiceServer(srv, svc)
 	pb.RegisterTwoPCServiceServer(srv, tx)
 	hs := health.NewServer()
@@ -47,7 +69,9 @@ func NewGRPCServer(svc *SagaService, tx *TwoPCService, opts ...grpc.ServerOption
 	hs.SetServingStatus(pb.SagaService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	hs.SetServingStatus(pb.TwoPCService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(srv, hs)
-	reflection.Register(srv)
+	if o.Reflection {
+		reflection.Register(srv)
+	}
 	return srv
 }
 
