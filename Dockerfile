@@ -27,4 +27,7 @@ RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin saga
 COPY --from=build /out/ /usr/local/bin/
 USER sagacoord
 EXPOSE 7233
-CMD ["coordinator", "serve", "--listen", "0.0.0.0:7233"]
+# --insecure serves the API without TLS or credentials on every interface: for a demo on one
+# machine only. In production set --tls-cert, --tls-key and --credentials-file instead (README.md,
+# section Production).
+CMD ["coordinator", "serve", "--listen", "0.0.0.0:7233", "--insecure"]

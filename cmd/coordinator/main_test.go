@@ -28,6 +28,9 @@ func TestExitCodesAndHelp(t *testing.T) {
 		{[]string{"serve", "--log-level", "loud"}, 2, `coordinator: --log-level "loud": must be debug, info, warn or error`},
 		// One dash, as the standard flag package accepted.
 		{[]string{"serve", "-log-level=loud"}, 2, `--log-level "loud"`},
+		// Refused before anything connects.
+		{[]string{"serve", "--listen", "0.0.0.0:0"}, 1, "coordinator: listen address 0.0.0.0:0 is not a loopback address"},
+		{[]string{"serve", "--credentials-file", "creds.yaml"}, 1, "--credentials-file needs TLS"},
 		{[]string{"migrate"}, 2, "coordinator migrate: want up, down [N] or status"},
 		{[]string{"migrate", "sideways"}, 2, `unknown subcommand "sideways"`},
 		{[]string{"migrate", "up", "--help"}, 0, "--database-url string"},

@@ -82,8 +82,28 @@ func serveFlags(fs *pflag.FlagSet, cfg *coordinator.Config, opts *serveOptions) 
 	} {
 		cmdline.Env(fs, flag, env)
 	}
+	securityFlags(fs, cfg)
 	if testHooks != nil {
 		opts.applyHooks = testHooks(fs)
+	}
+}
+
+// securityFlags registers the flags of the API's TLS and authentication (README.md, section
+// Production). Every one is off by default.
+func securityFlags(fs *pflag.FlagSet, cfg *coordinator.Config) {
+	fs.StringVar(&cfg.TLSCertFile, "tls-cert", "", "serve the API over TLS with this certificate (PEM, with intermediates); re-read when it changes")
+	fs.StringVar(&cfg.TLSKeyFile, "tls-key", "", "the key of --tls-cert (PEM)")
+	fs.StringVar(&cfg.TLSClientCAFile, "tls-client-ca", "", "verify client certificates against these CAs (PEM); a certificate's subject common name is the caller")
+	fs.BoolVar(&cfg.TLSRequireClientCert, "tls-require-client-cert", false, "refuse connections without a client certificate verified by --tls-client-ca")
+	fs.StringVar(&cfg.CredentialsFile, "credentials-file", "", "authenticate calls with the tokens and certificate identities of this YAML file, and check their roles; re-read when it changes")
+	fs.BoolVar(&cfg.Insecure, "insecure", false, "allow a listen address that is not loopback without TLS and credentials (a trusted network only)")
+	fs.BoolVar(&cfg.Reflection, "reflection", false, "serve gRPC server reflection (for grpcurl)")
+	for flag, env := range map[string]string{
+		"tls-cert": "SAGACOORD_TLS_CERT", "tls-key": "SAGACOORD_TLS_KEY", "tls-client-ca": "SAGACOORD_TLS_CLIENT_CA",
+		"tls-require-client-cert": "SAGACOORD_TLS_REQUIRE_CLIENT_CERT", "credentials-file": "SAGACOORD_CREDENTIALS_FILE",
+		"insecure": "SAGACOORD_INSECURE", "reflection": "SAGACOORD_REFLECTION",
+	} {
+		cmdline.Env(fs, flag, env)
 	}
 }
 

@@ -55,6 +55,24 @@ type Config struct {
 	// MetricsAddr, when set, serves Prometheus metrics on http://MetricsAddr/metrics. Default: no
 	// metrics.
 	MetricsAddr string
+	// TLSCertFile and TLSKeyFile, when set, serve the API over TLS with this certificate (PEM,
+	// with its intermediates) and key, re-read when they change. Default: plaintext.
+	TLSCertFile, TLSKeyFile string
+	// TLSClientCAFile, when set, verifies client certificates against the CAs in this PEM file;
+	// a verified certificate's subject common name is the caller. Needs TLS and CredentialsFile.
+	TLSClientCAFile string
+	// TLSRequireClientCert refuses connections without a client certificate TLSClientCAFile
+	// verifies. Default: a certificate is verified when given.
+	TLSRequireClientCert bool
+	// CredentialsFile, when set, authenticates every call but health's and checks its role
+	// (internal/auth: hashed tokens, certificate identities); it needs TLS. Default: no
+	// authentication, every call is allowed and its caller is "anonymous".
+	CredentialsFile string
+	// Insecure allows a listen address that is not loopback without TLS and credentials, for a
+	// network that is trusted (local use). Default false: such an address is refused.
+	Insecure bool
+	// Reflection serves gRPC server reflection. Default off.
+	Reflection bool
 	// TracerProvider and MeterProvider, when set, replace the OTLP exporter and the /metrics
 	// endpoint (tests use in-memory ones). The tracer provider must use telemetry.IDGenerator
 	// (traceexport.NewTracerProvider does).
@@ -110,7 +128,7 @@ func (c Config) validate() error {
 	if c.QueueType != "classic" && c.QueueType != "quorum" {
 		return fmt.Errorf("queue type %q must be classic or quorum", c.QueueType)
 	}
-	return nil
+	return c.validateSecurity()
 }
 
 // Redact hides the password in a URL for logs.

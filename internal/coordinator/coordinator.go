@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
+	"github.com/sagacoord/sagacoord/internal/auth"
 	"github.com/sagacoord/sagacoord/internal/engine"
 	"github.com/sagacoord/sagacoord/internal/server"
 	"github.com/sagacoord/sagacoord/internal/store/pgstore"
@@ -79,6 +80,12 @@ func Start(ctx context.Context, cfg Config) (*Coordinator, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	// The API's certificate and credentials are read first: a mistake in them fails the start
+	// before anything connects.
+	secure, creds, err := apiSecurity(cfg)
+	if err != nil {
+		return nil, err
+	}
 	c := &Coordinator{cfg: cfg, served: make(chan error, 1)}
 	ok := false
 	defer func() {
@@ -96,7 +103,7 @@ func Start(ctx context.Context, cfg Config) (*Coordinator, error) {
 	if err := c.startEngine(ctx, inst); err != nil {
 		return nil, err
 	}
-	if err := c.listen(inst.grpcOpts); err != nil {
+	if err := c.listen(append(inst.grpcOpts, secure...), creds); err != nil {
 		return nil, err
 	}
 	cfg.Logger.Info("coordinator serving", "addr", c.lis.Addr().String(), "database", Redact(cfg.DatabaseURL), "amqp", Redact(cfg.AMQPURL))
@@ -199,8 +206,9 @@ func (c *Coordinator) startEngine(ctx context.Context, inst instruments) error {
 	return c.engine.Start(ctx)
 }
 
-// listen serves the gRPC API on ListenAddr, and pprof on DebugAddr when it is set.
-func (c *Coordinator) listen(grpcOpts []grpc.ServerOption) error {
+// listen serves the gRPC API on ListenAddr, with grpcOpts and the guard of creds, and pprof on
+// DebugAddr when it is set.
+func (c *Coordinator) listen(grpcOpts []grpc.ServerOption, creds *auth.CredentialsFile) error {
 	cfg, log := c.cfg, c.cfg.Logger
 	var err error
 	c.lis, err = net.Listen("tcp", cfg.ListenAddr)
@@ -222,7 +230,7 @@ func (c *Coordinator) listen(grpcOpts []grpc.ServerOption) error {
 		go func() { _ = c.debug.Serve(dl) }()
 	}
 	c.grpc = server.NewGRPCServer(&server.SagaService{Engine: c.engine, Logger: log}, &server.TwoPCService{Engine: c.engine, Logger: log},
-		server.Options{GRPC: grpcOpts, Logger: log})
+		server.Options{GRPC: grpcOpts, Credentials: creds, Reflection: cfg.Reflection, Logger: log})
 	go func() { c.served <- c.grpc.Serve(c.lis) }()
 	return nil
 }
