@@ -35,8 +35,12 @@ type Conn struct {
 // New returns a connection to the coordinator at addr ("host:port", or any target that
 // grpc.NewClient accepts). It does not connect: the first call does, and fails with
 // codes.Unavailable while the coordinator cannot be reached. The connection is plaintext; opts
-// come after that default, so grpc.WithTransportCredentials among them replaces it, and
-// interceptors or stats handlers (tracing) are added there too.
+// come after that default, so WithTLS (or grpc.WithTransportCredentials) among them replaces it,
+// WithToken adds a bearer token, and interceptors or stats handlers (tracing) are added there too:
+//
+//	sec, err := client.WithTLS(client.TLS{CAFile: "ca.pem"})
+//	...
+//	conn, err := client.New("coordinator.example.com:7233", sec, client.WithToken(token))
 func New(addr string, opts ...grpc.DialOption) (*Conn, error) {
 	all := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)
 	cc, err := grpc.NewClient(addr, all...)

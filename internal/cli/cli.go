@@ -6,13 +6,16 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/status"
 
 	"github.com/sagacoord/sagacoord/client"
 	sagacoordv1 "github.com/sagacoord/sagacoord/gen/sagacoord/v1"
@@ -77,6 +80,8 @@ type App struct {
 	// Timeout bounds each unary call (--timeout).
 	Timeout time.Duration
 
+	// sec is the connection's TLS and token (security.go).
+	sec  security
 	conn *client.Conn
 	// started is set once the flags and arguments passed their checks: an error after that is
 	// not a command-line mistake and gets no pointer to --help.
@@ -102,7 +107,11 @@ func (a *App) Client() (*client.Conn, error) {
 	if a.conn != nil {
 		return a.conn, nil
 	}
-	conn, err := client.New(a.Addr, a.opts.DialOptions...)
+	secure, err := a.sec.dialOptions()
+	if err != nil {
+		return nil, err
+	}
+	conn, err := client.New(a.Addr, append(slices.Clone(a.opts.DialOptions), secure...)...)
 	if err != nil {
 		return nil, UsageErrorf("invalid --addr %q: %v", a.Addr, err)
 	}
@@ -124,6 +133,12 @@ func (a *App) RPCError(ctx context.Context, err error) error {
 // rpcErrorOf is RPCError naming the service an Unimplemented answer lacks.
 func (a *App) rpcErrorOf(ctx context.Context, service string, err error) error {
 	reachable := a.conn != nil && a.conn.ClientConn().GetState() == connectivity.Ready
+	if st, ok := status.FromError(err); ok && st.Code() == codes.Unavailable && !reachable && ctx.Err() == nil {
+		if problem, ok := a.sec.tlsProblem(st.Message()); ok {
+			// The handshake failed, so no call reached the coordinator: not indeterminate.
+			return &ExitError{Code: ExitServer, Err: fmt.Errorf("cannot connect to coordinator at %s: %s", a.Addr, problem)}
+		}
+	}
 	return rpcError(ctx, a.Addr, service, reachable, err)
 }
 

@@ -31,6 +31,10 @@ var sagactlProgram = Program{
 	Long: `sagactl registers saga definitions, starts, inspects and steers sagas, and inspects
 two-phase-commit transactions on a sagacoord coordinator.
 
+A coordinator with TLS and credentials (README.md, section Production) takes --tls-ca (the CA
+of its certificate) with --token-file (a bearer token) or --tls-cert and --tls-key (a client
+certificate); what each role may do is in docs/api.md.
+
 Exit codes:
   0  success (for --wait and watch: the saga COMPLETED, the transaction COMMITTED)
   1  usage error: bad flags or arguments, or a bad input file (nothing was changed)
@@ -116,6 +120,7 @@ func newRootCommand(app *App, prog Program) *cobra.Command {
 	pf.StringVar(&app.Addr, "addr", addrDefault, "coordinator address host:port (the default comes from $"+AddrEnv+" when set)")
 	pf.StringVarP(&app.Output, "output", "o", outputTable, "output format: table or json")
 	pf.DurationVar(&app.Timeout, "timeout", DefaultTimeout, "time limit of each call to the coordinator (watches are not limited)")
+	securityFlags(pf, &app.sec, app.opts.Getenv)
 	for _, f := range prog.Commands {
 		root.AddCommand(f(app))
 	}

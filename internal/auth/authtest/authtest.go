@@ -52,7 +52,7 @@ func NewCA(t testing.TB, name string) *CA {
 		t.Fatalf("parse CA certificate: %v", err)
 	}
 	dir := t.TempDir()
-	ca := &CA{cert: cert, key: key, dir: dir, CertFile: filepath.Join(dir, name+"-ca.pem")}
+	ca := &CA{cert: cert, key: key, dir: dir, CertFile: filepath.Join(dir, name+".pem")}
 	writePEM(t, ca.CertFile, "CERTIFICATE", der)
 	return ca
 }
