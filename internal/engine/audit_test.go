@@ -90,7 +90,7 @@ func TestOperatorCallsRecordTheCaller(t *testing.T) {
 
 	require.Len(t, logs.lines(t, "definition registered"), 2)
 	require.Equal(t, "ci-bot", logs.lines(t, "definition registered")[0][logCaller])
-	retried := logs.lines(t, "saga retry by an operator")
+	retried := logs.lines(t, "saga retried by an operator")
 	require.Len(t, retried, 1)
 	require.Equal(t, "ops-alice", retried[0][logCaller])
 	require.Equal(t, "payments is back", retried[0]["reason"])

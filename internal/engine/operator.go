@@ -29,6 +29,9 @@ func (e *Engine) RetrySaga(ctx context.Context, id uuid.UUID, reason string) (*s
 	})
 }
 
+// operatorLog is the log message of each audited action.
+var operatorLog = map[string]string{saga.AuditAbort: "saga aborted by an operator", saga.AuditRetry: "saga retried by an operator"}
+
 // operate applies an operator's call to one saga and returns the saga as committed. A call the
 // saga's state refuses is ErrFailedPrecondition. The audit entry commits with the change.
 func (e *Engine) operate(ctx context.Context, id uuid.UUID, action, reason string, op func(*saga.Machine, *saga.State, time.Time) (saga.Effects, error)) (*store.Saga, error) {
@@ -54,7 +57,7 @@ func (e *Engine) operate(ctx context.Context, id uuid.UUID, action, reason strin
 	if res.verdicts[0] == verdictMissing {
 		return nil, fmt.Errorf("saga %s: %w", id, store.ErrNotFound)
 	}
-	e.log.Info("saga "+action+" by an operator", "saga_id", id, "definition", result.DefinitionName, "reason", reason,
+	e.log.Info(operatorLog[action], "saga_id", id, "definition", result.DefinitionName, "reason", reason,
 		"status", result.State.Status, logCaller, caller, "trace_id", telemetry.TraceID(result.State.Trace))
 	return result, nil
 }
