@@ -19,7 +19,7 @@ import (
 //
 //	tokens:                  # bearer tokens, by the SHA-256 of the token
 //	  - name: ci-bot         # the identity in audit records, logs and traces
-//	    sha256: 5e8848...    # 64 hex digits: printf %s "$TOKEN" | sha256sum
+//	    sha256: 9f86d0...    # 64 hex digits: printf %s "$TOKEN" | sha256sum
 //	    roles: [submitter]
 //	certificates:            # client certificates, by their subject common name
 //	  - common_name: ops-alice
