@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -25,6 +27,8 @@ import (
 	"github.com/sagacoord/sagacoord/internal/auth/authtest"
 	"github.com/sagacoord/sagacoord/internal/cli"
 	"github.com/sagacoord/sagacoord/internal/coordinator"
+	"github.com/sagacoord/sagacoord/internal/telemetry"
+	"github.com/sagacoord/sagacoord/internal/telemetry/traceexport"
 	"github.com/sagacoord/sagacoord/protocol"
 )
 
@@ -287,4 +291,25 @@ func (e *env) dialConn(addr string) *grpc.ClientConn {
 	require.NoError(e.t, err)
 	e.t.Cleanup(func() { _ = conn.Close() })
 	return conn
+}
+
+// TestCallerIsOnTheCallSpan: the server span of an authenticated call carries the caller as
+// enduser.id.
+func TestCallerIsOnTheCallSpan(t *testing.T) {
+	t.Parallel()
+	exp := tracetest.NewInMemoryExporter()
+	tp := traceexport.NewTracerProvider(sdktrace.WithSyncer(exp))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	e := newEnvWith(t, envOpts{noCoordinator: true})
+	s := e.startSecured(func(c *coordinator.Config) { c.TracerProvider = tp })
+	_, err := e.withToken(s, submitterToken).Saga.RegisterDefinition(e.ctx, &pb.RegisterDefinitionRequest{Definition: chain("traced", step("a", "pa"))})
+	require.NoError(t, err)
+	eventually(t, 10*time.Second, func() (bool, string) {
+		for _, span := range exp.GetSpans().Snapshots() {
+			if span.Name() == "sagacoord.v1.SagaService/RegisterDefinition" {
+				return attr(span, telemetry.AttrEndUserID) == "ci-bot", "enduser.id is " + attr(span, telemetry.AttrEndUserID)
+			}
+		}
+		return false, "no RegisterDefinition span yet"
+	})
 }
