@@ -20,31 +20,41 @@ const sagaColumns = `id, definition_name, definition_version, status, input, req
 
 func scanSaga(row pgx.Row) (*store.Saga, error) {
 	var (
-		sg                 store.Saga
-		status             string
-		input, state       []byte
-		wake, fin          pgtype.Timestamptz
-		createdAt, updated time.Time
+		c     stateColumns
+		sg    store.Saga
+		st    saga.State
+		input []byte
 	)
-	if err := row.Scan(&sg.ID, &sg.DefinitionName, &sg.DefinitionVersion, &status, &input, &sg.RequestHash, &state, &sg.Version, &wake, &createdAt, &updated, &fin); err != nil {
+	err := c.scan(row, "saga", &st, &c.id, &sg.DefinitionName, &sg.DefinitionVersion, &c.status, &input, &c.requestHash, &c.state, &c.version, &c.wake, &c.created, &c.updated, &c.fin)
+	if err != nil {
 		return nil, err
 	}
-	st := &saga.State{}
-	if err := json.Unmarshal(state, st); err != nil {
-		return nil, fmt.Errorf("decode state of saga %s: %w", sg.ID, err)
-	}
-	st.ID = sg.ID.String()
-	st.Status = saga.Status(status)
-	st.Input = input
-	sg.State = st
-	sg.CreatedAt, sg.UpdatedAt = createdAt, updated
-	if wake.Valid {
-		sg.WakeAt = wake.Time
-	}
-	if fin.Valid {
-		sg.FinishedAt = fin.Time
-	}
+	st.ID, st.Status, st.Input = c.id.String(), saga.Status(c.status), input
+	sg.ID, sg.State, sg.RequestHash, sg.Version = c.id, &st, c.requestHash, c.version
+	sg.WakeAt, sg.CreatedAt, sg.UpdatedAt, sg.FinishedAt = c.wake.Time, c.created, c.updated, c.fin.Time
 	return &sg, nil
+}
+
+// stateColumns are the columns that sagas and transactions share, as scanned.
+type stateColumns struct {
+	id                  uuid.UUID
+	status, requestHash string
+	state               []byte // jsonb
+	version             int64
+	wake, fin           pgtype.Timestamptz
+	created, updated    time.Time
+}
+
+// scan is scanSaga's and scanTx's: it scans row into dest, the table's columns in its order with
+// pointers into c among them, and decodes c's state into st; noun names the row in errors.
+func (c *stateColumns) scan(row pgx.Row, noun string, st any, dest ...any) error {
+	if err := row.Scan(dest...); err != nil {
+		return err
+	}
+	if err := json.Unmarshal(c.state, st); err != nil {
+		return fmt.Errorf("decode state of %s %s: %w", noun, c.id, err)
+	}
+	return nil
 }
 
 func tsOrNull(t time.Time) pgtype.Timestamptz {

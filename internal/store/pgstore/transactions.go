@@ -9,7 +9,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/sagacoord/sagacoord/internal/store"
 	"github.com/sagacoord/sagacoord/transport"
@@ -28,23 +27,17 @@ var txRows = table[*store.Tx]{
 
 func scanTx(row pgx.Row) (*store.Tx, error) {
 	var (
-		t         store.Tx
-		status    string
-		state     []byte
-		wake, fin pgtype.Timestamptz
+		c  stateColumns
+		tx twopc.Tx
 	)
-	if err := row.Scan(&t.ID, &status, &t.RequestHash, &state, &t.Version, &wake, &t.CreatedAt, &t.UpdatedAt, &fin); err != nil {
+	if err := c.scan(row, "transaction", &tx, &c.id, &c.status, &c.requestHash, &c.state, &c.version, &c.wake, &c.created, &c.updated, &c.fin); err != nil {
 		return nil, err
 	}
-	tx := &twopc.Tx{}
-	if err := json.Unmarshal(state, tx); err != nil {
-		return nil, fmt.Errorf("decode state of transaction %s: %w", t.ID, err)
-	}
-	tx.ID = t.ID.String()
-	tx.State = twopc.State(status)
-	t.Tx = tx
-	t.WakeAt, t.FinishedAt = wake.Time, fin.Time
-	return &t, nil
+	tx.ID, tx.State = c.id.String(), twopc.State(c.status)
+	return &store.Tx{
+		ID: c.id, Tx: &tx, RequestHash: c.requestHash, Version: c.version,
+		WakeAt: c.wake.Time, CreatedAt: c.created, UpdatedAt: c.updated, FinishedAt: c.fin.Time,
+	}, nil
 }
 
 // CreateTx implements store.Transactions.
