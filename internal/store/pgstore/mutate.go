@@ -16,10 +16,15 @@ import (
 
 // Mutate implements store.Sagas.
 func (s *Store) Mutate(ctx context.Context, ids []uuid.UUID, fn store.MutateFunc[*store.Saga]) ([]store.OutboxRow, error) {
+	return mutateIDs(ctx, s, sagaRows, ids, fn)
+}
+
+// mutateIDs is Mutate and MutateTx: it locks the rows of ids in id order and lets fn change them.
+func mutateIDs[T any](ctx context.Context, s *Store, t table[T], ids []uuid.UUID, fn store.MutateFunc[T]) ([]store.OutboxRow, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	_, rows, err := mutate(ctx, s, sagaRows, fn, `SELECT clock_timestamp(), `+sagaColumns+` FROM sagas WHERE id = ANY($1) ORDER BY id FOR UPDATE`, uuidArray(ids))
+	_, rows, err := mutate(ctx, s, t, fn, `SELECT clock_timestamp(), `+t.columns+` FROM `+t.name+` WHERE id = ANY($1) ORDER BY id FOR UPDATE`, uuidArray(ids))
 	return rows, err
 }
 
@@ -35,31 +40,64 @@ func uuidArray(ids []uuid.UUID) [][16]byte {
 
 // MutateDue implements store.Sagas.
 func (s *Store) MutateDue(ctx context.Context, limit int, fn store.MutateFunc[*store.Saga]) (int, []store.OutboxRow, error) {
-	if due, err := s.anyDue(ctx, "sagas"); err != nil || !due {
-		return 0, nil, err
-	}
-	return mutate(ctx, s, sagaRows, fn, `SELECT clock_timestamp(), `+sagaColumns+` FROM sagas WHERE wake_at <= now() ORDER BY wake_at LIMIT $1 FOR UPDATE SKIP LOCKED`, limit)
+	return mutateDue(ctx, s, sagaRows, limit, fn)
 }
 
-// table is what mutate needs to know about a table of state rows (sagas, transactions).
+// mutateDue is MutateDue and MutateDueTx: it locks at most limit rows whose timer is due, earliest
+// first and skipping rows others hold, and lets fn change them.
+func mutateDue[T any](ctx context.Context, s *Store, t table[T], limit int, fn store.MutateFunc[T]) (int, []store.OutboxRow, error) {
+	if due, err := s.anyDue(ctx, t.name); err != nil || !due {
+		return 0, nil, err
+	}
+	return mutate(ctx, s, t, fn, `SELECT clock_timestamp(), `+t.columns+` FROM `+t.name+` WHERE wake_at <= now() ORDER BY wake_at LIMIT $1 FOR UPDATE SKIP LOCKED`, limit)
+}
+
+// table is what mutate and get need to know about a table of state rows (sagas, transactions).
 type table[T any] struct {
-	name string
-	scan func(pgx.Row) (T, error)
-	// key returns a row's id and version.
-	key func(T) (uuid.UUID, int64)
-	// updatedAt returns when a row was last written.
-	updatedAt func(T) time.Time
-	// update queues the statement that writes rows at now with their messages (see
-	// queueWrite), and marks the rows written once it succeeded.
-	update func(b *pgx.Batch, now time.Time, rows []T, msgs []transport.Outgoing, deletes []int64, lease time.Duration, instance string, out *[]store.OutboxRow) error
+	// name is the table's, noun one row's in errors; columns are those scan reads, in its order.
+	name, noun, columns string
+	scan                func(pgx.Row) (T, error)
+	// head points at a row's id, version and updated_at, which a write changes.
+	head func(T) (id uuid.UUID, version *int64, updatedAt *time.Time)
+	// row returns the new content of a changed row.
+	row func(T) rowUpdate
 }
 
 var sagaRows = table[*store.Saga]{
-	name:      "sagas",
-	scan:      scanSaga,
-	key:       func(sg *store.Saga) (uuid.UUID, int64) { return sg.ID, sg.Version },
-	updatedAt: func(sg *store.Saga) time.Time { return sg.UpdatedAt },
-	update:    updateSagas,
+	name: "sagas", noun: "saga", columns: sagaColumns,
+	scan: scanSaga,
+	head: func(sg *store.Saga) (uuid.UUID, *int64, *time.Time) { return sg.ID, &sg.Version, &sg.UpdatedAt },
+	row: func(sg *store.Saga) rowUpdate {
+		return rowUpdate{sg.ID, string(sg.State.Status), sg.State, sg.Version, sg.WakeAt, sg.FinishedAt}
+	},
+}
+
+// key returns v's id and version.
+func (t table[T]) key(v T) (uuid.UUID, int64) {
+	id, version, _ := t.head(v)
+	return id, *version
+}
+
+// updatedAt returns when v was last written.
+func (t table[T]) updatedAt(v T) time.Time {
+	_, _, at := t.head(v)
+	return *at
+}
+
+// update queues the statement that writes changed at now with their messages (see queueWrite),
+// and marks the rows written once it succeeded.
+func (t table[T]) update(b *pgx.Batch, now time.Time, changed []T, msgs []transport.Outgoing, deletes []int64, lease time.Duration, instance string, out *[]store.OutboxRow) error {
+	rows := make([]rowUpdate, len(changed))
+	for i, v := range changed {
+		rows[i] = t.row(v)
+	}
+	return queueWrite(b, write{now: now, table: t.name, rows: rows, msgs: msgs, deletes: deletes, lease: lease, instance: instance, out: out}, func() {
+		for _, v := range changed {
+			_, version, at := t.head(v)
+			*version++
+			*at = now
+		}
+	})
 }
 
 // anyDue reports whether a row of the table (a constant, never outside input) has a timer due:
@@ -174,19 +212,6 @@ type scanPrefix struct {
 
 func (p scanPrefix) Scan(dest ...any) error {
 	return p.rows.Scan(append([]any{p.now}, dest...)...)
-}
-
-func updateSagas(b *pgx.Batch, now time.Time, changed []*store.Saga, msgs []transport.Outgoing, deletes []int64, lease time.Duration, instance string, out *[]store.OutboxRow) error {
-	rows := make([]rowUpdate, len(changed))
-	for i, sg := range changed {
-		rows[i] = rowUpdate{sg.ID, string(sg.State.Status), sg.State, sg.Version, sg.WakeAt, sg.FinishedAt}
-	}
-	return queueWrite(b, write{now: now, table: "sagas", rows: rows, msgs: msgs, deletes: deletes, lease: lease, instance: instance, out: out}, func() {
-		for _, sg := range changed {
-			sg.Version++
-			sg.UpdatedAt = now
-		}
-	})
 }
 
 // rowUpdate is the new content of one state row (a saga or a transaction).

@@ -291,16 +291,34 @@ type errSameBatch int
 
 func (e errSameBatch) Error() string { return "the same saga id twice in one batch" }
 
+// querier runs a query that returns one row: the pool, or a transaction.
+type querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// read returns the row of id as q sees it, or pgx.ErrNoRows.
+func (t table[T]) read(ctx context.Context, q querier, id uuid.UUID) (T, error) {
+	return t.scan(q.QueryRow(ctx, `SELECT `+t.columns+` FROM `+t.name+` WHERE id = $1`, id))
+}
+
+// get is GetSaga and GetTx: the row of id, or store.ErrNotFound.
+func get[T any](ctx context.Context, s *Store, t table[T], id uuid.UUID) (T, error) {
+	v, err := t.read(ctx, s.pool, id)
+	switch {
+	case err == nil:
+		return v, nil
+	case errors.Is(err, pgx.ErrNoRows):
+		err = fmt.Errorf("%s %s: %w", t.noun, id, store.ErrNotFound)
+	default:
+		err = fmt.Errorf("get %s %s: %w", t.noun, id, err)
+	}
+	var zero T
+	return zero, err
+}
+
 // GetSaga implements store.Sagas.
 func (s *Store) GetSaga(ctx context.Context, id uuid.UUID) (*store.Saga, error) {
-	sg, err := scanSaga(s.pool.QueryRow(ctx, `SELECT `+sagaColumns+` FROM sagas WHERE id = $1`, id))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("saga %s: %w", id, store.ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("get saga %s: %w", id, err)
-	}
-	return sg, nil
+	return get(ctx, s, sagaRows, id)
 }
 
 // ListSagas implements store.Sagas.

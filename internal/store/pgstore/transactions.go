@@ -3,7 +3,6 @@ package pgstore
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 
@@ -11,18 +10,18 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/sagacoord/sagacoord/internal/store"
-	"github.com/sagacoord/sagacoord/transport"
 	"github.com/sagacoord/sagacoord/twopc"
 )
 
 const txColumns = `id, status, request_hash, state, version, wake_at, created_at, updated_at, finished_at`
 
 var txRows = table[*store.Tx]{
-	name:      "transactions",
-	scan:      scanTx,
-	key:       func(tx *store.Tx) (uuid.UUID, int64) { return tx.ID, tx.Version },
-	updatedAt: func(tx *store.Tx) time.Time { return tx.UpdatedAt },
-	update:    updateTxs,
+	name: "transactions", noun: "transaction", columns: txColumns,
+	scan: scanTx,
+	head: func(t *store.Tx) (uuid.UUID, *int64, *time.Time) { return t.ID, &t.Version, &t.UpdatedAt },
+	row: func(t *store.Tx) rowUpdate {
+		return rowUpdate{t.ID, string(t.Tx.State), t.Tx, t.Version, t.WakeAt, t.FinishedAt}
+	},
 }
 
 func scanTx(row pgx.Row) (*store.Tx, error) {
@@ -69,7 +68,7 @@ func (s *Store) CreateTx(ctx context.Context, id uuid.UUID, build func(now time.
 			return err
 		}
 		if tag.RowsAffected() == 0 {
-			out, err = scanTx(tx.QueryRow(ctx, `SELECT `+txColumns+` FROM transactions WHERE id = $1`, id))
+			out, err = txRows.read(ctx, tx, id)
 			return err
 		}
 		if rows, err = s.insertOutbox(ctx, tx, ch.Messages); err != nil {
@@ -87,14 +86,7 @@ func (s *Store) CreateTx(ctx context.Context, id uuid.UUID, build func(now time.
 
 // GetTx implements store.Transactions.
 func (s *Store) GetTx(ctx context.Context, id uuid.UUID) (*store.Tx, error) {
-	t, err := scanTx(s.pool.QueryRow(ctx, `SELECT `+txColumns+` FROM transactions WHERE id = $1`, id))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("transaction %s: %w", id, store.ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("get transaction %s: %w", id, err)
-	}
-	return t, nil
+	return get(ctx, s, txRows, id)
 }
 
 // ListTx implements store.Transactions.
@@ -114,30 +106,10 @@ func (s *Store) ListTx(ctx context.Context, f store.TxFilter) ([]*store.Tx, erro
 
 // MutateTx implements store.Transactions.
 func (s *Store) MutateTx(ctx context.Context, ids []uuid.UUID, fn store.MutateFunc[*store.Tx]) ([]store.OutboxRow, error) {
-	if len(ids) == 0 {
-		return nil, nil
-	}
-	_, rows, err := mutate(ctx, s, txRows, fn, `SELECT clock_timestamp(), `+txColumns+` FROM transactions WHERE id = ANY($1) ORDER BY id FOR UPDATE`, uuidArray(ids))
-	return rows, err
+	return mutateIDs(ctx, s, txRows, ids, fn)
 }
 
 // MutateDueTx implements store.Transactions.
 func (s *Store) MutateDueTx(ctx context.Context, limit int, fn store.MutateFunc[*store.Tx]) (int, []store.OutboxRow, error) {
-	if due, err := s.anyDue(ctx, "transactions"); err != nil || !due {
-		return 0, nil, err
-	}
-	return mutate(ctx, s, txRows, fn, `SELECT clock_timestamp(), `+txColumns+` FROM transactions WHERE wake_at <= now() ORDER BY wake_at LIMIT $1 FOR UPDATE SKIP LOCKED`, limit)
-}
-
-func updateTxs(b *pgx.Batch, now time.Time, changed []*store.Tx, msgs []transport.Outgoing, deletes []int64, lease time.Duration, instance string, out *[]store.OutboxRow) error {
-	rows := make([]rowUpdate, len(changed))
-	for i, t := range changed {
-		rows[i] = rowUpdate{t.ID, string(t.Tx.State), t.Tx, t.Version, t.WakeAt, t.FinishedAt}
-	}
-	return queueWrite(b, write{now: now, table: "transactions", rows: rows, msgs: msgs, deletes: deletes, lease: lease, instance: instance, out: out}, func() {
-		for _, t := range changed {
-			t.Version++
-			t.UpdatedAt = now
-		}
-	})
+	return mutateDue(ctx, s, txRows, limit, fn)
 }
