@@ -1,6 +1,7 @@
 package memstore
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -40,10 +41,44 @@ type codec[T any] struct {
 	encode      func(v T) (row, error)
 	checkInsert func(r *row) error
 	decode      func(r *row) (T, error)
-	// key returns v's id and version; ok is false for a nil v.
-	key func(v T) (id uuid.UUID, version int64, ok bool)
-	// stamp records on v, the caller's, what a committed write did to its row.
-	stamp func(v T, id uuid.UUID, version int64, created, updated time.Time)
+	// head points at v's id, version and times, which the store keeps; ok is false for a nil v.
+	head func(v T) (h head, ok bool)
+}
+
+// head points at the fields of a caller's saga or transaction that the store sets.
+type head struct {
+	id               *uuid.UUID
+	version          *int64
+	created, updated *time.Time
+}
+
+// headOf returns a codec's head from f, which points into a v that is not nil.
+func headOf[V any](f func(v *V) head) func(v *V) (head, bool) {
+	return func(v *V) (head, bool) {
+		if v == nil {
+			return head{}, false
+		}
+		return f(v), true
+	}
+}
+
+// key returns v's id and version; ok is false for a nil v.
+func (c codec[T]) key(v T) (id uuid.UUID, version int64, ok bool) {
+	h, ok := c.head(v)
+	if !ok {
+		return uuid.Nil, 0, false
+	}
+	return *h.id, *h.version, true
+}
+
+// stamp records on v, the caller's, what a committed write did to its row; a zero created
+// leaves its creation time alone.
+func (c codec[T]) stamp(v T, id uuid.UUID, version int64, created, updated time.Time) {
+	h, _ := c.head(v)
+	*h.id, *h.version, *h.updated = id, version, updated
+	if !created.IsZero() {
+		*h.created = created
+	}
 }
 
 var errNoState = errors.New("no state")
@@ -86,18 +121,7 @@ var sagaCodec = codec[*store.Saga]{
 			WakeAt: r.wakeAt, CreatedAt: r.createdAt, UpdatedAt: r.updatedAt, FinishedAt: r.finishedAt,
 		}, nil
 	},
-	key: func(sg *store.Saga) (uuid.UUID, int64, bool) {
-		if sg == nil {
-			return uuid.Nil, 0, false
-		}
-		return sg.ID, sg.Version, true
-	},
-	stamp: func(sg *store.Saga, id uuid.UUID, version int64, created, updated time.Time) {
-		sg.ID, sg.Version, sg.UpdatedAt = id, version, updated
-		if !created.IsZero() {
-			sg.CreatedAt = created
-		}
-	},
+	head: headOf(func(sg *store.Saga) head { return head{&sg.ID, &sg.Version, &sg.CreatedAt, &sg.UpdatedAt} }),
 }
 
 var txCodec = codec[*store.Tx]{
@@ -122,18 +146,16 @@ var txCodec = codec[*store.Tx]{
 			WakeAt: r.wakeAt, CreatedAt: r.createdAt, UpdatedAt: r.updatedAt, FinishedAt: r.finishedAt,
 		}, nil
 	},
-	key: func(t *store.Tx) (uuid.UUID, int64, bool) {
-		if t == nil {
-			return uuid.Nil, 0, false
-		}
-		return t.ID, t.Version, true
-	},
-	stamp: func(t *store.Tx, id uuid.UUID, version int64, created, updated time.Time) {
-		t.ID, t.Version, t.UpdatedAt = id, version, updated
-		if !created.IsZero() {
-			t.CreatedAt = created
-		}
-	},
+	head: headOf(func(t *store.Tx) head { return head{&t.ID, &t.Version, &t.CreatedAt, &t.UpdatedAt} }),
+}
+
+// mutateIDs is Mutate and MutateTx: it locks the rows of t with ids and lets fn change them.
+func mutateIDs[T any](ctx context.Context, s *Store, t *table[T], ids []uuid.UUID, fn store.MutateFunc[T]) ([]store.OutboxRow, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	_, rows, err := mutate(ctx, s, t, byIDs(s, t, ids), fn)
+	return rows, err
 }
 
 // encodeState fills the columns a mutation writes: the state as jsonb, the status, the times.

@@ -146,11 +146,7 @@ func (s *Store) ListSagas(ctx context.Context, f store.ListFilter) ([]*store.Sag
 
 // Mutate implements store.Sagas.
 func (s *Store) Mutate(ctx context.Context, ids []uuid.UUID, fn store.MutateFunc[*store.Saga]) ([]store.OutboxRow, error) {
-	if len(ids) == 0 {
-		return nil, nil
-	}
-	_, rows, err := mutate(ctx, s, s.sagas, byIDs(s, s.sagas, ids), fn)
-	return rows, err
+	return mutateIDs(ctx, s, s.sagas, ids, fn)
 }
 
 // MutateDue implements store.Sagas.

@@ -86,11 +86,7 @@ func (s *Store) ListTx(ctx context.Context, f store.TxFilter) ([]*store.Tx, erro
 
 // MutateTx implements store.Transactions.
 func (s *Store) MutateTx(ctx context.Context, ids []uuid.UUID, fn store.MutateFunc[*store.Tx]) ([]store.OutboxRow, error) {
-	if len(ids) == 0 {
-		return nil, nil
-	}
-	_, rows, err := mutate(ctx, s, s.txs, byIDs(s, s.txs, ids), fn)
-	return rows, err
+	return mutateIDs(ctx, s, s.txs, ids, fn)
 }
 
 // MutateDueTx implements store.Transactions.
