@@ -22,19 +22,31 @@ var (
 	compensatedFirstJSON = refusalJSON(compensatedFirst)
 )
 
-// result is what the barrier decided for one saga step command.
-type result struct {
-	reply protocol.StepReply
+// verdict is what the barrier decided for one command besides its reply, alike for a saga step
+// and a transaction command.
+type verdict struct {
 	// committed: this delivery committed a new barrier decision (not a duplicate, not a retry).
 	committed bool
 	// duplicate: the reply was read from the barrier; no handler ran.
 	duplicate bool
 	// handlerRan: the handler was called.
 	handlerRan bool
-	// cause is the handler error behind a failed or retry reply, for the log.
+	// cause is the handler error behind a failed, retried or requeued command, for the log.
 	cause error
-	// final: the saga is final; nothing was decided and no reply is due (decision.final).
+	// final: the saga or transaction is final; nothing was decided and no reply is due
+	// (decision.final).
 	final bool
+}
+
+// verdict returns what d decided besides its reply.
+func (d decision) verdict() verdict {
+	return verdict{committed: d.committed, duplicate: d.duplicate, handlerRan: d.handlerRan, cause: d.cause, final: d.final}
+}
+
+// result is what the barrier decided for one saga step command.
+type result struct {
+	reply protocol.StepReply
+	verdict
 }
 
 // runStep applies cmd through the barrier in a transaction of its own. An error is an
@@ -60,7 +72,7 @@ func (b *barrier) decideStep(ctx context.Context, t *localTx, cmd *protocol.Step
 	if err != nil {
 		return result{}, err
 	}
-	res := result{reply: protocol.StepReply(d.reply), committed: d.committed, duplicate: d.duplicate, handlerRan: d.handlerRan, cause: d.cause, final: d.final}
+	res := result{reply: protocol.StepReply(d.reply), verdict: d.verdict()}
 	if d.transient {
 		// No barrier row is kept, so the coordinator's retry runs the handler again.
 		res.reply = retryReply(d.cause)
@@ -78,15 +90,25 @@ func (b *barrier) actionRules(cmd *protocol.StepCommand, h Handler) kindRules {
 		limit:   handlerLimit(cmd.Timeout(), b.handlerTimeout),
 		late:    stepTimedOut,
 		call:    stepCall(cmd, h),
-		keep: func(out json.RawMessage, herr error, _ *batch) (storedReply, bool) {
-			switch {
-			case herr == nil:
-				return storedReply{Outcome: protocol.OutcomeSucceeded, Output: out}, true
-			case IsBusiness(herr):
-				return storedReply{Outcome: protocol.OutcomeFailed, Error: truncate(herr.Error())}, true
+		keep:    keepLasting(protocol.OutcomeSucceeded, protocol.OutcomeFailed, nil),
+	}
+}
+
+// keepLasting is the keep of a handler that runs once with a lasting effect, an action or a
+// PREPARE: success stores ok with the output, after queuing onOK's statements (when given) in the
+// last batch; a business failure stores failed with its error; any other failure keeps nothing.
+func keepLasting(ok, failed protocol.Outcome, onOK func(last *batch)) func(json.RawMessage, error, *batch) (storedReply, bool) {
+	return func(out json.RawMessage, herr error, last *batch) (storedReply, bool) {
+		switch {
+		case herr == nil:
+			if onOK != nil {
+				onOK(last)
 			}
-			return storedReply{}, false
-		},
+			return storedReply{Outcome: ok, Output: out}, true
+		case IsBusiness(herr):
+			return storedReply{Outcome: failed, Error: truncate(herr.Error())}, true
+		}
+		return storedReply{}, false
 	}
 }
 

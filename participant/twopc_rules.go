@@ -31,18 +31,10 @@ var (
 // twopcResult is what the barrier decided for one transaction command.
 type twopcResult struct {
 	reply protocol.TxReply
-	// committed: this delivery committed a new barrier decision.
-	committed bool
-	// duplicate: the reply was read from the barrier; no handler ran.
-	duplicate bool
-	// final: the transaction is final; nothing was decided and no reply is due (decision.final).
-	final bool
-	// handlerRan: a handler was called.
-	handlerRan bool
+	verdict
 	// requeue: the handler failed transiently; everything was rolled back and nothing is
 	// replied. cause says why.
 	requeue bool
-	cause   error
 }
 
 // violationError is a command that the protocol rules out (a COMMIT without a YES, an ABORT after
@@ -78,10 +70,7 @@ func (b *barrier) runTwoPC(ctx context.Context, cmd *protocol.TxCommand, h *TxHa
 	if err != nil {
 		return twopcResult{}, err
 	}
-	return twopcResult{
-		reply:     protocol.TxReply{Outcome: d.reply.Outcome, Error: d.reply.Error},
-		committed: d.committed, duplicate: d.duplicate, handlerRan: d.handlerRan, requeue: d.transient, cause: d.cause, final: d.final,
-	}, nil
+	return twopcResult{reply: protocol.TxReply{Outcome: d.reply.Outcome, Error: d.reply.Error}, verdict: d.verdict(), requeue: d.transient}, nil
 }
 
 // prepareRules are the rules of a PREPARE: Prepare runs once with a lasting effect, unless the
@@ -93,17 +82,8 @@ func (b *barrier) prepareRules(cmd *protocol.TxCommand, h TxHandler) kindRules {
 		attempt: cmd.Attempt,
 		limit:   handlerLimit(cmd.Timeout(), b.handlerTimeout),
 		late:    prepareTimedOut,
-		call:    twopcCall(cmd, h, nil),
-		keep: func(_ json.RawMessage, herr error, last *batch) (storedReply, bool) {
-			switch {
-			case herr == nil:
-				b.recordPrepared(last, cmd)
-				return storedReply{Outcome: protocol.OutcomeVoteYes}, true
-			case IsBusiness(herr):
-				return storedReply{Outcome: protocol.OutcomeVoteNo, Error: truncate(herr.Error())}, true
-			}
-			return storedReply{}, false
-		},
+		call:    twopcCall(cmd, h, nil), // no output: the stored vote has none
+		keep:    keepLasting(protocol.OutcomeVoteYes, protocol.OutcomeVoteNo, func(last *batch) { b.recordPrepared(last, cmd) }),
 	}
 }
 
