@@ -76,10 +76,17 @@ func (e *Engine) settleSaga(sg *store.Saga, now time.Time) {
 	if !wake.IsZero() && sg.WakeAt.After(now) && sg.WakeAt.Before(wake) {
 		wake = sg.WakeAt
 	}
-	sg.WakeAt = wake
-	e.wakeSoon(sg.WakeAt, now)
-	if sg.State.Status.Terminal() && sg.FinishedAt.IsZero() {
-		sg.FinishedAt = now
+	e.settleTimes(&sg.WakeAt, &sg.FinishedAt, wake, sg.State.Status.Terminal(), now)
+}
+
+// settleTimes is the end of settleSaga and settleTx: it sets a changed row's wake_at to wake,
+// kicks the timer loop when that is soon, and sets finished_at at now the first time the row is
+// terminal.
+func (e *Engine) settleTimes(wakeAt, finishedAt *time.Time, wake time.Time, terminal bool, now time.Time) {
+	*wakeAt = wake
+	e.wakeSoon(wake, now)
+	if terminal && finishedAt.IsZero() {
+		*finishedAt = now
 	}
 }
 

@@ -77,11 +77,7 @@ func decidedCommit(evs []twopc.Event) bool {
 
 // settleTx sets the derived columns of a transaction its events changed.
 func (e *Engine) settleTx(t *store.Tx, now time.Time) {
-	t.WakeAt = machine2PC.WakeAt(t.Tx)
-	e.wakeSoon(t.WakeAt, now)
-	if t.Tx.State.Terminal() && t.FinishedAt.IsZero() {
-		t.FinishedAt = now
-	}
+	e.settleTimes(&t.WakeAt, &t.FinishedAt, machine2PC.WakeAt(t.Tx), t.Tx.State.Terminal(), now)
 }
 
 // txCommands encodes the messages of transaction commands.
