@@ -4,7 +4,6 @@ import (
 	"context"
 
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
@@ -41,47 +40,44 @@ func (o *observer) attempt(ctx context.Context, sg *store.Saga, def *saga.Defini
 		o.log.Debug("step attempt ended", "saga_id", sg.ID, "step", step.Name, "kind", a.Kind, "attempt", a.Attempt,
 			"outcome", a.Outcome, "err", a.Err, "trace_id", telemetry.TraceID(sg.State.Trace))
 	}
-	if o.tracer == nil || sg.State.Trace == "" {
+	if !o.tracing(sg.State.Trace) {
 		return
 	}
-	pctx, ok := spanParent(sg.State.Trace, sagaSpanID(sg.ID), attemptSpanID(sg.State.ID, a.Step, a.Kind, a.Attempt))
-	if !ok {
-		return
-	}
-	attrs := []attribute.KeyValue{
-		telemetry.AttrSagaID.String(sg.State.ID), telemetry.AttrDefinition.String(sg.DefinitionName),
-		telemetry.AttrStep.String(step.Name), telemetry.AttrStepIndex.Int(a.Step), telemetry.AttrKind.String(string(a.Kind)),
-		telemetry.AttrAttempt.Int(a.Attempt), telemetry.AttrOutcome.String(string(a.Outcome)), telemetry.AttrParticipant.String(step.Participant),
+	span := pastSpan{
+		traceparent: sg.State.Trace, parent: sagaSpanID(sg.ID), id: attemptSpanID(sg.State.ID, a.Step, a.Kind, a.Attempt),
+		name: step.Name + " " + string(a.Kind), kind: trace.SpanKindProducer, start: a.Start, end: a.End,
+		attrs: []attribute.KeyValue{
+			telemetry.AttrSagaID.String(sg.State.ID), telemetry.AttrDefinition.String(sg.DefinitionName),
+			telemetry.AttrStep.String(step.Name), telemetry.AttrStepIndex.Int(a.Step), telemetry.AttrKind.String(string(a.Kind)),
+			telemetry.AttrAttempt.Int(a.Attempt), telemetry.AttrOutcome.String(string(a.Outcome)), telemetry.AttrParticipant.String(step.Participant),
+		},
 	}
 	if a.AnsweredBy != 0 {
-		attrs = append(attrs, attribute.Int("saga.answered_by_attempt", a.AnsweredBy))
+		span.attrs = append(span.attrs, attribute.Int("saga.answered_by_attempt", a.AnsweredBy))
 	}
-	_, span := o.tracer.Start(pctx, step.Name+" "+string(a.Kind), trace.WithSpanKind(trace.SpanKindProducer),
-		trace.WithTimestamp(a.Start), trace.WithAttributes(attrs...))
 	if a.Outcome != protocol.OutcomeSucceeded {
-		span.SetStatus(codes.Error, string(a.Outcome)+": "+a.Err)
+		span.failure = string(a.Outcome) + ": " + a.Err
 	}
-	span.End(trace.WithTimestamp(a.End))
+	o.emit(span)
 }
 
 func (o *observer) status(ctx context.Context, sg *store.Saga, s saga.StatusChanged) {
 	o.statusMetricsAndLog(ctx, sg, s)
-	if !s.To.Terminal() || o.tracer == nil || sg.State.Trace == "" {
+	if !s.To.Terminal() || !o.tracing(sg.State.Trace) {
 		return
 	}
-	pctx, ok := spanParent(sg.State.Trace, trace.SpanID{}, sagaSpanID(sg.ID))
-	if !ok {
-		return
-	}
-	_, span := o.tracer.Start(pctx, "saga "+sg.DefinitionName, trace.WithSpanKind(trace.SpanKindInternal),
-		trace.WithTimestamp(sg.CreatedAt), trace.WithAttributes(
+	span := pastSpan{
+		traceparent: sg.State.Trace, id: sagaSpanID(sg.ID), name: "saga " + sg.DefinitionName, kind: trace.SpanKindInternal,
+		start: sg.CreatedAt, end: s.At,
+		attrs: []attribute.KeyValue{
 			telemetry.AttrSagaID.String(sg.State.ID), telemetry.AttrDefinition.String(sg.DefinitionName),
 			attribute.Int("saga.definition.version", sg.DefinitionVersion), telemetry.AttrStatus.String(string(s.To)),
-		))
-	if s.To == saga.StatusCompensated {
-		span.SetStatus(codes.Error, "compensated: "+sg.State.Reason)
+		},
 	}
-	span.End(trace.WithTimestamp(s.At))
+	if s.To == saga.StatusCompensated {
+		span.failure = "compensated: " + sg.State.Reason
+	}
+	o.emit(span)
 }
 
 func (o *observer) statusMetricsAndLog(ctx context.Context, sg *store.Saga, s saga.StatusChanged) {

@@ -72,35 +72,66 @@ func (o *observer) prepareSpan(t *store.Tx, i int, outcome string, failed bool, 
 
 // txSpan emits a span that is a child of the transaction's span.
 func (o *observer) txSpan(t *store.Tx, name string, id trace.SpanID, start, end time.Time, outcome string, failed bool, attrs ...attribute.KeyValue) {
-	if o.tracer == nil || t.Tx.Trace == "" {
+	if !o.tracing(t.Tx.Trace) {
 		return
 	}
-	ctx, ok := spanParent(t.Tx.Trace, txSpanID(t.Tx.ID), id)
-	if !ok {
-		return
+	s := pastSpan{
+		traceparent: t.Tx.Trace, parent: txSpanID(t.Tx.ID), id: id, name: name, kind: trace.SpanKindProducer, start: start, end: end,
+		attrs: append(attrs, telemetry.AttrTxID.String(t.Tx.ID), telemetry.AttrOutcome.String(outcome)),
 	}
-	attrs = append(attrs, telemetry.AttrTxID.String(t.Tx.ID), telemetry.AttrOutcome.String(outcome))
-	_, s := o.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindProducer), trace.WithTimestamp(start), trace.WithAttributes(attrs...))
 	if failed {
-		s.SetStatus(codes.Error, outcome)
+		s.failure = outcome
 	}
-	s.End(trace.WithTimestamp(end))
+	o.emit(s)
 }
 
 // transactionSpan emits the transaction's own span when it ends.
 func (o *observer) transactionSpan(t *store.Tx, s twopc.StateChanged) {
-	if o.tracer == nil || t.Tx.Trace == "" {
+	if !o.tracing(t.Tx.Trace) {
 		return
 	}
-	ctx, ok := spanParent(t.Tx.Trace, trace.SpanID{}, txSpanID(t.Tx.ID))
+	span := pastSpan{
+		traceparent: t.Tx.Trace, id: txSpanID(t.Tx.ID), name: "transaction", kind: trace.SpanKindInternal, start: t.CreatedAt, end: s.At,
+		attrs: []attribute.KeyValue{telemetry.AttrTxID.String(t.Tx.ID), telemetry.AttrTxState.String(string(s.To)),
+			attribute.Int("tx.participants", len(t.Tx.Participants))},
+	}
+	if s.To == twopc.StateAborted {
+		span.failure = "aborted: " + t.Tx.Reason
+	}
+	o.emit(span)
+}
+
+// pastSpan is a span that the coordinator emits after the fact, saga and transaction spans alike:
+// span id in the trace of traceparent, a child of parent (of traceparent's own span when zero).
+type pastSpan struct {
+	traceparent string
+	parent, id  trace.SpanID
+	name        string
+	kind        trace.SpanKind
+	start, end  time.Time
+	// failure, when not empty, is the span's error status.
+	failure string
+	attrs   []attribute.KeyValue
+}
+
+// tracing reports whether spans in the trace of traceparent are emitted: there is a tracer and a
+// trace. Callers check it before they build a pastSpan, which costs allocations.
+func (o *observer) tracing(traceparent string) bool {
+	return o.tracer != nil && traceparent != ""
+}
+
+// emit emits s, unless there is no tracer or s's traceparent does not parse.
+func (o *observer) emit(s pastSpan) {
+	if !o.tracing(s.traceparent) {
+		return
+	}
+	ctx, ok := spanParent(s.traceparent, s.parent, s.id)
 	if !ok {
 		return
 	}
-	_, span := o.tracer.Start(ctx, "transaction", trace.WithSpanKind(trace.SpanKindInternal), trace.WithTimestamp(t.CreatedAt),
-		trace.WithAttributes(telemetry.AttrTxID.String(t.Tx.ID), telemetry.AttrTxState.String(string(s.To)),
-			attribute.Int("tx.participants", len(t.Tx.Participants))))
-	if s.To == twopc.StateAborted {
-		span.SetStatus(codes.Error, "aborted: "+t.Tx.Reason)
+	_, span := o.tracer.Start(ctx, s.name, trace.WithSpanKind(s.kind), trace.WithTimestamp(s.start), trace.WithAttributes(s.attrs...))
+	if s.failure != "" {
+		span.SetStatus(codes.Error, s.failure)
 	}
-	span.End(trace.WithTimestamp(s.At))
+	span.End(trace.WithTimestamp(s.end))
 }
