@@ -221,6 +221,10 @@ func (c *Coordinator) listen(grpcOpts []grpc.ServerOption) error {
 		c.debug = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go func() { _ = c.debug.Serve(dl) }()
 	}
+	// The limits go last: they count per caller, whom the options before them identify.
+	grpcOpts = append(grpcOpts, server.NewLimiter(server.Limits{
+		Rate: cfg.RateLimit, Burst: cfg.RateBurst, WatchesPerCaller: cfg.MaxWatchesPerCaller, Watches: cfg.MaxWatches,
+	}).ServerOptions()...)
 	c.grpc = server.NewGRPCServer(&server.SagaService{Engine: c.engine, Logger: log}, &server.TwoPCService{Engine: c.engine, Logger: log}, grpcOpts...)
 	go func() { c.served <- c.grpc.Serve(c.lis) }()
 	return nil
