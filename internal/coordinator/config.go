@@ -32,7 +32,8 @@ type Config struct {
 	QueueType string
 	// Migrate applies pending migrations at start instead of refusing to serve.
 	Migrate bool
-	// MaxPayloadBytes bounds a saga's input (engine.Config.MaxPayloadBytes).
+	// MaxPayloadBytes bounds a saga's input and a transaction's payloads
+	// (engine.Config.MaxPayloadBytes, at most engine.MaxPayloadLimit).
 	MaxPayloadBytes int
 	// DBMaxConns sizes the pool. Default 16.
 	DBMaxConns int32
