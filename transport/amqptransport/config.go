@@ -4,10 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/sagacoord/sagacoord/internal/secrets"
 )
 
 // Queue types accepted by Config.QueueType.
@@ -135,10 +136,4 @@ func (c Config) validate() error {
 
 // redactURL returns rawURL with its password masked, or a placeholder when it does not parse
 // (an unparseable URL might still contain a password).
-func redactURL(rawURL string) string {
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		return "(unparseable URL)"
-	}
-	return u.Redacted()
-}
+func redactURL(rawURL string) string { return secrets.Redact(rawURL) }
