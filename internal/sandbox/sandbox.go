@@ -8,7 +8,7 @@
 //   - rabbit.go: a RabbitMQ node with a TLS listener alone, users and permissions loaded at boot.
 //
 // As root, the servers run as the postgres and rabbitmq users, which must be able to reach the
-// directory: give a directory under /tmp (os.MkdirTemp), not under a private home.
+// directory: make it with MkdirTemp, not under a private home.
 package sandbox
 
 import (
@@ -29,6 +29,20 @@ var ErrMissing = errors.New("sandbox: server binaries missing")
 
 // DefaultPostgresBin is where the PostgreSQL 15 server binaries are on the team's machines.
 const DefaultPostgresBin = "/usr/lib/postgresql/15/bin"
+
+// MkdirTemp makes a directory in the system's temp directory that the servers' system users can
+// reach (os.MkdirTemp's are private to their owner). The caller removes it.
+func MkdirTemp(prefix string) (string, error) {
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		return "", fmt.Errorf("sandbox: make a directory: %w", err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		_ = os.RemoveAll(dir)
+		return "", fmt.Errorf("sandbox: make a directory: %w", err)
+	}
+	return dir, nil
+}
 
 func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")

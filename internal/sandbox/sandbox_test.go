@@ -15,13 +15,11 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// tempDir is a directory the servers' system users can reach (t.TempDir's parent is private to
-// root); it is removed when the test ends.
+// tempDir is a directory the servers' system users can reach, removed when the test ends.
 func tempDir(t *testing.T) string {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "sagacoord-sandbox-")
+	dir, err := MkdirTemp("sagacoord-sandbox-")
 	require.NoError(t, err)
-	require.NoError(t, os.Chmod(dir, 0o755))
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	return dir
 }
