@@ -98,7 +98,9 @@ func registerFlags(fs *pflag.FlagSet, o *options) {
 	fs.StringVar(&o.otlpEndpoint, "otlp-endpoint", "", "export traces with OTLP over gRPC to this host:port or URL, e.g. http://jaeger:4317; empty: no tracing")
 	fs.StringVar(&o.metricsAddr, "metrics-listen", "", "serve Prometheus metrics on http://ADDR/metrics, e.g. 127.0.0.1:9465; empty: no metrics")
 	cmdline.Env(fs, "database-url", "SAGACOORD_DATABASE_URL")
+	cmdline.FileFlag(fs, "database-url", "SAGACOORD_DATABASE_URL_FILE")
 	cmdline.Env(fs, "amqp-url", "SAGACOORD_AMQP_URL")
+	cmdline.FileFlag(fs, "amqp-url", "SAGACOORD_AMQP_URL_FILE")
 	cmdline.Env(fs, "queue-type", "SAGACOORD_QUEUE_TYPE")
 	// The OpenTelemetry SDKs' own variable, so one setting serves every process.
 	cmdline.Env(fs, "otlp-endpoint", "OTEL_EXPORTER_OTLP_ENDPOINT")
