@@ -129,7 +129,7 @@ func (t *Transport) declareQueue(ch *amqp.Channel, name string, args amqp.Table)
 func explainDeclareError(err error) error {
 	var amqpErr *amqp.Error
 	if errors.As(err, &amqpErr) && amqpErr.Code == amqp.AccessRefused {
-		return fmt.Errorf("%w (grant the user configure, write and read permissions on the vhost)", err)
+		return fmt.Errorf("%w (grant the user configure, write and read permissions on what it declares; a participant whose user may not declare leaves it to the coordinator with participant.Config.SkipDeclare: docs/security.md)", err)
 	}
 	return err
 }
