@@ -13,6 +13,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/sagacoord/sagacoord/internal/sandbox"
 	"github.com/sagacoord/sagacoord/internal/testenv"
 	"github.com/sagacoord/sagacoord/participant"
 	"github.com/sagacoord/sagacoord/protocol"
@@ -108,6 +109,14 @@ func requireRefused(t *testing.T, err error, what string) {
 func TestLeastPrivilegeLayout(t *testing.T) {
 	t.Parallel()
 	perms := securityDocPermissions(t)
+	// The sandbox's layout, which the TLS tests and make demo-tls use, is the page's.
+	for user, want := range map[string]sandbox.Permission{
+		"sagacoord-coordinator": sandbox.CoordinatorPermission("sagacoord-coordinator", "sagacoord"),
+		"bank-a":                sandbox.ParticipantPermission("bank-a", "sagacoord", "bank-a"),
+		"bank-b":                sandbox.ParticipantPermission("bank-b", "sagacoord", "bank-b"),
+	} {
+		require.Equal(t, permission{want.Configure, want.Write, want.Read}, perms[user], "sandbox's permission of %s", user)
+	}
 	e := newEnv(t) // the schema, the effects table and a vhost; its guest transports stay unused
 	vhostURL := testenv.VHost(t)
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)

@@ -21,7 +21,8 @@ import (
 )
 
 // The broker users of TestEveryLinkOverTLS, with the permissions of docs/security.md's layout
-// (TestLeastPrivilegeLayout checks those against the page).
+// (sandbox.CoordinatorPermission and ParticipantPermission, which TestLeastPrivilegeLayout checks
+// against the page).
 const (
 	tlsVHost       = "sagacoord"
 	tlsCoordinator = "sagacoord-coordinator"
@@ -94,12 +95,8 @@ func (lab *tlsLab) definitions(participants []string) sandbox.Definitions {
 		VHosts: []string{tlsVHost},
 		Users:  []sandbox.User{{Name: tlsCoordinator, Password: lab.coordinatorPassword}, {Name: tlsSim, Password: lab.participantsPassword}},
 		Permissions: []sandbox.Permission{
-			{User: tlsCoordinator, VHost: tlsVHost,
-				Configure: `^sagacoord\.(commands|replies|dead|dead\.letters|coordinator\.replies|participant\..+)$`,
-				Write:     `^sagacoord\.(commands|dead|dead\.letters|coordinator\.replies|participant\..+)$`,
-				Read:      `^sagacoord\.(commands|replies|dead|coordinator\.replies|participant\..+)$`},
-			{User: tlsSim, VHost: tlsVHost, Configure: `^$`, Write: `^sagacoord\.replies$`,
-				Read: `^sagacoord\.participant\.(` + strings.ReplaceAll(strings.Join(participants, "|"), ".", `\.`) + `)$`},
+			sandbox.CoordinatorPermission(tlsCoordinator, tlsVHost),
+			sandbox.ParticipantPermission(tlsSim, tlsVHost, participants...),
 		},
 	}
 }
