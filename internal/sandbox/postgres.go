@@ -26,8 +26,9 @@ type PostgresConfig struct {
 	ClientCert bool
 }
 
-// Postgres is a running sandbox PostgreSQL: TCP on 127.0.0.1 only, TLS only (pg_hba.conf
-// rejects every connection without it), scram-sha-256 passwords.
+// Postgres is a running sandbox PostgreSQL: TCP on 127.0.0.1 with TLS only (pg_hba.conf rejects
+// every TCP connection without it) and scram-sha-256 passwords; its Unix socket, in Dir, trusts
+// the machine's users, as an administrator's way in.
 type Postgres struct {
 	cfg  PostgresConfig
 	Port int

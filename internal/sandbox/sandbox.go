@@ -5,7 +5,9 @@
 //
 //   - certs.go: the CA and the certificates it issues (crypto/x509, no openssl).
 //   - postgres.go: a PostgreSQL with ssl=on, password authentication and TLS only.
-//   - rabbit.go: a RabbitMQ node with a TLS listener alone, users and permissions loaded at boot.
+//   - rabbit.go, definitions.go: a RabbitMQ node with a TLS listener alone, and the users and
+//     permissions it loads at boot; layout.go: the permissions of docs/security.md's layout.
+//   - command.go: `sagalab sandbox`, which runs both until interrupted.
 //
 // As root, the servers run as the postgres and rabbitmq users, which must be able to reach the
 // directory: make it with MkdirTemp, not under a private home.
