@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
 
@@ -104,8 +105,9 @@ func requireRefused(t *testing.T, err error, what string) {
 
 // TestLeastPrivilegeLayout applies the permissions of docs/security.md, as written there, on a
 // vhost of its own: the coordinator's user declares the topology and both participants' queues;
-// bank-a's worker, whose user may only read its queue and publish replies, starts with
-// SkipDeclare and answers a command; and every other use of the broker by either user is refused.
+// bank-a's worker, whose user may only read its queue, publish replies and bind its queue to the
+// final notices, starts with SkipDeclare, answers a command and records a final notice; and every
+// other use of the broker by either user is refused.
 func TestLeastPrivilegeLayout(t *testing.T) {
 	t.Parallel()
 	perms := securityDocPermissions(t)
@@ -143,7 +145,8 @@ func TestLeastPrivilegeLayout(t *testing.T) {
 
 	cfg.SkipDeclare = true
 	e.start(cfg, map[string]participant.Handler{"debit": h.handle})
-	msg, err := debit("lp-1").Encode()
+	saga := uuid.NewString()
+	msg, err := debit(saga).Encode()
 	require.NoError(t, err)
 	require.NoError(t, errors.Join(coord.Publish(ctx, []transport.Outgoing{{Exchange: protocol.ExchangeCommands, RoutingKey: name, Message: msg}})...),
 		"the coordinator publishes commands")
@@ -152,11 +155,17 @@ func TestLeastPrivilegeLayout(t *testing.T) {
 		require.NoError(t, d.Ack())
 		r, err := protocol.DecodeReply(d.Message)
 		require.NoError(t, err)
-		require.Equal(t, "lp-1", r.SagaID)
+		require.Equal(t, saga, r.SagaID)
 		require.EqualValues(t, protocol.OutcomeSucceeded, r.Outcome, "bank-a consumed its queue and published the reply")
 	case <-ctx.Done():
 		t.Fatal("no reply from the least-privilege worker")
 	}
+	notice, err := (&protocol.Final{Sagas: []string{saga}}).Encode(name, uuid.NewString())
+	require.NoError(t, err)
+	require.NoError(t, errors.Join(coord.Publish(ctx, []transport.Outgoing{{Exchange: protocol.ExchangeFinals, RoutingKey: name, Message: notice}})...),
+		"the coordinator publishes final notices")
+	require.Eventually(t, func() bool { return e.count(`SELECT count(*) FROM finals WHERE gid = $1`, saga) == 1 }, waitFor, 10*time.Millisecond,
+		"bank-a bound its queue to the final notices and recorded the coordinator's")
 
 	missing, err := participant.New(participant.Config{Name: "bank-c", Transport: bankA, DB: e.pool, Schema: e.schema, SkipDeclare: true})
 	require.NoError(t, err)
@@ -168,7 +177,7 @@ func TestLeastPrivilegeLayout(t *testing.T) {
 }
 
 // requireParticipantRefusals checks what bank-a's user may not do: read bank-b's queue, publish a
-// command, declare, or bind its queue to bank-b's commands.
+// command, declare, or bind its queue to bank-b's commands or to the replies.
 func requireParticipantRefusals(t *testing.T, ctx context.Context, bankAURL string, bankA *amqptransport.Transport) {
 	t.Helper()
 	_, err := bankA.Consume(ctx, protocol.ParticipantQueue("bank-b"), 1)
@@ -188,4 +197,8 @@ func requireParticipantRefusals(t *testing.T, ctx context.Context, bankAURL stri
 	require.NoError(t, err)
 	requireRefused(t, ch.QueueBind(protocol.ParticipantQueue("bank-a"), "bank-b", protocol.ExchangeCommands, false, nil),
 		"bank-a binds its queue to bank-b's commands")
+	ch, err = conn.Channel()
+	require.NoError(t, err)
+	requireRefused(t, ch.QueueBind(protocol.ParticipantQueue("bank-a"), protocol.RoutingKeyReplies, protocol.ExchangeReplies, false, nil),
+		"bank-a binds its queue to the replies")
 }
