@@ -4,8 +4,9 @@
 # makes, and gives the broker the least-privilege users of docs/security.md; the coordinator and
 # participant-sim read their URLs from its files (--database-url-file, --amqp-url-file), verify
 # the servers' certificates (sslmode=verify-full, amqps:// with cacertfile) and present their own,
-# and participant-sim declares nothing (--skip-declare). Nothing runs on the machine's shared
-# PostgreSQL and RabbitMQ. `make demo-tls` builds the binaries and runs it.
+# and participant-sim declares nothing (--skip-declare). The coordinator serves its API over TLS
+# too, to sagactl's client certificate. Nothing runs on the machine's shared PostgreSQL and
+# RabbitMQ. `make demo-tls` builds the binaries and runs it.
 #
 # Environment: those of scripts/demo.sh (DEMO_SAGAS, DEMO_ADDR).
 set -euo pipefail

@@ -6,8 +6,9 @@
 #
 # Environment: DEMO_SAGAS (default 200 of each definition), DEMO_ADDR (default 127.0.0.1:7299),
 # DEMO_SANDBOX: a directory where `sagalab sandbox` runs (scripts/demo-tls.sh sets it); the demo
-# then runs on that sandbox instead, every link on TLS, with the URLs read from its files and
-# participants that declare nothing on the broker.
+# then runs on that sandbox instead, every link on TLS (sagactl's to the coordinator too, with a
+# client certificate), with the URLs read from its files and participants that declare nothing on
+# the broker.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-bin}
@@ -32,8 +33,12 @@ trap cleanup EXIT
 if [ -n "${DEMO_SANDBOX:-}" ]; then
   say "sandbox $DEMO_SANDBOX: PostgreSQL and RabbitMQ that take only TLS with client certificates"
   PSQL_URL=$(cat "$DEMO_SANDBOX/admin.database-url")
-  COORDINATOR_LINKS=(--database-url-file "$DEMO_SANDBOX/coordinator.database-url" --amqp-url-file "$DEMO_SANDBOX/coordinator.amqp-url")
+  COORDINATOR_LINKS=(--database-url-file "$DEMO_SANDBOX/coordinator.database-url" --amqp-url-file "$DEMO_SANDBOX/coordinator.amqp-url"
+    --tls-cert "$DEMO_SANDBOX/api.pem" --tls-key "$DEMO_SANDBOX/api.key" --tls-client-ca "$DEMO_SANDBOX/ca.pem"
+    --tls-require-client-cert --credentials-file "$DEMO_SANDBOX/credentials.yaml")
   SIM_LINKS=(--database-url-file "$DEMO_SANDBOX/participant-sim.database-url" --amqp-url-file "$DEMO_SANDBOX/participant-sim.amqp-url" --skip-declare)
+  # sagactl verifies the coordinator's certificate and presents its own (an operator's).
+  export SAGACOORD_TLS_CA=$DEMO_SANDBOX/ca.pem SAGACOORD_CLIENT_CERT=$DEMO_SANDBOX/sagactl.pem SAGACOORD_CLIENT_KEY=$DEMO_SANDBOX/sagactl.key
 else
   say "fresh schema $SCHEMA and vhost $VHOST"
   PGOPTIONS='-c client_min_messages=warning' psql -q "$DB_BASE" -c "DROP SCHEMA IF EXISTS $SCHEMA CASCADE; CREATE SCHEMA $SCHEMA;" \

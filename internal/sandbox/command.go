@@ -36,6 +36,9 @@ read the queues of --participants and publish replies. It writes into --dir:
   coordinator.database-url, coordinator.amqp-url          for coordinator serve --*-url-file
   participant-sim.database-url, participant-sim.amqp-url  for participant-sim --*-url-file
   admin.database-url                                      for psql (its password in admin.pgpass)
+  api.pem, api.key, credentials.yaml                      for coordinator serve --tls-cert, --tls-key,
+                                                          --tls-client-ca ca.pem, --credentials-file
+  sagactl.pem, sagactl.key                                sagactl's client certificate (role operator)
   sandbox.env                                             ports and node name, written last
 
 and runs until SIGINT or SIGTERM, then stops both servers. scripts/demo-tls.sh (make demo-tls)
@@ -123,12 +126,31 @@ func (s *sandboxRun) writeFiles(vhost string) error {
 			return err
 		}
 	}
+	if err := s.writeAPIFiles(); err != nil {
+		return err
+	}
 	env := fmt.Sprintf("SANDBOX_DIR=%s\nSANDBOX_POSTGRES_PORT=%d\nSANDBOX_RABBITMQ_PORT=%d\nSANDBOX_RABBITMQ_NODE=%s\n", s.dir, s.pg.Port, s.mq.Port, s.mq.Node)
 	tmp := filepath.Join(s.dir, "sandbox.env.tmp")
 	if err := os.WriteFile(tmp, []byte(env), 0o644); err != nil {
 		return err
 	}
 	return os.Rename(tmp, filepath.Join(s.dir, "sandbox.env"))
+}
+
+// apiCaller is the identity of sagactl's client certificate, an operator in credentials.yaml.
+const apiCaller = "demo-operator"
+
+// writeAPIFiles writes what the coordinator's API needs to take only TLS with client certificates
+// from the sandbox's CA: its certificate and the credentials file, and sagactl's certificate.
+func (s *sandboxRun) writeAPIFiles() error {
+	if _, err := s.ca.Server(s.dir, "api"); err != nil {
+		return err
+	}
+	if _, err := s.ca.Client(s.dir, "sagactl", apiCaller); err != nil {
+		return err
+	}
+	creds := "certificates:\n  - common_name: " + apiCaller + "\n    roles: [operator]\n"
+	return os.WriteFile(filepath.Join(s.dir, "credentials.yaml"), []byte(creds), 0o600)
 }
 
 func (s *sandboxRun) dbURL(certName string) (string, error) {
