@@ -86,6 +86,7 @@ func serveFlags(fs *pflag.FlagSet, cfg *coordinator.Config, opts *serveOptions) 
 	} {
 		cmdline.Env(fs, flag, env)
 	}
+	cmdline.FileFlag(fs, "amqp-url", "SAGACOORD_AMQP_URL_FILE")
 	securityFlags(fs, cfg)
 	if testHooks != nil {
 		opts.applyHooks = testHooks(fs)

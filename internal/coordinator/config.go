@@ -4,12 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"time"
 
 	"github.com/google/uuid"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/sagacoord/sagacoord/internal/secrets"
 )
 
 // The URLs of the machine's own PostgreSQL and RabbitMQ: the defaults of `coordinator serve`.
@@ -156,11 +157,5 @@ func (c Config) validate() error {
 	return c.validateSecurity()
 }
 
-// Redact hides the password in a URL for logs.
-func Redact(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparseable URL)"
-	}
-	return u.Redacted()
-}
+// Redact hides the passwords of a URL for logs (secrets.Redact).
+func Redact(raw string) string { return secrets.Redact(raw) }
