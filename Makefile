@@ -6,7 +6,7 @@ PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.0
 GOBIN := $(shell $(GO) env GOPATH)/bin
 
-.PHONY: help build build-testhooks generate lint test test-short demo bench chaos chaos-fast services clean
+.PHONY: help build build-testhooks generate lint test test-short fuzz demo demo-tls bench chaos chaos-fast services clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -34,11 +34,18 @@ test: lint ## run every test against the local PostgreSQL and RabbitMQ, with -ra
 test-short: ## unit tests only (no services needed where tests allow)
 	$(GO) test -race -short ./...
 
+FUZZTIME ?= 20s
+fuzz: ## run every Go fuzz target for FUZZTIME each (default 20s); a failing input lands in its package's testdata/fuzz
+	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
+
 services: ## start the local PostgreSQL and RabbitMQ if they are down
 	scripts/services.sh
 
 demo: build services ## run the whole system locally and print how many sagas completed and compensated
 	scripts/demo.sh
+
+demo-tls: build ## the demo with TLS on every link and least-privilege broker users, on a PostgreSQL and a RabbitMQ of its own (sagalab sandbox)
+	scripts/demo-tls.sh
 
 bench: build services ## measure throughput and latency on the local services with sagalab bench (ARGS="--rate 1000")
 	scripts/bench.sh $(ARGS)

@@ -252,6 +252,14 @@ func TestBarrierBadHandlerResults(t *testing.T) {
 	require.EqualValues(t, protocol.OutcomeFailed, r.reply.Outcome)
 	require.Contains(t, r.reply.Error, "not valid JSON")
 
+	// Output nested deeper than the coordinator accepts (protocol.MaxJSONDepth) is a business
+	// failure, not a reply the coordinator would dead-letter.
+	r = e.run(t, action("s4"), func(ctx context.Context, tx pgx.Tx, cmd *protocol.StepCommand) (json.RawMessage, error) {
+		return json.RawMessage(strings.Repeat("[", 100) + strings.Repeat("]", 100)), nil
+	})
+	require.EqualValues(t, protocol.OutcomeFailed, r.reply.Outcome)
+	require.Contains(t, r.reply.Error, "nested 100 levels deep")
+
 	r = e.run(t, action("s3"), func(ctx context.Context, tx pgx.Tx, cmd *protocol.StepCommand) (json.RawMessage, error) {
 		return nil, Fail(errors.New("nul\x00byte " + strings.Repeat("x", 2*maxErrorBytes)))
 	})
@@ -265,7 +273,7 @@ func TestBarrierBadHandlerResults(t *testing.T) {
 		return nil, nil
 	})
 	require.EqualValues(t, protocol.OutcomeRetry, r.reply.Outcome)
-	require.Equal(t, 2, e.barrierRows(t, protocol.KindAction), "only the failures of s1 and s3 are stored")
+	require.Equal(t, 3, e.barrierRows(t, protocol.KindAction), "only the failures of s1, s3 and s4 are stored")
 }
 
 func TestBarrierWithoutTableIsAnInfrastructureError(t *testing.T) {

@@ -35,6 +35,13 @@ type Config struct {
 	Name string
 	// Transport carries commands and replies. Required. The worker does not close it.
 	Transport transport.Transport
+	// SkipDeclare makes Start declare nothing on the broker: it only checks that the worker's
+	// queue exists, and fails if it does not. It is for a broker user with least privilege,
+	// allowed to read its queue and publish replies but not to declare (docs/security.md); a
+	// coordinator then declares the topology and the queue, when a definition naming this
+	// participant is registered. Default false: Start declares the topology and the queue, which
+	// needs configure, write and read permissions on them.
+	SkipDeclare bool
 	// DB is the participant's own database: the barrier table lives there, and every handler
 	// runs in a transaction of this pool. Required. The worker does not close it.
 	DB *pgxpool.Pool

@@ -104,6 +104,9 @@ func checkOutput(out json.RawMessage) error {
 	if !json.Valid(out) {
 		return Failf("handler output is not valid JSON")
 	}
+	if err := protocol.CheckJSONDepth(out); err != nil {
+		return Failf("handler output %v", err)
+	}
 	return nil
 }
 

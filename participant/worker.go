@@ -139,10 +139,11 @@ func (w *Worker) Migrate(ctx context.Context) error {
 	return nil
 }
 
-// Start declares the topology and the participant's queue and starts consuming it with
-// Config.Concurrency handler goroutines. It returns once consuming has started. ctx bounds the
-// worker's whole life: when it ends, the worker stops at once, cancelling the handlers' context
-// and leaving their commands to be redelivered; Stop is the graceful way. A worker starts once.
+// Start declares the topology and the participant's queue (or, with Config.SkipDeclare, checks
+// that the queue exists) and starts consuming it with Config.Concurrency handler goroutines. It
+// returns once consuming has started. ctx bounds the worker's whole life: when it ends, the
+// worker stops at once, cancelling the handlers' context and leaving their commands to be
+// redelivered; Stop is the graceful way. A worker starts once.
 func (w *Worker) Start(ctx context.Context) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -154,11 +155,8 @@ func (w *Worker) Start(ctx context.Context) error {
 		return errors.New("participant: worker was stopped (a Worker starts once; make a new one)")
 	default:
 	}
-	if err := w.cfg.Transport.DeclareTopology(ctx); err != nil {
-		return fmt.Errorf("participant %s: declare topology: %w", w.cfg.Name, err)
-	}
-	if err := w.cfg.Transport.DeclareParticipant(ctx, w.cfg.Name); err != nil {
-		return fmt.Errorf("participant %s: declare queue: %w", w.cfg.Name, err)
+	if err := w.declare(ctx); err != nil {
+		return err
 	}
 	if err := w.subscribeFinals(ctx); err != nil {
 		return fmt.Errorf("participant %s: subscribe to final notices: %w", w.cfg.Name, err)
@@ -185,6 +183,30 @@ func (w *Worker) Start(ctx context.Context) error {
 		go w.sweeper(workCtx)
 	}
 	w.log.Info("participant worker started", "queue", queue, "prefetch", w.cfg.Prefetch, "concurrency", w.cfg.Concurrency, "max_batch", w.cfg.MaxBatch)
+	return nil
+}
+
+// declare declares the topology and the worker's queue or, with Config.SkipDeclare, checks that
+// the queue exists.
+func (w *Worker) declare(ctx context.Context) error {
+	if !w.cfg.SkipDeclare {
+		if err := w.cfg.Transport.DeclareTopology(ctx); err != nil {
+			return fmt.Errorf("participant %s: declare topology: %w", w.cfg.Name, err)
+		}
+		if err := w.cfg.Transport.DeclareParticipant(ctx, w.cfg.Name); err != nil {
+			return fmt.Errorf("participant %s: declare queue: %w", w.cfg.Name, err)
+		}
+		return nil
+	}
+	queue := protocol.ParticipantQueue(w.cfg.Name)
+	exists, err := w.cfg.Transport.ParticipantExists(ctx, w.cfg.Name)
+	if err != nil {
+		return fmt.Errorf("participant %s: %w", w.cfg.Name, err)
+	}
+	if !exists {
+		return fmt.Errorf("participant %s: queue %s does not exist, and Config.SkipDeclare leaves declaring it to the coordinator: "+
+			"register a saga definition that names participant %s (sagactl definition apply), then start the worker", w.cfg.Name, queue, w.cfg.Name)
+	}
 	return nil
 }
 

@@ -34,6 +34,9 @@ func ReplyID(commandID string) string { return "reply:" + commandID }
 
 // ParseCommandID parses a command id made by CommandRef.ID. Any error wraps ErrMalformed.
 func ParseCommandID(id string) (CommandRef, error) {
+	if err := checkText("command id", id); err != nil {
+		return CommandRef{}, err
+	}
 	parts := strings.Split(id, ":")
 	if len(parts) != 5 || (parts[0] != "saga" && parts[0] != "tx") {
 		return CommandRef{}, malformed("command id %q is not saga:<id>:<step>:<kind>:<attempt> or tx:<id>:<participant>:<kind>:<attempt>", id)
@@ -50,8 +53,8 @@ func ParseCommandID(id string) (CommandRef, error) {
 		if !ref.Kind.Tx() {
 			return CommandRef{}, malformed("command id %q: kind must be prepare, commit or abort", id)
 		}
-		if parts[2] == "" {
-			return CommandRef{}, malformed("command id %q: empty participant", id)
+		if err := CheckName(parts[2]); err != nil {
+			return CommandRef{}, malformed("command id %q: participant %v", id, err)
 		}
 		ref.TxID, ref.Participant = parts[1], parts[2]
 		return ref, nil

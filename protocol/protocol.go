@@ -11,7 +11,6 @@
 package protocol
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"strings"
@@ -95,31 +94,8 @@ func checkText(field, v string) error {
 	return nil
 }
 
-// checkJSONValue rejects a JSON value that PostgreSQL's jsonb cannot hold: invalid UTF-8, or a
-// \u0000 escape (one whose backslash is not itself escaped).
-func checkJSONValue(field string, b []byte) error {
-	if !utf8.Valid(b) {
-		return malformed("%s is not valid UTF-8", field)
-	}
-	for i := 0; ; {
-		j := bytes.Index(b[i:], []byte(`u0000`))
-		if j < 0 {
-			return nil
-		}
-		at := i + j
-		slashes := 0
-		for k := at - 1; k >= 0 && b[k] == '\\'; k-- {
-			slashes++
-		}
-		if slashes%2 == 1 {
-			return malformed("%s contains a \\u0000 escape, which PostgreSQL's jsonb cannot store", field)
-		}
-		i = at + 1
-	}
-}
-
-// checkBody applies the checks every decoder shares: the type, the body size and, when present,
-// the protocol version header.
+// checkBody applies the checks every decoder shares: the type, the body size and encoding and,
+// when present, the protocol version header.
 func checkBody(m Message, types ...string) error {
 	ok := false
 	for _, t := range types {
@@ -130,6 +106,10 @@ func checkBody(m Message, types ...string) error {
 	}
 	if len(m.Body) > MaxBodyBytes {
 		return malformed("body of %d bytes exceeds %d", len(m.Body), MaxBodyBytes)
+	}
+	if !utf8.Valid(m.Body) {
+		// encoding/json would replace the bad bytes silently; JSON text is UTF-8.
+		return malformed("body is not valid UTF-8")
 	}
 	if v, set := m.Headers[HeaderVersion]; set && v != Version {
 		return malformed("%s %q is not %q; this peer speaks protocol version %s", HeaderVersion, v, Version, Version)

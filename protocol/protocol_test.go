@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
 
@@ -189,7 +190,8 @@ func TestCheckName(t *testing.T) {
 }
 
 // FuzzDecoders feeds arbitrary bodies and ids to every decoder of outside input: none may panic,
-// and every error must be ErrMalformed.
+// every error must be ErrMalformed, and what a decoder accepts keeps the protocol's rules: its
+// JSON values pass CheckJSON, and its error text is within MaxErrorBytes.
 func FuzzDecoders(f *testing.F) {
 	good, _ := sampleCommand().Encode()
 	f.Add(good.Type, good.MessageID, "", good.Body)
@@ -197,20 +199,46 @@ func FuzzDecoders(f *testing.F) {
 	f.Add(protocol.TypePrepare, "tx:t:p:prepare:1", "", []byte(`{"tx_id":"t","participant":"p","kind":"prepare","attempt":1}`))
 	f.Add(protocol.TypeReply, "", "tx:t:p:commit:2", []byte(`{"outcome":"ack"}`))
 	f.Add(protocol.TypeDecisionQuery, "", "", []byte(`{"tx_id":"t","participant":"p"}`))
+	f.Add(protocol.TypeReply, "", good.MessageID, []byte("{\"outcome\":\"failed\",\"error\":\"\xff\"}"))
+	f.Add(protocol.TypeReply, "", good.MessageID, []byte(`{"outcome":"succeeded","output":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}`))
+	f.Add(protocol.TypeReply, "", "tx:t:p\xff:prepare:1", []byte(`{"outcome":"vote_no","error":"x"}`))
 	f.Fuzz(func(t *testing.T, typ, id, corr string, body []byte) {
 		m := protocol.Message{Type: typ, MessageID: id, CorrelationID: corr, Body: body, Headers: map[string]string{}}
-		check := func(err error) {
+		check := func(err error, values ...[]byte) {
 			if err != nil && !errors.Is(err, protocol.ErrMalformed) {
 				t.Fatalf("error %v is not ErrMalformed", err)
 			}
+			if err == nil && !utf8.Valid(m.Body) {
+				t.Fatalf("accepted a body that is not UTF-8")
+			}
+			for _, v := range values {
+				if err == nil && protocol.CheckJSON(v) != nil {
+					t.Fatalf("accepted a value the JSON rule refuses: %v", protocol.CheckJSON(v))
+				}
+			}
 		}
-		_, err := protocol.DecodeStepCommand(m)
-		check(err)
-		_, err = protocol.DecodeReply(m)
-		check(err)
-		_, err = protocol.DecodeTxCommand(m)
-		check(err)
-		_, err = protocol.DecodeTxQuery(m)
+		if c, err := protocol.DecodeStepCommand(m); err != nil {
+			check(err)
+		} else {
+			check(nil, c.Input, c.Output)
+			for _, v := range c.Deps {
+				check(nil, v)
+			}
+		}
+		if r, err := protocol.DecodeReply(m); err != nil {
+			check(err)
+		} else {
+			check(nil, r.Output)
+			if len(r.Error) > protocol.MaxErrorBytes || !utf8.ValidString(r.Error) {
+				t.Fatalf("accepted an error text of %d bytes, valid UTF-8 %v", len(r.Error), utf8.ValidString(r.Error))
+			}
+		}
+		if c, err := protocol.DecodeTxCommand(m); err != nil {
+			check(err)
+		} else {
+			check(nil, c.Payload)
+		}
+		_, err := protocol.DecodeTxQuery(m)
 		check(err)
 		_, err = protocol.DecodeFinal(m)
 		check(err)

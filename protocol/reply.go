@@ -11,7 +11,8 @@ type Reply struct {
 	Outcome Outcome
 	// Output is a saga action's output (empty for every other kind).
 	Output json.RawMessage
-	// Error says why a step failed or asked for a retry, or why a participant voted NO.
+	// Error says why a step failed or asked for a retry, or why a participant voted NO; at most
+	// MaxErrorBytes (DecodeReply cuts a longer one).
 	Error string
 }
 
@@ -41,16 +42,13 @@ func DecodeReply(m Message) (*Reply, error) {
 	if len(b.Output) > MaxOutputBytes {
 		return nil, malformed("output of %d bytes exceeds %d", len(b.Output), MaxOutputBytes)
 	}
-	if len(b.Output) > 0 && !json.Valid(b.Output) {
-		return nil, malformed("output is not JSON")
-	}
 	if err := checkJSONValue("output", b.Output); err != nil {
 		return nil, err
 	}
 	if err := checkText("error", b.Error); err != nil {
 		return nil, err
 	}
-	return &Reply{CommandRef: ref, Outcome: b.Outcome, Output: b.Output, Error: b.Error}, nil
+	return &Reply{CommandRef: ref, Outcome: b.Outcome, Output: b.Output, Error: cutText(b.Error)}, nil
 }
 
 // reply builds the reply to the command with message id commandID.

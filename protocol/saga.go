@@ -92,6 +92,9 @@ func DecodeStepCommand(m Message) (*StepCommand, error) {
 	case c.Action == "":
 		return nil, malformed("action is empty")
 	}
+	if err := c.checkValues(); err != nil {
+		return nil, err
+	}
 	if (m.Type == TypeSagaCompensate) != (c.Kind == KindCompensate) {
 		return nil, malformed("type %q does not match kind %q", m.Type, c.Kind)
 	}
@@ -99,6 +102,28 @@ func DecodeStepCommand(m Message) (*StepCommand, error) {
 		return nil, malformed("message_id %q does not match the body", m.MessageID)
 	}
 	return &c, nil
+}
+
+// checkValues applies the name rule to the names a command carries and the JSON rule (CheckJSON)
+// to its values.
+func (c *StepCommand) checkValues() error {
+	if err := checkText("saga_id", c.SagaID); err != nil {
+		return err
+	}
+	for field, name := range map[string]string{"step": c.Step, "action": c.Action, "participant": c.Participant} {
+		if err := CheckName(name); err != nil && (name != "" || field != "participant") {
+			return malformed("%s %v", field, err)
+		}
+	}
+	if err := checkJSONValue("input", c.Input); err != nil {
+		return err
+	}
+	for name, v := range c.Deps {
+		if err := checkJSONValue("deps."+name, v); err != nil {
+			return err
+		}
+	}
+	return checkJSONValue("output", c.Output)
 }
 
 // EncodeStepReply returns the reply message to cmd.

@@ -98,6 +98,15 @@ func DecodeTxCommand(m Message) (*TxCommand, error) {
 	case txType(c.Kind) != m.Type || !c.Kind.Tx():
 		return nil, malformed("kind %q does not match type %q", c.Kind, m.Type)
 	}
+	if err := checkText("tx_id", c.TxID); err != nil {
+		return nil, err
+	}
+	if err := CheckName(c.Participant); err != nil {
+		return nil, malformed("participant %v", err)
+	}
+	if err := checkJSONValue("payload", c.Payload); err != nil {
+		return nil, err
+	}
 	if m.MessageID != "" && m.MessageID != c.Ref().ID() {
 		return nil, malformed("message_id %q does not match the body", m.MessageID)
 	}
@@ -152,8 +161,11 @@ func DecodeTxQuery(m Message) (*TxQuery, error) {
 	if q.TxID == "" || q.Participant == "" {
 		return nil, malformed("tx_id and participant must be set")
 	}
-	if err := checkText("participant", q.Participant); err != nil {
+	if err := checkText("tx_id", q.TxID); err != nil {
 		return nil, err
+	}
+	if err := CheckName(q.Participant); err != nil {
+		return nil, malformed("participant %v", err)
 	}
 	return &q, nil
 }

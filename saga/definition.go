@@ -23,6 +23,8 @@ const (
 	MaxDefinitionBytes = 64 << 10
 	MaxTimeout         = 24 * time.Hour
 	MaxAttempts        = 1000
+	// MaxDeadline bounds a saga's deadline, a definition's or the one StartSaga gives.
+	MaxDeadline = 720 * time.Hour
 )
 
 // Defaults filled by WithDefaults.
@@ -188,8 +190,8 @@ func (d Definition) Validate() error {
 	if len(d.Steps) > MaxSteps {
 		return invalid("steps", "has %d steps; the limit is %d", len(d.Steps), MaxSteps)
 	}
-	if d.Deadline < 0 || d.Deadline > 30*24*time.Hour {
-		return invalid("deadline", "is %s; it must be between 0 (none) and 720h", d.Deadline)
+	if d.Deadline < 0 || d.Deadline > MaxDeadline {
+		return invalid("deadline", "is %s; it must be between 0 (none) and %s", d.Deadline, MaxDeadline)
 	}
 	index, err := d.validateSteps()
 	if err != nil {

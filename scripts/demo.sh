@@ -4,7 +4,11 @@
 # RabbitMQ vhost (both recreated on every run) and ends by printing how many sagas completed and
 # how many compensated. `make demo` builds the binaries and runs it.
 #
-# Environment: DEMO_SAGAS (default 200 of each definition), DEMO_ADDR (default 127.0.0.1:7299).
+# Environment: DEMO_SAGAS (default 200 of each definition), DEMO_ADDR (default 127.0.0.1:7299),
+# DEMO_SANDBOX: a directory where `sagalab sandbox` runs (scripts/demo-tls.sh sets it); the demo
+# then runs on that sandbox instead, every link on TLS (sagactl's to the coordinator too, with a
+# client certificate), with the URLs read from its files and participants that declare nothing on
+# the broker.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-bin}
@@ -26,15 +30,29 @@ cleanup() {
 }
 trap cleanup EXIT
 
-say "fresh schema $SCHEMA and vhost $VHOST"
-PGOPTIONS='-c client_min_messages=warning' psql -q "$DB_BASE" -c "DROP SCHEMA IF EXISTS $SCHEMA CASCADE; CREATE SCHEMA $SCHEMA;" \
-  -c "DO \$\$ DECLARE s text; BEGIN FOR s IN SELECT nspname FROM pg_namespace WHERE nspname LIKE 'demo_sim_%' LOOP EXECUTE 'DROP SCHEMA ' || quote_ident(s) || ' CASCADE'; END LOOP; END \$\$;"
-rabbitmqctl -q delete_vhost "$VHOST" >/dev/null 2>&1 || true
-rabbitmqctl -q add_vhost "$VHOST" >/dev/null
-rabbitmqctl -q set_permissions -p "$VHOST" guest '.*' '.*' '.*' >/dev/null
+if [ -n "${DEMO_SANDBOX:-}" ]; then
+  say "sandbox $DEMO_SANDBOX: PostgreSQL and RabbitMQ that take only TLS with client certificates"
+  PSQL_URL=$(cat "$DEMO_SANDBOX/admin.database-url")
+  COORDINATOR_LINKS=(--database-url-file "$DEMO_SANDBOX/coordinator.database-url" --amqp-url-file "$DEMO_SANDBOX/coordinator.amqp-url"
+    --tls-cert "$DEMO_SANDBOX/api.pem" --tls-key "$DEMO_SANDBOX/api.key" --tls-client-ca "$DEMO_SANDBOX/ca.pem"
+    --tls-require-client-cert --credentials-file "$DEMO_SANDBOX/credentials.yaml")
+  SIM_LINKS=(--database-url-file "$DEMO_SANDBOX/participant-sim.database-url" --amqp-url-file "$DEMO_SANDBOX/participant-sim.amqp-url" --skip-declare)
+  # sagactl verifies the coordinator's certificate and presents its own (an operator's).
+  export SAGACOORD_TLS_CA=$DEMO_SANDBOX/ca.pem SAGACOORD_CLIENT_CERT=$DEMO_SANDBOX/sagactl.pem SAGACOORD_CLIENT_KEY=$DEMO_SANDBOX/sagactl.key
+else
+  say "fresh schema $SCHEMA and vhost $VHOST"
+  PGOPTIONS='-c client_min_messages=warning' psql -q "$DB_BASE" -c "DROP SCHEMA IF EXISTS $SCHEMA CASCADE; CREATE SCHEMA $SCHEMA;" \
+    -c "DO \$\$ DECLARE s text; BEGIN FOR s IN SELECT nspname FROM pg_namespace WHERE nspname LIKE 'demo_sim_%' LOOP EXECUTE 'DROP SCHEMA ' || quote_ident(s) || ' CASCADE'; END LOOP; END \$\$;"
+  rabbitmqctl -q delete_vhost "$VHOST" >/dev/null 2>&1 || true
+  rabbitmqctl -q add_vhost "$VHOST" >/dev/null
+  rabbitmqctl -q set_permissions -p "$VHOST" guest '.*' '.*' '.*' >/dev/null
+  PSQL_URL=$DB_BASE
+  COORDINATOR_LINKS=(--database-url "$DB" --amqp-url "$AMQP")
+  SIM_LINKS=(--database-url "$DB_BASE" --amqp-url "$AMQP")
+fi
 
 say "coordinator on $ADDR (logs in $LOGS)"
-"$BIN/coordinator" serve --migrate --database-url "$DB" --amqp-url "$AMQP" --listen "$ADDR" >"$LOGS/coordinator.log" 2>&1 &
+"$BIN/coordinator" serve --migrate "${COORDINATOR_LINKS[@]}" --listen "$ADDR" >"$LOGS/coordinator.log" 2>&1 &
 pids+=($!)
 for i in $(seq 1 100); do
   "$BIN/sagactl" definition list >/dev/null 2>&1 && break
@@ -47,11 +65,11 @@ say "definitions"
 "$BIN/sagactl" definition apply -f examples/order.yaml
 
 say "participants: participant-sim --config examples/sim.yaml"
-"$BIN/participant-sim" --config examples/sim.yaml --database-url "$DB_BASE" --amqp-url "$AMQP" >"$LOGS/participant-sim.log" 2>&1 &
+"$BIN/participant-sim" --config examples/sim.yaml "${SIM_LINKS[@]}" >"$LOGS/participant-sim.log" 2>&1 &
 pids+=($!)
 
 total_money() {
-  psql -qtA "$DB_BASE" -c "SELECT coalesce((SELECT sum(balance) FROM demo_sim_bank_a.accounts),0) + coalesce((SELECT sum(balance) FROM demo_sim_bank_b.accounts),0)" 2>/dev/null || echo "?"
+  psql -qtA "$PSQL_URL" -c "SELECT coalesce((SELECT sum(balance) FROM demo_sim_bank_a.accounts),0) + coalesce((SELECT sum(balance) FROM demo_sim_bank_b.accounts),0)" 2>/dev/null || echo "?"
 }
 for i in $(seq 1 100); do
   [ "$(total_money)" != "?" ] && [ "$(total_money)" != "0" ] && break

@@ -100,6 +100,7 @@ func commonFlags(fs *pflag.FlagSet, cfg *coordinator.Config, logLevel *string) {
 	fs.StringVar(&cfg.DatabaseURL, "database-url", coordinator.DefaultDatabaseURL, "PostgreSQL URL")
 	fs.StringVar(logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	cmdline.Env(fs, "database-url", "SAGACOORD_DATABASE_URL")
+	cmdline.FileFlag(fs, "database-url", "SAGACOORD_DATABASE_URL_FILE")
 	cmdline.Env(fs, "log-level", "SAGACOORD_LOG_LEVEL")
 }
 

@@ -35,6 +35,9 @@ type simConfig struct {
 	// SchemaPrefix prefixes each participant's schema: <prefix><name>. Default "sim_".
 	SchemaPrefix string              `yaml:"schema_prefix"`
 	Participants []participantConfig `yaml:"participants"`
+	// SkipDeclare is --skip-declare: the workers declare nothing on the broker
+	// (participant.Config.SkipDeclare).
+	SkipDeclare bool `yaml:"-"`
 }
 
 // participantConfig is one simulated participant.

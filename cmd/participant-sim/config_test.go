@@ -128,6 +128,15 @@ func TestFlags(t *testing.T) {
 	require.Equal(t, "postgres://u:secret@db:5432/x", o.databaseURL, "the environment fills an absent flag")
 	require.Equal(t, "amqp://flag/", o.amqpURL, "a flag wins over the environment")
 	require.Equal(t, 5, o.seedAccounts)
+	c, err := o.simConfig()
+	require.NoError(t, err)
+	require.False(t, c.SkipDeclare, "the workers declare by default")
+
+	o, err = parseFlags([]string{"--participants", "bank-a", "--skip-declare"}, &out)
+	require.NoError(t, err)
+	c, err = o.simConfig()
+	require.NoError(t, err)
+	require.True(t, c.SkipDeclare, "--skip-declare reaches the workers' configuration")
 
 	_, err = parseFlags([]string{"stray"}, &out)
 	require.ErrorContains(t, err, "unexpected arguments")

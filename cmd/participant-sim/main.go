@@ -35,6 +35,7 @@ type options struct {
 	initialBalance                  int64
 	dbMaxConns                      int
 	shutdownGrace                   time.Duration
+	skipDeclare                     bool
 }
 
 func main() {
@@ -85,6 +86,7 @@ func newCommand(out io.Writer, do func(context.Context, options) error) *cobra.C
 func registerFlags(fs *pflag.FlagSet, o *options) {
 	fs.StringVar(&o.databaseURL, "database-url", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable", "PostgreSQL URL of the participants' database")
 	fs.StringVar(&o.amqpURL, "amqp-url", "amqp://guest:guest@127.0.0.1:5672/", "RabbitMQ URL")
+	fs.BoolVar(&o.skipDeclare, "skip-declare", false, "declare nothing on the broker, only check that each participant's queue exists: for a broker user that may only read its queues and publish replies (docs/security.md); the coordinator declares the queues when their definitions are registered")
 	fs.StringVar(&o.queueType, "queue-type", amqptransport.QueueTypeClassic, "queue type of the participant queues: classic or quorum; must match the coordinator's")
 	fs.StringVar(&o.participants, "participants", "", "comma-separated participants, each name or name=kind (kinds: transfer, inventory, payment, noop)")
 	fs.StringVar(&o.configFile, "config", "", "YAML or JSON file listing participants with kinds and fault knobs (instead of --participants)")
@@ -98,7 +100,9 @@ func registerFlags(fs *pflag.FlagSet, o *options) {
 	fs.StringVar(&o.otlpEndpoint, "otlp-endpoint", "", "export traces with OTLP over gRPC to this host:port or URL, e.g. http://jaeger:4317; empty: no tracing")
 	fs.StringVar(&o.metricsAddr, "metrics-listen", "", "serve Prometheus metrics on http://ADDR/metrics, e.g. 127.0.0.1:9465; empty: no metrics")
 	cmdline.Env(fs, "database-url", "SAGACOORD_DATABASE_URL")
+	cmdline.FileFlag(fs, "database-url", "SAGACOORD_DATABASE_URL_FILE")
 	cmdline.Env(fs, "amqp-url", "SAGACOORD_AMQP_URL")
+	cmdline.FileFlag(fs, "amqp-url", "SAGACOORD_AMQP_URL_FILE")
 	cmdline.Env(fs, "queue-type", "SAGACOORD_QUEUE_TYPE")
 	// The OpenTelemetry SDKs' own variable, so one setting serves every process.
 	cmdline.Env(fs, "otlp-endpoint", "OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -146,6 +150,7 @@ func (o options) simConfig() (simConfig, error) {
 	if c.SchemaPrefix == "" {
 		c.SchemaPrefix = o.schemaPrefix
 	}
+	c.SkipDeclare = o.skipDeclare
 	c = c.withDefaults(o.seedAccounts, o.initialBalance)
 	return c, c.validate()
 }

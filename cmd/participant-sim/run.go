@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -14,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/sagacoord/sagacoord/internal/secrets"
 	"github.com/sagacoord/sagacoord/internal/telemetry/otelsetup"
 	"github.com/sagacoord/sagacoord/internal/telemetry/pgxtrace"
 	"github.com/sagacoord/sagacoord/transport/amqptransport"
@@ -129,12 +129,5 @@ func openDatabase(ctx context.Context, o options, tp trace.TracerProvider, mp me
 	return db, nil
 }
 
-// redactURL masks the password of a URL. A string that is not a URL with a scheme (a libpq
-// keyword string may carry password=...) is not shown at all.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.Scheme == "" {
-		return "(redacted: not a URL)"
-	}
-	return u.Redacted()
-}
+// redactURL masks the passwords of a URL (secrets.Redact).
+func redactURL(raw string) string { return secrets.Redact(raw) }

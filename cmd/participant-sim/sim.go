@@ -47,6 +47,7 @@ func newSimWith(cfg simConfig, db *pgxpool.Pool, tr transport.Transport, log *sl
 		}
 		w, err := participant.New(participant.Config{
 			Name:           p.Name,
+			SkipDeclare:    cfg.SkipDeclare,
 			HandlerTimeout: handlerTimeout,
 			Transport:      tr,
 			DB:             db,

@@ -1,7 +1,8 @@
 // Command sagalab is the developers' lab of sagacoord: `sagalab chaos` runs the fault-injection
 // scenarios of scenarios/ against real coordinator and participant-sim processes
-// (internal/chaos, docs/chaos.md), and `sagalab bench` measures a running system
-// (internal/bench, docs/performance.md). They need PostgreSQL, RabbitMQ and toxiproxy's library,
+// (internal/chaos, docs/chaos.md), `sagalab bench` measures a running system
+// (internal/bench, docs/performance.md), and `sagalab sandbox` runs a PostgreSQL and a RabbitMQ
+// that take only TLS (internal/sandbox, docs/security.md). They need PostgreSQL, RabbitMQ and toxiproxy's library,
 // which is why they live here and not in sagactl, the user's gRPC client. Global flags, error
 // format and exit codes 0, 1, 2 and 130 are sagactl's (internal/cli).
 package main
@@ -12,6 +13,7 @@ import (
 	"github.com/sagacoord/sagacoord/internal/bench"
 	"github.com/sagacoord/sagacoord/internal/chaos"
 	"github.com/sagacoord/sagacoord/internal/cli"
+	"github.com/sagacoord/sagacoord/internal/sandbox"
 )
 
 // lab is sagalab's root command.
@@ -19,7 +21,8 @@ var lab = cli.Program{
 	Name:  "sagalab",
 	Short: "Chaos scenarios and benchmark of sagacoord, for its developers",
 	Long: `sagalab runs the chaos scenarios (sagalab chaos) and the benchmark (sagalab bench) of
-sagacoord against real processes, PostgreSQL and RabbitMQ. The user's client is sagactl.
+sagacoord against real processes, PostgreSQL and RabbitMQ, and a PostgreSQL and a RabbitMQ that
+take only TLS (sagalab sandbox, for make demo-tls). The user's client is sagactl.
 
 Exit codes:
   0  success (chaos run: every invariant of every run held)
@@ -27,7 +30,7 @@ Exit codes:
   2  bench: the coordinator could not be reached or a measurement failed
   5  chaos run: a scenario failed (an invariant was violated) or could not run
   130 interrupted`,
-	Commands: []cli.CommandFunc{chaos.Command, bench.Command},
+	Commands: []cli.CommandFunc{chaos.Command, bench.Command, sandbox.Command},
 }
 
 func main() {

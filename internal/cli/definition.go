@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -69,25 +70,34 @@ func newDefinitionListCommand(app *App) *cobra.Command {
 	return &cobra.Command{
 		Use:   "list",
 		Short: "List the latest version of every definition",
-		Long: `List the latest version of every definition: name, version, number of steps,
-deadline, creation time and who registered it. -o json prints a JSON array of definitions.`,
+		Long: `List the latest version of every definition, by name: name, version, number of steps,
+deadline, creation time and who registered it. sagactl follows the server's pages until every
+definition is listed. -o json prints a JSON array of definitions.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			client, err := app.sagaClient()
 			if err != nil {
 				return err
 			}
-			ctx, cancel := app.CallContext(cmd.Context())
-			defer cancel()
-			resp, err := client.ListDefinitions(ctx, &sagacoordv1.ListDefinitionsRequest{})
+			var defs []*sagacoordv1.SagaDefinition
+			req := &sagacoordv1.ListDefinitionsRequest{}
+			_, err = followPages(cmd.Context(), app, "", "", maxPageSize, true, func(ctx context.Context, size int32, token string) (string, int, error) {
+				req.PageSize, req.PageToken = size, token
+				resp, err := client.ListDefinitions(ctx, req)
+				if err != nil {
+					return "", 0, err
+				}
+				defs = append(defs, resp.GetDefinitions()...)
+				return resp.GetNextPageToken(), len(defs), nil
+			})
 			if err != nil {
-				return app.RPCError(ctx, err)
+				return err
 			}
 			if app.JSON() {
-				return writeJSONArray(app.Stdout(), resp.GetDefinitions())
+				return writeJSONArray(app.Stdout(), defs)
 			}
 			t := newTable(app.Stdout(), "NAME", "VERSION", "STEPS", "DEADLINE", "CREATED", "REGISTERED BY")
-			for _, d := range resp.GetDefinitions() {
+			for _, d := range defs {
 				t.row(d.GetName(), fmt.Sprint(d.GetVersion()), fmt.Sprint(len(d.GetSteps())),
 					string(formatDurationPB(d.GetDeadline())), formatTS(d.GetCreatedAt()), d.GetRegisteredBy())
 			}

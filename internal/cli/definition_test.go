@@ -130,9 +130,12 @@ func TestDefinitionListAndGet(t *testing.T) {
 	stored.CreatedAt = created
 	stored.RegisteredBy = "ci-bot"
 	fake := &fakeSaga{
-		listDefs: func(*sagacoordv1.ListDefinitionsRequest) (*sagacoordv1.ListDefinitionsResponse, error) {
+		// Two pages: sagactl follows the token (finding: definitions were not paged).
+		listDefs: func(r *sagacoordv1.ListDefinitionsRequest) (*sagacoordv1.ListDefinitionsResponse, error) {
+			if r.GetPageToken() == "" {
+				return &sagacoordv1.ListDefinitionsResponse{Definitions: []*sagacoordv1.SagaDefinition{stored}, NextPageToken: "p2"}, nil
+			}
 			return &sagacoordv1.ListDefinitionsResponse{Definitions: []*sagacoordv1.SagaDefinition{
-				stored,
 				{Name: "transfer", Version: 1, CreatedAt: created, Steps: []*sagacoordv1.StepDefinition{{Name: "debit"}}},
 			}}, nil
 		},

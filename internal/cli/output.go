@@ -26,12 +26,22 @@ func jsonOptions() protojson.MarshalOptions {
 	return protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}
 }
 
-// marshalJSON prints a message as indented JSON. protojson varies its whitespace on purpose, so the
-// compact form is re-indented by encoding/json, which makes the bytes stable.
-func marshalJSON(m proto.Message) ([]byte, error) {
+// protoToJSON encodes a message with jsonOptions, with the JSON values it carries as JSON rather
+// than base64 (inlineJSONValues).
+func protoToJSON(m proto.Message) ([]byte, error) {
 	raw, err := jsonOptions().Marshal(m)
 	if err != nil {
 		return nil, fmt.Errorf("encode %s as JSON: %w", m.ProtoReflect().Descriptor().Name(), err)
+	}
+	return inlineJSONValues(raw)
+}
+
+// marshalJSON prints a message as indented JSON. protojson varies its whitespace on purpose, so the
+// compact form is re-indented by encoding/json, which makes the bytes stable.
+func marshalJSON(m proto.Message) ([]byte, error) {
+	raw, err := protoToJSON(m)
+	if err != nil {
+		return nil, err
 	}
 	var out bytes.Buffer
 	if err := json.Indent(&out, raw, "", "  "); err != nil {
@@ -52,9 +62,9 @@ func writeJSON(w io.Writer, m proto.Message) error {
 
 // writeJSONLine prints one message as compact JSON on one line (for streams: one object per change).
 func writeJSONLine(w io.Writer, m proto.Message) error {
-	raw, err := jsonOptions().Marshal(m)
+	raw, err := protoToJSON(m)
 	if err != nil {
-		return fmt.Errorf("encode %s as JSON: %w", m.ProtoReflect().Descriptor().Name(), err)
+		return err
 	}
 	var out bytes.Buffer
 	if err := json.Compact(&out, raw); err != nil {
@@ -68,9 +78,9 @@ func writeJSONLine(w io.Writer, m proto.Message) error {
 func writeJSONArray[M proto.Message](w io.Writer, ms []M) error {
 	items := make([]json.RawMessage, 0, len(ms))
 	for _, m := range ms {
-		raw, err := jsonOptions().Marshal(m)
+		raw, err := protoToJSON(m)
 		if err != nil {
-			return fmt.Errorf("encode %s as JSON: %w", m.ProtoReflect().Descriptor().Name(), err)
+			return err
 		}
 		items = append(items, raw)
 	}

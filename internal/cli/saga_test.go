@@ -33,7 +33,7 @@ func sampleSaga() *sagacoordv1.Saga {
 		CreatedAt: ts(0), UpdatedAt: ts(4), Version: 5,
 		Steps: []*sagacoordv1.Step{
 			{Name: "reserve", Participant: "inventory", Status: sagacoordv1.StepStatus_STEP_STATUS_SUCCEEDED,
-				Attempt: 1, StartedAt: ts(0), FinishedAt: timestamppb.New(ts(0).AsTime().Add(120 * time.Millisecond))},
+				Attempt: 1, Output: []byte(`{"reserved": ["sku-1"]}`), StartedAt: ts(0), FinishedAt: timestamppb.New(ts(0).AsTime().Add(120 * time.Millisecond))},
 			{Name: "charge", Participant: "payments", Status: sagacoordv1.StepStatus_STEP_STATUS_RUNNING,
 				Attempt: 2, LastError: "card network timeout", StartedAt: ts(1), Pivot: true},
 			{Name: "ship", Participant: "shipping", Status: sagacoordv1.StepStatus_STEP_STATUS_PENDING},
@@ -77,6 +77,10 @@ func TestSagaGet(t *testing.T) {
 	require.Contains(t, got, "finished_at", "unpopulated fields are printed")
 	steps := got["steps"].([]any)
 	require.Equal(t, "card network timeout", steps[1].(map[string]any)["last_error"])
+	// Finding: input and output printed as base64. They are printed as the JSON they hold.
+	require.Equal(t, map[string]any{"order": float64(42)}, got["input"])
+	require.Equal(t, map[string]any{"reserved": []any{"sku-1"}}, steps[0].(map[string]any)["output"])
+	require.Nil(t, steps[1].(map[string]any)["output"], "no output is null")
 	// The same saga prints the same bytes every time (protojson alone varies its whitespace).
 	again := sagactl(t, addr, "-o", "json", "saga", "get", sagaID)
 	require.Equal(t, r.stdout, again.stdout)
@@ -132,7 +136,7 @@ func TestSagaStart(t *testing.T) {
 		require.NoError(t, json.Unmarshal([]byte(r.stdout), &out))
 		require.True(t, out.Created)
 		require.Equal(t, "SAGA_STATUS_RUNNING", out.Saga.Status)
-		require.Equal(t, "ImhlbGxvIg==", out.Saga.Input) // bytes are base64 in protojson
+		require.Equal(t, "hello", out.Saga.Input, "the input is printed as the JSON it is, not as base64")
 	})
 	t.Run("server error", func(t *testing.T) {
 		r := sagactl(t, addr, "saga", "start", "missing")

@@ -45,7 +45,7 @@ func sampleTx(state sagacoordv1.TransactionState) *sagacoordv1.Transaction {
 	return &sagacoordv1.Transaction{
 		Id: sagaID, State: state, CreatedAt: ts(0), Version: 3,
 		Participants: []*sagacoordv1.TransactionParticipant{
-			{Name: "bank-a", Vote: sagacoordv1.Vote_VOTE_YES, Acked: true},
+			{Name: "bank-a", Vote: sagacoordv1.Vote_VOTE_YES, Acked: true, Payload: []byte(`{"account":"A","note":"<a & b>"}`)},
 			{Name: "bank-b", Vote: sagacoordv1.Vote_VOTE_NO, LastError: "insufficient funds"},
 		},
 	}
@@ -126,6 +126,19 @@ func TestTxCommands(t *testing.T) {
 		"PARTICIPANT  VOTE  ACKED  LAST ERROR\n"+
 		"bank-a       YES   true   -\n"+
 		"bank-b       NO    false  insufficient funds\n", r.stdout)
+
+	// Finding: payloads printed as base64. They are printed as the JSON they hold.
+	r = sagactl(t, addr, "-o", "json", "tx", "get", sagaID)
+	requireExit(t, ExitOK, r)
+	require.Contains(t, r.stdout, `"note": "<a & b>"`, "printed as JSON, without HTML escapes")
+	var got struct {
+		Participants []struct {
+			Payload any `json:"payload"`
+		} `json:"participants"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &got))
+	require.Equal(t, map[string]any{"account": "A", "note": "<a & b>"}, got.Participants[0].Payload)
+	require.Nil(t, got.Participants[1].Payload)
 
 	r = sagactl(t, addr, "tx", "list", "--state", "aborted", "--limit", "1")
 	requireExit(t, ExitOK, r)

@@ -1,6 +1,7 @@
 // Package cmdline is what the daemons' command lines (coordinator, participant-sim) add to cobra:
-// flags that fall back to an environment variable, and the single-dash long flags (-migrate)
-// that the standard flag package, which they used before, accepted.
+// flags that fall back to an environment variable, flags whose secret value may come from a
+// file, and the single-dash long flags (-migrate) that the standard flag package, which they
+// used before, accepted.
 package cmdline
 
 import (
@@ -10,10 +11,16 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+
+	"github.com/sagacoord/sagacoord/internal/secrets"
 )
 
-// envKey is the flag annotation that names a flag's environment variable.
-const envKey = "sagacoord_env"
+// envKey is the flag annotation that names a flag's environment variable, and fileKey the one
+// that names the flag whose value a -file flag holds.
+const (
+	envKey  = "sagacoord_env"
+	fileKey = "sagacoord_file_of"
+)
 
 // Env binds the flag name of fs to the environment variable env and says so in its help.
 // ApplyEnv then sets the flag from the variable when the command line leaves it out. The help
@@ -24,8 +31,26 @@ func Env(fs *pflag.FlagSet, name, env string) {
 	if f == nil {
 		panic("cmdline.Env: no flag --" + name)
 	}
-	f.Annotations = map[string][]string{envKey: {env}}
+	if f.Annotations == nil {
+		f.Annotations = map[string][]string{}
+	}
+	f.Annotations[envKey] = []string{env}
 	f.Usage += " (env " + env + ")"
+}
+
+// FileFlag registers --NAME-file, bound to the environment variable env, next to the string
+// flag NAME: a file that holds NAME's value, for a secret (a URL with a password) that should be
+// neither on a command line, where every user of the machine can read it, nor in the
+// environment. ApplyEnv reads the file when the flag or its variable is set.
+func FileFlag(fs *pflag.FlagSet, name, env string) {
+	f := fs.Lookup(name)
+	if f == nil {
+		panic("cmdline.FileFlag: no flag --" + name)
+	}
+	file := name + "-file"
+	fs.String(file, "", "file holding the value of --"+name+", which keeps its password off the command line; give one of the two")
+	Env(fs, file, env)
+	fs.Lookup(file).Annotations[fileKey] = []string{name}
 }
 
 // EnvOf returns the environment variable bound to f, or "".
@@ -37,11 +62,15 @@ func EnvOf(f *pflag.Flag) string {
 }
 
 // ApplyEnv sets every flag of fs that the command line left out, and that has an environment
-// variable, from that variable when it is set and not empty.
+// variable, from that variable when it is set and not empty. Then it sets each flag that has a
+// -file flag (FileFlag) from its file, when one is named; the flag itself must then be given
+// neither on the command line nor in the environment. Errors name files, never their content.
 func ApplyEnv(fs *pflag.FlagSet, getenv func(string) string) error {
 	var errs []error
+	given := map[string]bool{}
 	fs.VisitAll(func(f *pflag.Flag) {
 		env := EnvOf(f)
+		given[f.Name] = f.Changed || (env != "" && getenv(env) != "")
 		if env == "" || f.Changed {
 			return
 		}
@@ -49,6 +78,23 @@ func ApplyEnv(fs *pflag.FlagSet, getenv func(string) string) error {
 			if err := f.Value.Set(v); err != nil {
 				errs = append(errs, fmt.Errorf("$%s (for --%s): %w", env, f.Name, err))
 			}
+		}
+	})
+	fs.VisitAll(func(file *pflag.Flag) {
+		target := file.Annotations[fileKey]
+		if len(target) != 1 || file.Value.String() == "" {
+			return
+		}
+		if given[target[0]] {
+			errs = append(errs, fmt.Errorf("--%s and --%s are both given (on the command line or in the environment): give one", target[0], file.Name))
+			return
+		}
+		v, err := secrets.ReadFile(file.Value.String())
+		if err == nil {
+			err = fs.Lookup(target[0]).Value.Set(v)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--%s: %w", file.Name, err))
 		}
 	})
 	return errors.Join(errs...)

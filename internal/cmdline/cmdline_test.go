@@ -1,6 +1,8 @@
 package cmdline
 
 import (
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -56,5 +58,54 @@ func TestDoubleDash(t *testing.T) {
 	want := []string{"serve", "--database-url=x", "--migrate", "--log-level", "info", "-h", "-x", "-1", "--help", "--", "-migrate"}
 	if !slices.Equal(got, want) {
 		t.Errorf("DoubleDash =\n %q\nwant\n %q", got, want)
+	}
+}
+
+func TestFileFlagReadsTheSecretFromItsFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "url")
+	if err := os.WriteFile(path, []byte("amqps://u:pw-s3cr3t@mq/v\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	parse := func(env map[string]string, args ...string) (string, error) {
+		fs := (&cobra.Command{Use: "x"}).Flags()
+		url := fs.String("amqp-url", "amqp://default", "broker")
+		Env(fs, "amqp-url", "X_AMQP_URL")
+		FileFlag(fs, "amqp-url", "X_AMQP_URL_FILE")
+		if err := fs.Parse(args); err != nil {
+			t.Fatal(err)
+		}
+		err := ApplyEnv(fs, func(k string) string { return env[k] })
+		return *url, err
+	}
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		args []string
+	}{
+		{"flag", nil, []string{"--amqp-url-file", path}},
+		{"environment", map[string]string{"X_AMQP_URL_FILE": path}, nil},
+	} {
+		got, err := parse(tc.env, tc.args...)
+		if err != nil || got != "amqps://u:pw-s3cr3t@mq/v" {
+			t.Errorf("%s: got %q, %v; want the file's URL", tc.name, got, err)
+		}
+	}
+	if got, err := parse(nil); err != nil || got != "amqp://default" {
+		t.Errorf("no file: got %q, %v; want the default", got, err)
+	}
+	for _, tc := range []struct {
+		name, want string
+		env        map[string]string
+		args       []string
+	}{
+		{"both flags", "give one", nil, []string{"--amqp-url", "amqp://x", "--amqp-url-file", path}},
+		{"file and the URL's variable", "give one", map[string]string{"X_AMQP_URL": "amqp://x"}, []string{"--amqp-url-file", path}},
+		{"missing file", filepath.Join(dir, "missing"), nil, []string{"--amqp-url-file", filepath.Join(dir, "missing")}},
+	} {
+		_, err := parse(tc.env, tc.args...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "s3cr3t") {
+			t.Errorf("%s: error %v; want one that says %q and never shows the secret", tc.name, err, tc.want)
+		}
 	}
 }

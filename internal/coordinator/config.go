@@ -4,12 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"time"
 
 	"github.com/google/uuid"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/sagacoord/sagacoord/internal/secrets"
 )
 
 // The URLs of the machine's own PostgreSQL and RabbitMQ: the defaults of `coordinator serve`.
@@ -32,7 +33,8 @@ type Config struct {
 	QueueType string
 	// Migrate applies pending migrations at start instead of refusing to serve.
 	Migrate bool
-	// MaxPayloadBytes bounds a saga's input (engine.Config.MaxPayloadBytes).
+	// MaxPayloadBytes bounds a saga's input and a transaction's payloads
+	// (engine.Config.MaxPayloadBytes, at most engine.MaxPayloadLimit).
 	MaxPayloadBytes int
 	// DBMaxConns sizes the pool. Default 16.
 	DBMaxConns int32
@@ -47,6 +49,18 @@ type Config struct {
 	// ReplyWorkers and StartWorkers are engine.Config's: how many reply batches and start
 	// batches this instance writes at once. 0 takes the engine's defaults.
 	ReplyWorkers, StartWorkers int
+	// RateLimit is the API calls per second each caller may make on average (an authenticated
+	// identity, else the host it calls from); beyond it a call fails with ResourceExhausted and
+	// a RetryInfo. Default 2000; negative: no limit.
+	RateLimit float64
+	// RateBurst is how many calls a caller may make at once. Default 4000.
+	RateBurst int
+	// MaxWatchesPerCaller bounds one caller's open WatchSaga and WatchTransaction streams.
+	// Default 1024; negative: no limit.
+	MaxWatchesPerCaller int
+	// MaxWatches bounds the open watch streams of all callers together. Default 4096; negative:
+	// no limit.
+	MaxWatches int
 	// DebugAddr, when set, serves net/http/pprof on this address (for profiling; keep it private).
 	DebugAddr string
 	// OTLPEndpoint, when set, exports traces over OTLP gRPC to it (host:port or a URL such as
@@ -112,6 +126,18 @@ func (c Config) WithDefaults() Config {
 	if c.Name == "" {
 		c.Name = "coordinator"
 	}
+	if c.RateLimit == 0 {
+		c.RateLimit = 2000
+	}
+	if c.RateBurst == 0 {
+		c.RateBurst = 4000
+	}
+	if c.MaxWatchesPerCaller == 0 {
+		c.MaxWatchesPerCaller = 1024
+	}
+	if c.MaxWatches == 0 {
+		c.MaxWatches = 4096
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -131,11 +157,5 @@ func (c Config) validate() error {
 	return c.validateSecurity()
 }
 
-// Redact hides the password in a URL for logs.
-func Redact(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparseable URL)"
-	}
-	return u.Redacted()
-}
+// Redact hides the passwords of a URL for logs (secrets.Redact).
+func Redact(raw string) string { return secrets.Redact(raw) }

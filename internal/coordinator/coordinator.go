@@ -229,8 +229,11 @@ func (c *Coordinator) listen(grpcOpts []grpc.ServerOption, creds *auth.Credentia
 		c.debug = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go func() { _ = c.debug.Serve(dl) }()
 	}
+	limiter := server.NewLimiter(server.Limits{
+		Rate: cfg.RateLimit, Burst: cfg.RateBurst, WatchesPerCaller: cfg.MaxWatchesPerCaller, Watches: cfg.MaxWatches,
+	})
 	c.grpc = server.NewGRPCServer(&server.SagaService{Engine: c.engine, Logger: log}, &server.TwoPCService{Engine: c.engine, Logger: log},
-		server.Options{GRPC: grpcOpts, Credentials: creds, Reflection: cfg.Reflection, Logger: log})
+		server.Options{GRPC: grpcOpts, Credentials: creds, Limiter: limiter, Reflection: cfg.Reflection, Logger: log})
 	go func() { c.served <- c.grpc.Serve(c.lis) }()
 	return nil
 }

@@ -140,9 +140,15 @@ type coordinatorProcess struct {
 // until it listens. It is killed when the test ends if it still runs, and its log is printed
 // when the test failed.
 func (e *env) startCoordinatorProcess(extra ...string) *coordinatorProcess {
-	t := e.t
+	e.t.Helper()
+	return startCoordinatorArgs(e.t, append([]string{"--database-url", e.dbURL, "--amqp-url", e.amqpURL}, extra...)...)
+}
+
+// startCoordinatorArgs runs `coordinator serve` with args, on a free port and with migrations,
+// and waits until it listens.
+func startCoordinatorArgs(t *testing.T, args ...string) *coordinatorProcess {
 	t.Helper()
-	args := append([]string{"serve", "--database-url", e.dbURL, "--amqp-url", e.amqpURL, "--listen", "127.0.0.1:0", "--migrate", "--log-level", "info", "--db-max-conns", strconv.Itoa(coordinatorConns)}, extra...)
+	args = append([]string{"serve", "--listen", "127.0.0.1:0", "--migrate", "--log-level", "info", "--db-max-conns", strconv.Itoa(coordinatorConns)}, args...)
 	cmd := exec.Command(coordinatorBinary(t), args...)
 	stdout := &lockedBuffer{}
 	cmd.Stdout = stdout

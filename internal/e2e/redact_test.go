@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -65,7 +66,10 @@ func runCaptured(t *testing.T, timeout time.Duration, env []string, bin string, 
 // in both the database and the broker URL (PostgreSQL's trust authentication ignores it; the
 // broker user is made for the test), at debug level with metrics and an unreachable trace
 // collector, runs sagas, and also makes both fail on a wrong broker password and print --help
-// with the URLs in the environment. No output may contain a password.
+// with the URLs in the environment. participant-sim reads its URLs from files
+// (--database-url-file, --amqp-url-file), the database's with the password as a query parameter
+// too; the coordinator reads files that are wrong, or given with the flag they replace. No output
+// may contain a password.
 func TestPasswordsNeverLogged(t *testing.T) {
 	t.Parallel()
 	e := newEnvWith(t, envOpts{noCoordinator: true})
@@ -83,8 +87,16 @@ func TestPasswordsNeverLogged(t *testing.T) {
 	coord := e.startCoordinatorProcess("--log-level", "debug", "--metrics-listen", "127.0.0.1:0", "--otlp-endpoint", "127.0.0.1:1")
 	e.client = e.dial(coord.addr)
 
+	files := t.TempDir()
+	writeFile := func(name, content string) string {
+		p := filepath.Join(files, name)
+		require.NoError(t, os.WriteFile(p, []byte(content+"\n"), 0o600))
+		return p
+	}
+	simDBFile := writeFile("sim-database-url", withQueryPassword(t, dbURL, password))
+	amqpFile := writeFile("amqp-url", amqpURL)
 	sim := e.newSim("obs-a=noop,obs-b=noop")
-	simCmd := exec.Command(simBinary(t), "--database-url", dbURL, "--amqp-url", amqpURL, "--participants", sim.spec,
+	simCmd := exec.Command(simBinary(t), "--database-url-file", simDBFile, "--amqp-url-file", amqpFile, "--participants", sim.spec,
 		"--schema-prefix", sim.prefix, "--db-max-conns", "4", "--log-level", "debug", "--metrics-listen", "127.0.0.1:0", "--otlp-endpoint", "127.0.0.1:1")
 	simOut := &lockedBuffer{}
 	simCmd.Stdout, simCmd.Stderr = simOut, simOut
@@ -106,7 +118,14 @@ func TestPasswordsNeverLogged(t *testing.T) {
 	}
 
 	badAMQP := withPassword(t, e.amqpURL, user, wrong)
+	badAMQPFile := writeFile("bad-amqp-url", badAMQP)
+	dbFile := writeFile("database-url", withQueryPassword(t, dbURL, password))
 	outputs := map[string]string{
+		"coordinator with URL files and a wrong broker password": runCaptured(t, 60*time.Second, nil, coordinatorBinary(t), "serve",
+			"--database-url-file", dbFile, "--amqp-url-file", badAMQPFile, "--listen", "127.0.0.1:0", "--log-level", "debug"),
+		"coordinator with --amqp-url and --amqp-url-file": runCaptured(t, 30*time.Second, nil, coordinatorBinary(t), "serve",
+			"--database-url-file", dbFile, "--amqp-url", badAMQP, "--amqp-url-file", amqpFile),
+		"coordinator migrate status with $SAGACOORD_DATABASE_URL_FILE": runCaptured(t, 30*time.Second, []string{"SAGACOORD_DATABASE_URL_FILE=" + dbFile}, coordinatorBinary(t), "migrate", "status"),
 		"coordinator serve":                        coord.stderr.String(),
 		"participant-sim":                          simOut.String(),
 		"coordinator with a wrong broker password": runCaptured(t, 60*time.Second, nil, coordinatorBinary(t), "serve", "--database-url", dbURL, "--amqp-url", badAMQP, "--listen", "127.0.0.1:0", "--log-level", "debug"),
@@ -127,7 +146,20 @@ func TestPasswordsNeverLogged(t *testing.T) {
 	require.Contains(t, outputs["coordinator serve"], "xxxxx@", "the coordinator logs its URLs, redacted")
 	require.Contains(t, outputs["participant-sim"], "xxxxx@", "participant-sim logs its URLs, redacted")
 	require.Contains(t, outputs["coordinator with a wrong broker password"], "coordinator:", "the coordinator failed and said why")
+	require.Contains(t, outputs["coordinator with URL files and a wrong broker password"], "username or password not allowed", "the URL came from the file")
+	require.Contains(t, outputs["coordinator with --amqp-url and --amqp-url-file"], "give one")
+	require.Contains(t, outputs["coordinator migrate status with $SAGACOORD_DATABASE_URL_FILE"], "schema version", "the URL came from the file")
 	t.Logf("wrong broker password, coordinator said: %s", tail(outputs["coordinator with a wrong broker password"], 2))
+}
+
+// withQueryPassword returns raw with a password query parameter too, the form pgx also reads.
+func withQueryPassword(t *testing.T, raw, password string) string {
+	t.Helper()
+	u := mustParse(t, raw)
+	q := u.Query()
+	q.Set("password", password)
+	u.RawQuery = q.Encode()
+	return u.String()
 }
 
 func mustParse(t *testing.T, raw string) *url.URL {

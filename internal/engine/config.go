@@ -2,6 +2,7 @@ package engine
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -14,6 +15,10 @@ import (
 	"github.com/sagacoord/sagacoord/transport"
 )
 
+// MaxPayloadLimit caps Config.MaxPayloadBytes, and the payloads of one transaction together, so
+// that every saga and transaction fits in a response (server.MaxPageBytes).
+const MaxPayloadLimit = 1 << 20
+
 // Config configures an Engine. A zero field takes the default that WithDefaults gives it; the
 // coordinator's flags read their defaults from there too.
 type Config struct {
@@ -21,7 +26,8 @@ type Config struct {
 	Transport transport.Transport
 	Relay     *outbox.Relay
 	Logger    *slog.Logger
-	// MaxPayloadBytes bounds a saga's input and a transaction participant's payload.
+	// MaxPayloadBytes bounds a saga's input and a transaction participant's payload; at most
+	// MaxPayloadLimit. Default 256 KiB.
 	MaxPayloadBytes int
 	// ReplyPrefetch bounds unacknowledged replies held by this instance.
 	ReplyPrefetch int
@@ -113,6 +119,9 @@ func (c Config) validate() error {
 	}
 	if c.Relay == nil {
 		errs = append(errs, errors.New("engine: Config.Relay is required"))
+	}
+	if c.MaxPayloadBytes > MaxPayloadLimit {
+		errs = append(errs, fmt.Errorf("engine: Config.MaxPayloadBytes is %d; the limit is %d, so that a saga fits in a list page", c.MaxPayloadBytes, MaxPayloadLimit))
 	}
 	return errors.Join(errs...)
 }

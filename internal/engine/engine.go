@@ -103,7 +103,7 @@ func (e *Engine) Start(ctx context.Context) error {
 	if err := e.cfg.Transport.DeclareTopology(ctx); err != nil {
 		return fmt.Errorf("declare broker topology: %w", err)
 	}
-	defs, err := e.cfg.Store.ListDefinitions(ctx)
+	defs, err := e.cfg.Store.ListDefinitions(ctx, store.DefinitionFilter{})
 	if err != nil {
 		return err
 	}

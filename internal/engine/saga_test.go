@@ -57,6 +57,10 @@ func TestStartRefusesBadRequests(t *testing.T) {
 		"unknown definition": {StartRequest{Definition: "nope"}, store.ErrNotFound},
 		"bad JSON":           {StartRequest{Definition: "order", Input: json.RawMessage(`{`)}, ErrInvalidArgument},
 		"negative deadline":  {StartRequest{Definition: "order", Deadline: -time.Second}, ErrInvalidArgument},
+		"deadline past 720h": {StartRequest{Definition: "order", Deadline: saga.MaxDeadline + time.Second}, ErrInvalidArgument},
+		"negative version":   {StartRequest{Definition: "order", DefinitionVersion: -1}, ErrInvalidArgument},
+		"NUL in definition":  {StartRequest{Definition: "ord\x00er"}, ErrInvalidArgument},
+		"deep input":         {StartRequest{Definition: "order", Input: json.RawMessage(strings.Repeat("[", 10_000) + strings.Repeat("]", 10_000))}, ErrInvalidArgument},
 		"huge input":         {StartRequest{Definition: "order", Input: json.RawMessage(`"` + strings.Repeat("x", 300<<10) + `"`)}, ErrResourceExhausted},
 	} {
 		_, _, err := h.e.StartSaga(h.ctx, tc.req)

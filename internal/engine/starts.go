@@ -12,6 +12,8 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/sagacoord/sagacoord/internal/store"
+	"github.com/sagacoord/sagacoord/protocol"
+	"github.com/sagacoord/sagacoord/saga"
 	"github.com/sagacoord/sagacoord/transport"
 )
 
@@ -38,8 +40,11 @@ func (r StartRequest) hash() string {
 }
 
 func (e *Engine) checkStart(req *StartRequest) error {
-	if req.Definition == "" {
-		return fmt.Errorf("%w: definition: must not be empty", ErrInvalidArgument)
+	if err := protocol.CheckName(req.Definition); err != nil {
+		return fmt.Errorf("%w: definition: %w", ErrInvalidArgument, err)
+	}
+	if req.DefinitionVersion < 0 {
+		return fmt.Errorf("%w: definition_version: is %d; it must be 0 (the latest) or a version", ErrInvalidArgument, req.DefinitionVersion)
 	}
 	if len(req.Input) > e.cfg.MaxPayloadBytes {
 		return fmt.Errorf("%w: input: %d bytes exceeds the limit of %d bytes", ErrResourceExhausted, len(req.Input), e.cfg.MaxPayloadBytes)
@@ -47,11 +52,12 @@ func (e *Engine) checkStart(req *StartRequest) error {
 	if len(req.Input) == 0 {
 		req.Input = json.RawMessage("null")
 	}
-	if !json.Valid(req.Input) {
-		return fmt.Errorf("%w: input: not valid JSON", ErrInvalidArgument)
+	// What a worker's decoder refuses (protocol.CheckJSON) would park the saga in FAILED.
+	if err := protocol.CheckJSON(req.Input); err != nil {
+		return fmt.Errorf("%w: input: %w", ErrInvalidArgument, err)
 	}
-	if req.Deadline < 0 {
-		return fmt.Errorf("%w: deadline: must not be negative", ErrInvalidArgument)
+	if req.Deadline < 0 || req.Deadline > saga.MaxDeadline {
+		return fmt.Errorf("%w: deadline: is %s; it must be between 0 (the definition's) and %s", ErrInvalidArgument, req.Deadline, saga.MaxDeadline)
 	}
 	if limit := e.cfg.MaxActiveSagas; limit > 0 {
 		if n := e.active.Active(); n >= int64(limit) {

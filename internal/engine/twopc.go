@@ -44,6 +44,13 @@ func (e *Engine) checkBegin(ctx context.Context, req *BeginRequest) error {
 	if req.PrepareTimeout < 0 || req.PrepareTimeout > time.Hour {
 		return fmt.Errorf("%w: prepare_timeout: %s must be between 0 (default) and 1h", ErrInvalidArgument, req.PrepareTimeout)
 	}
+	total := 0
+	for _, p := range req.Participants {
+		total += len(p.Payload)
+	}
+	if total > MaxPayloadLimit {
+		return fmt.Errorf("%w: participants: the payloads hold %d bytes together; the limit is %d bytes", ErrResourceExhausted, total, MaxPayloadLimit)
+	}
 	seen := map[string]int{}
 	for i, p := range req.Participants {
 		if err := e.checkParticipant(ctx, fmt.Sprintf("participants[%d]", i), p, seen); err != nil {
@@ -68,8 +75,8 @@ func (e *Engine) checkParticipant(ctx context.Context, field string, p twopc.Par
 	if len(p.Payload) > e.cfg.MaxPayloadBytes {
 		return fmt.Errorf("%w: %s.payload: %d bytes exceeds the limit of %d bytes", ErrResourceExhausted, field, len(p.Payload), e.cfg.MaxPayloadBytes)
 	}
-	if len(p.Payload) > 0 && !json.Valid(p.Payload) {
-		return fmt.Errorf("%w: %s.payload: not valid JSON", ErrInvalidArgument, field)
+	if err := protocol.CheckJSON(p.Payload); err != nil {
+		return fmt.Errorf("%w: %s.payload: %w", ErrInvalidArgument, field, err)
 	}
 	known, err := e.participantKnown(ctx, p.Name)
 	if err != nil {

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -140,6 +141,21 @@ func TestTwoPCCommitDecisionHookRunsBeforeTheDecisionCommits(t *testing.T) {
 	h.awaitTx(id, twopc.StateCommitting)
 }
 
+// The payloads of one transaction together are bounded, so that it fits a response.
+func TestTwoPCBeginBoundsThePayloadsTogether(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, func(o *harnessOpts) { o.cfg = func(c *Config) { c.MaxPayloadBytes = MaxPayloadLimit } })
+	h.listen("bank-a")
+	h.listen("bank-b")
+	half := json.RawMessage(`"` + strings.Repeat("x", MaxPayloadLimit/2) + `"`)
+	_, _, err := h.e.BeginTransaction(h.ctx, BeginRequest{Participants: []twopc.Participant{{Name: "bank-a", Payload: half}, {Name: "bank-b", Payload: half}}})
+	require.ErrorIs(t, err, ErrResourceExhausted)
+	require.ErrorContains(t, err, "participants: the payloads hold")
+
+	_, err = New(Config{Store: h.store, Transport: h.tr, Relay: h.relay, MaxPayloadBytes: MaxPayloadLimit + 1})
+	require.ErrorContains(t, err, "MaxPayloadBytes", "a larger MaxPayloadBytes is refused")
+}
+
 func TestTwoPCBeginRefusesBadRequests(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
@@ -153,6 +169,8 @@ func TestTwoPCBeginRefusesBadRequests(t *testing.T) {
 		"duplicate":   {[]twopc.Participant{{Name: "bank-a"}, {Name: "bank-a"}}, ErrInvalidArgument},
 		"unknown":     {[]twopc.Participant{{Name: "nobody"}}, ErrInvalidArgument},
 		"bad payload": {[]twopc.Participant{{Name: "bank-a", Payload: json.RawMessage(`{`)}}, ErrInvalidArgument},
+		"deep payload": {[]twopc.Participant{{Name: "bank-a", Payload: json.RawMessage(strings.Repeat("[", 65) + strings.Repeat("]", 65))}},
+			ErrInvalidArgument},
 	} {
 		_, _, err := h.e.BeginTransaction(h.ctx, BeginRequest{Participants: tc.parts})
 		require.ErrorIs(t, err, tc.want, name)

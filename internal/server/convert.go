@@ -1,6 +1,7 @@
 package server
 
 import (
+	"fmt"
 	"time"
 
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -25,16 +26,19 @@ func dur(d time.Duration) *durationpb.Duration {
 	return durationpb.New(d)
 }
 
-func retryFromPB(p *pb.RetryPolicy) saga.RetryPolicy {
+func retryFromPB(field string, p *pb.RetryPolicy) (saga.RetryPolicy, error) {
 	if p == nil {
-		return saga.RetryPolicy{}
+		return saga.RetryPolicy{}, nil
 	}
-	return saga.RetryPolicy{
-		MaxAttempts:    int(p.GetMaxAttempts()),
-		InitialBackoff: p.GetInitialBackoff().AsDuration(),
-		MaxBackoff:     p.GetMaxBackoff().AsDuration(),
-		Multiplier:     p.GetMultiplier(),
+	initial, err := duration(field+".initial_backoff", p.GetInitialBackoff())
+	if err != nil {
+		return saga.RetryPolicy{}, err
 	}
+	most, err := duration(field+".max_backoff", p.GetMaxBackoff())
+	if err != nil {
+		return saga.RetryPolicy{}, err
+	}
+	return saga.RetryPolicy{MaxAttempts: int(p.GetMaxAttempts()), InitialBackoff: initial, MaxBackoff: most, Multiplier: p.GetMultiplier()}, nil
 }
 
 func retryToPB(p saga.RetryPolicy) *pb.RetryPolicy {
@@ -46,23 +50,47 @@ func retryToPB(p saga.RetryPolicy) *pb.RetryPolicy {
 	}
 }
 
-// definitionFromPB converts without validating; saga.Normalize validates.
-func definitionFromPB(d *pb.SagaDefinition) saga.Definition {
-	out := saga.Definition{Name: d.GetName(), Deadline: d.GetDeadline().AsDuration()}
-	for _, s := range d.GetSteps() {
-		out.Steps = append(out.Steps, saga.StepDefinition{
-			Name:              s.GetName(),
-			Participant:       s.GetParticipant(),
-			Action:            s.GetAction(),
-			Compensation:      s.GetCompensation(),
-			DependsOn:         s.GetDependsOn(),
-			Retry:             retryFromPB(s.GetRetry()),
-			CompensationRetry: retryFromPB(s.GetCompensationRetry()),
-			Timeout:           s.GetTimeout().AsDuration(),
-			Pivot:             s.GetPivot(),
-		})
+// definitionFromPB converts and checks the durations; saga.Normalize validates the rest.
+func definitionFromPB(d *pb.SagaDefinition) (saga.Definition, error) {
+	deadline, err := duration("deadline", d.GetDeadline())
+	if err != nil {
+		return saga.Definition{}, err
 	}
-	return out
+	out := saga.Definition{Name: d.GetName(), Deadline: deadline}
+	for i, s := range d.GetSteps() {
+		step, err := stepFromPB(fmt.Sprintf("steps[%d]", i), s)
+		if err != nil {
+			return saga.Definition{}, err
+		}
+		out.Steps = append(out.Steps, step)
+	}
+	return out, nil
+}
+
+func stepFromPB(field string, s *pb.StepDefinition) (saga.StepDefinition, error) {
+	timeout, err := duration(field+".timeout", s.GetTimeout())
+	if err != nil {
+		return saga.StepDefinition{}, err
+	}
+	retry, err := retryFromPB(field+".retry", s.GetRetry())
+	if err != nil {
+		return saga.StepDefinition{}, err
+	}
+	compRetry, err := retryFromPB(field+".compensation_retry", s.GetCompensationRetry())
+	if err != nil {
+		return saga.StepDefinition{}, err
+	}
+	return saga.StepDefinition{
+		Name:              s.GetName(),
+		Participant:       s.GetParticipant(),
+		Action:            s.GetAction(),
+		Compensation:      s.GetCompensation(),
+		DependsOn:         s.GetDependsOn(),
+		Retry:             retry,
+		CompensationRetry: compRetry,
+		Timeout:           timeout,
+		Pivot:             s.GetPivot(),
+	}, nil
 }
 
 func definitionToPB(d saga.Definition) *pb.SagaDefinition {

@@ -3,11 +3,10 @@ package server
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
+	"net"
 	"strings"
 	"time"
 
@@ -23,6 +22,7 @@ import (
 	"github.com/sagacoord/sagacoord/internal/auth"
 	"github.com/sagacoord/sagacoord/internal/engine"
 	"github.com/sagacoord/sagacoord/internal/store"
+	"github.com/sagacoord/sagacoord/saga"
 )
 
 // MaxMessageBytes bounds a gRPC request; the engine's own limits are lower.
@@ -42,24 +42,33 @@ type Options struct {
 	// Credentials, when set, authenticate every call but health's and check its method's role
 	// (guard.go); nil lets every call in, its caller "anonymous".
 	Credentials *auth.CredentialsFile
+	// Limiter, when set, rate-limits each caller and caps watch streams (limits.go). It runs
+	// after the guard, which identifies the caller it counts by.
+	Limiter *Limiter
 	// Reflection registers gRPC server reflection. Default off.
 	Reflection bool
-	// Logger receives refused calls. Default: discard.
+	// Logger receives refused calls and the causes of hidden errors. Default: discard.
 	Logger *slog.Logger
 	// GRPC are further server options: TLS credentials, a stats handler for telemetry.
 	GRPC []grpc.ServerOption
 }
 
 // NewGRPCServer returns a gRPC server with the saga and 2PC services, health, and reflection when
-// asked for.
+// asked for. Interceptors run in this order: error hiding and the UTF-8 check (errors.go,
+// codec.go), the guard, the limiter.
 func NewGRPCServer(svc *SagaService, tx *TwoPCService, o Options) *grpc.Server {
-	opts := append([]grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageBytes)}, o.GRPC...)
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	opts := append([]grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageBytes)}, errorInterceptors(log, newUTF8Codec())...)
+	opts = append(opts, o.GRPC...)
 	if o.Credentials != nil {
-		g := &guard{creds: o.Credentials, log: o.Logger}
-		if g.log == nil {
-			g.log = slog.New(slog.DiscardHandler)
-		}
+		g := &guard{creds: o.Credentials, log: log}
 		opts = append(opts, grpc.ChainUnaryInterceptor(g.unary), grpc.ChainStreamInterceptor(g.stream))
+	}
+	if o.Limiter != nil {
+		opts = append(opts, o.Limiter.ServerOptions()...)
 	}
 	srv := grpc.NewServer(opts...)
 	pb.RegisterSagaServiceServer(srv, svc)
@@ -76,7 +85,8 @@ func NewGRPCServer(svc *SagaService, tx *TwoPCService, o Options) *grpc.Server {
 }
 
 // toStatus maps engine errors to gRPC codes (docs/api.md lists them): a cancelled or timed-out
-// call keeps Canceled or DeadlineExceeded, and any other error becomes Internal with its message.
+// call keeps Canceled or DeadlineExceeded, a network error is Unavailable, and any other error
+// becomes Internal with its message, which hideInternals keeps from the client.
 func toStatus(err error) error {
 	if err == nil {
 		return nil
@@ -97,6 +107,10 @@ func toStatus(err error) error {
 		code = codes.DeadlineExceeded
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled
+	case errors.Is(err, store.ErrInvalidData):
+		return status.Error(codes.InvalidArgument, "request: holds a value the database cannot store (a NUL character or invalid UTF-8)")
+	case errors.As(err, new(net.Error)):
+		code = codes.Unavailable
 	default:
 		code = codes.Internal
 	}
@@ -114,7 +128,7 @@ func invalid(field, format string, args ...any) error {
 func parseSagaID(field, s string) (uuid.UUID, error) {
 	id, err := uuid.Parse(s)
 	if err != nil {
-		return uuid.Nil, invalid(field, "%q is not a UUID", s)
+		return uuid.Nil, invalid(field, "%s is not a UUID", quote(s))
 	}
 	return id, nil
 }
@@ -124,7 +138,11 @@ func (s *SagaService) RegisterDefinition(ctx context.Context, req *pb.RegisterDe
 	if req.GetDefinition() == nil {
 		return nil, invalid("definition", "must be set")
 	}
-	def, created, err := s.Engine.RegisterDefinition(ctx, definitionFromPB(req.GetDefinition()))
+	d, err := definitionFromPB(req.GetDefinition())
+	if err != nil {
+		return nil, err
+	}
+	def, created, err := s.Engine.RegisterDefinition(ctx, d)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -133,8 +151,11 @@ func (s *SagaService) RegisterDefinition(ctx context.Context, req *pb.RegisterDe
 
 // GetDefinition implements pb.SagaServiceServer.
 func (s *SagaService) GetDefinition(ctx context.Context, req *pb.GetDefinitionRequest) (*pb.GetDefinitionResponse, error) {
-	if req.GetName() == "" {
-		return nil, invalid("name", "must not be empty")
+	if err := checkName("name", req.GetName()); err != nil {
+		return nil, err
+	}
+	if req.GetVersion() < 0 {
+		return nil, invalid("version", "is %d; it must be 0 (the latest) or a version", req.GetVersion())
 	}
 	def, err := s.Engine.Store().GetDefinition(ctx, req.GetName(), int(req.GetVersion()))
 	if err != nil {
@@ -144,15 +165,26 @@ func (s *SagaService) GetDefinition(ctx context.Context, req *pb.GetDefinitionRe
 }
 
 // ListDefinitions implements pb.SagaServiceServer.
-func (s *SagaService) ListDefinitions(ctx context.Context, _ *pb.ListDefinitionsRequest) (*pb.ListDefinitionsResponse, error) {
-	defs, err := s.Engine.Store().ListDefinitions(ctx)
+func (s *SagaService) ListDefinitions(ctx context.Context, req *pb.ListDefinitionsRequest) (*pb.ListDefinitionsResponse, error) {
+	size, err := pageSize(req.GetPageSize())
+	if err != nil {
+		return nil, err
+	}
+	f := store.DefinitionFilter{Limit: size + 1}
+	if tok := req.GetPageToken(); tok != "" {
+		t, err := decodeToken(tok, listDefinitions, "")
+		if err != nil {
+			return nil, tokenError("ListDefinitions")
+		}
+		f.AfterName = t.Name
+	}
+	defs, err := s.Engine.Store().ListDefinitions(ctx, f)
 	if err != nil {
 		return nil, toStatus(err)
 	}
 	out := &pb.ListDefinitionsResponse{}
-	for _, d := range defs {
-		out.Definitions = append(out.Definitions, definitionToPB(d))
-	}
+	out.Definitions, out.NextPageToken = page(defs, size, definitionToPB,
+		func(d saga.Definition) string { return pageToken{Kind: listDefinitions, Name: d.Name}.encode() })
 	return out, nil
 }
 
@@ -165,18 +197,16 @@ func (s *SagaService) StartSaga(ctx context.Context, req *pb.StartSagaRequest) (
 			return nil, err
 		}
 	}
-	if req.GetDefinition() == "" {
-		return nil, invalid("definition", "must not be empty")
-	}
-	if req.GetDefinitionVersion() < 0 {
-		return nil, invalid("definition_version", "must not be negative")
+	deadline, err := duration("deadline", req.GetDeadline())
+	if err != nil {
+		return nil, err
 	}
 	sg, created, err := s.Engine.StartSaga(ctx, engine.StartRequest{
 		ID:                id,
 		Definition:        req.GetDefinition(),
 		DefinitionVersion: int(req.GetDefinitionVersion()),
 		Input:             req.GetInput(),
-		Deadline:          req.GetDeadline().AsDuration(),
+		Deadline:          deadline,
 	})
 	if err != nil {
 		return nil, toStatus(err)
@@ -212,75 +242,41 @@ func (s *SagaService) ListSagas(ctx context.Context, req *pb.ListSagasRequest) (
 		return nil, err
 	}
 	f := store.ListFilter{Definition: req.GetDefinition(), Limit: size + 1}
+	if f.Definition != "" {
+		if err := checkName("definition", f.Definition); err != nil {
+			return nil, err
+		}
+	}
 	if req.GetStatus() != pb.SagaStatus_SAGA_STATUS_UNSPECIFIED {
 		if f.Status = sagaStatusFromPB(req.GetStatus()); f.Status == "" {
 			return nil, invalid("status", "unknown value %d", req.GetStatus())
 		}
 	}
+	filter := filterHash(string(f.Status), f.Definition)
 	if tok := req.GetPageToken(); tok != "" {
-		at, id, err := decodePageToken(tok)
+		t, err := decodeToken(tok, listSagas, filter)
 		if err != nil {
-			return nil, invalid("page_token", "not a token from a previous ListSagas response")
+			return nil, tokenError("ListSagas")
 		}
-		f.AfterCreatedAt, f.AfterID = at, id
+		f.AfterCreatedAt, f.AfterID = time.Unix(0, t.At), uuid.MustParse(t.ID)
 	}
 	sagas, err := s.Engine.Store().ListSagas(ctx, f)
 	if err != nil {
 		return nil, toStatus(err)
 	}
 	out := &pb.ListSagasResponse{}
-	if len(sagas) > size {
-		sagas = sagas[:size]
-		last := sagas[size-1]
-		out.NextPageToken = encodePageToken(last.CreatedAt, last.ID)
-	}
-	for _, sg := range sagas {
-		out.Sagas = append(out.Sagas, sagaToPB(sg, nil))
-	}
+	out.Sagas, out.NextPageToken = page(sagas, size, func(sg *store.Saga) *pb.Saga { return sagaToPB(sg, nil) },
+		func(sg *store.Saga) string { return rowToken(listSagas, filter, sg.CreatedAt, sg.ID) })
 	return out, nil
-}
-
-// pageSize applies the default (50) and the cap (1000) of a page size.
-func pageSize(n int32) (int, error) {
-	switch {
-	case n < 0:
-		return 0, invalid("page_size", "must not be negative")
-	case n == 0:
-		return 50, nil
-	case n > 1000:
-		return 1000, nil
-	}
-	return int(n), nil
-}
-
-func encodePageToken(at time.Time, id uuid.UUID) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(at.UnixNano(), 10) + "/" + id.String()))
-}
-
-func decodePageToken(tok string) (time.Time, uuid.UUID, error) {
-	b, err := base64.RawURLEncoding.DecodeString(tok)
-	if err != nil {
-		return time.Time{}, uuid.Nil, err
-	}
-	ns, idStr, ok := strings.Cut(string(b), "/")
-	if !ok {
-		return time.Time{}, uuid.Nil, errors.New("no separator")
-	}
-	n, err := strconv.ParseInt(ns, 10, 64)
-	if err != nil {
-		return time.Time{}, uuid.Nil, err
-	}
-	id, err := uuid.Parse(idStr)
-	if err != nil {
-		return time.Time{}, uuid.Nil, err
-	}
-	return time.Unix(0, n), id, nil
 }
 
 // AbortSaga implements pb.SagaServiceServer.
 func (s *SagaService) AbortSaga(ctx context.Context, req *pb.AbortSagaRequest) (*pb.AbortSagaResponse, error) {
 	id, err := parseSagaID("saga_id", req.GetSagaId())
 	if err != nil {
+		return nil, err
+	}
+	if err := checkText("reason", req.GetReason()); err != nil {
 		return nil, err
 	}
 	sg, err := s.Engine.AbortSaga(ctx, id, req.GetReason())

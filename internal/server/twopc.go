@@ -64,7 +64,11 @@ func (s *TwoPCService) BeginTransaction(ctx context.Context, req *pb.BeginTransa
 			return nil, err
 		}
 	}
-	br := engine.BeginRequest{ID: id, PrepareTimeout: req.GetPrepareTimeout().AsDuration()}
+	timeout, err := duration("prepare_timeout", req.GetPrepareTimeout())
+	if err != nil {
+		return nil, err
+	}
+	br := engine.BeginRequest{ID: id, PrepareTimeout: timeout}
 	for _, p := range req.GetParticipants() {
 		br.Participants = append(br.Participants, twopc.Participant{Name: p.GetName(), Payload: p.GetPayload()})
 	}
@@ -105,26 +109,21 @@ func (s *TwoPCService) ListTransactions(ctx context.Context, req *pb.ListTransac
 			return nil, invalid("state", "unknown value %d", st)
 		}
 	}
+	filter := filterHash(string(f.State))
 	if tok := req.GetPageToken(); tok != "" {
-		at, id, err := decodePageToken(tok)
+		t, err := decodeToken(tok, listTransactions, filter)
 		if err != nil {
-			return nil, invalid("page_token", "not a token from a previous ListTransactions response")
+			return nil, tokenError("ListTransactions")
 		}
-		f.AfterCreatedAt, f.AfterID = at, id
+		f.AfterCreatedAt, f.AfterID = time.Unix(0, t.At), uuid.MustParse(t.ID)
 	}
 	txs, err := s.Engine.Store().ListTx(ctx, f)
 	if err != nil {
 		return nil, toStatus(err)
 	}
 	out := &pb.ListTransactionsResponse{}
-	if len(txs) > size {
-		txs = txs[:size]
-		last := txs[size-1]
-		out.NextPageToken = encodePageToken(last.CreatedAt, last.ID)
-	}
-	for _, t := range txs {
-		out.Transactions = append(out.Transactions, txToPB(t))
-	}
+	out.Transactions, out.NextPageToken = page(txs, size, txToPB,
+		func(t *store.Tx) string { return rowToken(listTransactions, filter, t.CreatedAt, t.ID) })
 	return out, nil
 }
 

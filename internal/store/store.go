@@ -50,6 +50,14 @@ type OutboxRow struct {
 	Attempts int
 }
 
+// DefinitionFilter selects definitions for ListDefinitions; the zero filter selects all.
+type DefinitionFilter struct {
+	// AfterName continues a listing after this name (the previous page's last).
+	AfterName string
+	// Limit bounds the definitions returned; 0 means no bound.
+	Limit int
+}
+
 // ListFilter selects sagas for ListSagas.
 type ListFilter struct {
 	Status     saga.Status
@@ -100,8 +108,8 @@ type Definitions interface {
 	RegisterDefinition(ctx context.Context, def saga.Definition) (saga.Definition, bool, error)
 	// GetDefinition returns a version, or the latest when version is 0.
 	GetDefinition(ctx context.Context, name string, version int) (saga.Definition, error)
-	// ListDefinitions returns the latest version of every definition.
-	ListDefinitions(ctx context.Context) ([]saga.Definition, error)
+	// ListDefinitions returns the latest version of every definition the filter selects, by name.
+	ListDefinitions(ctx context.Context, f DefinitionFilter) ([]saga.Definition, error)
 }
 
 // Sagas stores sagas.

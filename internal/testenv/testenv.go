@@ -13,6 +13,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -141,6 +142,41 @@ func VHost(t testing.TB) string {
 		t.Fatalf("testenv: bad AMQP URL: %v", err)
 	}
 	u.Path = "/" + vhost
+	return u.String()
+}
+
+// RabbitUser creates a RabbitMQ user named name, with a random password and no tags, that may
+// configure, write and read (rabbitmqctl set_permissions' regular expressions) on the vhost of
+// vhostURL (a URL from VHost), and returns that vhost's URL for the user. Users are global to
+// the broker, so give a name no other test uses (Name). The user is deleted when the test ends.
+func RabbitUser(t testing.TB, vhostURL, name, configure, write, read string) string {
+	t.Helper()
+	u, err := url.Parse(vhostURL)
+	if err != nil {
+		t.Fatalf("testenv: bad vhost URL: %v", err)
+	}
+	vhost := strings.TrimPrefix(u.Path, "/")
+	password := Name("pw")
+	user, _ := json.Marshal(map[string]string{"password": password, "tags": ""})
+	perms, _ := json.Marshal(map[string]string{"configure": configure, "write": write, "read": read})
+	if err := rabbitPut("/api/users/"+url.PathEscape(name), string(user)); err != nil {
+		if out, err2 := exec.Command("rabbitmqctl", "add_user", name, password).CombinedOutput(); err2 != nil {
+			t.Fatalf("testenv: create user %s: API: %v; rabbitmqctl: %v: %s", name, err, err2, out)
+		}
+	}
+	t.Cleanup(func() {
+		if err := rabbitDo(http.MethodDelete, "/api/users/"+url.PathEscape(name), ""); err != nil {
+			if out, err2 := exec.Command("rabbitmqctl", "delete_user", name).CombinedOutput(); err2 != nil {
+				t.Logf("testenv: delete user %s: %v; %v: %s", name, err, err2, out)
+			}
+		}
+	})
+	if err := rabbitPut("/api/permissions/"+url.PathEscape(vhost)+"/"+url.PathEscape(name), string(perms)); err != nil {
+		if out, err2 := exec.Command("rabbitmqctl", "set_permissions", "-p", vhost, name, configure, write, read).CombinedOutput(); err2 != nil {
+			t.Fatalf("testenv: permissions of %s: API: %v; rabbitmqctl: %v: %s", name, err, err2, out)
+		}
+	}
+	u.User = url.UserPassword(name, password)
 	return u.String()
 }
 

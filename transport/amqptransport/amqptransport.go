@@ -14,13 +14,16 @@ package amqptransport
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -164,11 +167,16 @@ func (t *Transport) dial(ctx context.Context, role string) (*amqp.Connection, er
 	}
 	props := amqp.NewConnectionProperties()
 	props.SetClientConnectionName(t.cfg.ConnectionName + " " + role)
+	tlsCfg, err := t.cfg.tlsConfig()
+	if err != nil {
+		return nil, fmt.Errorf("connect to RabbitMQ at %s (%s connection): %w", t.redacted, role, err)
+	}
 	var stopWatch func()
 	conn, err := amqp.DialConfig(t.cfg.URL, amqp.Config{
-		Heartbeat:  t.cfg.Heartbeat,
-		Properties: props,
-		Locale:     "en_US",
+		Heartbeat:       t.cfg.Heartbeat,
+		Properties:      props,
+		Locale:          "en_US",
+		TLSClientConfig: tlsCfg,
 		Dial: func(network, addr string) (net.Conn, error) {
 			d := net.Dialer{Deadline: deadline}
 			c, err := d.DialContext(ctx, network, addr)
@@ -192,9 +200,38 @@ func (t *Transport) dial(ctx context.Context, role string) (*amqp.Connection, er
 		if t.isClosed() {
 			return nil, ErrClosed
 		}
-		return nil, fmt.Errorf("connect to RabbitMQ at %s (%s connection): %w", t.redacted, role, err)
+		return nil, fmt.Errorf("connect to RabbitMQ at %s (%s connection): %w", t.redacted, role, t.explainDialError(err, tlsCfg))
 	}
 	return conn, nil
+}
+
+// explainDialError says what to check when the AMQP handshake failed in ways amqp091-go reports
+// without a cause: a plain client on a TLS port reads the broker's TLS alert as a bad frame, and
+// a TLS client without the certificate the broker requires may see the connection closed (with
+// TLS 1.3 the broker's refusal can arrive after the client's handshake has ended).
+func (t *Transport) explainDialError(err error, tlsCfg *tls.Config) error {
+	var amqpErr *amqp.Error
+	if tlsCfg == nil && errors.As(err, &amqpErr) && (amqpErr.Code == amqp.FrameError || amqpErr.Code == amqp.ChannelError) {
+		return fmt.Errorf("%w (the broker did not speak AMQP: if this is a TLS port, use amqps://)", err)
+	}
+	if tlsCfg == nil || !closedByPeer(err) {
+		return err
+	}
+	switch {
+	case len(tlsCfg.Certificates) == 0 && tlsCfg.GetClientCertificate == nil:
+		return fmt.Errorf("%w (the broker closed the connection during the handshake: if it requires a client certificate, give the URL's certfile and keyfile)", err)
+	}
+	return fmt.Errorf("%w (the broker closed the connection during the handshake: check that it accepts this client certificate)", err)
+}
+
+// closedByPeer reports whether err says that the broker ended the connection.
+func closedByPeer(err error) bool {
+	for _, target := range []error{amqp.ErrClosed, io.EOF, io.ErrUnexpectedEOF, syscall.ECONNRESET, syscall.EPIPE} {
+		if errors.Is(err, target) {
+			return true
+		}
+	}
+	return false
 }
 
 // interruptible tears down the connection of s if ctx ends before stop is called. amqp091-go's

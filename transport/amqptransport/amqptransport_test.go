@@ -26,6 +26,7 @@ func TestMain(m *testing.M) {
 	// toxiproxy's toxics log through zerolog's global logger; the tests do not need them.
 	zerolog.SetGlobalLevel(zerolog.Disabled)
 	code := m.Run()
+	stopSandboxBroker()
 	// testenv and the management API helper use http.DefaultClient; its idle keep-alive
 	// connections belong to the tests, not to the code under test.
 	http.DefaultClient.CloseIdleConnections()

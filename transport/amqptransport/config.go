@@ -1,13 +1,15 @@
 package amqptransport
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/sagacoord/sagacoord/internal/secrets"
 )
 
 // Queue types accepted by Config.QueueType.
@@ -21,9 +23,22 @@ const (
 // Config configures a Transport. The zero value of every field but URL means its default, filled
 // in by WithDefaults; New applies WithDefaults itself.
 type Config struct {
-	// URL is the AMQP URI of the broker, amqp://user:password@host:port/vhost. Required. The
-	// password never appears in logs or errors.
+	// URL is the AMQP URI of the broker, amqp://user:password@host:port/vhost, or
+	// amqps://... for TLS. Required. The password never appears in logs or errors.
+	//
+	// An amqps:// URL always verifies the broker's certificate, against the URL's host. Its TLS
+	// comes from TLS when that is set, or else from the URL's query parameters, which name PEM
+	// files as RabbitMQ's URI specification does: cacertfile (the CA that signs the broker's
+	// certificate; default: the system's roots), certfile and keyfile (a client certificate and
+	// its key, for brokers that require one), and server_name_indication (the name the broker's
+	// certificate carries, when it is not the host). The files are read again at every
+	// reconnection, so renewed certificates take effect without a restart.
 	URL string
+
+	// TLS, when set, is the TLS configuration of an amqps:// URL, which must then carry none of
+	// the TLS query parameters. It is cloned for each connection; an empty ServerName means the
+	// URL's host. Default nil: the URL's query parameters.
+	TLS *tls.Config
 
 	// QueueType is the type of the participant and reply queues and of the dead-letter queue:
 	// QueueTypeClassic (default) or QueueTypeQuorum. Every process that declares sagacoord's
@@ -105,6 +120,8 @@ func (c Config) validate() error {
 		errs = append(errs, errors.New("URL is required (amqp://user:password@host:5672/vhost)"))
 	} else if _, err := amqp.ParseURI(c.URL); err != nil {
 		errs = append(errs, fmt.Errorf("URL %s is not an AMQP URI: %w", redactURL(c.URL), err))
+	} else if _, err := c.tlsConfig(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.QueueType != QueueTypeClassic && c.QueueType != QueueTypeQuorum {
 		errs = append(errs, fmt.Errorf("QueueType %q must be %q or %q", c.QueueType, QueueTypeClassic, QueueTypeQuorum))
@@ -135,10 +152,4 @@ func (c Config) validate() error {
 
 // redactURL returns rawURL with its password masked, or a placeholder when it does not parse
 // (an unparseable URL might still contain a password).
-func redactURL(rawURL string) string {
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		return "(unparseable URL)"
-	}
-	return u.Redacted()
-}
+func redactURL(rawURL string) string { return secrets.Redact(rawURL) }

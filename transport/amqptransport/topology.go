@@ -70,14 +70,31 @@ func (t *Transport) DeclareParticipant(ctx context.Context, participant string) 
 }
 
 // SubscribeFinals implements transport.Transport: it binds the participant's queue to the
-// final notices exchange, declaring that exchange too.
+// final notices exchange, declaring that exchange first if it is missing. A coordinator declares
+// it at start, so a participant whose user may not declare (docs/security.md) still binds.
 func (t *Transport) SubscribeFinals(ctx context.Context, participant string) error {
 	queue := protocol.ParticipantQueue(participant)
-	return t.withTopologyChannel(ctx, func(ch *amqp.Channel) error {
-		if err := ch.ExchangeDeclare(protocol.ExchangeFinals, amqp.ExchangeDirect, true, false, false, false, nil); err != nil {
+	return t.withTopologyConn(ctx, func(conn *amqp.Connection) error {
+		ch, err := conn.Channel()
+		if err != nil {
+			return fmt.Errorf("open channel: %w", err)
+		}
+		err = ch.ExchangeDeclarePassive(protocol.ExchangeFinals, amqp.ExchangeDirect, true, false, false, false, nil)
+		var amqpErr *amqp.Error
+		if errors.As(err, &amqpErr) && amqpErr.Code == amqp.NotFound {
+			// The broker closed the channel: declare on a new one.
+			if ch, err = conn.Channel(); err != nil {
+				return fmt.Errorf("open channel: %w", err)
+			}
+			err = ch.ExchangeDeclare(protocol.ExchangeFinals, amqp.ExchangeDirect, true, false, false, false, nil)
+		}
+		if err != nil {
 			return fmt.Errorf("declare direct exchange %q: %w", protocol.ExchangeFinals, explainDeclareError(err))
 		}
 		if err := ch.QueueBind(queue, participant, protocol.ExchangeFinals, false, nil); err != nil {
+			if errors.As(err, &amqpErr) && amqpErr.Code == amqp.AccessRefused {
+				err = fmt.Errorf("%w (grant the user write on its queue and read on %s, or keep every barrier row: participant.Config.BarrierGrace < 0; docs/security.md)", err, protocol.ExchangeFinals)
+			}
 			return fmt.Errorf("bind queue %q to exchange %q: %w", queue, protocol.ExchangeFinals, err)
 		}
 		return nil
@@ -129,15 +146,26 @@ func (t *Transport) declareQueue(ch *amqp.Channel, name string, args amqp.Table)
 func explainDeclareError(err error) error {
 	var amqpErr *amqp.Error
 	if errors.As(err, &amqpErr) && amqpErr.Code == amqp.AccessRefused {
-		return fmt.Errorf("%w (grant the user configure, write and read permissions on the vhost)", err)
+		return fmt.Errorf("%w (grant the user configure, write and read permissions on what it declares; a participant whose user may not declare leaves it to the coordinator with participant.Config.SkipDeclare: docs/security.md)", err)
 	}
 	return err
 }
 
-// withTopologyChannel runs declare on a channel of a short-lived connection of its own. A
-// declaration that outlives ctx then only costs that connection, never the publishing or
-// consuming one.
+// withTopologyChannel runs declare on a channel of a short-lived connection of its own (see
+// withTopologyConn).
 func (t *Transport) withTopologyChannel(ctx context.Context, declare func(*amqp.Channel) error) error {
+	return t.withTopologyConn(ctx, func(conn *amqp.Connection) error {
+		ch, err := conn.Channel()
+		if err != nil {
+			return fmt.Errorf("open channel: %w", err)
+		}
+		return declare(ch)
+	})
+}
+
+// withTopologyConn runs declare on a short-lived connection of its own. A declaration that
+// outlives ctx then only costs that connection, never the publishing or consuming one.
+func (t *Transport) withTopologyConn(ctx context.Context, declare func(*amqp.Connection) error) error {
 	if t.isClosed() {
 		return ErrClosed
 	}
@@ -151,11 +179,7 @@ func (t *Transport) withTopologyChannel(ctx context.Context, declare func(*amqp.
 		stop()
 		_ = conn.CloseDeadline(time.Now().Add(closeTimeout))
 	}()
-	ch, err := conn.Channel()
-	if err != nil {
-		return fmt.Errorf("declare topology: open channel: %w", err)
-	}
-	if err := declare(ch); err != nil {
+	if err := declare(conn); err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("declare topology on %s: %w (%w)", t.redacted, ctx.Err(), err)
 		}

@@ -615,7 +615,12 @@ func (x *GetDefinitionResponse) GetDefinition() *SagaDefinition {
 }
 
 type ListDefinitionsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most this many; 0 means 50, the maximum is 1000. A page also ends before it would
+	// exceed 2 MiB encoded.
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// next_page_token of the previous page; empty for the first.
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -650,9 +655,25 @@ func (*ListDefinitionsRequest) Descriptor() ([]byte, []int) {
 	return file_sagacoord_v1_saga_proto_rawDescGZIP(), []int{7}
 }
 
+func (x *ListDefinitionsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListDefinitionsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListDefinitionsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Definitions   []*SagaDefinition      `protobuf:"bytes,1,rep,name=definitions,proto3" json:"definitions,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Definitions []*SagaDefinition      `protobuf:"bytes,1,rep,name=definitions,proto3" json:"definitions,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -694,16 +715,24 @@ func (x *ListDefinitionsResponse) GetDefinitions() []*SagaDefinition {
 	return nil
 }
 
+func (x *ListDefinitionsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 type StartSagaRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Client-supplied id (UUID). Empty means the server picks one (and the call is not idempotent).
 	SagaId     string `protobuf:"bytes,1,opt,name=saga_id,json=sagaId,proto3" json:"saga_id,omitempty"`
 	Definition string `protobuf:"bytes,2,opt,name=definition,proto3" json:"definition,omitempty"`
-	// Definition version; 0 means the latest.
+	// Definition version; 0 means the latest, a negative one is invalid.
 	DefinitionVersion int32 `protobuf:"varint,3,opt,name=definition_version,json=definitionVersion,proto3" json:"definition_version,omitempty"`
-	// Saga input as JSON; empty means null.
+	// Saga input as JSON; empty means null. At most --max-payload-bytes (256 KiB by default),
+	// valid UTF-8, nested at most 64 levels, without \u0000 (docs/protocol.md §11).
 	Input []byte `protobuf:"bytes,4,opt,name=input,proto3" json:"input,omitempty"`
-	// Overrides the definition's deadline; 0 keeps it.
+	// Overrides the definition's deadline; 0 keeps it. At most 720h.
 	Deadline      *durationpb.Duration `protobuf:"bytes,5,opt,name=deadline,proto3" json:"deadline,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1253,8 +1282,10 @@ type ListSagasRequest struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	Status     SagaStatus             `protobuf:"varint,1,opt,name=status,proto3,enum=sagacoord.v1.SagaStatus" json:"status,omitempty"`
 	Definition string                 `protobuf:"bytes,2,opt,name=definition,proto3" json:"definition,omitempty"`
-	// At most this many; 0 means 50, the maximum is 1000.
-	PageSize      int32  `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// At most this many; 0 means 50, the maximum is 1000. A page also ends before it would
+	// exceed 2 MiB encoded.
+	PageSize int32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// next_page_token of the previous page, with the same filters; empty for the first.
 	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1321,8 +1352,9 @@ func (x *ListSagasRequest) GetPageToken() string {
 type ListSagasResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Sagas without their steps; GetSaga returns the steps.
-	Sagas         []*Saga `protobuf:"bytes,1,rep,name=sagas,proto3" json:"sagas,omitempty"`
-	NextPageToken string  `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	Sagas []*Saga `protobuf:"bytes,1,rep,name=sagas,proto3" json:"sagas,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1372,9 +1404,10 @@ func (x *ListSagasResponse) GetNextPageToken() string {
 }
 
 type AbortSagaRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SagaId        string                 `protobuf:"bytes,1,opt,name=saga_id,json=sagaId,proto3" json:"saga_id,omitempty"`
-	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	SagaId string                 `protobuf:"bytes,1,opt,name=saga_id,json=sagaId,proto3" json:"saga_id,omitempty"`
+	// At most 1024 bytes of UTF-8, without NUL characters.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1699,10 +1732,14 @@ const file_sagacoord_v1_saga_proto_rawDesc = "" +
 	"\x15GetDefinitionResponse\x12<\n" +
 	"\n" +
 	"definition\x18\x01 \x01(\v2\x1c.sagacoord.v1.SagaDefinitionR\n" +
-	"definition\"\x18\n" +
-	"\x16ListDefinitionsRequest\"Y\n" +
+	"definition\"T\n" +
+	"\x16ListDefinitionsRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"\x81\x01\n" +
 	"\x17ListDefinitionsResponse\x12>\n" +
-	"\vdefinitions\x18\x01 \x03(\v2\x1c.sagacoord.v1.SagaDefinitionR\vdefinitions\"\xc7\x01\n" +
+	"\vdefinitions\x18\x01 \x03(\v2\x1c.sagacoord.v1.SagaDefinitionR\vdefinitions\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xc7\x01\n" +
 	"\x10StartSagaRequest\x12\x17\n" +
 	"\asaga_id\x18\x01 \x01(\tR\x06sagaId\x12\x1e\n" +
 	"\n" +

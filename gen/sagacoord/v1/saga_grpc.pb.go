@@ -41,7 +41,7 @@ type SagaServiceClient interface {
 	RegisterDefinition(ctx context.Context, in *RegisterDefinitionRequest, opts ...grpc.CallOption) (*RegisterDefinitionResponse, error)
 	// GetDefinition returns one version of a definition (the latest when version is 0).
 	GetDefinition(ctx context.Context, in *GetDefinitionRequest, opts ...grpc.CallOption) (*GetDefinitionResponse, error)
-	// ListDefinitions returns the latest version of every definition.
+	// ListDefinitions returns the latest version of every definition, by name, a page at a time.
 	ListDefinitions(ctx context.Context, in *ListDefinitionsRequest, opts ...grpc.CallOption) (*ListDefinitionsResponse, error)
 	// StartSaga starts a saga. Idempotent on saga_id: the same request returns the existing saga,
 	// a different request with the same id fails with AlreadyExists.
@@ -177,7 +177,7 @@ type SagaServiceServer interface {
 	RegisterDefinition(context.Context, *RegisterDefinitionRequest) (*RegisterDefinitionResponse, error)
 	// GetDefinition returns one version of a definition (the latest when version is 0).
 	GetDefinition(context.Context, *GetDefinitionRequest) (*GetDefinitionResponse, error)
-	// ListDefinitions returns the latest version of every definition.
+	// ListDefinitions returns the latest version of every definition, by name, a page at a time.
 	ListDefinitions(context.Context, *ListDefinitionsRequest) (*ListDefinitionsResponse, error)
 	// StartSaga starts a saga. Idempotent on saga_id: the same request returns the existing saga,
 	// a different request with the same id fails with AlreadyExists.

@@ -133,7 +133,8 @@ func (Vote) EnumDescriptor() ([]byte, []int) {
 type TransactionParticipant struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// Prepare payload as JSON.
+	// Prepare payload as JSON: at most --max-payload-bytes, valid UTF-8, nested at most 64
+	// levels, without \u0000.
 	Payload       []byte `protobuf:"bytes,2,opt,name=payload,proto3" json:"payload,omitempty"`
 	Vote          Vote   `protobuf:"varint,3,opt,name=vote,proto3,enum=sagacoord.v1.Vote" json:"vote,omitempty"`
 	Acked         bool   `protobuf:"varint,4,opt,name=acked,proto3" json:"acked,omitempty"`
@@ -509,10 +510,12 @@ func (x *GetTransactionResponse) GetTransaction() *Transaction {
 }
 
 type ListTransactionsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	State         TransactionState       `protobuf:"varint,1,opt,name=state,proto3,enum=sagacoord.v1.TransactionState" json:"state,omitempty"`
-	PageSize      int32                  `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	PageToken     string                 `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	State TransactionState       `protobuf:"varint,1,opt,name=state,proto3,enum=sagacoord.v1.TransactionState" json:"state,omitempty"`
+	// As ListSagasRequest.page_size.
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// next_page_token of the previous page, with the same state; empty for the first.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -569,9 +572,10 @@ func (x *ListTransactionsRequest) GetPageToken() string {
 }
 
 type ListTransactionsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Transactions  []*Transaction         `protobuf:"bytes,1,rep,name=transactions,proto3" json:"transactions,omitempty"`
-	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Transactions []*Transaction         `protobuf:"bytes,1,rep,name=transactions,proto3" json:"transactions,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }

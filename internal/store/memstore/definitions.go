@@ -80,7 +80,7 @@ func (s *Store) GetDefinition(ctx context.Context, name string, version int) (sa
 }
 
 // ListDefinitions implements store.Definitions: the latest version of each, by name.
-func (s *Store) ListDefinitions(ctx context.Context) ([]saga.Definition, error) {
+func (s *Store) ListDefinitions(ctx context.Context, f store.DefinitionFilter) ([]saga.Definition, error) {
 	release, err := s.acquire(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list definitions: %w", err)
@@ -95,6 +95,12 @@ func (s *Store) ListDefinitions(ctx context.Context) ([]saga.Definition, error) 
 	sort.Strings(names)
 	var out []saga.Definition
 	for _, name := range names {
+		if name <= f.AfterName {
+			continue
+		}
+		if f.Limit > 0 && len(out) == f.Limit {
+			break
+		}
 		versions := s.defs[name]
 		def, err := decodeDefinition(name, len(versions), versions[len(versions)-1])
 		if err != nil {

@@ -23,7 +23,10 @@ func calls(t *testing.T, f *fixture) map[string]func(ctx context.Context) error 
 	return map[string]func(ctx context.Context) error{
 		"RegisterDefinition": func(ctx context.Context) error { _, _, err := f.s.RegisterDefinition(ctx, f.def); return err },
 		"GetDefinition":      func(ctx context.Context) error { _, err := f.s.GetDefinition(ctx, f.def.Name, 0); return err },
-		"ListDefinitions":    func(ctx context.Context) error { _, err := f.s.ListDefinitions(ctx); return err },
+		"ListDefinitions": func(ctx context.Context) error {
+			_, err := f.s.ListDefinitions(ctx, store.DefinitionFilter{})
+			return err
+		},
 		"CreateSagas": func(ctx context.Context) error {
 			_, _, err := f.s.CreateSagas(ctx, []store.NewSaga{{ID: uuid.New(), Build: func(time.Time) (store.Change, error) {
 				never("a Build function")
@@ -192,7 +195,7 @@ func TestMaxConnsNestedCallDeadlocksAPoolOfOne(t *testing.T) {
 				}
 				var nestedErr error
 				written, err := outer.run(t, f, ctx, func() error {
-					_, nestedErr = f.s.ListDefinitions(ctx)
+					_, nestedErr = f.s.ListDefinitions(ctx, store.DefinitionFilter{})
 					return nestedErr
 				})
 				if conns == 1 {

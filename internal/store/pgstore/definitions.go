@@ -78,8 +78,13 @@ func (s *Store) GetDefinition(ctx context.Context, name string, version int) (sa
 }
 
 // ListDefinitions implements store.Definitions.
-func (s *Store) ListDefinitions(ctx context.Context) ([]saga.Definition, error) {
-	rows, err := s.pool.Query(ctx, `SELECT DISTINCT ON (name) name, version, content, created_at, registered_by FROM saga_definitions ORDER BY name, version DESC`)
+func (s *Store) ListDefinitions(ctx context.Context, f store.DefinitionFilter) ([]saga.Definition, error) {
+	var limit *int
+	if f.Limit > 0 {
+		limit = &f.Limit
+	}
+	rows, err := s.pool.Query(ctx, `SELECT DISTINCT ON (name) name, version, content, created_at, registered_by FROM saga_definitions
+		WHERE name > $1 ORDER BY name, version DESC LIMIT $2`, f.AfterName, limit)
 	if err != nil {
 		return nil, fmt.Errorf("list definitions: %w", err)
 	}

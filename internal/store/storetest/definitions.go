@@ -29,7 +29,7 @@ func testDefinitionIdentical(t *testing.T, newStore func(t *testing.T) store.Sto
 	require.Equal(t, 1, again.Version)
 	requireSameTime(t, first.CreatedAt, again.CreatedAt, "CreatedAt of the existing version")
 
-	list, err := s.ListDefinitions(ctx)
+	list, err := s.ListDefinitions(ctx, store.DefinitionFilter{})
 	require.NoError(t, err)
 	require.Len(t, list, 1)
 	require.Equal(t, 1, list[0].Version)
@@ -94,7 +94,7 @@ func testDefinitionGet(t *testing.T, newStore func(t *testing.T) store.Store) {
 func testDefinitionList(t *testing.T, newStore func(t *testing.T) store.Store) {
 	ctx := timeout(t)
 	s := newStore(t)
-	list, err := s.ListDefinitions(ctx)
+	list, err := s.ListDefinitions(ctx, store.DefinitionFilter{})
 	require.NoError(t, err)
 	require.Empty(t, list, "an empty store lists nothing")
 
@@ -108,7 +108,7 @@ func testDefinitionList(t *testing.T, newStore func(t *testing.T) store.Store) {
 		require.NoError(t, err)
 		want[def.Name] = got
 	}
-	list, err = s.ListDefinitions(ctx)
+	list, err = s.ListDefinitions(ctx, store.DefinitionFilter{})
 	require.NoError(t, err)
 	require.Len(t, list, len(want), "one entry per name")
 	for _, got := range list {
@@ -118,6 +118,33 @@ func testDefinitionList(t *testing.T, newStore func(t *testing.T) store.Store) {
 		require.Equal(t, w.Hash(), got.Hash(), "%s: the latest content", got.Name)
 		delete(want, got.Name)
 	}
+}
+
+// testDefinitionListPages lists five definitions in pages of two: each page continues after the
+// previous page's last name, and together they list each name once, in order.
+func testDefinitionListPages(t *testing.T, newStore func(t *testing.T) store.Store) {
+	ctx := timeout(t)
+	s := newStore(t)
+	names := []string{"a1", "a2", "b1", "c1", "c2"}
+	for _, n := range names {
+		_, _, err := s.RegisterDefinition(ctx, definition(t, n, 1))
+		require.NoError(t, err)
+	}
+	var got []string
+	after := ""
+	for range len(names) {
+		page, err := s.ListDefinitions(ctx, store.DefinitionFilter{AfterName: after, Limit: 2})
+		require.NoError(t, err)
+		require.LessOrEqual(t, len(page), 2)
+		if len(page) == 0 {
+			break
+		}
+		for _, d := range page {
+			got = append(got, d.Name)
+		}
+		after = page[len(page)-1].Name
+	}
+	require.Equal(t, names, got)
 }
 
 // testDefinitionConcurrentIdentical registers the same content from 8 goroutines at once: exactly
@@ -246,7 +273,7 @@ func testDefinitionRegistrant(t *testing.T, newStore func(t *testing.T) store.St
 	latest, err := s.GetDefinition(ctx, "payment", 0)
 	require.NoError(t, err)
 	require.Equal(t, "bob", latest.RegisteredBy)
-	list, err := s.ListDefinitions(ctx)
+	list, err := s.ListDefinitions(ctx, store.DefinitionFilter{})
 	require.NoError(t, err)
 	require.Len(t, list, 1)
 	require.Equal(t, "bob", list[0].RegisteredBy)

@@ -52,6 +52,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Definitions/ChangedContentIsNextVersion", testDefinitionChanged},
 		{"Definitions/GetLatestSpecificAndNotFound", testDefinitionGet},
 		{"Definitions/ListLatestPerName", testDefinitionList},
+		{"Definitions/ListPages", testDefinitionListPages},
 		{"Definitions/ConcurrentIdentical", testDefinitionConcurrentIdentical},
 		{"Definitions/ConcurrentChanged", testDefinitionConcurrentChanged},
 		{"Definitions/ReregisterOlder", testDefinitionReregisterOlder},
