@@ -186,3 +186,42 @@ func (b *barrier) replay(ctx context.Context, t *localTx, k kindRules) (decision
 	}
 	return decision{reply: r, duplicate: true}, nil, nil
 }
+
+// verdict is what the barrier decided for one command besides its reply, alike for a saga step
+// and a transaction command.
+type verdict struct {
+	// committed: this delivery committed a new barrier decision (not a duplicate, not a retry).
+	committed bool
+	// duplicate: the reply was read from the barrier; no handler ran.
+	duplicate bool
+	// handlerRan: the handler was called.
+	handlerRan bool
+	// cause is the handler error behind a failed, retried or requeued command, for the log.
+	cause error
+	// final: the saga or transaction is final; nothing was decided and no reply is due
+	// (decision.final).
+	final bool
+}
+
+// verdict returns what d decided besides its reply.
+func (d decision) verdict() verdict {
+	return verdict{committed: d.committed, duplicate: d.duplicate, handlerRan: d.handlerRan, cause: d.cause, final: d.final}
+}
+
+// keepLasting is the keep of a handler that runs once with a lasting effect, an action or a
+// PREPARE: success stores ok with the output, after queuing onOK's statements (when given) in the
+// last batch; a business failure stores failed with its error; any other failure keeps nothing.
+func keepLasting(ok, failed protocol.Outcome, onOK func(last *batch)) func(json.RawMessage, error, *batch) (storedReply, bool) {
+	return func(out json.RawMessage, herr error, last *batch) (storedReply, bool) {
+		switch {
+		case herr == nil:
+			if onOK != nil {
+				onOK(last)
+			}
+			return storedReply{Outcome: ok, Output: out}, true
+		case IsBusiness(herr):
+			return storedReply{Outcome: failed, Error: truncate(herr.Error())}, true
+		}
+		return storedReply{}, false
+	}
+}

@@ -221,3 +221,14 @@ func (e *Engine) withDefinitions(ctx context.Context, run func() error) error {
 		}
 	}
 }
+
+// settleTimes is the end of settleSaga and settleTx: it sets a changed row's wake_at to wake,
+// kicks the timer loop when that is soon, and sets finished_at at now the first time the row is
+// terminal.
+func (e *Engine) settleTimes(wakeAt, finishedAt *time.Time, wake time.Time, terminal bool, now time.Time) {
+	*wakeAt = wake
+	e.wakeSoon(wake, now)
+	if terminal && finishedAt.IsZero() {
+		*finishedAt = now
+	}
+}

@@ -4,9 +4,11 @@ import (
 	"context"
 	"log/slog"
 	"strconv"
+	"time"
 
 	"github.com/google/uuid"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
@@ -138,4 +140,39 @@ func (o *observer) received(ctx context.Context, redelivered bool) {
 	if o.metrics && redelivered {
 		o.repliesRedelivered.Add(ctx, 1)
 	}
+}
+
+// pastSpan is a span that the coordinator emits after the fact, saga and transaction spans alike:
+// span id in the trace of traceparent, a child of parent (of traceparent's own span when zero).
+type pastSpan struct {
+	traceparent string
+	parent, id  trace.SpanID
+	name        string
+	kind        trace.SpanKind
+	start, end  time.Time
+	// failure, when not empty, is the span's error status.
+	failure string
+	attrs   []attribute.KeyValue
+}
+
+// tracing reports whether spans in the trace of traceparent are emitted: there is a tracer and a
+// trace. Callers check it before they build a pastSpan, which costs allocations.
+func (o *observer) tracing(traceparent string) bool {
+	return o.tracer != nil && traceparent != ""
+}
+
+// emit emits s, unless there is no tracer or s's traceparent does not parse.
+func (o *observer) emit(s pastSpan) {
+	if !o.tracing(s.traceparent) {
+		return
+	}
+	ctx, ok := spanParent(s.traceparent, s.parent, s.id)
+	if !ok {
+		return
+	}
+	_, span := o.tracer.Start(ctx, s.name, trace.WithSpanKind(s.kind), trace.WithTimestamp(s.start), trace.WithAttributes(s.attrs...))
+	if s.failure != "" {
+		span.SetStatus(codes.Error, s.failure)
+	}
+	span.End(trace.WithTimestamp(s.end))
 }

@@ -79,17 +79,6 @@ func (e *Engine) settleSaga(sg *store.Saga, now time.Time) {
 	e.settleTimes(&sg.WakeAt, &sg.FinishedAt, wake, sg.State.Status.Terminal(), now)
 }
 
-// settleTimes is the end of settleSaga and settleTx: it sets a changed row's wake_at to wake,
-// kicks the timer loop when that is soon, and sets finished_at at now the first time the row is
-// terminal.
-func (e *Engine) settleTimes(wakeAt, finishedAt *time.Time, wake time.Time, terminal bool, now time.Time) {
-	*wakeAt = wake
-	e.wakeSoon(wake, now)
-	if terminal && finishedAt.IsZero() {
-		*finishedAt = now
-	}
-}
-
 // sagaCommands encodes the messages of step commands.
 func (e *Engine) sagaCommands(m *saga.Machine, st *saga.State, cmds []saga.Command) ([]transport.Outgoing, error) {
 	msgs := make([]transport.Outgoing, 0, len(cmds))

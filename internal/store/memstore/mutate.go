@@ -156,3 +156,12 @@ func write[T any](s *Store, t *table[T], changed []row, msgs []message, now time
 	}
 	return s.outbox.insert(msgs, now, s.cfg.OutboxLease), nil
 }
+
+// mutateIDs is Mutate and MutateTx: it locks the rows of t with ids and lets fn change them.
+func mutateIDs[T any](ctx context.Context, s *Store, t *table[T], ids []uuid.UUID, fn store.MutateFunc[T]) ([]store.OutboxRow, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	_, rows, err := mutate(ctx, s, t, byIDs(s, t, ids), fn)
+	return rows, err
+}

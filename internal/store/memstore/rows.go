@@ -1,7 +1,6 @@
 package memstore
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -147,15 +146,6 @@ var txCodec = codec[*store.Tx]{
 		}, nil
 	},
 	head: headOf(func(t *store.Tx) head { return head{&t.ID, &t.Version, &t.CreatedAt, &t.UpdatedAt} }),
-}
-
-// mutateIDs is Mutate and MutateTx: it locks the rows of t with ids and lets fn change them.
-func mutateIDs[T any](ctx context.Context, s *Store, t *table[T], ids []uuid.UUID, fn store.MutateFunc[T]) ([]store.OutboxRow, error) {
-	if len(ids) == 0 {
-		return nil, nil
-	}
-	_, rows, err := mutate(ctx, s, t, byIDs(s, t, ids), fn)
-	return rows, err
 }
 
 // encodeState fills the columns a mutation writes: the state as jsonb, the status, the times.

@@ -52,17 +52,6 @@ func mutateDue[T any](ctx context.Context, s *Store, t table[T], limit int, fn s
 	return mutate(ctx, s, t, fn, `SELECT clock_timestamp(), `+t.columns+` FROM `+t.name+` WHERE wake_at <= now() ORDER BY wake_at LIMIT $1 FOR UPDATE SKIP LOCKED`, limit)
 }
 
-// table is what mutate and get need to know about a table of state rows (sagas, transactions).
-type table[T any] struct {
-	// name is the table's, noun one row's in errors; columns are those scan reads, in its order.
-	name, noun, columns string
-	scan                func(pgx.Row) (T, error)
-	// head points at a row's id, version and updated_at, which a write changes.
-	head func(T) (id uuid.UUID, version *int64, updatedAt *time.Time)
-	// row returns the new content of a changed row.
-	row func(T) rowUpdate
-}
-
 var sagaRows = table[*store.Saga]{
 	name: "sagas", noun: "saga", columns: sagaColumns,
 	scan: scanSaga,
@@ -70,18 +59,6 @@ var sagaRows = table[*store.Saga]{
 	row: func(sg *store.Saga) rowUpdate {
 		return rowUpdate{sg.ID, string(sg.State.Status), sg.State, sg.Version, sg.WakeAt, sg.FinishedAt}
 	},
-}
-
-// key returns v's id and version.
-func (t table[T]) key(v T) (uuid.UUID, int64) {
-	id, version, _ := t.head(v)
-	return id, *version
-}
-
-// updatedAt returns when v was last written.
-func (t table[T]) updatedAt(v T) time.Time {
-	_, _, at := t.head(v)
-	return *at
 }
 
 // update queues the statement that writes changed at now with their messages (see queueWrite),

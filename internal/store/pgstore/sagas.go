@@ -3,7 +3,6 @@ package pgstore
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 
@@ -33,28 +32,6 @@ func scanSaga(row pgx.Row) (*store.Saga, error) {
 	sg.ID, sg.State, sg.RequestHash, sg.Version = c.id, &st, c.requestHash, c.version
 	sg.WakeAt, sg.CreatedAt, sg.UpdatedAt, sg.FinishedAt = c.wake.Time, c.created, c.updated, c.fin.Time
 	return &sg, nil
-}
-
-// stateColumns are the columns that sagas and transactions share, as scanned.
-type stateColumns struct {
-	id                  uuid.UUID
-	status, requestHash string
-	state               []byte // jsonb
-	version             int64
-	wake, fin           pgtype.Timestamptz
-	created, updated    time.Time
-}
-
-// scan is scanSaga's and scanTx's: it scans row into dest, the table's columns in its order with
-// pointers into c among them, and decodes c's state into st; noun names the row in errors.
-func (c *stateColumns) scan(row pgx.Row, noun string, st any, dest ...any) error {
-	if err := row.Scan(dest...); err != nil {
-		return err
-	}
-	if err := json.Unmarshal(c.state, st); err != nil {
-		return fmt.Errorf("decode state of %s %s: %w", noun, c.id, err)
-	}
-	return nil
 }
 
 func tsOrNull(t time.Time) pgtype.Timestamptz {
@@ -290,31 +267,6 @@ func (s *Store) readExisting(ctx context.Context, ids []uuid.UUID, first map[uui
 type errSameBatch int
 
 func (e errSameBatch) Error() string { return "the same saga id twice in one batch" }
-
-// querier runs a query that returns one row: the pool, or a transaction.
-type querier interface {
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-}
-
-// read returns the row of id as q sees it, or pgx.ErrNoRows.
-func (t table[T]) read(ctx context.Context, q querier, id uuid.UUID) (T, error) {
-	return t.scan(q.QueryRow(ctx, `SELECT `+t.columns+` FROM `+t.name+` WHERE id = $1`, id))
-}
-
-// get is GetSaga and GetTx: the row of id, or store.ErrNotFound.
-func get[T any](ctx context.Context, s *Store, t table[T], id uuid.UUID) (T, error) {
-	v, err := t.read(ctx, s.pool, id)
-	switch {
-	case err == nil:
-		return v, nil
-	case errors.Is(err, pgx.ErrNoRows):
-		err = fmt.Errorf("%s %s: %w", t.noun, id, store.ErrNotFound)
-	default:
-		err = fmt.Errorf("get %s %s: %w", t.noun, id, err)
-	}
-	var zero T
-	return zero, err
-}
 
 // GetSaga implements store.Sagas.
 func (s *Store) GetSaga(ctx context.Context, id uuid.UUID) (*store.Saga, error) {
