@@ -64,20 +64,11 @@ func (w *Worker) processFinal(ctx context.Context, d *transport.Delivery) {
 // final for longer than FinalHorizon, every SweepInterval until Stop or the end of ctx.
 func (w *Worker) sweeper(ctx context.Context) {
 	defer w.wg.Done()
-	t := time.NewTicker(w.cfg.SweepInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-w.stopping:
-			return
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	w.every(ctx, w.cfg.SweepInterval, false, func() {
 		if _, err := w.Sweep(ctx); err != nil && ctx.Err() == nil {
 			w.log.Warn("sweeping the barrier failed; trying again", "err", err, "interval", w.cfg.SweepInterval)
 		}
-	}
+	})
 }
 
 // Sweep runs one sweep now, as the worker does every Config.SweepInterval, and returns how many

@@ -35,18 +35,28 @@ func (w *Worker) startTime(ctx context.Context) *time.Time {
 // until Stop or the end of ctx.
 func (w *Worker) watchdog(ctx context.Context, startedAt *time.Time) {
 	defer w.wg.Done()
-	t := time.NewTicker(w.cfg.QueryInterval)
-	defer t.Stop()
-	for {
-		if w.txHandlersOrNil() != nil {
-			if err := w.queryDecisions(ctx, startedAt); err != nil {
-				if ctx.Err() == nil {
-					w.log.Warn("looking for prepared transactions to ask about failed; trying again", "err", err, "interval", w.cfg.QueryInterval)
-				}
-			} else {
-				startedAt = nil
-			}
+	w.every(ctx, w.cfg.QueryInterval, true, func() {
+		if w.txHandlersOrNil() == nil {
+			return
 		}
+		if err := w.queryDecisions(ctx, startedAt); err != nil {
+			if ctx.Err() == nil {
+				w.log.Warn("looking for prepared transactions to ask about failed; trying again", "err", err, "interval", w.cfg.QueryInterval)
+			}
+			return
+		}
+		startedAt = nil
+	})
+}
+
+// every runs fn every interval (and once at once when now is set) until Stop or the end of ctx.
+func (w *Worker) every(ctx context.Context, interval time.Duration, now bool, fn func()) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	if now {
+		fn()
+	}
+	for {
 		select {
 		case <-w.stopping:
 			return
@@ -54,6 +64,7 @@ func (w *Worker) watchdog(ctx context.Context, startedAt *time.Time) {
 			return
 		case <-t.C:
 		}
+		fn()
 	}
 }
 
