@@ -12,6 +12,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -27,6 +28,7 @@ type options struct {
 	burst      int
 	queues     int
 	persistent bool
+	confirms   bool
 	size       int
 	dur        time.Duration
 }
@@ -48,6 +50,7 @@ func main() {
 	f.IntVar(&o.burst, "burst", 1, "messages published together, each burst rate/burst times a second")
 	f.IntVar(&o.queues, "queues", 4, "durable queues, used in turn")
 	f.BoolVar(&o.persistent, "persistent", true, "persistent messages (delivery mode 2)")
+	f.BoolVar(&o.confirms, "confirms", true, "publisher confirms")
 	f.IntVar(&o.size, "size", 300, "body bytes")
 	f.DurationVar(&o.dur, "for", 10*time.Second, "how long to publish")
 	cmd.SetArgs(cmdline.DoubleDash(cmd, os.Args[1:]))
@@ -75,8 +78,10 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	if err := pub.Confirm(false); err != nil {
-		return err
+	if o.confirms {
+		if err := pub.Confirm(false); err != nil {
+			return err
+		}
 	}
 	names, err := declareQueues(pub, subConn, o.queues)
 	if err != nil {
@@ -135,17 +140,20 @@ func publish(pub *amqp.Channel, names []string, o options) (n, nacked int, err e
 	body := make([]byte, o.size)
 	tick := time.NewTicker(time.Duration(float64(time.Second) * float64(o.burst) / o.rate))
 	defer tick.Stop()
-	confirms := make(chan []*amqp.DeferredConfirmation, 1024)
+	confirms := make(chan burst, 1024)
 	done := make(chan int)
 	go func() { // wait for the confirms off the publishing loop, counting the refused
 		refused := 0
-		for cs := range confirms {
-			for _, c := range cs {
-				if !c.Wait() {
+		var waits []time.Duration
+		for b := range confirms {
+			for _, c := range b.confirms {
+				if c != nil && !c.Wait() { // nil without confirms
 					refused++
 				}
 			}
+			waits = append(waits, time.Since(b.at))
 		}
+		printConfirmLatency(waits, o.confirms)
 		done <- refused
 	}()
 	defer func() {
@@ -155,17 +163,35 @@ func publish(pub *amqp.Channel, names []string, o options) (n, nacked int, err e
 	for end := time.Now().Add(o.dur); time.Now().Before(end); {
 		<-tick.C
 		cs := make([]*amqp.DeferredConfirmation, 0, o.burst)
+		at := time.Now()
 		for range o.burst {
 			c, err := pub.PublishWithDeferredConfirmWithContext(context.Background(), "", names[n%len(names)], false, false,
 				amqp.Publishing{DeliveryMode: mode, Body: body})
 			if err != nil {
-				confirms <- cs
+				confirms <- burst{at: at, confirms: cs}
 				return n, 0, err
 			}
 			cs = append(cs, c)
 			n++
 		}
-		confirms <- cs
+		confirms <- burst{at: at, confirms: cs}
 	}
 	return n, 0, nil
+}
+
+// burst is the confirmations of one burst and when its first message was published.
+type burst struct {
+	at       time.Time
+	confirms []*amqp.DeferredConfirmation
+}
+
+// printConfirmLatency prints the median and 99th percentile of the time from a burst's publish
+// to its last confirm.
+func printConfirmLatency(waits []time.Duration, confirms bool) {
+	if !confirms || len(waits) == 0 {
+		return
+	}
+	slices.Sort(waits)
+	at := func(q float64) time.Duration { return waits[int(q*float64(len(waits)-1))] }
+	fmt.Printf("burst publish to last confirm: p50 %v, p99 %v\n", at(0.5).Round(10*time.Microsecond), at(0.99).Round(10*time.Microsecond))
 }
