@@ -129,8 +129,13 @@ func serve(ctx context.Context, cfg coordinator.Config, opts serveOptions, stdou
 	defer stop()
 	c, err := coordinator.Start(ctx, cfg)
 	if err != nil {
+		if ctx.Err() != nil {
+			log.Info("stopped while waiting for the database or the broker", "err", err)
+			return nil
+		}
 		return fail(exitFailed, "coordinator: %v", err)
 	}
+	// Printed once the API serves: scripts wait for this line.
 	fmt.Fprintf(stdout, "coordinator listening on %s\n", c.Addr())
 	if a := c.MetricsAddr(); a != "" {
 		fmt.Fprintf(stdout, "coordinator metrics on http://%s/metrics\n", a)

@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/sagacoord/sagacoord/internal/lifecycle"
 	"github.com/sagacoord/sagacoord/internal/secrets"
 	"github.com/sagacoord/sagacoord/internal/telemetry/otelsetup"
 	"github.com/sagacoord/sagacoord/internal/telemetry/pgxtrace"
@@ -36,20 +37,15 @@ func run(ctx context.Context, o options, stderr io.Writer, exit func(int)) error
 		return err
 	}
 	defer func() { _ = tel.Shutdown(context.WithoutCancel(ctx)) }()
-	db, err := openDatabase(ctx, o, tp, mp)
+	db, tr, err := connect(ctx, o, log, tp, mp)
 	if err != nil {
+		if ctx.Err() != nil {
+			log.Info("stopped while waiting for the database or the broker", "err", err)
+			return nil
+		}
 		return err
 	}
 	defer db.Close()
-	tr, err := amqptransport.New(ctx, amqptransport.Config{
-		URL:            o.amqpURL,
-		QueueType:      o.queueType,
-		ConnectionName: "participant-sim",
-		Logger:         log,
-	})
-	if err != nil {
-		return fmt.Errorf("connect to RabbitMQ %s: %w", redactURL(o.amqpURL), err)
-	}
 	defer tr.Close()
 
 	s, err := newSimWith(cfg, db, tr, log, exit, tp, mp)
@@ -74,6 +70,35 @@ func run(ctx context.Context, o options, stderr io.Writer, exit func(int)) error
 	return nil
 }
 
+// connect opens the database and the broker, waiting for them as long as ctx lasts
+// (lifecycle.Connect): a simulator started before them works once they answer.
+func connect(ctx context.Context, o options, log *slog.Logger, tp trace.TracerProvider, mp metric.MeterProvider) (*pgxpool.Pool, *amqptransport.Transport, error) {
+	poolCfg, err := poolConfig(o, tp, mp)
+	if err != nil {
+		return nil, nil, err
+	}
+	trCfg := amqptransport.Config{URL: o.amqpURL, QueueType: o.queueType, ConnectionName: "participant-sim", Logger: log}
+	if err := trCfg.Validate(); err != nil {
+		return nil, nil, fmt.Errorf("--amqp-url: %w", err)
+	}
+	var (
+		db *pgxpool.Pool
+		tr *amqptransport.Transport
+	)
+	err = lifecycle.Connect(ctx, log, "the database or the broker", func(ctx context.Context) error {
+		var err error
+		if db, err = openDatabase(ctx, o, poolCfg); err != nil {
+			return err
+		}
+		if tr, err = amqptransport.New(ctx, trCfg); err != nil {
+			db.Close()
+			return fmt.Errorf("connect to RabbitMQ %s: %w", redactURL(o.amqpURL), err)
+		}
+		return nil
+	})
+	return db, tr, err
+}
+
 // startTelemetry starts tracing and metrics as the flags say. The providers are nil when their
 // part is off, which turns the SDK's instruments off entirely.
 func startTelemetry(ctx context.Context, o options, log *slog.Logger) (*otelsetup.Telemetry, trace.TracerProvider, metric.MeterProvider, error) {
@@ -96,9 +121,9 @@ func startTelemetry(ctx context.Context, o options, log *slog.Logger) (*otelsetu
 	return tel, tp, mp, nil
 }
 
-// openDatabase opens and checks the participants' pool; with tp, the handlers' queries become
+// poolConfig is the participants' pool configuration; with tp, the handlers' queries become
 // children of their command's span; with mp, the pool's statements and commits are counted.
-func openDatabase(ctx context.Context, o options, tp trace.TracerProvider, mp metric.MeterProvider) (*pgxpool.Pool, error) {
+func poolConfig(o options, tp trace.TracerProvider, mp metric.MeterProvider) (*pgxpool.Config, error) {
 	poolCfg, err := pgxpool.ParseConfig(o.databaseURL)
 	if err != nil {
 		return nil, fmt.Errorf("--database-url %s: %w", redactURL(o.databaseURL), err)
@@ -118,7 +143,12 @@ func openDatabase(ctx context.Context, o options, tp trace.TracerProvider, mp me
 	if !strings.Contains(o.databaseURL, "pool_max_conns") {
 		poolCfg.MaxConns = int32(max(1, o.dbMaxConns))
 	}
-	db, err := pgxpool.NewWithConfig(ctx, poolCfg)
+	return poolCfg, nil
+}
+
+// openDatabase opens the pool and checks that the database answers.
+func openDatabase(ctx context.Context, o options, poolCfg *pgxpool.Config) (*pgxpool.Pool, error) {
+	db, err := pgxpool.NewWithConfig(ctx, poolCfg.Copy())
 	if err != nil {
 		return nil, fmt.Errorf("open database %s: %w", redactURL(o.databaseURL), err)
 	}

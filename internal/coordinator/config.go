@@ -7,10 +7,12 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sagacoord/sagacoord/internal/secrets"
+	"github.com/sagacoord/sagacoord/transport/amqptransport"
 )
 
 // The URLs of the machine's own PostgreSQL and RabbitMQ: the defaults of `coordinator serve`.
@@ -154,7 +156,19 @@ func (c Config) validate() error {
 	if c.QueueType != "classic" && c.QueueType != "quorum" {
 		return fmt.Errorf("queue type %q must be classic or quorum", c.QueueType)
 	}
+	// The URLs are checked here, before Start waits for what they name: no retry mends them.
+	if _, err := pgxpool.ParseConfig(c.DatabaseURL); err != nil {
+		return fmt.Errorf("database URL: %w", err)
+	}
+	if err := c.transportConfig().Validate(); err != nil {
+		return fmt.Errorf("AMQP URL: %w", err)
+	}
 	return c.validateSecurity()
+}
+
+// transportConfig is the broker transport's configuration.
+func (c Config) transportConfig() amqptransport.Config {
+	return amqptransport.Config{URL: c.AMQPURL, QueueType: c.QueueType, Logger: c.Logger, ConnectionName: c.Name}
 }
 
 // Redact hides the passwords of a URL for logs (secrets.Redact).

@@ -4,6 +4,7 @@ package coordinator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/sagacoord/sagacoord/internal/auth"
 	"github.com/sagacoord/sagacoord/internal/engine"
+	"github.com/sagacoord/sagacoord/internal/lifecycle"
 	"github.com/sagacoord/sagacoord/internal/server"
 	"github.com/sagacoord/sagacoord/internal/store/pgstore"
 	"github.com/sagacoord/sagacoord/internal/telemetry"
@@ -68,13 +70,19 @@ type Coordinator struct {
 	transport *amqptransport.Transport
 	relay     *outbox.Relay
 	engine    *engine.Engine
+	sagas     *server.SagaService
+	txs       *server.TwoPCService
+	ready     *server.Readiness
 	grpc      *grpc.Server
 	lis       net.Listener
 	served    chan error
 	debug     *http.Server
 }
 
-// Start connects, checks the schema, and serves until Stop.
+// Start listens, connects, checks the schema, and serves until Stop. It listens first, with
+// health NOT_SERVING and the API Unavailable, and waits for the database and the broker as long
+// as ctx lasts (lifecycle.Connect), so that a coordinator started before them serves once they
+// answer. It returns once the API serves.
 func Start(ctx context.Context, cfg Config) (*Coordinator, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.validate(); err != nil {
@@ -86,7 +94,8 @@ func Start(ctx context.Context, cfg Config) (*Coordinator, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Coordinator{cfg: cfg, served: make(chan error, 1)}
+	c := &Coordinator{cfg: cfg, served: make(chan error, 1), ready: server.NewReadiness(),
+		sagas: &server.SagaService{Logger: cfg.Logger}, txs: &server.TwoPCService{Logger: cfg.Logger}}
 	ok := false
 	defer func() {
 		if !ok {
@@ -97,18 +106,33 @@ func Start(ctx context.Context, cfg Config) (*Coordinator, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := c.openDatabase(ctx, inst.pgTracer); err != nil {
-		return nil, err
-	}
-	if err := c.startEngine(ctx, inst); err != nil {
-		return nil, err
-	}
 	if err := c.listen(append(inst.grpcOpts, secure...), creds); err != nil {
 		return nil, err
 	}
+	cfg.Logger.Info("coordinator listening, not serving until it reaches the database and the broker", "addr", c.lis.Addr().String())
+	if err := lifecycle.Connect(ctx, cfg.Logger, "the database or the broker", func(ctx context.Context) error {
+		return c.connect(ctx, inst)
+	}); err != nil {
+		return nil, err
+	}
+	c.sagas.Engine, c.txs.Engine = c.engine, c.engine
+	c.ready.Serve()
 	cfg.Logger.Info("coordinator serving", "addr", c.lis.Addr().String(), "database", Redact(cfg.DatabaseURL), "amqp", Redact(cfg.AMQPURL))
 	ok = true
 	return c, nil
+}
+
+// connect opens the database and starts the engine. On failure it closes what it opened, so that
+// the next attempt starts afresh.
+func (c *Coordinator) connect(ctx context.Context, inst instruments) error {
+	err := c.openDatabase(ctx, inst.pgTracer)
+	if err == nil {
+		err = c.startEngine(ctx, inst)
+	}
+	if err != nil {
+		c.disconnect()
+	}
+	return err
 }
 
 // instruments are what the telemetry gives the parts: nil providers (and tracer) turn their
@@ -173,19 +197,20 @@ func (c *Coordinator) openDatabase(ctx context.Context, tracer pgx.QueryTracer) 
 			c.cfg.Logger.Info("applied migrations", "versions", applied)
 		}
 	}
-	return mig.Check(ctx)
+	if err := mig.Check(ctx); err != nil {
+		if errors.Is(err, migrations.ErrSchemaOutOfDate) || errors.Is(err, migrations.ErrSchemaTooNew) {
+			return lifecycle.Permanent(err)
+		}
+		return err
+	}
+	return nil
 }
 
 // startEngine connects to the broker and starts the outbox relay and the engine.
 func (c *Coordinator) startEngine(ctx context.Context, inst instruments) error {
 	cfg, log := c.cfg, c.cfg.Logger
 	var err error
-	c.transport, err = amqptransport.New(ctx, amqptransport.Config{
-		URL:            cfg.AMQPURL,
-		QueueType:      cfg.QueueType,
-		Logger:         log,
-		ConnectionName: cfg.Name,
-	})
+	c.transport, err = amqptransport.New(ctx, cfg.transportConfig())
 	if err != nil {
 		return err
 	}
@@ -198,7 +223,7 @@ func (c *Coordinator) startEngine(ctx context.Context, inst instruments) error {
 		TracerProvider: inst.tp, MeterProvider: inst.mp, Test: engine.TestConfig{BeforeCommitDecision: cfg.Test.BeforeCommitDecision},
 	})
 	if err != nil {
-		return err
+		return lifecycle.Permanent(err)
 	}
 	if err := c.relay.Start(ctx); err != nil {
 		return err
@@ -232,8 +257,9 @@ func (c *Coordinator) listen(grpcOpts []grpc.ServerOption, creds *auth.Credentia
 	limiter := server.NewLimiter(server.Limits{
 		Rate: cfg.RateLimit, Burst: cfg.RateBurst, WatchesPerCaller: cfg.MaxWatchesPerCaller, Watches: cfg.MaxWatches,
 	})
-	c.grpc = server.NewGRPCServer(&server.SagaService{Engine: c.engine, Logger: log}, &server.TwoPCService{Engine: c.engine, Logger: log},
-		server.Options{GRPC: grpcOpts, Credentials: creds, Limiter: limiter, Reflection: cfg.Reflection, Logger: log})
+	c.grpc = server.NewGRPCServer(c.sagas, c.txs, server.Options{
+		GRPC: grpcOpts, Credentials: creds, Limiter: limiter, Reflection: cfg.Reflection, Logger: log, Readiness: c.ready,
+	})
 	go func() { c.served <- c.grpc.Serve(c.lis) }()
 	return nil
 }
@@ -254,6 +280,9 @@ func (c *Coordinator) Done() <-chan error { return c.served }
 // Stop shuts down gracefully: stops accepting calls, lets in-flight batches commit, closes
 // connections. It is idempotent.
 func (c *Coordinator) Stop() {
+	if c.ready != nil {
+		c.ready.Shutdown()
+	}
 	if c.debug != nil {
 		_ = c.debug.Close()
 	}
@@ -266,22 +295,32 @@ func (c *Coordinator) Stop() {
 			c.grpc.Stop()
 		}
 	}
-	if c.engine != nil {
-		c.engine.Stop()
-	}
-	if c.relay != nil {
-		c.relay.Stop()
-	}
-	if c.transport != nil {
-		_ = c.transport.Close()
-	}
-	if c.pool != nil {
-		c.pool.Close()
-	}
+	c.disconnect()
 	if c.telemetry != nil {
 		// Flushes the spans of the last events.
 		if err := c.telemetry.Shutdown(context.Background()); err != nil {
 			c.cfg.Logger.Warn("shut down telemetry", "err", err)
 		}
+	}
+}
+
+// disconnect stops the engine and the relay and closes the broker and database connections, in
+// that order; each part may be missing.
+func (c *Coordinator) disconnect() {
+	if c.engine != nil {
+		c.engine.Stop()
+		c.engine = nil
+	}
+	if c.relay != nil {
+		c.relay.Stop()
+		c.relay = nil
+	}
+	if c.transport != nil {
+		_ = c.transport.Close()
+		c.transport = nil
+	}
+	if c.pool != nil {
+		c.pool.Close()
+		c.pool = nil
 	}
 }

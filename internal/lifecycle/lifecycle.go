@@ -1,5 +1,6 @@
 // Package lifecycle owns the goroutines of a service: they run under one context, and Stop
-// cancels it and waits for all of them (river's startstop, in a few lines).
+// cancels it and waits for all of them (river's startstop, in a few lines). Connect waits for
+// the database and broker a service starts before.
 package lifecycle
 
 import (

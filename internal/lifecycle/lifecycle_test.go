@@ -2,9 +2,12 @@ package lifecycle_test
 
 import (
 	"context"
+	"errors"
+	"log/slog"
 	"sync/atomic"
 	"testing"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/sagacoord/sagacoord/internal/lifecycle"
@@ -32,4 +35,39 @@ func TestStopWithoutStart(t *testing.T) {
 	require.False(t, g.Stop())
 	_, err := g.Start(context.Background())
 	require.ErrorIs(t, err, lifecycle.ErrStopped, "a group stopped before it started never starts")
+}
+
+func TestConnectRetriesUntilItWorks(t *testing.T) {
+	var calls atomic.Int32
+	err := lifecycle.Connect(context.Background(), slog.New(slog.DiscardHandler), "the thing", func(context.Context) error {
+		if calls.Add(1) < 3 {
+			return errors.New("connection refused")
+		}
+		return nil
+	})
+	require.NoError(t, err)
+	require.EqualValues(t, 3, calls.Load())
+}
+
+func TestConnectReturnsAPermanentErrorAtOnce(t *testing.T) {
+	var calls atomic.Int32
+	bad := errors.New("malformed URL")
+	err := lifecycle.Connect(context.Background(), slog.New(slog.DiscardHandler), "the thing", func(context.Context) error {
+		calls.Add(1)
+		return lifecycle.Permanent(bad)
+	})
+	require.ErrorIs(t, err, bad)
+	require.NotErrorAs(t, err, new(*backoff.PermanentError), "the marker is removed")
+	require.EqualValues(t, 1, calls.Load())
+}
+
+func TestConnectGivesUpWhenTheContextEndsAndSaysWhy(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	err := lifecycle.Connect(ctx, slog.New(slog.DiscardHandler), "the broker", func(context.Context) error {
+		cancel()
+		return errors.New("connection refused")
+	})
+	require.ErrorIs(t, err, context.Canceled)
+	require.ErrorContains(t, err, "the broker")
+	require.ErrorContains(t, err, "connection refused")
 }

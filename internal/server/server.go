@@ -13,7 +13,6 @@ import (
 	"github.com/google/uuid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
@@ -51,11 +50,14 @@ type Options struct {
 	Logger *slog.Logger
 	// GRPC are further server options: TLS credentials, a stats handler for telemetry.
 	GRPC []grpc.ServerOption
+	// Readiness, when set, keeps the saga and 2PC services Unavailable and health NOT_SERVING
+	// until its Serve (readiness.go); nil serves at once.
+	Readiness *Readiness
 }
 
 // NewGRPCServer returns a gRPC server with the saga and 2PC services, health, and reflection when
 // asked for. Interceptors run in this order: error hiding and the UTF-8 check (errors.go,
-// codec.go), the guard, the limiter.
+// codec.go), the guard, readiness, the limiter.
 func NewGRPCServer(svc *SagaService, tx *TwoPCService, o Options) *grpc.Server {
 	log := o.Logger
 	if log == nil {
@@ -67,17 +69,19 @@ func NewGRPCServer(svc *SagaService, tx *TwoPCService, o Options) *grpc.Server {
 		g := &guard{creds: o.Credentials, log: log}
 		opts = append(opts, grpc.ChainUnaryInterceptor(g.unary), grpc.ChainStreamInterceptor(g.stream))
 	}
+	ready := o.Readiness
+	if ready == nil {
+		ready = NewReadiness()
+		ready.Serve()
+	}
+	opts = append(opts, ready.serverOptions()...)
 	if o.Limiter != nil {
 		opts = append(opts, o.Limiter.ServerOptions()...)
 	}
 	srv := grpc.NewServer(opts...)
 	pb.RegisterSagaServiceServer(srv, svc)
 	pb.RegisterTwoPCServiceServer(srv, tx)
-	hs := health.NewServer()
-	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	hs.SetServingStatus(pb.SagaService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-	hs.SetServingStatus(pb.TwoPCService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-	healthpb.RegisterHealthServer(srv, hs)
+	healthpb.RegisterHealthServer(srv, ready.hs)
 	if o.Reflection {
 		reflection.Register(srv)
 	}

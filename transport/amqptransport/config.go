@@ -113,6 +113,10 @@ func (c Config) WithDefaults() Config {
 	return c
 }
 
+// Validate reports every field of c that cannot work, naming the field, without connecting: New
+// fails the same way before it dials.
+func (c Config) Validate() error { return c.WithDefaults().validate() }
+
 // validate reports every field of a defaulted Config that cannot work, naming the field.
 func (c Config) validate() error {
 	var errs []error
