@@ -2,11 +2,17 @@ package lifecycle
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	amqp "github.com/rabbitmq/amqp091-go"
 )
 
 // Waits between the attempts of Connect: from connectFirstWait, doubling (with 20% jitter) up to
@@ -20,13 +26,16 @@ const (
 // Permanent. A process that may start before its database or broker waits for them with it, the
 // way an orchestrator expects of a service: each failure is logged as a warning, with what is
 // unreachable, the attempt and the next wait. A permanent error (a malformed URL, a schema of
-// the wrong version) is returned at once, unwrapped.
+// the wrong version, or a service that answered and refused us) is returned at once, unwrapped.
 func Connect(ctx context.Context, log *slog.Logger, what string, connect func(context.Context) error) error {
 	attempt := 0
 	var last error
 	_, err := backoff.Retry(ctx, func() (struct{}, error) {
 		attempt++
 		last = connect(ctx)
+		if refused(last) {
+			return struct{}{}, backoff.Permanent(last)
+		}
 		return struct{}{}, last
 	},
 		backoff.WithBackOff(&backoff.ExponentialBackOff{
@@ -44,3 +53,22 @@ func Connect(ctx context.Context, log *slog.Logger, what string, connect func(co
 
 // Permanent marks an error that no retry can mend, for Connect to return at once.
 func Permanent(err error) error { return backoff.Permanent(err) }
+
+// refused reports whether err is the answer of a service that was reached and refused who we
+// are: a wrong user or password (PostgreSQL's class 28, RabbitMQ's ACCESS_REFUSED) or a
+// certificate that does not verify. Waiting does not change that answer; the operator must.
+func refused(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && strings.HasPrefix(pgErr.Code, "28") {
+		return true
+	}
+	var amqpErr *amqp.Error
+	if errors.As(err, &amqpErr) && amqpErr.Code == amqp.AccessRefused {
+		return true
+	}
+	var verify *tls.CertificateVerificationError
+	var unknown x509.UnknownAuthorityError
+	var host x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	return errors.As(err, &verify) || errors.As(err, &unknown) || errors.As(err, &host) || errors.As(err, &invalid)
+}

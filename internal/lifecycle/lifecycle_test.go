@@ -2,12 +2,16 @@ package lifecycle_test
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"testing"
 
 	"github.com/cenkalti/backoff/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/sagacoord/sagacoord/internal/lifecycle"
@@ -70,4 +74,20 @@ func TestConnectGivesUpWhenTheContextEndsAndSaysWhy(t *testing.T) {
 	require.ErrorIs(t, err, context.Canceled)
 	require.ErrorContains(t, err, "the broker")
 	require.ErrorContains(t, err, "connection refused")
+}
+
+func TestConnectDoesNotRetryARefusal(t *testing.T) {
+	for name, refusal := range map[string]error{
+		"PostgreSQL password": fmt.Errorf("connect: %w", &pgconn.PgError{Code: "28P01", Message: "password authentication failed"}),
+		"RabbitMQ password":   fmt.Errorf("connect: %w", &amqp.Error{Code: amqp.AccessRefused, Reason: "username or password not allowed"}),
+		"certificate":         fmt.Errorf("handshake: %w", x509.UnknownAuthorityError{}),
+	} {
+		var calls atomic.Int32
+		err := lifecycle.Connect(context.Background(), slog.New(slog.DiscardHandler), "the thing", func(context.Context) error {
+			calls.Add(1)
+			return refusal
+		})
+		require.ErrorIs(t, err, refusal, name)
+		require.EqualValues(t, 1, calls.Load(), name)
+	}
 }
