@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sagacoord/sagacoord/internal/cli"
+	"github.com/sagacoord/sagacoord/internal/sandbox"
 )
 
 // ExitViolated is the exit code of `sagalab chaos run` when a scenario failed (an invariant was
@@ -163,7 +164,7 @@ the others run the coordinator that ships.`,
 	f.StringVar(&opts.DatabaseURL, "database-url", "", "shared PostgreSQL database for the scenario schemas (default postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable)")
 	f.StringVar(&opts.AMQPURL, "amqp-url", "", "shared RabbitMQ; each scenario gets its own vhost (default amqp://guest:guest@127.0.0.1:5672/)")
 	f.StringVar(&opts.RabbitAPI, "rabbit-api", "", "management API of the shared RabbitMQ (default http://guest:guest@127.0.0.1:15672)")
-	f.StringVar(&opts.PostgresBin, "postgres-bin", "", "directory of initdb and pg_ctl for private PostgreSQL instances (default "+DefaultPostgresBin+")")
+	f.StringVar(&opts.PostgresBin, "postgres-bin", "", "directory of initdb and pg_ctl for private PostgreSQL instances (default "+sandbox.DefaultPostgresBin+")")
 	f.StringVar(&opts.WorkDir, "work-dir", "", "where each run's logs go (default a new temp dir)")
 	f.BoolVar(&opts.Broken, "broken", false, "start every coordinator, from testhooks/, with --test-disable-outbox (a deliberately broken build: the runs must fail)")
 	f.BoolVar(&opts.Keep, "keep", false, "keep each run's schemas and vhost for inspection")

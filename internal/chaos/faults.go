@@ -170,20 +170,20 @@ func (r *run) injectOnce(ctx context.Context, f ScheduledFault) error {
 func (r *run) injectService(ctx context.Context, f ScheduledFault) (healFunc, error) {
 	switch f.Kind {
 	case FaultRabbitMQRestart:
-		if err := r.mq.crash(); err != nil {
+		if err := r.mq.Kill(); err != nil {
 			return nil, err
 		}
-		return func(ctx context.Context) error { return r.mq.start(ctx) }, nil
+		return func(ctx context.Context) error { return r.mq.Start(ctx) }, nil
 	case FaultMemoryAlarm:
 		if err := r.mq.memoryAlarm(ctx, true); err != nil {
 			return nil, err
 		}
 		return func(ctx context.Context) error { return r.mq.memoryAlarm(ctx, false) }, nil
 	default: // FaultPostgresRestart
-		if err := r.pg.crash(ctx); err != nil {
+		if err := r.pg.Crash(ctx); err != nil {
 			return nil, err
 		}
-		return func(ctx context.Context) error { return r.pg.start(ctx) }, nil
+		return func(ctx context.Context) error { return r.pg.Start(ctx) }, nil
 	}
 }
 

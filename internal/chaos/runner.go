@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/sagacoord/sagacoord/client"
+	"github.com/sagacoord/sagacoord/internal/sandbox"
 )
 
 // Options configure Run. Zero values take the documented defaults.
@@ -37,7 +38,7 @@ type Options struct {
 	AMQPURL string
 	// RabbitAPI is the shared broker's management API. Default http://guest:guest@127.0.0.1:15672.
 	RabbitAPI string
-	// PostgresBin holds initdb and pg_ctl for private instances. Default DefaultPostgresBin.
+	// PostgresBin holds initdb and pg_ctl for private instances. Default sandbox.DefaultPostgresBin.
 	PostgresBin string
 	// Broken starts every coordinator with --test-disable-outbox (the test build's hook): the
 	// deliberately broken build whose runs must fail.
@@ -63,7 +64,7 @@ func (o Options) withDefaults() Options {
 		o.RabbitAPI = "http://guest:guest@127.0.0.1:15672"
 	}
 	if o.PostgresBin == "" {
-		o.PostgresBin = DefaultPostgresBin
+		o.PostgresBin = sandbox.DefaultPostgresBin
 	}
 	if o.Progress == nil {
 		o.Progress = io.Discard
@@ -91,7 +92,7 @@ type run struct {
 	pgBase     string // database URL without search_path
 	amqpBase   string // AMQP URL of the scenario's vhost
 	mgmt       management
-	pg         *privatePostgres
+	pg         *sandbox.Postgres
 	mq         *privateRabbit
 	links      *links
 	admin      *pgxpool.Pool
@@ -327,7 +328,7 @@ func (r *run) teardown() {
 		r.mq.stop()
 	}
 	if r.pg != nil {
-		r.pg.stop()
+		r.pg.Stop()
 	}
 }
 

@@ -4,13 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"os"
-	"os/exec"
-	"os/user"
-	"path/filepath"
-	"strconv"
-	"syscall"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -18,46 +11,6 @@ import (
 // ErrSkipped marks a scenario that cannot run on this machine (a private instance's binaries are
 // missing); the report says why and the run does not count as failed.
 var ErrSkipped = errors.New("skipped")
-
-// freePort returns a TCP port on 127.0.0.1 that nobody listens on right now.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// asUser makes cmd run as the named system user when we are root (initdb refuses to run as
-// root); it returns the user's uid and gid, or -1 when nothing changes.
-func asUser(cmd *exec.Cmd, name string) (int, int) {
-	if os.Geteuid() != 0 {
-		return -1, -1
-	}
-	u, err := user.Lookup(name)
-	if err != nil {
-		return -1, -1
-	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	if cmd != nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
-	}
-	return uid, gid
-}
-
-func chownTree(dir string, uid, gid int) error {
-	if uid < 0 {
-		return nil
-	}
-	return filepath.Walk(dir, func(p string, _ os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		return os.Lchown(p, uid, gid)
-	})
-}
 
 func createSchema(ctx context.Context, dbURL, schema string) error {
 	conn, err := pgx.Connect(ctx, dbURL)

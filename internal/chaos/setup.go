@@ -14,8 +14,10 @@ import (
 	sagacoordv1 "github.com/sagacoord/sagacoord/gen/sagacoord/v1"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/sagacoord/sagacoord/client"
 	"github.com/sagacoord/sagacoord/internal/cli"
+	"github.com/sagacoord/sagacoord/internal/sandbox"
 )
 
 func (r *run) workloadConns() []*client.Conn {
@@ -38,7 +40,7 @@ func (r *run) setupServices(ctx context.Context) error {
 			return fmt.Errorf("private PostgreSQL: %w", err)
 		}
 		r.pg = pg
-		r.pgBase = pg.url()
+		r.pgBase = postgresURL(pg)
 	} else {
 		r.pgBase = r.opts.DatabaseURL
 	}
@@ -50,7 +52,7 @@ func (r *run) setupServices(ctx context.Context) error {
 		}
 		r.mq = mq
 		r.vhost = "/"
-		r.amqpBase = mq.url("")
+		r.amqpBase = mq.AdminURL()
 	} else {
 		r.vhost = "chaos-" + r.id
 		r.mgmt = newManagement(r.opts.RabbitAPI)
@@ -164,7 +166,7 @@ func (r *run) startCoordinators(readyCtx context.Context) error {
 // coordinatorProcess makes the process of coordinator c, on a free port, with its client
 // connection; it does not start it.
 func (r *run) coordinatorProcess(c CoordinatorSpec) (*process, error) {
-	port, err := freePort()
+	port, err := sandbox.FreePort()
 	if err != nil {
 		return nil, err
 	}

@@ -1,12 +1,15 @@
 // Package sandbox starts PostgreSQL and RabbitMQ instances of one's own, on a directory and free
-// ports, that accept only TLS connections with certificates from a CA made for them: for the
-// tests of the TLS links and for `make demo-tls` (through `sagalab sandbox`). It never touches
-// the machine's shared services.
+// ports; it never touches the machine's shared services. Given a CA, they accept only TLS
+// connections with certificates from it: for the tests of the TLS links and for `make demo-tls`
+// (through `sagalab sandbox`). Without one, they take plain connections on 127.0.0.1: the private
+// database and broker of the chaos scenarios (internal/chaos), which crash, restart and alarm them.
 //
 //   - certs.go: the CA and the certificates it issues (crypto/x509, no openssl).
-//   - postgres.go: a PostgreSQL with ssl=on, password authentication and TLS only.
-//   - rabbit.go, definitions.go: a RabbitMQ node with a TLS listener alone, and the users and
-//     permissions it loads at boot; layout.go: the permissions of docs/security.md's layout.
+//   - postgres.go: a PostgreSQL with ssl=on, password authentication and TLS only; without a CA,
+//     plain with trust authentication.
+//   - rabbit.go, definitions.go: a RabbitMQ node with a TLS listener alone (without a CA, a plain
+//     one), optionally its management API, and the users and permissions it loads at boot;
+//     layout.go: the permissions of docs/security.md's layout.
 //   - command.go: `sagalab sandbox`, which runs both until interrupted.
 //
 // As root, the servers run as the postgres and rabbitmq users, which must be able to reach the
@@ -46,7 +49,8 @@ func MkdirTemp(prefix string) (string, error) {
 	return dir, nil
 }
 
-func freePort() (int, error) {
+// FreePort returns a TCP port on 127.0.0.1 that nobody listens on right now.
+func FreePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, fmt.Errorf("sandbox: find a free port: %w", err)

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
+	"net/http"
 	"os"
 	"strconv"
 	"testing"
@@ -24,6 +25,19 @@ func tempDir(t *testing.T) string {
 	return dir
 }
 
+// serverTest skips t with -short, since it starts what, and else runs it in parallel; it returns
+// a context that ends with t or after limit.
+func serverTest(t *testing.T, what string, limit time.Duration) context.Context {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts " + what)
+	}
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	t.Cleanup(cancel)
+	return ctx
+}
+
 func skipIfMissing(t *testing.T, err error) {
 	t.Helper()
 	if errors.Is(err, ErrMissing) {
@@ -33,12 +47,7 @@ func skipIfMissing(t *testing.T, err error) {
 
 // The sandbox PostgreSQL takes verify-full connections with its CA and refuses every other.
 func TestPostgresTakesOnlyVerifiedTLS(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a PostgreSQL")
-	}
-	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	ctx := serverTest(t, "a PostgreSQL", 2*time.Minute)
 	dir := tempDir(t)
 	ca, err := NewCA(dir)
 	require.NoError(t, err)
@@ -67,12 +76,7 @@ func TestPostgresTakesOnlyVerifiedTLS(t *testing.T) {
 
 // The sandbox RabbitMQ has a TLS listener that asks for a client certificate, and no other.
 func TestRabbitTakesOnlyTLSWithClientCertificates(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a RabbitMQ node")
-	}
-	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	ctx := serverTest(t, "a RabbitMQ node", 2*time.Minute)
 	dir := tempDir(t)
 	ca, err := NewCA(dir)
 	require.NoError(t, err)
@@ -100,4 +104,71 @@ func TestRabbitTakesOnlyTLSWithClientCertificates(t *testing.T) {
 	if c != nil {
 		_ = c.Close()
 	}
+}
+
+// Without a CA, the sandbox PostgreSQL takes plain trusted connections, and comes back from a
+// crash on its data: what the chaos scenarios' postgres_restart does to it.
+func TestPlainPostgresComesBackFromACrash(t *testing.T) {
+	ctx := serverTest(t, "a PostgreSQL", 2*time.Minute)
+	pg, err := StartPostgres(ctx, PostgresConfig{Dir: tempDir(t) + "/postgres", MaxConnections: 300})
+	skipIfMissing(t, err)
+	require.NoError(t, err)
+	t.Cleanup(pg.Stop)
+	url := pg.URL("", "postgres", Pair{})
+	require.Equal(t, "postgres://postgres@127.0.0.1:"+strconv.Itoa(pg.Port)+"/postgres?sslmode=disable", url)
+
+	conn, err := pgx.Connect(ctx, url)
+	require.NoError(t, err)
+	var maxConns string
+	require.NoError(t, conn.QueryRow(ctx, `SHOW max_connections`).Scan(&maxConns))
+	require.Equal(t, "300", maxConns)
+	_, err = conn.Exec(ctx, `CREATE TABLE kept (n int); INSERT INTO kept VALUES (7)`)
+	require.NoError(t, err)
+	require.NoError(t, conn.Close(ctx))
+
+	require.NoError(t, pg.Crash(ctx))
+	_, err = pgx.Connect(ctx, url)
+	require.Error(t, err, "the server is down after a crash")
+	require.NoError(t, pg.Start(ctx))
+	conn, err = pgx.Connect(ctx, url)
+	require.NoError(t, err)
+	var n int
+	require.NoError(t, conn.QueryRow(ctx, `SELECT n FROM kept`).Scan(&n))
+	require.Equal(t, 7, n, "the WAL is replayed")
+	require.NoError(t, conn.Close(ctx))
+}
+
+// Without a CA, the sandbox RabbitMQ takes plain AMQP as guest, answers its management API, and
+// boots again after its VM is killed: what the chaos scenarios' rabbitmq_restart does to it.
+func TestPlainRabbitComesBackFromAKill(t *testing.T) {
+	ctx := serverTest(t, "a RabbitMQ node", 3*time.Minute)
+	r, err := StartRabbit(ctx, RabbitConfig{Dir: tempDir(t) + "/rabbitmq", Node: "sandbox-plain-test@localhost", Management: true})
+	skipIfMissing(t, err)
+	require.NoError(t, err)
+	t.Cleanup(r.Stop)
+	require.Equal(t, "amqp://guest:guest@127.0.0.1:"+strconv.Itoa(r.Port)+"/", r.AdminURL())
+	require.Equal(t, "http://guest:guest@127.0.0.1:"+strconv.Itoa(r.ManagementPort), r.ManagementURL())
+
+	overview := func() int {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://127.0.0.1:"+strconv.Itoa(r.ManagementPort)+"/api/overview", nil)
+		require.NoError(t, err)
+		req.SetBasicAuth("guest", "guest")
+		client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+		resp, err := client.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	require.Equal(t, http.StatusOK, overview())
+
+	require.NoError(t, r.Kill())
+	_, err = amqp.Dial(r.AdminURL())
+	require.Error(t, err, "the node is down after a kill")
+	require.NoError(t, r.Start(ctx))
+	conn, err := amqp.Dial(r.AdminURL())
+	require.NoError(t, err)
+	require.NoError(t, conn.Close())
+	require.Equal(t, http.StatusOK, overview())
+	out, err := r.Ctl(ctx, "status")
+	require.NoError(t, err, "rabbitmqctl reaches the node: %s", out)
 }
