@@ -20,13 +20,15 @@ import (
 // command kinds is in their kindRules (saga_rules.go, twopc_rules.go).
 type barrier struct {
 	db *pgxpool.Pool
-	// handlerTimeout is Config.HandlerTimeout.
-	handlerTimeout time.Duration
-	sql            barrierSQL
+	// handlerTimeout is Config.HandlerTimeout, lockWait Config.LockWait.
+	handlerTimeout, lockWait time.Duration
+	sql                      barrierSQL
+	// hung reports handlers that outlive their deadline (nil: none).
+	hung *hungWatch
 }
 
-func newBarrier(db *pgxpool.Pool, schema string, handlerTimeout time.Duration) *barrier {
-	return &barrier{db: db, handlerTimeout: handlerTimeout, sql: newBarrierSQL(schema)}
+func newBarrier(db *pgxpool.Pool, schema string, handlerTimeout, lockWait time.Duration) *barrier {
+	return &barrier{db: db, handlerTimeout: handlerTimeout, lockWait: lockWait, sql: newBarrierSQL(schema)}
 }
 
 // rowKey names a barrier row: (saga id, step, kind) for a saga step, (transaction id,
@@ -60,6 +62,9 @@ type kindRules struct {
 	// gate, when set, decides once row is claimed: a reply to store without running the
 	// handler, nil to run it, or an error. Statements it queues in last go with the reply.
 	gate func(ctx context.Context, t *localTx, last *batch) (noop *storedReply, err error)
+	// lockWait bounds the wait for the row while another transaction holds it (0: no bound;
+	// barrier.lockWaitFor).
+	lockWait time.Duration
 	// limit bounds the handler's run (0: no limit); late, needed with a limit, is the error of
 	// a handler stopped by it.
 	limit time.Duration
@@ -104,6 +109,9 @@ var errInterrupted = errors.New("interrupted by shutdown")
 // the handler's savepoint go in one batch, the reply and COMMIT in another.
 func (b *barrier) decide(ctx context.Context, t *localTx, k kindRules) (decision, error) {
 	var claimed pgconn.CommandTag
+	// A handler stopped at its limit cannot wait longer than that for a lock anyway: only a
+	// shorter bound is taken off before it runs.
+	t.lockWait, t.unbound = k.lockWait, k.lockWait > 0 && (k.limit == 0 || k.lockWait < k.limit)
 	first := t.beginBatch()
 	b.claim(first, &claimed, k.row, `{}`, k.attempt)
 	if k.first != nil {
@@ -112,7 +120,7 @@ func (b *barrier) decide(ctx context.Context, t *localTx, k kindRules) (decision
 	// Made before knowing whether the handler runs, which it mostly does.
 	sp := t.savepoint(first)
 	if err := t.send(ctx, first); err != nil {
-		return decision{}, err
+		return b.lockedOut(k, err)
 	}
 	if claimed.RowsAffected() == 0 {
 		d, reopened, err := b.replay(ctx, t, k)
@@ -133,7 +141,9 @@ func (b *barrier) decide(ctx context.Context, t *localTx, k kindRules) (decision
 	if noop != nil {
 		d.reply = *noop
 	} else {
+		stop := b.hung.watch(k.row, k.attempt, k.limit)
 		out, herr, err := callInSavepoint(ctx, sp, k, last)
+		stop()
 		if err != nil {
 			return decision{}, err
 		}
@@ -165,6 +175,7 @@ func (b *barrier) replay(ctx context.Context, t *localTx, k kindRules) (decision
 	var sp *savepointTx
 	again := &batch{}
 	if k.reopens {
+		t.boundLockWait(again) // the reopening waits for a transaction that holds the row
 		b.reopen(again, &reopened, k.row, k.attempt)
 	}
 	b.read(again, &raw, k.row)
@@ -172,7 +183,8 @@ func (b *barrier) replay(ctx context.Context, t *localTx, k kindRules) (decision
 		sp = t.savepoint(again)
 	}
 	if err := t.send(ctx, again); err != nil {
-		return decision{}, nil, err
+		d, err := b.lockedOut(k, err)
+		return d, nil, err
 	}
 	if reopened.RowsAffected() == 1 {
 		return decision{}, sp, nil
@@ -185,6 +197,34 @@ func (b *barrier) replay(ctx context.Context, t *localTx, k kindRules) (decision
 		return decision{final: true}, nil, nil
 	}
 	return decision{reply: r, duplicate: true}, nil, nil
+}
+
+// lockWaitFor is how long a command whose timeout is timeout (0: none) waits for its barrier row
+// (Config.LockWait): its timeout by default, at most Config.LockWait when that is positive, and
+// no bound (0) when it is negative.
+func (b *barrier) lockWaitFor(timeout time.Duration) time.Duration {
+	switch {
+	case b.lockWait < 0:
+		return 0
+	case b.lockWait == 0 || (timeout > 0 && timeout < b.lockWait):
+		return timeout
+	}
+	return b.lockWait
+}
+
+// lockedOut turns err, the failure of the statements that take the command's row, into a
+// transient decision when the row stayed held past Config.LockWait (SQLSTATE 55P03,
+// lock_not_available): nothing is kept, and the command is tried again later instead of waiting
+// behind the transaction that holds the row. Any other error is returned as it is.
+func (b *barrier) lockedOut(k kindRules, err error) (decision, error) {
+	var pgErr *pgconn.PgError
+	var tail *tailError
+	if errors.As(err, &tail) || !errors.As(err, &pgErr) || pgErr.Code != "55P03" {
+		return decision{}, err
+	}
+	return decision{transient: true, cause: fmt.Errorf(
+		"barrier row %s was held by another transaction for longer than %s (Config.LockWait): a handler of this step is still running, or hung; trying again later: %w",
+		k.row, k.lockWait, err)}, nil
 }
 
 // verdict is what the barrier decided for one command besides its reply, alike for a saga step

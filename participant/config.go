@@ -89,6 +89,17 @@ type Config struct {
 	// deadline: a decision must be applied in the end. Default 0: the command's timeout alone.
 	// Negative: no deadline.
 	HandlerTimeout time.Duration
+	// LockWait bounds how long a command waits for its barrier row while another transaction
+	// holds it: mostly a handler of the same step still running, or hung past its deadline, that
+	// a compensation or a redelivery must wait for. Past it the command gives up (PostgreSQL's
+	// lock_timeout, set for the barrier's statements only, never for the handler's): a saga step
+	// replies "retry", so that the coordinator tries again after its back-off while the goroutine
+	// and the connection serve other commands; a two-phase-commit command is requeued after
+	// RetryBackoff. Default 0: the command's own timeout (timeout_ms), after which the
+	// coordinator has given the attempt up anyway, and no bound for a command without one
+	// (COMMIT, ABORT). Positive: at most that, and never past the command's timeout. Negative:
+	// wait as long as the row is held.
+	LockWait time.Duration
 	// RetryBackoff is how long the worker waits before requeueing a command whose processing hit
 	// a database or broker error (not a handler error), so an outage does not spin. Default
 	// DefaultRetryBackoff (500ms).

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
@@ -85,4 +86,20 @@ func TestHandleRejectsProgrammingErrors(t *testing.T) {
 	require.NotNil(t, w.handler("credit"))
 	w.Stop()
 	w.Stop() // idempotent, and a no-op before Start
+}
+
+func TestLockWaitForACommand(t *testing.T) {
+	for _, c := range []struct {
+		configured, timeout, want time.Duration
+	}{
+		{0, 300 * time.Millisecond, 300 * time.Millisecond}, // default: the command's timeout
+		{0, 0, 0}, // no timeout, no bound
+		{time.Second, 300 * time.Millisecond, 300 * time.Millisecond},
+		{time.Second, 5 * time.Second, time.Second},
+		{time.Second, 0, time.Second},
+		{-1, 300 * time.Millisecond, 0}, // negative: never bounded
+	} {
+		b := newBarrier(nil, DefaultSchema, 0, c.configured)
+		require.Equal(t, c.want, b.lockWaitFor(c.timeout), "LockWait %v, timeout %v", c.configured, c.timeout)
+	}
 }

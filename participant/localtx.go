@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -29,6 +30,12 @@ type localTx struct {
 	ended bool
 	// calls counts the handler calls, so that a group can tell whether a handler broke it.
 	calls int
+	// lockWait, when positive, is the lock_timeout of the statements that take the current
+	// command's barrier row (barrier.lockWaitFor). unbound: the handler runs with the session's
+	// own, as the bound is shorter than the handler's limit. bounded: a bound was set in this
+	// transaction, and a rollback may have kept it.
+	lockWait         time.Duration
+	unbound, bounded bool
 
 	// The rest serves a transaction that decides a group of commands (see barrier.runGroup).
 	group bool
@@ -82,7 +89,21 @@ func (t *localTx) beginBatch() *batch {
 		t.savepoints++
 		bt.exec(nil, "savepoint before command", "savepoint "+t.cmdSP)
 	}
+	t.boundLockWait(bt)
 	return bt
+}
+
+// boundLockWait queues the lock_timeout of the statements that take a command's barrier row, or
+// the session's own when the command has no bound and an earlier command of the group set one.
+func (t *localTx) boundLockWait(bt *batch) {
+	switch {
+	case t.lockWait > 0:
+		ms := max(1, t.lockWait.Milliseconds()) // 0 would mean no bound
+		bt.exec(nil, "bound the wait for the barrier row", "select set_config('lock_timeout', $1, true)", strconv.FormatInt(ms, 10))
+		t.bounded = true
+	case t.bounded:
+		bt.exec(nil, "unbound the wait for the barrier row", "set local lock_timeout to default")
+	}
 }
 
 // takePending returns a batch that starts with the pending statements of the previous command,
@@ -183,6 +204,10 @@ func (e *tailError) Unwrap() error { return e.err }
 func (t *localTx) savepoint(bt *batch) *savepointTx {
 	sp := t.newSavepoint()
 	bt.exec(nil, "savepoint before handler", "savepoint "+sp.name)
+	if t.unbound {
+		// Inside the savepoint: a rollback to it bounds the barrier's own statements again.
+		bt.exec(nil, "unbound the handler's lock waits", "set local lock_timeout to default")
+	}
 	return sp
 }
 

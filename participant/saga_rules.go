@@ -63,13 +63,14 @@ func (b *barrier) decideStep(ctx context.Context, t *localTx, cmd *protocol.Step
 // compensation came first. A business failure is stored, and a later attempt reopens it.
 func (b *barrier) actionRules(cmd *protocol.StepCommand, h Handler) kindRules {
 	return kindRules{
-		row:     sagaRow(cmd, protocol.KindAction),
-		attempt: cmd.Attempt,
-		reopens: true,
-		limit:   handlerLimit(cmd.Timeout(), b.handlerTimeout),
-		late:    stepTimedOut,
-		call:    stepCall(cmd, h),
-		keep:    keepLasting(protocol.OutcomeSucceeded, protocol.OutcomeFailed, nil),
+		row:      sagaRow(cmd, protocol.KindAction),
+		attempt:  cmd.Attempt,
+		reopens:  true,
+		lockWait: b.lockWaitFor(cmd.Timeout()),
+		limit:    handlerLimit(cmd.Timeout(), b.handlerTimeout),
+		late:     stepTimedOut,
+		call:     stepCall(cmd, h),
+		keep:     keepLasting(protocol.OutcomeSucceeded, protocol.OutcomeFailed, nil),
 	}
 }
 
@@ -126,8 +127,9 @@ func (b *barrier) compensationRules(cmd *protocol.StepCommand, h Handler) kindRu
 			}
 			return nil, fmt.Errorf("barrier row %s holds outcome %q, want succeeded or failed", actionRow, action.Outcome)
 		},
-		limit: handlerLimit(cmd.Timeout(), b.handlerTimeout),
-		late:  stepTimedOut,
+		lockWait: b.lockWaitFor(cmd.Timeout()),
+		limit:    handlerLimit(cmd.Timeout(), b.handlerTimeout),
+		late:     stepTimedOut,
 		call: func(ctx context.Context, tx pgx.Tx) (json.RawMessage, error) {
 			c := *cmd
 			if len(c.Output) == 0 {

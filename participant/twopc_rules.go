@@ -78,12 +78,13 @@ func (b *barrier) runTwoPC(ctx context.Context, cmd *protocol.TxCommand, h *TxHa
 // the prepare timeout, votes NO; any other failure keeps nothing and sends no vote.
 func (b *barrier) prepareRules(cmd *protocol.TxCommand, h TxHandler) kindRules {
 	return kindRules{
-		row:     twopcRow(cmd, protocol.KindPrepare),
-		attempt: cmd.Attempt,
-		limit:   handlerLimit(cmd.Timeout(), b.handlerTimeout),
-		late:    prepareTimedOut,
-		call:    twopcCall(cmd, h, nil), // no output: the stored vote has none
-		keep:    keepLasting(protocol.OutcomeVoteYes, protocol.OutcomeVoteNo, func(last *batch) { b.recordPrepared(last, cmd) }),
+		row:      twopcRow(cmd, protocol.KindPrepare),
+		attempt:  cmd.Attempt,
+		lockWait: b.lockWaitFor(cmd.Timeout()),
+		limit:    handlerLimit(cmd.Timeout(), b.handlerTimeout),
+		late:     prepareTimedOut,
+		call:     twopcCall(cmd, h, nil), // no output: the stored vote has none
+		keep:     keepLasting(protocol.OutcomeVoteYes, protocol.OutcomeVoteNo, func(last *batch) { b.recordPrepared(last, cmd) }),
 	}
 }
 
@@ -97,8 +98,9 @@ func (b *barrier) commitRules(cmd *protocol.TxCommand, h TxHandler) kindRules {
 		payload string
 	)
 	return kindRules{
-		row:     twopcRow(cmd, protocol.KindCommit),
-		attempt: cmd.Attempt,
+		row:      twopcRow(cmd, protocol.KindCommit),
+		attempt:  cmd.Attempt,
+		lockWait: b.lockWaitFor(0), // a decision has no timeout: Config.LockWait when positive
 		first: func(bt *batch) {
 			b.readIfAny(bt, &voteRaw, &voted, voteRow)
 		},
@@ -139,8 +141,9 @@ func (b *barrier) abortRules(cmd *protocol.TxCommand, h TxHandler) kindRules {
 		payload string
 	)
 	return kindRules{
-		row:     twopcRow(cmd, protocol.KindAbort),
-		attempt: cmd.Attempt,
+		row:      twopcRow(cmd, protocol.KindAbort),
+		attempt:  cmd.Attempt,
+		lockWait: b.lockWaitFor(0), // a decision has no timeout: Config.LockWait when positive
 		first: func(bt *batch) {
 			// Waits for a PREPARE still in flight, then either plants the NO that refuses a late
 			// PREPARE or finds the vote.

@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/jackc/pgx/v5"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/sagacoord/sagacoord/protocol"
 	"github.com/sagacoord/sagacoord/transport"
@@ -54,11 +55,22 @@ func New(cfg Config) (*Worker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("participant: metrics: %w", err)
 	}
+	log := cfg.Logger.With("participant", cfg.Name)
+	var meter metric.Meter
+	if cfg.MeterProvider != nil {
+		meter = cfg.MeterProvider.Meter("github.com/sagacoord/sagacoord/participant")
+	}
+	hung, err := newHungWatch(log, cfg.Name, meter)
+	if err != nil {
+		return nil, fmt.Errorf("participant: metrics: %w", err)
+	}
+	b := newBarrier(cfg.DB, cfg.Schema, cfg.HandlerTimeout, cfg.LockWait)
+	b.hung = hung
 	return &Worker{
 		cfg:      cfg,
 		tel:      tel,
-		log:      cfg.Logger.With("participant", cfg.Name),
-		barrier:  newBarrier(cfg.DB, cfg.Schema, cfg.HandlerTimeout),
+		log:      log,
+		barrier:  b,
 		handlers: make(map[string]Handler),
 		stopping: make(chan struct{}),
 	}, nil
