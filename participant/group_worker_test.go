@@ -30,6 +30,9 @@ type heldTransport struct {
 }
 
 func (h *heldTransport) Consume(ctx context.Context, queue string, prefetch int) (<-chan *transport.Delivery, error) {
+	if queue == protocol.TwoPCQueue(name) {
+		return h.Transport.Consume(ctx, queue, prefetch) // only saga steps are grouped
+	}
 	in, err := h.Transport.Consume(ctx, queue, prefetch)
 	if err != nil {
 		return nil, err

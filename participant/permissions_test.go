@@ -176,12 +176,14 @@ func TestLeastPrivilegeLayout(t *testing.T) {
 	requireRefused(t, errors.Join(coord.Publish(ctx, []transport.Outgoing{reply})...), "the coordinator publishes a reply")
 }
 
-// requireParticipantRefusals checks what bank-a's user may not do: read bank-b's queue, publish a
+// requireParticipantRefusals checks what bank-a's user may not do: read bank-b's queues, publish a
 // command, declare, or bind its queue to bank-b's commands or to the replies.
 func requireParticipantRefusals(t *testing.T, ctx context.Context, bankAURL string, bankA *amqptransport.Transport) {
 	t.Helper()
 	_, err := bankA.Consume(ctx, protocol.ParticipantQueue("bank-b"), 1)
 	requireRefused(t, err, "bank-a consumes bank-b's queue")
+	_, err = bankA.Consume(ctx, protocol.TwoPCQueue("bank-b"), 1)
+	requireRefused(t, err, "bank-a consumes bank-b's two-phase-commit queue")
 	msg, err := debit("lp-2").Encode()
 	require.NoError(t, err)
 	cmd := transport.Outgoing{Exchange: protocol.ExchangeCommands, RoutingKey: "bank-b", Message: msg}

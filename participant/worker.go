@@ -176,8 +176,13 @@ func (w *Worker) Start(ctx context.Context) error {
 	startedAt := w.startTime(ctx) // before any delivery: see watchdog
 	workCtx, cancelWork := context.WithCancel(ctx)
 	consumeCtx, cancelConsume := context.WithCancel(workCtx)
-	queue := protocol.ParticipantQueue(w.cfg.Name)
+	queue, txQueue := protocol.ParticipantQueue(w.cfg.Name), protocol.TwoPCQueue(w.cfg.Name)
 	deliveries, err := w.cfg.Transport.Consume(consumeCtx, queue, w.cfg.Prefetch)
+	var txs <-chan *transport.Delivery
+	if err == nil {
+		queue = txQueue
+		txs, err = w.cfg.Transport.Consume(consumeCtx, txQueue, w.cfg.Prefetch)
+	}
 	if err != nil {
 		cancelConsume()
 		cancelWork()
@@ -187,14 +192,14 @@ func (w *Worker) Start(ctx context.Context) error {
 	w.cancelConsume, w.cancelWork = cancelConsume, cancelWork
 	w.wg.Add(w.cfg.Concurrency + 1)
 	for range w.cfg.Concurrency {
-		go w.loop(workCtx, deliveries)
+		go w.loop(workCtx, deliveries, txs)
 	}
 	go w.watchdog(workCtx, startedAt)
 	if w.cfg.keepsFinals() {
 		w.wg.Add(1)
 		go w.sweeper(workCtx)
 	}
-	w.log.Info("participant worker started", "queue", queue, "prefetch", w.cfg.Prefetch, "concurrency", w.cfg.Concurrency, "max_batch", w.cfg.MaxBatch)
+	w.log.Info("participant worker started", "queue", protocol.ParticipantQueue(w.cfg.Name), "twopc_queue", txQueue, "prefetch", w.cfg.Prefetch, "concurrency", w.cfg.Concurrency, "max_batch", w.cfg.MaxBatch)
 	return nil
 }
 
@@ -242,13 +247,41 @@ func (w *Worker) Stop() {
 	})
 }
 
-func (w *Worker) loop(ctx context.Context, deliveries <-chan *transport.Delivery) {
+// loop decides deliveries until both channels close: the two-phase-commit commands first, each
+// alone, so that a PREPARE waits for a free goroutine, never behind the saga steps of the queue;
+// saga steps in groups of up to MaxBatch of those already waiting.
+func (w *Worker) loop(ctx context.Context, sagas, txs <-chan *transport.Delivery) {
 	defer w.wg.Done()
 	ds := make([]*transport.Delivery, 0, w.cfg.MaxBatch)
-	for d := range deliveries {
-		ds = transport.TakeWaiting(deliveries, append(ds[:0], d), w.cfg.MaxBatch)
-		w.processAll(ctx, ds)
+	for sagas != nil || txs != nil {
+		select {
+		case d, ok := <-txs:
+			w.processTxDelivery(ctx, &txs, d, ok)
+			continue
+		default:
+		}
+		select {
+		case d, ok := <-txs:
+			w.processTxDelivery(ctx, &txs, d, ok)
+		case d, ok := <-sagas:
+			if !ok {
+				sagas = nil
+				continue
+			}
+			ds = transport.TakeWaiting(sagas, append(ds[:0], d), w.cfg.MaxBatch)
+			w.processAll(ctx, ds)
+		}
 	}
+}
+
+// processTxDelivery decides d, received from *txs, or forgets the channel once it closed (ok is
+// false).
+func (w *Worker) processTxDelivery(ctx context.Context, txs *<-chan *transport.Delivery, d *transport.Delivery, ok bool) {
+	if !ok {
+		*txs = nil
+		return
+	}
+	w.processAll(ctx, []*transport.Delivery{d})
 }
 
 // processAll decides the deliveries a handler goroutine took: the saga step commands together,

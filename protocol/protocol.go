@@ -22,7 +22,8 @@ const Version = "1"
 
 // Exchanges and queues.
 const (
-	// ExchangeCommands is a direct exchange; the routing key is the participant name.
+	// ExchangeCommands is a direct exchange; the routing key is the participant name for saga
+	// step commands and TwoPCRoutingKey for two-phase-commit commands.
 	ExchangeCommands = "sagacoord.commands"
 	// ExchangeReplies is a direct exchange; replies are published with routing key RoutingKeyReplies.
 	ExchangeReplies = "sagacoord.replies"
@@ -41,8 +42,22 @@ const (
 	QueuePrefix = "sagacoord.participant."
 )
 
-// ParticipantQueue returns the queue that holds a participant's commands.
+// ParticipantQueue returns the queue that holds a participant's saga step commands (and final
+// notices).
 func ParticipantQueue(participant string) string { return QueuePrefix + participant }
+
+// twoPCSuffix ends the routing key and the queue of a participant's two-phase-commit commands.
+// Names never hold a colon (CheckName), so neither can be another participant's.
+const twoPCSuffix = ":twopc"
+
+// TwoPCQueue returns the queue that holds a participant's two-phase-commit commands (PREPARE,
+// COMMIT, ABORT). It is apart from ParticipantQueue so that a backlog of saga steps never
+// delays a PREPARE past its transaction's timeout.
+func TwoPCQueue(participant string) string { return ParticipantQueue(participant) + twoPCSuffix }
+
+// TwoPCRoutingKey returns the routing key, on ExchangeCommands, of a participant's
+// two-phase-commit commands; TwoPCQueue is bound with it.
+func TwoPCRoutingKey(participant string) string { return participant + twoPCSuffix }
 
 // Message types (the AMQP type property).
 const (

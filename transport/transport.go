@@ -93,15 +93,17 @@ type Transport interface {
 	// DeclareTopology declares the exchanges, the reply queue and the dead-letter queue. It is
 	// idempotent.
 	DeclareTopology(ctx context.Context) error
-	// DeclareParticipant declares the durable queue of a participant, bound to the commands
-	// exchange with the participant name as routing key. It is idempotent.
+	// DeclareParticipant declares the two durable queues of a participant, bound to the
+	// commands exchange: protocol.ParticipantQueue with the participant name as routing key,
+	// for saga step commands, and protocol.TwoPCQueue with protocol.TwoPCRoutingKey, for
+	// two-phase-commit commands. It is idempotent.
 	DeclareParticipant(ctx context.Context, participant string) error
 	// SubscribeFinals binds the queue of participant to protocol.ExchangeFinals with the
 	// participant name as routing key, so that the final notices addressed to it reach its
 	// workers. The queue must exist (DeclareParticipant). It is idempotent.
 	SubscribeFinals(ctx context.Context, participant string) error
-	// ParticipantExists reports whether the queue of a participant exists (a worker or a saga
-	// definition declared it), without creating it.
+	// ParticipantExists reports whether both queues of a participant exist (a worker or a saga
+	// definition declared them), without creating them.
 	ParticipantExists(ctx context.Context, participant string) (bool, error)
 	// Publish publishes every message persistently, with the mandatory flag when Mandatory says
 	// so, and waits for the broker's confirms. The result has one entry per message: nil when the broker confirmed it

@@ -164,16 +164,25 @@ func (h *harness) define(def saga.Definition) *saga.Definition {
 	return &stored
 }
 
-// listen starts reading a participant's queue (declaring it).
+// listen starts reading a participant's two queues (declaring them), its saga steps and its
+// two-phase-commit commands, as one channel.
 func (h *harness) listen(participant string) {
 	h.t.Helper()
 	if _, ok := h.queues[participant]; ok {
 		return
 	}
 	require.NoError(h.t, h.peer.DeclareParticipant(h.ctx, participant))
-	ch, err := h.peer.Consume(h.ctx, protocol.ParticipantQueue(participant), 100)
-	require.NoError(h.t, err)
-	h.queues[participant] = ch
+	both := make(chan *transport.Delivery, 200)
+	for _, q := range []string{protocol.ParticipantQueue(participant), protocol.TwoPCQueue(participant)} {
+		ch, err := h.peer.Consume(h.ctx, q, 100)
+		require.NoError(h.t, err)
+		go func() {
+			for d := range ch {
+				both <- d
+			}
+		}()
+	}
+	h.queues[participant] = both
 }
 
 // command returns the next command on a participant's queue, acknowledged.

@@ -102,7 +102,7 @@ func txCommands(t *twopc.Tx, cmds []twopc.Command, now time.Time) ([]transport.O
 				msg.Headers[protocol.HeaderTraceparent] = tp
 			}
 		}
-		msgs = append(msgs, transport.Outgoing{Exchange: protocol.ExchangeCommands, RoutingKey: p.Name, Message: msg})
+		msgs = append(msgs, transport.Outgoing{Exchange: protocol.ExchangeCommands, RoutingKey: protocol.TwoPCRoutingKey(p.Name), Message: msg})
 	}
 	return msgs, nil
 }

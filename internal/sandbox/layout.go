@@ -30,6 +30,6 @@ func ParticipantPermission(user, vhost string, participants ...string) Permissio
 	}
 	return Permission{User: user, VHost: vhost, Configure: `^$`,
 		Write: `^sagacoord\.(replies|participant\.` + queues + `)$`,
-		Read:  `^sagacoord\.(participant\.` + queues + `|finals)$`,
+		Read:  `^sagacoord\.(participant\.` + queues + `(:twopc)?|finals)$`,
 	}
 }

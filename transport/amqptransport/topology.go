@@ -44,26 +44,32 @@ func (t *Transport) DeclareTopology(ctx context.Context) error {
 	return t.withTopologyChannel(ctx, t.declareShared)
 }
 
-// DeclareParticipant declares the queue of participant, bound to the commands exchange with the
-// participant name as routing key. It first declares the shared topology too, so a participant
+// DeclareParticipant declares the two queues of participant, its saga queue and its
+// two-phase-commit queue, bound to the commands exchange with the participant name and
+// protocol.TwoPCRoutingKey. It first declares the shared topology too, so a participant
 // may start before any coordinator. It is idempotent.
 func (t *Transport) DeclareParticipant(ctx context.Context, participant string) error {
 	queue := protocol.ParticipantQueue(participant)
 	switch {
 	case participant == "":
 		return errors.New("declare participant: the participant name is empty")
-	case len(queue) > maxNameBytes:
+	case len(protocol.TwoPCQueue(participant)) > maxNameBytes:
 		return fmt.Errorf("declare participant %q: queue name %q is longer than %d bytes", participant, queue, maxNameBytes)
 	}
 	return t.withTopologyChannel(ctx, func(ch *amqp.Channel) error {
 		if err := t.declareShared(ch); err != nil {
 			return err
 		}
-		if err := t.declareQueue(ch, queue, t.cfg.workQueueArgs()); err != nil {
-			return err
-		}
-		if err := ch.QueueBind(queue, participant, protocol.ExchangeCommands, false, nil); err != nil {
-			return fmt.Errorf("bind queue %q to exchange %q: %w", queue, protocol.ExchangeCommands, err)
+		for _, q := range []struct{ name, key string }{
+			{queue, participant},
+			{protocol.TwoPCQueue(participant), protocol.TwoPCRoutingKey(participant)},
+		} {
+			if err := t.declareQueue(ch, q.name, t.cfg.workQueueArgs()); err != nil {
+				return err
+			}
+			if err := ch.QueueBind(q.name, q.key, protocol.ExchangeCommands, false, nil); err != nil {
+				return fmt.Errorf("bind queue %q to exchange %q: %w", q.name, protocol.ExchangeCommands, err)
+			}
 		}
 		return nil
 	})
@@ -191,22 +197,27 @@ func (t *Transport) withTopologyConn(ctx context.Context, declare func(*amqp.Con
 // ParticipantExists reports whether the participant's queue exists, with a passive declare on a
 // throwaway channel (the broker closes a channel whose passive declare fails).
 func (t *Transport) ParticipantExists(ctx context.Context, participant string) (bool, error) {
-	queue := protocol.ParticipantQueue(participant)
-	if participant == "" || len(queue) > maxNameBytes {
+	queues := []string{protocol.ParticipantQueue(participant), protocol.TwoPCQueue(participant)}
+	if participant == "" || len(queues[1]) > maxNameBytes {
 		return false, nil
 	}
-	exists := true
-	err := t.withTopologyChannel(ctx, func(ch *amqp.Channel) error {
-		_, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
-		var aerr *amqp.Error
-		if errors.As(err, &aerr) && aerr.Code == amqp.NotFound {
-			exists = false
-			return nil
+	for _, queue := range queues {
+		exists := true
+		err := t.withTopologyChannel(ctx, func(ch *amqp.Channel) error {
+			_, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
+			var aerr *amqp.Error
+			if errors.As(err, &aerr) && aerr.Code == amqp.NotFound {
+				exists = false
+				return nil
+			}
+			return err
+		})
+		if err != nil {
+			return false, fmt.Errorf("look up queue %q: %w", queue, err)
 		}
-		return err
-	})
-	if err != nil {
-		return false, fmt.Errorf("look up queue %q: %w", queue, err)
+		if !exists {
+			return false, nil
+		}
 	}
-	return exists, nil
+	return true, nil
 }

@@ -114,8 +114,9 @@ func (t *Transport) DeclareTopology(ctx context.Context) error {
 	return nil
 }
 
-// DeclareParticipant declares the shared topology and the participant's queue, bound to the
-// commands exchange with the participant name as routing key. It is idempotent.
+// DeclareParticipant declares the shared topology and the participant's two queues, bound to the
+// commands exchange with the participant name and its two-phase-commit routing key. It is
+// idempotent.
 func (t *Transport) DeclareParticipant(ctx context.Context, participant string) error {
 	if participant == "" {
 		return errors.New("declare participant: the participant name is empty")
@@ -133,6 +134,9 @@ func (t *Transport) DeclareParticipant(ctx context.Context, participant string) 
 	name := protocol.ParticipantQueue(participant)
 	b.declareQueue(name, protocol.ExchangeDead)
 	b.bind(protocol.ExchangeCommands, name, participant)
+	tx := protocol.TwoPCQueue(participant)
+	b.declareQueue(tx, protocol.ExchangeDead)
+	b.bind(protocol.ExchangeCommands, tx, protocol.TwoPCRoutingKey(participant))
 	return nil
 }
 
@@ -538,7 +542,7 @@ func copyMessage(m protocol.Message) protocol.Message {
 	return m
 }
 
-// ParticipantExists reports whether the participant's queue was declared.
+// ParticipantExists reports whether the participant's two queues were declared.
 func (t *Transport) ParticipantExists(ctx context.Context, participant string) (bool, error) {
 	if err := ctx.Err(); err != nil {
 		return false, err
@@ -549,6 +553,7 @@ func (t *Transport) ParticipantExists(ctx context.Context, participant string) (
 	if t.closed {
 		return false, ErrClosed
 	}
-	_, ok := b.queues[protocol.ParticipantQueue(participant)]
-	return ok, nil
+	_, saga := b.queues[protocol.ParticipantQueue(participant)]
+	_, tx := b.queues[protocol.TwoPCQueue(participant)]
+	return saga && tx, nil
 }

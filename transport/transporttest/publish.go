@@ -72,6 +72,30 @@ func testRoundTrip(t *testing.T, newTransport func(t *testing.T) transport.Trans
 	ack(t, d)
 }
 
+// testTwoPCQueue: a two-phase-commit command published with the participant's two-phase-commit
+// routing key lands in its own queue, a step command in the saga queue, each only there; and the
+// participant exists once both queues do.
+func testTwoPCQueue(t *testing.T, newTransport func(t *testing.T) transport.Transport) {
+	tr := setup(t, newTransport)
+	ctx := timeout(t)
+	exists, err := tr.ParticipantExists(ctx, participant)
+	if err != nil || !exists {
+		t.Fatalf("ParticipantExists after DeclareParticipant = %v, %v; want true", exists, err)
+	}
+	sagas := consume(t, tr, ctx, participantQueue, 2)
+	txs := consume(t, tr, ctx, protocol.TwoPCQueue(participant), 2)
+	prepare := command("tx-1")
+	prepare.RoutingKey, prepare.Message.Type = protocol.TwoPCRoutingKey(participant), protocol.TypePrepare
+	publishAll(t, tr, prepare, command("step-1"))
+	d := receive(t, txs)
+	requireMessage(t, d.Message, prepare.Message)
+	ack(t, d)
+	ack(t, receiveID(t, sagas, "step-1"))
+	publishAll(t, tr, command("step-2"), prepare)
+	ack(t, receiveID(t, sagas, "step-2"))
+	ack(t, receiveID(t, txs, "tx-1"))
+}
+
 // requireMessage compares every field; nil and empty header maps are equal.
 func requireMessage(t *testing.T, got, want protocol.Message) {
 	t.Helper()

@@ -44,6 +44,7 @@ func Run(t *testing.T, newTransport func(t *testing.T) transport.Transport) {
 	}{
 		{"TopologyIsIdempotent", testTopologyIsIdempotent},
 		{"RoundTripKeepsEveryProperty", testRoundTrip},
+		{"TwoPCCommandsHaveTheirOwnQueue", testTwoPCQueue},
 		{"UnroutableIsReturned", testUnroutable},
 		{"FinalNoticesReachSubscribersOnly", testFinalNotices},
 		{"BatchOf500IsConfirmed", testBatch},
