@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,7 +18,7 @@ import (
 func TestConnectWaitsForTheDatabaseAndTheBroker(t *testing.T) {
 	_, dbURL := testenv.Pool(t)
 	db, broker := testenv.ServiceLater(t, dbURL), testenv.ServiceLater(t, testenv.VHost(t))
-	logs := &lockedLog{}
+	logs := &testenv.Buffer{}
 	o := options{databaseURL: db.URL, amqpURL: broker.URL, queueType: amqptransport.QueueTypeClassic, dbMaxConns: 2}
 	type conns struct {
 		tr  *amqptransport.Transport
@@ -54,28 +52,11 @@ func TestConnectRefusesAMalformedURLAtOnce(t *testing.T) {
 	require.ErrorContains(t, err, "--amqp-url")
 }
 
-func requireLogged(t *testing.T, logs *lockedLog, what string) {
+func requireLogged(t *testing.T, logs *testenv.Buffer, what string) {
 	t.Helper()
 	deadline := time.Now().Add(waitFor)
 	for !strings.Contains(logs.String(), what) {
 		require.True(t, time.Now().Before(deadline), "no retry logged for %q; log:\n%s", what, logs.String())
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-type lockedLog struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"net"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	sagacoordv1 "github.com/sagacoord/sagacoord/gen/sagacoord/v1"
+	"github.com/sagacoord/sagacoord/internal/testenv"
 )
 
 func TestMain(m *testing.M) {
@@ -197,24 +197,6 @@ type result struct {
 	code           int
 }
 
-// syncBuffer is a bytes.Buffer safe for the writes of one run and reads after it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // runOpts tune one run.
 type runOpts struct {
 	ctx   context.Context
@@ -237,7 +219,7 @@ func sagactlWith(t *testing.T, o runOpts, addr string, args ...string) result {
 	if addr != "" {
 		args = append([]string{"--addr", addr}, args...)
 	}
-	var stdout, stderr syncBuffer
+	var stdout, stderr testenv.Buffer
 	code := Run(ctx, args, Options{
 		Stdin:  strings.NewReader(o.stdin),
 		Stdout: &stdout,

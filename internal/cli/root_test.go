@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	sagacoordv1 "github.com/sagacoord/sagacoord/gen/sagacoord/v1"
+	"github.com/sagacoord/sagacoord/internal/testenv"
 )
 
 // closedAddr returns a loopback address where nothing listens.
@@ -134,7 +135,7 @@ func TestHelp(t *testing.T) {
 // exit codes with ExitError.
 func TestOtherProgram(t *testing.T) {
 	t.Parallel()
-	var out, errOut syncBuffer
+	var out, errOut testenv.Buffer
 	prog := Program{Name: "sagalab", Commands: []CommandFunc{func(app *App) *cobra.Command {
 		chaos := &cobra.Command{Use: "chaos"}
 		chaos.AddCommand(&cobra.Command{Use: "run", RunE: func(cmd *cobra.Command, _ []string) error {
@@ -150,7 +151,7 @@ func TestOtherProgram(t *testing.T) {
 	require.Equal(t, "addr 10.0.0.1:1\n", out.String())
 	require.Equal(t, "sagalab: chaos run: invariant G3 violated\n", errOut.String())
 
-	var out2, errOut2 syncBuffer
+	var out2, errOut2 testenv.Buffer
 	code = RunProgram(t.Context(), prog, []string{"saga", "list"}, Options{Stdout: &out2, Stderr: &errOut2, Getenv: func(string) string { return "" }})
 	require.Equal(t, ExitUsage, code, "sagactl's commands are not sagalab's")
 	require.Contains(t, errOut2.String(), `sagalab: unknown command "saga" for "sagalab"`)

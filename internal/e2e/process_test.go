@@ -1,7 +1,6 @@
 package e2e_test
 
 import (
-	"bytes"
 	"errors"
 	"os"
 	"os/exec"
@@ -15,6 +14,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/sagacoord/sagacoord/internal/testenv"
 )
 
 // The coordinator binary is built once per test binary, on first use, into a directory that
@@ -52,29 +53,11 @@ func removeBuilds() {
 	}
 }
 
-// lockedBuffer is a bytes.Buffer safe for the writer goroutine of exec and the test.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // childProcess is a sagacoord binary running as a child process of the test.
 type childProcess struct {
 	name   string
 	cmd    *exec.Cmd
-	stderr *lockedBuffer
+	stderr *testenv.Buffer
 	exited chan struct{}
 	err    error // from Wait, once exited is closed
 }
@@ -84,7 +67,7 @@ type childProcess struct {
 // the test failed.
 func startChild(t *testing.T, name string, cmd *exec.Cmd, ready func(p *childProcess) (bool, string)) *childProcess {
 	t.Helper()
-	p := &childProcess{name: name, cmd: cmd, stderr: &lockedBuffer{}, exited: make(chan struct{})}
+	p := &childProcess{name: name, cmd: cmd, stderr: &testenv.Buffer{}, exited: make(chan struct{})}
 	cmd.Stderr = p.stderr
 	require.NoError(t, cmd.Start())
 	go func() {
@@ -150,7 +133,7 @@ func startCoordinatorArgs(t *testing.T, args ...string) *coordinatorProcess {
 	t.Helper()
 	args = append([]string{"serve", "--listen", "127.0.0.1:0", "--migrate", "--log-level", "info", "--db-max-conns", strconv.Itoa(coordinatorConns)}, args...)
 	cmd := exec.Command(coordinatorBinary(t), args...)
-	stdout := &lockedBuffer{}
+	stdout := &testenv.Buffer{}
 	cmd.Stdout = stdout
 	c := &coordinatorProcess{}
 	c.childProcess = startChild(t, "coordinator", cmd, func(p *childProcess) (bool, string) {

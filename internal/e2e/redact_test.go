@@ -98,7 +98,7 @@ func TestPasswordsNeverLogged(t *testing.T) {
 	sim := e.newSim("obs-a=noop,obs-b=noop")
 	simCmd := exec.Command(simBinary(t), "--database-url-file", simDBFile, "--amqp-url-file", amqpFile, "--participants", sim.spec,
 		"--schema-prefix", sim.prefix, "--db-max-conns", "4", "--log-level", "debug", "--metrics-listen", "127.0.0.1:0", "--otlp-endpoint", "127.0.0.1:1")
-	simOut := &lockedBuffer{}
+	simOut := &testenv.Buffer{}
 	simCmd.Stdout, simCmd.Stderr = simOut, simOut
 	require.NoError(t, simCmd.Start())
 	simDone := make(chan struct{})

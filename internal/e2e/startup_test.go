@@ -32,7 +32,7 @@ func TestCoordinatorStartedBeforeItsDatabaseAndBrokerServesOnceTheyAnswer(t *tes
 
 	cmd := exec.Command(coordinatorBinary(t), "serve", "--listen", addr, "--migrate", "--log-level", "info",
 		"--db-max-conns", strconv.Itoa(coordinatorConns), "--database-url", db.URL, "--amqp-url", broker.URL)
-	stdout := &lockedBuffer{}
+	stdout := &testenv.Buffer{}
 	cmd.Stdout = stdout
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)

@@ -141,7 +141,7 @@ func TestEveryLinkOverTLS(t *testing.T) {
 
 	sim := exec.Command(simBinary(t), "--database-url-file", lab.simDB, "--amqp-url-file", lab.simMQ,
 		"--participants", "tls-a=noop,tls-b=noop", "--skip-declare", "--db-max-conns", "4")
-	simOut := &lockedBuffer{}
+	simOut := &testenv.Buffer{}
 	sim.Stdout = simOut
 	simProc := startChild(t, "participant-sim", sim, func(p *childProcess) (bool, string) {
 		return strings.Contains(p.stderr.String(), `"msg":"participant-sim ready"`), "participant-sim not ready:\n" + p.stderr.String()

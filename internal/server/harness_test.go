@@ -1,11 +1,9 @@
 package server_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +20,7 @@ import (
 	"github.com/sagacoord/sagacoord/internal/server"
 	"github.com/sagacoord/sagacoord/internal/store"
 	"github.com/sagacoord/sagacoord/internal/store/memstore"
+	"github.com/sagacoord/sagacoord/internal/testenv"
 	"github.com/sagacoord/sagacoord/outbox"
 	"github.com/sagacoord/sagacoord/transport/memtransport"
 )
@@ -33,7 +32,7 @@ type api struct {
 	ctx   context.Context
 	sagas pb.SagaServiceClient
 	txs   pb.TwoPCServiceClient
-	logs  *syncBuffer
+	logs  *testenv.Buffer
 	addr  string
 }
 
@@ -42,24 +41,6 @@ type apiOpts struct {
 	limits server.Limits
 	// wrap replaces the engine's store (to inject faults).
 	wrap func(store.Store) store.Store
-}
-
-// syncBuffer is a log destination safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // identityHeader stands in for authentication: the interceptor below makes its value the
@@ -96,7 +77,7 @@ func newAPI(t *testing.T, o apiOpts) *api {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
-	a := &api{t: t, ctx: ctx, logs: &syncBuffer{}}
+	a := &api{t: t, ctx: ctx, logs: &testenv.Buffer{}}
 	log := slog.New(slog.NewTextHandler(a.logs, nil))
 	var st store.Store = memstore.New(memstore.Config{})
 	if o.wrap != nil {
