@@ -83,3 +83,46 @@ func TestExitCodesReachTheShell(t *testing.T) {
 		t.Fatalf("bench without a database: exit %d, stderr %q", code, stderr)
 	}
 }
+
+// validate takes several files and directories, reports each good scenario and every problem
+// with its file and line, and exits 1 if any file has one.
+func TestValidateTakesSeveralPaths(t *testing.T) {
+	scenarios := filepath.Join("..", "..", "scenarios")
+	stdout, stderr, code := runSagalab(t, "chaos", "validate", filepath.Join(scenarios, "00-baseline.yaml"), filepath.Join(scenarios, "05-duplicates.yaml"), scenarios)
+	if code != 0 || !strings.HasPrefix(stdout, "baseline: ok") || !strings.Contains(stdout, "\nduplicates: ok") || strings.Count(stdout, "baseline: ok") != 2 {
+		t.Fatalf("validate two files and a dir: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+
+	dir := t.TempDir()
+	good := "topology:\n  participant_sims: [{name: s, participants: [{name: p, kind: noop}]}]\nworkload: {definition: def.yaml}\n"
+	files := map[string]string{
+		"def.yaml":  "name: t\nsteps:\n  - {name: a, participant: p, action: act, timeout: 1s}\n",
+		"good.yaml": good,
+		"bad.yaml": strings.Replace(good, "kind: noop}", "kind: noop, faults: {acct: {latency: 1ms}}}", 1) +
+			"timeline:\n  - {at: 1s, kind: pg_terminate, target: s, duration: 2s}\n",
+		"nodef.yaml": strings.Replace(good, "def.yaml", "gone.yaml", 1),
+	}
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in := func(name string) string { return filepath.Join(dir, name) }
+	stdout, stderr, code = runSagalab(t, "chaos", "validate", in("good.yaml"), in("bad.yaml"), in("nodef.yaml"), in("missing.yaml"))
+	if code != 1 {
+		t.Fatalf("exit %d, want 1; stderr %q", code, stderr)
+	}
+	for _, want := range []string{
+		"scenario " + in("bad.yaml") + ": line 2: topology.participant_sims[0].participants[0].faults.acct: \"acct\" never fires",
+		"scenario " + in("bad.yaml") + ": line 5: timeline[0].duration: pg_terminate is instantaneous",
+		"scenario " + in("nodef.yaml") + ": line 3: workload.definition: open " + in("gone.yaml") + ": no such file",
+		in("missing.yaml") + ": no such file",
+	} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+	if stdout != "good: ok (saga workload, 0 fault(s))\n" {
+		t.Errorf("stdout %q, want the good scenario alone", stdout)
+	}
+}

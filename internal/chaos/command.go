@@ -44,6 +44,8 @@ G1-G7 and T1 (docs/chaos.md lists them).`,
 	return root
 }
 
+// load reads a scenario file, or every scenario of a directory; with an error it also returns
+// the scenarios that loaded.
 func load(path string) ([]*Scenario, error) {
 	st, err := os.Stat(path)
 	if err != nil {
@@ -61,16 +63,28 @@ func load(path string) ([]*Scenario, error) {
 
 func validateCommand(app *cli.App) *cobra.Command {
 	return &cobra.Command{
-		Use:   "validate FILE|DIR",
+		Use:   "validate FILE|DIR...",
 		Short: "Parse and check scenario files without running them",
-		Args:  cobra.ExactArgs(1),
+		Long: `validate parses and checks each scenario file given, and every *.yaml of each directory
+given, with the saga definition files they name; it runs nothing. It prints a line per good
+scenario on stdout and every problem, with its file and line, on stderr; the exit code is 1 if
+any file has a problem.`,
+		Example: `  sagalab chaos validate scenarios/
+  sagalab chaos validate scenarios/05-duplicates.yaml my-scenarios/`,
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ss, err := load(args[0])
-			if err != nil {
-				return &cli.ExitError{Code: cli.ExitUsage, Err: err}
+			var errs []error
+			for _, path := range args {
+				ss, err := load(path)
+				if err != nil {
+					errs = append(errs, err)
+				}
+				for _, s := range ss {
+					fmt.Fprintf(app.Stdout(), "%s: ok (%s workload, %d fault(s))\n", s.Name, s.Workload.Kind, len(s.Schedule(s.Seed)))
+				}
 			}
-			for _, s := range ss {
-				fmt.Fprintf(app.Stdout(), "%s: ok (%s workload, %d fault(s))\n", s.Name, s.Workload.Kind, len(s.Schedule(s.Seed)))
+			if err := errors.Join(errs...); err != nil {
+				return &cli.ExitError{Code: cli.ExitUsage, Err: err}
 			}
 			return nil
 		},

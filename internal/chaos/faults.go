@@ -59,6 +59,9 @@ func describe(f ScheduledFault) string {
 	if f.Count > 0 {
 		s += fmt.Sprintf(" ×%d", f.Count)
 	}
+	if f.Repetitions > 0 {
+		s += fmt.Sprintf(" (%d/%d)", f.Repetition, f.Repetitions)
+	}
 	return s
 }
 

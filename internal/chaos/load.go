@@ -13,24 +13,40 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// LoadFile reads and checks a scenario file.
+// LoadFile reads and checks a scenario file, its saga definition file included. Each problem
+// is an error of its own that names the file and the line.
 func LoadFile(path string) (*Scenario, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	s, err := Parse(b)
+	s, err := parse(b, filepath.Dir(path))
 	if err != nil {
-		return nil, fmt.Errorf("scenario %s: %w", path, err)
+		return nil, inFile(path, err)
 	}
 	if s.Name == "" {
 		s.Name = strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
 	}
-	s.dir = filepath.Dir(path)
 	return s, nil
 }
 
-// LoadDir reads every *.yaml and *.yml scenario of dir, sorted by file name.
+// inFile prefixes each of the errors joined in err with the scenario file's path.
+func inFile(path string, err error) error {
+	var errs []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	} else {
+		errs = []error{err}
+	}
+	out := make([]error, len(errs))
+	for i, e := range errs {
+		out[i] = fmt.Errorf("scenario %s: %w", path, e)
+	}
+	return errors.Join(out...)
+}
+
+// LoadDir reads every *.yaml and *.yml scenario of dir, sorted by file name. With an error it
+// also returns the scenarios that loaded.
 func LoadDir(dir string) ([]*Scenario, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -51,7 +67,7 @@ func LoadDir(dir string) ([]*Scenario, error) {
 		out = append(out, s)
 	}
 	if err := errors.Join(errs...); err != nil {
-		return nil, err
+		return out, err
 	}
 	if len(out) == 0 {
 		return nil, fmt.Errorf("no scenario files (*.yaml) in %s", dir)
@@ -67,8 +83,12 @@ func LoadDir(dir string) ([]*Scenario, error) {
 }
 
 // Parse decodes a scenario strictly (an unknown field is an error that names it and its line),
-// fills the defaults and checks it.
-func Parse(data []byte) (*Scenario, error) {
+// fills the defaults, checks it (each problem names its line) and expands the repeated faults
+// (every:) of the timeline. The saga definition file is not read: LoadFile does that.
+func Parse(data []byte) (*Scenario, error) { return parse(data, "") }
+
+// parse is Parse; with dir, the directory of the scenario file, it also checks the definition.
+func parse(data []byte, dir string) (*Scenario, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	var s Scenario
@@ -82,10 +102,22 @@ func Parse(data []byte) (*Scenario, error) {
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
 		return nil, errors.New("a scenario file holds one YAML document; found a second after '---'")
 	}
-	s.withDefaults()
-	if err := s.Validate(); err != nil {
+	// The same document as a tree of nodes, which know their lines: problems found below are
+	// reported at the line of their field.
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
 		return nil, err
 	}
+	s.withDefaults()
+	bad := s.check()
+	if dir != "" {
+		s.dir = dir
+		s.checkDefinition(&bad, dir)
+	}
+	if err := bad.err(&root); err != nil {
+		return nil, err
+	}
+	s.Timeline = expandRepeats(s.Timeline)
 	return &s, nil
 }
 

@@ -216,6 +216,15 @@ type Fault struct {
 	Jitter  Duration `yaml:"jitter" json:"jitter,omitempty"`
 	// Count of messages to inject (inject_duplicate, inject_poison). Default 10.
 	Count int `yaml:"count" json:"count,omitempty"`
+	// Every repeats the entry: at At, then every Every, either For long (each repetition starts
+	// before At+For) or Times times. The parser expands it into one entry per repetition.
+	Every Duration `yaml:"every" json:"every,omitempty"`
+	For   Duration `yaml:"for" json:"for,omitempty"`
+	Times int      `yaml:"times" json:"times,omitempty"`
+	// Repetition numbers the entries expanded from one with every: (1 to Repetitions); zero for
+	// an entry written once.
+	Repetition  int `yaml:"-" json:"repetition,omitempty"`
+	Repetitions int `yaml:"-" json:"repetitions,omitempty"`
 }
 
 // RandomFaults draws Count faults from the seed: each at a random time in [From, To), of a kind
@@ -284,6 +293,16 @@ func (s *Scenario) usesTestHooks() bool {
 func (c CoordinatorSpec) usesTestHooks() bool {
 	isHook := func(f string) bool { return strings.HasPrefix(f, "--test-") }
 	return slices.ContainsFunc(c.Flags, isHook) || slices.ContainsFunc(c.FirstRunFlags, isHook)
+}
+
+// takesDuration reports whether a fault of kind k can last (healed after its duration); the
+// others are instantaneous, and a duration on them would be ignored, so it is refused.
+func takesDuration(k string) bool {
+	switch k {
+	case FaultRestart, FaultPGTerminate, FaultDuplicate, FaultPoison:
+		return false
+	}
+	return true
 }
 
 func isProcessFault(k string) bool {

@@ -88,7 +88,7 @@ func TestParseRefusesBadScenarios(t *testing.T) {
 		{"two documents", minimal + "---\nname: x\n", "one YAML document"},
 		{"duplicate key", minimal + "topology: {}\n", `"topology" already defined`},
 		{"bare number duration", minimal + "settle: 10\n", `a duration is a string`},
-		{"unknown kind", minimal + "timeline:\n  - {at: 1s, kind: explode, target: c1}\n", `timeline[0]: kind "explode"`},
+		{"unknown kind", minimal + "timeline:\n  - {at: 1s, kind: explode, target: c1}\n", `timeline[0].kind: "explode"`},
 		{"unknown target", minimal + "timeline:\n  - {at: 1s, kind: sigkill, target: c9}\n", `target "c9" of sigkill`},
 		{"sigstop without duration", minimal + "timeline:\n  - {at: 1s, kind: sigstop, target: banks}\n", "sigstop needs a duration"},
 		{"bad link", minimal + "timeline:\n  - {at: 1s, kind: link_down, target: banks->redis, duration: 1s}\n", "PROCESS->postgres or PROCESS->rabbitmq"},
@@ -157,6 +157,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(minimal))
 	f.Add([]byte("settle: !!int 5\n"))
 	f.Add([]byte("timeline: [{at: 1s, kind: latency, target: c1->postgres, latency: 1ms, duration: 1s}]\n"))
+	f.Add([]byte(minimal + "timeline: [{at: 1s, every: 2s, for: 10s, kind: pg_terminate, target: c1}]\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s, err := Parse(data)
 		if err != nil {

@@ -28,7 +28,7 @@ func (s *Scenario) Schedule(seed uint64) []ScheduledFault {
 			if c.Kind == FaultDuplicate || c.Kind == FaultPoison {
 				c.Count = max(c.Count, 10)
 			}
-			if c.Kind == FaultRestart || c.Kind == FaultPGTerminate || c.Kind == FaultDuplicate || c.Kind == FaultPoison {
+			if !takesDuration(c.Kind) {
 				c.Duration = 0
 			}
 			out = append(out, ScheduledFault{Fault: c, Random: true})

@@ -253,10 +253,7 @@ func (r *run) startSims(readyCtx context.Context) error {
 }
 
 func (r *run) register(ctx context.Context) error {
-	path := r.s.Workload.Definition
-	if !filepath.IsAbs(path) {
-		path = filepath.Join(r.s.dir, path)
-	}
+	path := r.s.definitionPath(r.s.dir)
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("workload.definition: %w", err)
