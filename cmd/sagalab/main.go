@@ -25,10 +25,11 @@ sagacoord against real processes, PostgreSQL and RabbitMQ, and a PostgreSQL and 
 take only TLS (sagalab sandbox, for make demo-tls). The user's client is sagactl.
 
 Exit codes:
-  0  success (chaos run: every invariant of every run held)
+  0  success (chaos run: every invariant of every run held and every fault took effect)
   1  usage error: bad flags or arguments, or a bad scenario file
   2  bench: the coordinator could not be reached or a measurement failed
   5  chaos run: a scenario failed (an invariant was violated) or could not run
+  6  chaos run: no scenario failed, but one was inconclusive (a fault did not take effect)
   130 interrupted`,
 	Commands: []cli.CommandFunc{chaos.Command, bench.Command, sandbox.Command},
 }

@@ -17,9 +17,14 @@ import (
 	"github.com/sagacoord/sagacoord/internal/sandbox"
 )
 
-// ExitViolated is the exit code of `sagalab chaos run` when a scenario failed (an invariant was
-// violated) or could not run.
-const ExitViolated = 5
+// Exit codes of `sagalab chaos run` beyond internal/cli's.
+const (
+	// ExitViolated: a scenario failed (an invariant was violated) or could not run.
+	ExitViolated = 5
+	// ExitInconclusive: no scenario failed, but in one a fault did not take effect (or was not
+	// healed), so it did not test what it says.
+	ExitInconclusive = 6
+)
 
 // Command builds `sagalab chaos` (cmd/sagalab).
 func Command(app *cli.App) *cobra.Command {
@@ -129,9 +134,12 @@ func runCommand(app *cli.App) *cobra.Command {
 		Use:   "run FILE|DIR",
 		Short: "Run one scenario file, or every scenario of a directory",
 		Long: `run runs the scenarios and prints a summary table; with --report it also writes
-report.json and a self-contained report.html there. The exit code is 0 only if every invariant
-of every run held (skipped scenarios, whose private PostgreSQL or RabbitMQ binaries are
-missing, do not count), 5 otherwise.
+report.json and a self-contained report.html there. The exit code is 0 only if every run
+PASSED: every invariant held and every fault took effect (skipped scenarios, whose private
+PostgreSQL or RabbitMQ binaries are missing, do not count); 5 if a run FAILED (an invariant was
+violated) or could not run; else 6 if a run was INCONCLUSIVE: the invariants held, but a fault
+did not take effect or was not healed (the report names it and why), so the run did not test
+what the scenario says.
 
 The same seed gives the same workload and fault schedule. Binaries come from --bin, or are
 built with 'go build' from the module the command runs in. A coordinator started with a test
@@ -163,8 +171,8 @@ the others run the coordinator that ships.`,
 				}
 				fmt.Fprintf(app.Stdout(), "\nreport: %s/report.html and report.json\n", reportDir)
 			}
-			if !rep.Passed() {
-				return &cli.ExitError{Code: ExitViolated}
+			if code := rep.ExitCode(); code != 0 {
+				return &cli.ExitError{Code: code}
 			}
 			return nil
 		},

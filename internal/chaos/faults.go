@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -96,10 +95,11 @@ func (r *run) injectProcess(f ScheduledFault) (healFunc, error) {
 		}
 		return r.restartOf(p), nil
 	case FaultSIGSTOP:
-		if err := p.signal(syscall.SIGSTOP); err != nil {
+		instance, err := p.stop()
+		if err != nil {
 			return nil, err
 		}
-		return func(context.Context) error { return p.signal(syscall.SIGCONT) }, nil
+		return func(context.Context) error { return p.cont(instance) }, nil
 	case FaultRestart:
 		p.terminate(15 * time.Second)
 		return r.restartOf(p), nil
@@ -149,6 +149,9 @@ func (r *run) injectOnce(ctx context.Context, f ScheduledFault) error {
 		if err != nil {
 			return err
 		}
+		if n == 0 {
+			return fmt.Errorf("no effect: %s had no PostgreSQL connection to terminate", f.Target)
+		}
 		r.event("pg_terminate_backend ended %d connection(s) of %s", n, f.Target)
 	case FaultDuplicate:
 		if r.taps == nil {
@@ -156,7 +159,10 @@ func (r *run) injectOnce(ctx context.Context, f ScheduledFault) error {
 		}
 		n, err := r.taps.duplicate(ctx, f.Target, f.Count)
 		if err != nil {
-			return err
+			return fmt.Errorf("%d of %d copies published, then: %w", n, f.Count, err)
+		}
+		if n == 0 {
+			return fmt.Errorf("no effect: the tap queue held no %s to publish again", f.Target)
 		}
 		r.event("re-published %d copies of real %s", n, f.Target)
 	case FaultPoison:

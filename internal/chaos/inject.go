@@ -2,8 +2,10 @@ package chaos
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -21,40 +23,133 @@ const (
 	deadQueue   = protocol.QueueDead
 )
 
+// tapWait bounds how long a duplicate fault waits for the tap connection to come back (after a
+// broker restart) before it fails.
+const tapWait = 30 * time.Second
+
+// taps holds the tap queues and a connection to them that survives a broker restart: a watcher
+// dials again when the connection or its channel closes, and declares and binds the queues
+// again. The queues are durable, so the copies they held before a restart are still there.
 type taps struct {
-	conn *amqp.Connection
-	ch   *amqp.Channel
+	url   string
+	parts []string
+	event func(format string, args ...any)
+
+	mu    sync.Mutex
+	conn  *amqp.Connection
+	ch    *amqp.Channel
+	ready chan struct{} // closed while conn and ch are usable; replaced when they are lost
+
+	stop chan struct{}
+	done chan struct{}
 }
 
-func newTaps(ctx context.Context, amqpURL string, s *Scenario) (*taps, error) {
-	conn, err := amqp.DialConfig(amqpURL, amqp.Config{Properties: amqp.Table{"connection_name": "chaos-taps"}})
+func newTaps(ctx context.Context, amqpURL string, s *Scenario, event func(string, ...any)) (*taps, error) {
+	t := &taps{url: amqpURL, event: event, ready: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
+	for name := range s.participants() {
+		t.parts = append(t.parts, name)
+	}
+	conn, ch, err := t.connect()
 	if err != nil {
 		return nil, fmt.Errorf("tap queues: %w", err)
+	}
+	t.conn, t.ch = conn, ch
+	close(t.ready)
+	go t.watch(conn, ch)
+	return t, nil
+}
+
+// connect dials the broker and declares and binds the tap queues.
+func (t *taps) connect() (*amqp.Connection, *amqp.Channel, error) {
+	conn, err := amqp.DialConfig(t.url, amqp.Config{Properties: amqp.Table{"connection_name": "chaos-taps"}})
+	if err != nil {
+		return nil, nil, err
 	}
 	ch, err := conn.Channel()
 	if err != nil {
 		conn.Close()
-		return nil, err
+		return nil, nil, err
 	}
-	t := &taps{conn: conn, ch: ch}
+	if err := declareTaps(ch, t.parts); err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	return conn, ch, nil
+}
+
+func declareTaps(ch *amqp.Channel, parts []string) error {
 	args := amqp.Table{"x-max-length": int32(10000)}
 	for _, q := range []string{tapCommands, tapReplies} {
-		if _, err := ch.QueueDeclare(q, false, false, false, false, args); err != nil {
-			t.close(ctx)
-			return nil, fmt.Errorf("declare %s: %w", q, err)
+		if _, err := ch.QueueDeclare(q, true, false, false, false, args); err != nil {
+			return fmt.Errorf("declare %s: %w", q, err)
 		}
 	}
-	for name := range s.participants() {
+	for _, name := range parts {
 		if err := ch.QueueBind(tapCommands, name, protocol.ExchangeCommands, false, nil); err != nil {
-			t.close(ctx)
-			return nil, fmt.Errorf("bind %s: %w", tapCommands, err)
+			return fmt.Errorf("bind %s: %w", tapCommands, err)
 		}
 	}
 	if err := ch.QueueBind(tapReplies, protocol.RoutingKeyReplies, protocol.ExchangeReplies, false, nil); err != nil {
-		t.close(ctx)
-		return nil, fmt.Errorf("bind %s: %w", tapReplies, err)
+		return fmt.Errorf("bind %s: %w", tapReplies, err)
 	}
-	return t, nil
+	return nil
+}
+
+// watch waits until the connection or its channel closes, then dials again (every 250ms) until
+// it succeeds or close is called; and so on.
+func (t *taps) watch(conn *amqp.Connection, ch *amqp.Channel) {
+	defer close(t.done)
+	for {
+		connClosed := conn.NotifyClose(make(chan *amqp.Error, 1))
+		chClosed := ch.NotifyClose(make(chan *amqp.Error, 1))
+		var why *amqp.Error
+		select {
+		case <-t.stop:
+			return
+		case why = <-connClosed:
+		case why = <-chClosed:
+		}
+		t.mu.Lock()
+		t.ready = make(chan struct{})
+		t.mu.Unlock()
+		_ = conn.Close()
+		t.event("tap connection lost (%v); connecting again", why)
+		var err error
+		for {
+			if conn, ch, err = t.connect(); err == nil {
+				break
+			}
+			select {
+			case <-t.stop:
+				return
+			case <-time.After(250 * time.Millisecond):
+			}
+		}
+		t.mu.Lock()
+		t.conn, t.ch = conn, ch
+		close(t.ready)
+		t.mu.Unlock()
+		t.event("tap connection back")
+	}
+}
+
+// channel returns the tap channel, waiting (at most tapWait) while it is being re-established.
+func (t *taps) channel(ctx context.Context) (*amqp.Channel, error) {
+	t.mu.Lock()
+	ready := t.ready
+	t.mu.Unlock()
+	select {
+	case <-ready:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-t.stop:
+		return nil, errors.New("tap queues closed")
+	case <-time.After(tapWait):
+		return nil, fmt.Errorf("the tap connection was not back within %s", tapWait)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.ch, nil
 }
 
 // duplicate publishes again up to n of the messages the tap saw, to the exchange and routing key
@@ -64,9 +159,13 @@ func (t *taps) duplicate(ctx context.Context, target string, n int) (int, error)
 	if target == "replies" {
 		q, exchange = tapReplies, protocol.ExchangeReplies
 	}
+	ch, err := t.channel(ctx)
+	if err != nil {
+		return 0, err
+	}
 	done := 0
 	for done < n {
-		d, ok, err := t.ch.Get(q, true)
+		d, ok, err := ch.Get(q, true)
 		if err != nil {
 			return done, err
 		}
@@ -78,7 +177,7 @@ func (t *taps) duplicate(ctx context.Context, target string, n int) (int, error)
 			CorrelationId: d.CorrelationId, MessageId: d.MessageId, Type: d.Type, Timestamp: d.Timestamp,
 			Body: d.Body,
 		}
-		if err := t.ch.PublishWithContext(ctx, exchange, d.RoutingKey, false, false, pub); err != nil {
+		if err := ch.PublishWithContext(ctx, exchange, d.RoutingKey, false, false, pub); err != nil {
 			return done, err
 		}
 		done++
@@ -86,16 +185,25 @@ func (t *taps) duplicate(ctx context.Context, target string, n int) (int, error)
 	return done, nil
 }
 
+// close stops the watcher, deletes the tap queues and closes the connection.
 func (t *taps) close(context.Context) {
-	if t.ch != nil {
+	select {
+	case <-t.stop:
+		return
+	default:
+	}
+	close(t.stop)
+	<-t.done
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	select {
+	case <-t.ready:
 		for _, q := range []string{tapCommands, tapReplies} {
 			_, _ = t.ch.QueueDelete(q, false, false, false)
 		}
+	default:
 	}
-	if t.conn != nil {
-		_ = t.conn.Close()
-	}
-	t.ch, t.conn = nil, nil
+	_ = t.conn.Close()
 }
 
 // publishPoison publishes n malformed messages straight to a participant's queue or the reply

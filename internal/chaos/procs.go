@@ -137,6 +137,11 @@ func (p *process) logContains(from int64, s string) bool {
 func (p *process) signal(sig syscall.Signal) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	return p.signalLocked(sig)
+}
+
+// signalLocked is signal with p.mu held.
+func (p *process) signalLocked(sig syscall.Signal) error {
 	if p.cmd == nil || p.cmd.Process == nil {
 		return fmt.Errorf("%s is not running", p.name)
 	}
@@ -154,6 +159,44 @@ func (p *process) signal(sig syscall.Signal) error {
 		p.expected = true
 	}
 	return p.cmd.Process.Signal(sig)
+}
+
+// stop SIGSTOPs the running instance and returns its number (starts) for cont. An instance
+// that is being stopped on purpose (a restart or kill under way) is refused: freezing it would
+// not freeze the service, which is about to be replaced.
+func (p *process) stop() (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.expected && p.cmd != nil {
+		select {
+		case <-p.exited: // down: signalLocked says so
+		default:
+			return 0, fmt.Errorf("%s is being stopped (a restart or kill is under way)", p.name)
+		}
+	}
+	if err := p.signalLocked(syscall.SIGSTOP); err != nil {
+		return 0, err
+	}
+	return p.starts, nil
+}
+
+// cont SIGCONTs the instance stop froze. If that instance is gone (killed while frozen, and
+// maybe started again), there is nothing to continue: the freeze did happen, and a new
+// instance may be frozen by another fault, which this one must not undo.
+func (p *process) cont(instance int) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	gone := p.starts != instance
+	select {
+	case <-p.exited:
+		gone = true
+	default:
+	}
+	if gone {
+		p.event("%s was killed while frozen: no SIGCONT to send", p.name)
+		return nil
+	}
+	return p.signalLocked(syscall.SIGCONT)
 }
 
 // kill SIGKILLs the instance and waits for it to be gone.

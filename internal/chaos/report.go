@@ -21,14 +21,27 @@ type Report struct {
 	Results   []*Result `json:"results"`
 }
 
-// Passed reports whether no scenario failed or broke (skipped ones do not count).
-func (r *Report) Passed() bool {
+// Passed reports whether every run passed (skipped ones do not count).
+func (r *Report) Passed() bool { return r.ExitCode() == 0 }
+
+// ExitCode is the exit code of `sagalab chaos run` for the report: ExitViolated if a run failed
+// or broke, else ExitInconclusive if a run was inconclusive, else 0 (skipped runs do not count).
+func (r *Report) ExitCode() int {
+	code := 0
 	for _, x := range r.Results {
-		if x.Status == StatusFailed || x.Status == StatusError {
-			return false
+		switch x.Status {
+		case StatusFailed, StatusError:
+			return ExitViolated
+		case StatusInconclusive:
+			code = ExitInconclusive
 		}
 	}
-	return true
+	return code
+}
+
+// hasConvergence reports whether the run's checks ran, so that its convergence means something.
+func hasConvergence(x *Result) bool {
+	return x.Status == StatusPassed || x.Status == StatusFailed || x.Status == StatusInconclusive
 }
 
 // WriteSummary prints one line per run: status, invariants, convergence.
@@ -45,7 +58,7 @@ func (r *Report) WriteSummary(w io.Writer) {
 			inv = append(inv, i.Name+":"+mark)
 		}
 		conv := "-"
-		if x.Status == StatusPassed || x.Status == StatusFailed {
+		if hasConvergence(x) {
 			conv = "not converged"
 			if x.Convergence >= 0 {
 				conv = fmt.Sprintf("%.1fs", x.Convergence)
@@ -68,6 +81,10 @@ func (r *Report) WriteSummary(w io.Writer) {
 					fmt.Fprintf(w, "    %s\n", o)
 				}
 			}
+			writeIneffective(w, x)
+		case StatusInconclusive:
+			fmt.Fprintf(w, "\n%s (seed %d) INCONCLUSIVE: every invariant held, but not every fault took effect; logs in %s\n", x.Scenario.Name, x.Seed, x.LogDir)
+			writeIneffective(w, x)
 		case StatusError, StatusSkipped:
 			fmt.Fprintf(w, "\n%s (seed %d) %s: %s\n", x.Scenario.Name, x.Seed, strings.ToUpper(x.Status), x.Reason)
 		}
@@ -88,6 +105,17 @@ func (r *Report) WriteSummary(w io.Writer) {
 			fmt.Fprintln(tw)
 		}
 		tw.Flush()
+	}
+}
+
+// writeIneffective lists the faults of a run that did not take effect, and why.
+func writeIneffective(w io.Writer, x *Result) {
+	if len(x.Ineffective) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "  %d fault(s) did not take effect:\n", len(x.Ineffective))
+	for _, f := range x.Ineffective {
+		fmt.Fprintf(w, "    %s\n", f)
 	}
 }
 
@@ -208,7 +236,7 @@ var reportTemplate = template.Must(template.New("report").Funcs(template.FuncMap
 	"groups":  func(r *Report) []group { return r.groups() },
 	"seconds": func(f float64) string { return fmt.Sprintf("%.1fs", f) },
 	"conv": func(x *Result) string {
-		if x.Status != StatusPassed && x.Status != StatusFailed {
+		if !hasConvergence(x) {
 			return "-"
 		}
 		if x.Convergence < 0 {
@@ -224,7 +252,7 @@ var reportTemplate = template.Must(template.New("report").Funcs(template.FuncMap
 <style>
 body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}
-th{background:#f3f3f3}.passed{color:#186a00;font-weight:bold}.failed,.error{color:#b00000;font-weight:bold}.skipped{color:#8a6d00;font-weight:bold}
+th{background:#f3f3f3}.passed{color:#186a00;font-weight:bold}.failed,.error{color:#b00000;font-weight:bold}.skipped{color:#8a6d00;font-weight:bold}.inconclusive{color:#6a3d9a;font-weight:bold}
 .charts{display:flex;flex-wrap:wrap;gap:1em}.side{display:flex;gap:2em}.side>div{flex:1 1 0;min-width:0}
 svg{max-width:100%;height:auto}
 code{background:#f5f5f5;padding:0 3px}section{border-top:2px solid #ddd;margin-top:2em}
@@ -244,14 +272,15 @@ code{background:#f5f5f5;padding:0 3px}section{border-top:2px solid #ddd;margin-t
 {{end}}
 {{range .Results}}<section class="scenario" id="{{anchor .}}"><h2>{{.Scenario.Name}} <span class="{{.Status}}">{{upper .Status}}</span></h2>
 <p>{{.Scenario.Description}}</p>
-<p>Seed {{.Seed}}{{if .Broken}}, <b>broken build</b> (--test-disable-outbox){{end}}{{if .Scenario.Catalogue}}; failure catalogue entries {{range .Scenario.Catalogue}}{{.}} {{end}}{{end}}. Logs: <code>{{.LogDir}}</code>{{if .Reason}}<br>{{.Reason}}{{end}}</p>
+<p>Seed {{.Seed}}{{if .Broken}}, <b>broken build</b> (--test-disable-outbox){{end}}{{if .Scenario.Catalogue}}; failure catalogue entries {{range .Scenario.Catalogue}}{{.}} {{end}}{{end}}. Logs: <code>{{.LogDir}}</code>{{if and .Reason (not .Ineffective)}}<br>{{.Reason}}{{end}}</p>
+{{if .Ineffective}}<div class="ineffective"><p class="inconclusive">{{len .Ineffective}} fault(s) did not take effect{{if eq .Status "inconclusive"}}: the invariants held, but the run did not test all it was meant to{{end}}:</p><ul>{{range .Ineffective}}<li>{{.}}</li>{{end}}</ul></div>{{end}}
 <p>Workload: {{.Workload.Accepted}} of {{.Workload.Requested}} accepted, {{.Workload.Rejected}} rejected, {{.Workload.Retries}} retried call(s). Last fault healed at {{seconds .LastHeal}}; the last {{.Scenario.Workload.Kind}} started before it finished at {{seconds .ConvergedBeforeHeal}} (convergence {{conv .}}), the very last at {{seconds .Converged}}.</p>
 <div class="charts">{{chart .}}{{money .}}</div>
 <table><tr><th>invariant</th><th>result</th><th>checked</th><th>violations</th><th>detail and offending ids</th></tr>
 {{range .Invariants}}<tr class="invariant"><td title="{{.Title}}">{{.Name}}: {{.Title}}</td><td class="{{if .Passed}}passed{{else}}failed{{end}}">{{if .Passed}}pass{{else}}FAIL{{end}}</td><td>{{.Checked}}</td><td>{{.Violations}}</td>
 <td>{{.Detail}}{{range .Offending}}<div class="off">{{.}}</div>{{end}}</td></tr>{{end}}</table>
 {{if .Faults}}<table><tr><th>fault</th><th>target</th><th>applied</th><th>healed</th><th>error</th></tr>
-{{range .Faults}}<tr><td>{{.Kind}}{{if .Random}} (random){{end}}</td><td>{{.Target}}</td><td>{{seconds .AppliedAt}}</td><td>{{seconds .HealedAt}}</td><td>{{.Error}}</td></tr>{{end}}</table>{{end}}
+{{range .Faults}}<tr{{if .Error}} class="inconclusive"{{end}}><td>{{.Kind}}{{if .Random}} (random){{end}}</td><td>{{.Target}}</td><td>{{seconds .AppliedAt}}</td><td>{{seconds .HealedAt}}</td><td>{{.Error}}</td></tr>{{end}}</table>{{end}}
 <details><summary>{{len .Events}} event(s)</summary><table>{{range .Events}}<tr><td>{{seconds .At}}</td><td>{{.Text}}</td></tr>{{end}}</table></details>
 </section>
 {{end}}</body></html>

@@ -1,11 +1,16 @@
 package chaos
 
+import "fmt"
+
 // Result statuses.
 const (
 	StatusPassed  = "passed"
 	StatusFailed  = "failed"
 	StatusSkipped = "skipped"
 	StatusError   = "error"
+	// StatusInconclusive: every invariant held, but a fault did not take effect (or its heal
+	// failed), so the run did not test what the scenario says.
+	StatusInconclusive = "inconclusive"
 )
 
 // Result is the outcome of one scenario run.
@@ -13,10 +18,15 @@ type Result struct {
 	Scenario *Scenario `json:"scenario"`
 	Seed     uint64    `json:"seed"`
 	Broken   bool      `json:"broken,omitempty"`
-	// Status is passed (every invariant held), failed (one did not), skipped (a private
-	// instance's binaries are missing; Reason says which) or error (the run itself broke).
+	// Status is passed (every invariant held and every fault took effect), failed (an invariant
+	// did not hold), inconclusive (every invariant held but a fault did not take effect or was
+	// not healed; Ineffective says which and why), skipped (a private instance's binaries are
+	// missing; Reason says which) or error (the run itself broke).
 	Status string `json:"status"`
 	Reason string `json:"reason,omitempty"`
+	// Ineffective names each fault that did not take effect, or whose heal failed, and why. It
+	// makes a run inconclusive, and is listed with a failed one too.
+	Ineffective []string `json:"ineffective_faults,omitempty"`
 
 	Invariants []InvariantResult `json:"invariants"`
 	Workload   workloadResult    `json:"workload"`
@@ -101,4 +111,25 @@ func (res *Result) invariant(name string) *InvariantResult {
 		}
 	}
 	return nil
+}
+
+// runVerdict decides the status of a run whose checks ran: failed when an invariant was violated,
+// else inconclusive when a fault did not take effect or was not healed, else passed. It returns
+// the faults that went wrong, each named with why.
+func runVerdict(invariants []InvariantResult, faults []AppliedFault) (string, []string) {
+	var ineffective []string
+	for i, a := range faults {
+		if a.Error != "" {
+			ineffective = append(ineffective, fmt.Sprintf("fault %d (%s at %s): %s", i+1, describe(a.ScheduledFault), a.At.D(), a.Error))
+		}
+	}
+	for _, inv := range invariants {
+		if !inv.Passed {
+			return StatusFailed, ineffective
+		}
+	}
+	if len(ineffective) > 0 {
+		return StatusInconclusive, ineffective
+	}
+	return StatusPassed, nil
 }

@@ -150,11 +150,9 @@ func Run(ctx context.Context, s *Scenario, opts Options) *Result {
 	case err != nil:
 		r.res.Status, r.res.Reason = StatusError, err.Error()
 	default:
-		r.res.Status = StatusPassed
-		for _, inv := range r.res.Invariants {
-			if !inv.Passed {
-				r.res.Status = StatusFailed
-			}
+		r.res.Status, r.res.Ineffective = runVerdict(r.res.Invariants, r.res.Faults)
+		if r.res.Status == StatusInconclusive {
+			r.res.Reason = fmt.Sprintf("%d of %d fault(s) did not take effect: %s", len(r.res.Ineffective), len(r.res.Faults), strings.Join(r.res.Ineffective, "; "))
 		}
 	}
 	r.progress("   %s %s", strings.ToUpper(r.res.Status), r.res.Reason)
@@ -249,7 +247,7 @@ func (r *run) prepare(ctx context.Context, schedule []ScheduledFault) (err error
 		return err
 	}
 	if slices.ContainsFunc(schedule, func(f ScheduledFault) bool { return f.Kind == FaultDuplicate }) {
-		if r.taps, err = newTaps(ctx, r.amqpBase, r.s); err != nil {
+		if r.taps, err = newTaps(ctx, r.amqpBase, r.s, r.event); err != nil {
 			return err
 		}
 	}

@@ -64,9 +64,12 @@ steps:
   - {name: credit, participant: bank-b, action: credit, compensation: undo_credit, timeout: 5s}
 `
 
-// tinyScenario is a small saga scenario: 30 transfers, one participant-sim SIGKILLed and
-// restarted under load.
-func tinyScenario(t *testing.T, settle string) *Scenario {
+// tinyTimeline SIGKILLs bank-b under load and restarts it.
+const tinyTimeline = "  - {at: 300ms, kind: sigkill, target: bank-b, duration: 300ms}\n"
+
+// tinyScenario is a small saga scenario: 30 transfers, with the faults of timeline (entries of
+// the timeline: list).
+func tinyScenario(t *testing.T, settle, timeline string) *Scenario {
 	t.Helper()
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "transfer.yaml"), []byte(tinyDefinition), 0o644); err != nil {
@@ -86,8 +89,7 @@ workload:
   rate: 30
   input: {accounts: 5, max_amount: 200}
 timeline:
-  - {at: 300ms, kind: sigkill, target: bank-b, duration: 300ms}
-settle: ` + settle + "\n"))
+` + timeline + "settle: " + settle + "\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +97,7 @@ settle: ` + settle + "\n"))
 	return s
 }
 
-func runTiny(t *testing.T, broken bool, settle string) *Result {
+func runTiny(t *testing.T, broken bool, settle, timeline string) *Result {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("runs real processes against PostgreSQL and RabbitMQ; skipped with -short")
@@ -104,7 +106,7 @@ func runTiny(t *testing.T, broken bool, settle string) *Result {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var progress strings.Builder
-	res := Run(ctx, tinyScenario(t, settle), Options{BinDir: bins, Broken: broken, WorkDir: t.TempDir(), Progress: &progress})
+	res := Run(ctx, tinyScenario(t, settle, timeline), Options{BinDir: bins, Broken: broken, WorkDir: t.TempDir(), Progress: &progress})
 	t.Logf("run:\n%s", progress.String())
 	if res.Status == StatusError || res.Status == StatusSkipped {
 		t.Fatalf("run did not happen: %s: %s", res.Status, res.Reason)
@@ -114,7 +116,7 @@ func runTiny(t *testing.T, broken bool, settle string) *Result {
 
 func TestTinyScenarioPasses(t *testing.T) {
 	t.Parallel()
-	res := runTiny(t, false, "60s")
+	res := runTiny(t, false, "60s", tinyTimeline)
 	if res.Status != StatusPassed {
 		var b strings.Builder
 		(&Report{Results: []*Result{res}}).WriteSummary(&b)
@@ -137,7 +139,7 @@ func TestTinyScenarioPasses(t *testing.T) {
 // stuck RUNNING) and G5 (outbox rows never published), naming the offenders.
 func TestBrokenBuildFailsG1AndG5(t *testing.T) {
 	t.Parallel()
-	res := runTiny(t, true, "3s")
+	res := runTiny(t, true, "3s", tinyTimeline)
 	if res.Status != StatusFailed {
 		t.Fatalf("status %s, want failed", res.Status)
 	}
@@ -157,6 +159,31 @@ func TestBrokenBuildFailsG1AndG5(t *testing.T) {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("summary lacks %q:\n%s", want, b.String())
 		}
+	}
+}
+
+// A SIGSTOP of a process that is down (killed at 300ms, started again at 2.3s) does not take
+// effect: every invariant holds, but the run is inconclusive and names that fault and why.
+func TestFaultThatDidNotApplyMakesTheRunInconclusive(t *testing.T) {
+	t.Parallel()
+	res := runTiny(t, false, "60s", "  - {at: 300ms, kind: sigkill, target: bank-b, duration: 2s}\n"+
+		"  - {at: 1s, kind: sigstop, target: bank-b, duration: 200ms}\n")
+	for _, inv := range res.Invariants {
+		if !inv.Passed {
+			t.Fatalf("%s violated: %+v", inv.Name, inv)
+		}
+	}
+	if res.Status != StatusInconclusive || len(res.Ineffective) != 1 {
+		t.Fatalf("status %s, ineffective %q; want inconclusive naming one fault", res.Status, res.Ineffective)
+	}
+	if want := "fault 2 (sigstop bank-b for 200ms at 1s): bank-b is not running"; res.Ineffective[0] != want {
+		t.Errorf("ineffective %q, want %q", res.Ineffective[0], want)
+	}
+	if !strings.Contains(res.Reason, "1 of 2 fault(s) did not take effect") {
+		t.Errorf("reason %q", res.Reason)
+	}
+	if rep := (&Report{Results: []*Result{res}}); rep.ExitCode() != ExitInconclusive {
+		t.Errorf("exit code %d, want %d", rep.ExitCode(), ExitInconclusive)
 	}
 }
 
