@@ -84,10 +84,31 @@ func (r *run) convergence(ctx context.Context) {
 	if err := r.admin.QueryRow(ctx, "SELECT max(coalesce(finished_at, updated_at)) FROM "+r.mainTable()+" WHERE created_at <= $1", healedAt).Scan(&before); err == nil && before != nil {
 		res.ConvergedBeforeHeal = r.since(*before)
 	}
-	res.Convergence = -1
-	if g1 := res.invariant(G1); g1 == nil || g1.Passed {
-		res.Convergence = max(0, res.ConvergedBeforeHeal-res.LastHeal)
+	convergenceFigures(res)
+}
+
+// lastFaultAndHeal returns when the last of the faults began and when the last was healed
+// (seconds from the start of the workload; an instantaneous fault heals as it begins).
+func lastFaultAndHeal(faults []AppliedFault) (lastFault, lastHeal float64) {
+	for _, a := range faults {
+		lastFault = max(lastFault, a.AppliedAt)
+		lastHeal = max(lastHeal, a.HealedAt, a.AppliedAt)
 	}
+	return lastFault, lastHeal
+}
+
+// convergenceFigures derives the convergence times from when the last fault began, when the
+// last one was healed and when the work started before that heal was all final
+// (ConvergedBeforeHeal). Both end at that moment, which the report shows with them: after a late
+// minor fault (a pg_terminate once everything had settled) both read 0, and that moment tells
+// how long before it the work had been final.
+func convergenceFigures(res *Result) {
+	res.Convergence, res.ConvergenceFromFault = -1, -1
+	if g1 := res.invariant(G1); g1 != nil && !g1.Passed {
+		return
+	}
+	res.Convergence = max(0, res.ConvergedBeforeHeal-res.LastHeal)
+	res.ConvergenceFromFault = max(0, res.ConvergedBeforeHeal-res.LastFault)
 }
 
 // blockedFigures sums how long participants held prepared 2PC transactions.

@@ -25,9 +25,10 @@ type process struct {
 	ready         func(ctx context.Context, p *process, logFrom int64) error
 	restartOnExit time.Duration
 	event         func(format string, args ...any)
-	// restarted is told when an instance restarted after exiting on its own is ready: that
-	// heals a crash fault for the convergence measure.
-	restarted func(p *process)
+	// crashed is told when an instance exits on its own, and restarted when the instance
+	// started after that is ready: the start and the heal of a crash fault, for the convergence
+	// measure. Either may be nil.
+	crashed, restarted func(p *process)
 
 	mu       sync.Mutex
 	cmd      *exec.Cmd
@@ -86,6 +87,9 @@ func (p *process) wait(cmd *exec.Cmd, f *os.File, exited chan struct{}) {
 		return
 	}
 	p.event("%s exited on its own (%v)", p.name, err)
+	if p.crashed != nil {
+		p.crashed(p)
+	}
 	if delay <= 0 {
 		return
 	}

@@ -47,7 +47,7 @@ func hasConvergence(x *Result) bool {
 // WriteSummary prints one line per run: status, invariants, convergence.
 func (r *Report) WriteSummary(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SCENARIO\tSEED\tSTATUS\tINVARIANTS\tACCEPTED\tFINAL\tCONVERGENCE\tTIME")
+	fmt.Fprintln(tw, "SCENARIO\tSEED\tSTATUS\tINVARIANTS\tACCEPTED\tFINAL\tFROM-FAULT\tFROM-HEAL\tALL-FINAL-AT\tTIME")
 	for _, x := range r.Results {
 		var inv []string
 		for _, i := range x.Invariants {
@@ -57,15 +57,9 @@ func (r *Report) WriteSummary(w io.Writer) {
 			}
 			inv = append(inv, i.Name+":"+mark)
 		}
-		conv := "-"
-		if hasConvergence(x) {
-			conv = "not converged"
-			if x.Convergence >= 0 {
-				conv = fmt.Sprintf("%.1fs", x.Convergence)
-			}
-		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d/%d\t%s\t%s\t%.0fs\n", x.Scenario.Name, x.Seed, strings.ToUpper(x.Status), strings.Join(inv, " "),
-			x.Workload.Accepted, x.Workload.Requested, finalString(x.Final), conv, x.Elapsed)
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d/%d\t%s\t%s\t%s\t%s\t%.0fs\n", x.Scenario.Name, x.Seed, strings.ToUpper(x.Status), strings.Join(inv, " "),
+			x.Workload.Accepted, x.Workload.Requested, finalString(x.Final),
+			convergenceString(x, x.ConvergenceFromFault), convergenceString(x, x.Convergence), finalAtString(x), x.Elapsed)
 	}
 	tw.Flush()
 	for _, x := range r.Results {
@@ -106,6 +100,31 @@ func (r *Report) WriteSummary(w io.Writer) {
 		}
 		tw.Flush()
 	}
+}
+
+// convergenceString renders a convergence time of x (Convergence or ConvergenceFromFault).
+func convergenceString(x *Result, conv float64) string {
+	switch {
+	case !hasConvergence(x):
+		return "-"
+	case conv < 0:
+		return "not converged"
+	}
+	return fmt.Sprintf("%.1fs", conv)
+}
+
+// finalAtString renders when everything started before the last heal was final, and says so
+// when that was before the last fault began (the convergence times then read 0).
+func finalAtString(x *Result) string {
+	switch {
+	case !hasConvergence(x):
+		return "-"
+	case x.Convergence < 0:
+		return "never"
+	case len(x.Faults) > 0 && x.ConvergedBeforeHeal < x.LastFault:
+		return fmt.Sprintf("%.1fs (before the last fault)", x.ConvergedBeforeHeal)
+	}
+	return fmt.Sprintf("%.1fs", x.ConvergedBeforeHeal)
 }
 
 // writeIneffective lists the faults of a run that did not take effect, and why.
@@ -150,12 +169,9 @@ var comparisonRows = []comparisonRow{
 	{"throughput overall (/s)", func(x *Result) string { return fmt.Sprintf("%.1f", x.Figures.ThroughputOverall) }},
 	{"worst money in flight", func(x *Result) string { return fmt.Sprint(x.Figures.WorstMoneyInFlight) }},
 	{"most money held by prepared transactions", func(x *Result) string { return fmt.Sprint(x.Figures.WorstHeld) }},
-	{"time to converge after heal", func(x *Result) string {
-		if x.Convergence < 0 {
-			return "not converged"
-		}
-		return fmt.Sprintf("%.1fs", x.Convergence)
-	}},
+	{"time to converge after the fault began", func(x *Result) string { return convergenceString(x, x.ConvergenceFromFault) }},
+	{"time to converge after the heal", func(x *Result) string { return convergenceString(x, x.Convergence) }},
+	{"all started before the heal final at", finalAtString},
 	{"participants blocked while prepared (total / longest)", func(x *Result) string {
 		if x.Scenario.Workload.Kind != WorkloadTwoPC {
 			return "0 (sagas never block)"
@@ -228,25 +244,19 @@ func (r *Report) HTML(w io.Writer) error {
 }
 
 var reportTemplate = template.Must(template.New("report").Funcs(template.FuncMap{
-	"upper":   strings.ToUpper,
-	"final":   finalString,
-	"chart":   statusChart,
-	"money":   moneyChart,
-	"rows":    func() []comparisonRow { return comparisonRows },
-	"groups":  func(r *Report) []group { return r.groups() },
-	"seconds": func(f float64) string { return fmt.Sprintf("%.1fs", f) },
-	"conv": func(x *Result) string {
-		if !hasConvergence(x) {
-			return "-"
-		}
-		if x.Convergence < 0 {
-			return "not converged"
-		}
-		return fmt.Sprintf("%.1fs", x.Convergence)
-	},
-	"anchor": func(x *Result) string { return fmt.Sprintf("s-%s-%d", x.Scenario.Name, x.Seed) },
-	"slug":   func(s string) string { return strings.NewReplacer(", seed ", "-", " ", "-").Replace(s) },
-	"cell":   func(row comparisonRow, x *Result) string { return row.value(x) },
+	"upper":     strings.ToUpper,
+	"final":     finalString,
+	"chart":     statusChart,
+	"money":     moneyChart,
+	"rows":      func() []comparisonRow { return comparisonRows },
+	"groups":    func(r *Report) []group { return r.groups() },
+	"seconds":   func(f float64) string { return fmt.Sprintf("%.1fs", f) },
+	"conv":      func(x *Result) string { return convergenceString(x, x.Convergence) },
+	"convFault": func(x *Result) string { return convergenceString(x, x.ConvergenceFromFault) },
+	"finalAt":   finalAtString,
+	"anchor":    func(x *Result) string { return fmt.Sprintf("s-%s-%d", x.Scenario.Name, x.Seed) },
+	"slug":      func(s string) string { return strings.NewReplacer(", seed ", "-", " ", "-").Replace(s) },
+	"cell":      func(row comparisonRow, x *Result) string { return row.value(x) },
 }).Parse(`<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>sagacoord chaos report</title>
 <style>
@@ -260,10 +270,10 @@ code{background:#f5f5f5;padding:0 3px}section{border-top:2px solid #ddd;margin-t
 </style></head><body>
 <h1>sagacoord chaos report</h1>
 <p>Started {{.StartedAt.Format "2006-01-02 15:04:05 MST"}}, {{seconds .Elapsed}} in all. Seeds: {{range .Seeds}}{{.}} {{else}}each scenario's own{{end}}</p>
-<table id="summary"><tr><th>scenario</th><th>seed</th><th>status</th><th>invariants</th><th>accepted</th><th>final</th><th>convergence</th><th>time</th></tr>
+<table id="summary"><tr><th>scenario</th><th>seed</th><th>status</th><th>invariants</th><th>accepted</th><th>final</th><th title="from the start of the last fault until everything started before the last heal was final">converged after the last fault began</th><th title="from the last heal until everything started before it was final">after the last heal</th><th>all started before the heal final at</th><th>time</th></tr>
 {{range .Results}}<tr class="result-row"><td><a href="#{{anchor .}}">{{.Scenario.Name}}</a></td><td>{{.Seed}}</td><td class="{{.Status}}">{{upper .Status}}</td>
 <td>{{range .Invariants}}<span class="{{if .Passed}}passed{{else}}failed{{end}}">{{.Name}}</span> {{end}}</td>
-<td>{{.Workload.Accepted}}/{{.Workload.Requested}}</td><td>{{final .Final}}</td><td>{{conv .}}</td><td>{{seconds .Elapsed}}</td></tr>
+<td>{{.Workload.Accepted}}/{{.Workload.Requested}}</td><td>{{final .Final}}</td><td class="conv-fault">{{convFault .}}</td><td class="conv-heal">{{conv .}}</td><td class="final-at">{{finalAt .}}</td><td>{{seconds .Elapsed}}</td></tr>
 {{end}}</table>
 {{range groups .}}<section class="comparison" id="compare-{{slug .Name}}"><h2>Side by side: {{.Name}}</h2>
 <table><tr><th>figure</th>{{range .Results}}<th>{{.Scenario.Name}} ({{.Scenario.Workload.Kind}})</th>{{end}}</tr>
@@ -274,7 +284,7 @@ code{background:#f5f5f5;padding:0 3px}section{border-top:2px solid #ddd;margin-t
 <p>{{.Scenario.Description}}</p>
 <p>Seed {{.Seed}}{{if .Broken}}, <b>broken build</b> (--test-disable-outbox){{end}}{{if .Scenario.Catalogue}}; failure catalogue entries {{range .Scenario.Catalogue}}{{.}} {{end}}{{end}}. Logs: <code>{{.LogDir}}</code>{{if and .Reason (not .Ineffective)}}<br>{{.Reason}}{{end}}</p>
 {{if .Ineffective}}<div class="ineffective"><p class="inconclusive">{{len .Ineffective}} fault(s) did not take effect{{if eq .Status "inconclusive"}}: the invariants held, but the run did not test all it was meant to{{end}}:</p><ul>{{range .Ineffective}}<li>{{.}}</li>{{end}}</ul></div>{{end}}
-<p>Workload: {{.Workload.Accepted}} of {{.Workload.Requested}} accepted, {{.Workload.Rejected}} rejected, {{.Workload.Retries}} retried call(s). Last fault healed at {{seconds .LastHeal}}; the last {{.Scenario.Workload.Kind}} started before it finished at {{seconds .ConvergedBeforeHeal}} (convergence {{conv .}}), the very last at {{seconds .Converged}}.</p>
+<p>Workload: {{.Workload.Accepted}} of {{.Workload.Requested}} accepted, {{.Workload.Rejected}} rejected, {{.Workload.Retries}} retried call(s). The last fault began at {{seconds .LastFault}} and the last was healed at {{seconds .LastHeal}}; every {{.Scenario.Workload.Kind}} started before that heal was final at {{finalAt .}}: convergence {{convFault .}} after the last fault began, {{conv .}} after the last heal. The very last finished at {{seconds .Converged}}.</p>
 <div class="charts">{{chart .}}{{money .}}</div>
 <table><tr><th>invariant</th><th>result</th><th>checked</th><th>violations</th><th>detail and offending ids</th></tr>
 {{range .Invariants}}<tr class="invariant"><td title="{{.Title}}">{{.Name}}: {{.Title}}</td><td class="{{if .Passed}}passed{{else}}failed{{end}}">{{if .Passed}}pass{{else}}FAIL{{end}}</td><td>{{.Checked}}</td><td>{{.Violations}}</td>

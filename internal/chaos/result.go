@@ -37,15 +37,21 @@ type Result struct {
 	Events  []Event        `json:"events"`
 	Samples []Sample       `json:"samples"`
 
-	// LastHeal is when the last fault was healed, in seconds from the start of the workload.
+	// LastFault is when the last fault began (was applied, or a process crashed on its own), in
+	// seconds from the start of the workload.
+	LastFault float64 `json:"last_fault_s"`
+	// LastHeal is when the last fault was healed (seconds).
 	LastHeal float64 `json:"last_heal_s"`
 	// Converged is when the last saga or transaction reached its final state (seconds).
 	Converged float64 `json:"converged_s"`
-	// ConvergedBeforeHeal is when the last of those started before the last heal reached it.
+	// ConvergedBeforeHeal is when everything started before the last heal was final (seconds):
+	// the work the faults could have touched.
 	ConvergedBeforeHeal float64 `json:"converged_before_heal_s"`
-	// Convergence is ConvergedBeforeHeal - LastHeal (at least 0): how long after the last heal
-	// the work started until then was all final; -1 if not everything finished (G1 failed).
-	Convergence float64 `json:"convergence_s"`
+	// Convergence is ConvergedBeforeHeal - LastHeal and ConvergenceFromFault is
+	// ConvergedBeforeHeal - LastFault (each at least 0): how long after the last heal, and after
+	// the last fault began, that work was all final; -1 if not everything finished (G1 failed).
+	Convergence          float64 `json:"convergence_s"`
+	ConvergenceFromFault float64 `json:"convergence_from_fault_s"`
 	// Figures compares runs under a partition (the CAP/BASE pair).
 	Figures Figures `json:"figures"`
 	// Elapsed is the whole run, setup and checks included (seconds).

@@ -108,9 +108,16 @@ type run struct {
 	mu     sync.Mutex
 	pmu    sync.Mutex // serialises progress lines
 	events []Event
-	// selfHealed is when the last process that crashed on its own (a crash point of the
-	// scenario) was ready again.
-	selfHealed time.Time
+	// selfCrashed is when a process last exited on its own (a crash point of the scenario), and
+	// selfHealed when the last one that did was ready again.
+	selfCrashed, selfHealed time.Time
+}
+
+// crashed notes when a process exited on its own: a fault the scenario provokes.
+func (r *run) crashed(*process) {
+	r.mu.Lock()
+	r.selfCrashed = time.Now()
+	r.mu.Unlock()
 }
 
 // restarted waits until a process restarted by its supervisor is ready and notes the time.
@@ -193,6 +200,9 @@ func (r *run) execute(ctx context.Context) error {
 	r.mu.Lock()
 	if !r.selfHealed.IsZero() {
 		r.res.LastHeal = max(r.res.LastHeal, r.since(r.selfHealed))
+	}
+	if !r.selfCrashed.IsZero() {
+		r.res.LastFault = max(r.res.LastFault, r.since(r.selfCrashed))
 	}
 	r.mu.Unlock()
 	stopSampler()
@@ -279,9 +289,7 @@ func (r *run) drive(ctx context.Context, schedule []ScheduledFault) (stopSampler
 	r.event("workload done: %d accepted, %d rejected in %.1fs", wres.Accepted, wres.Rejected, wres.Elapsed.Seconds())
 	fwg.Wait()
 	r.res.Faults = applied
-	for _, a := range applied {
-		r.res.LastHeal = max(r.res.LastHeal, a.HealedAt, a.AppliedAt)
-	}
+	r.res.LastFault, r.res.LastHeal = lastFaultAndHeal(applied)
 	r.res.Workload = wres
 	if len(schedule) > 0 {
 		r.event("every fault healed")

@@ -128,6 +128,9 @@ func TestTinyScenarioPasses(t *testing.T) {
 	if res.Convergence < 0 || len(res.Faults) != 1 || res.Faults[0].Error != "" {
 		t.Errorf("convergence %v, faults %+v", res.Convergence, res.Faults)
 	}
+	if res.LastFault < 0.3 || res.LastFault > res.LastHeal || res.ConvergenceFromFault < res.Convergence {
+		t.Errorf("last fault %v, last heal %v, convergence from fault %v, from heal %v", res.LastFault, res.LastHeal, res.ConvergenceFromFault, res.Convergence)
+	}
 	for _, inv := range res.Invariants {
 		if inv.Checked == 0 && inv.Name != G4 {
 			t.Errorf("%s checked nothing", inv.Name)

@@ -196,6 +196,7 @@ func (r *run) coordinatorProcess(c CoordinatorSpec) (*process, error) {
 		logPath:       filepath.Join(r.work, c.Name+".log"),
 		restartOnExit: c.RestartOnExit.D(),
 		event:         r.event,
+		crashed:       r.crashed,
 		restarted:     r.restarted,
 		ready:         readyWhenLogged("coordinator listening on"),
 	}
@@ -235,6 +236,7 @@ func (r *run) startSims(readyCtx context.Context) error {
 			logPath:       filepath.Join(r.work, sim.Name+".log"),
 			restartOnExit: sim.RestartOnExit.D(),
 			event:         r.event,
+			crashed:       r.crashed,
 			restarted:     r.restarted,
 			ready:         readyWhenLogged("participant-sim ready"),
 		}
