@@ -2,8 +2,6 @@ package lifecycle
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,7 +10,8 @@ import (
 
 	"github.com/cenkalti/backoff/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/sagacoord/sagacoord/transport/amqptransport"
 )
 
 // Waits between the attempts of Connect: from connectFirstWait, doubling (with 20% jitter) up to
@@ -56,19 +55,9 @@ func Permanent(err error) error { return backoff.Permanent(err) }
 
 // refused reports whether err is the answer of a service that was reached and refused who we
 // are: a wrong user or password (PostgreSQL's class 28, RabbitMQ's ACCESS_REFUSED) or a
-// certificate that does not verify. Waiting does not change that answer; the operator must.
+// certificate that does not verify (amqptransport.Refused). Waiting does not change that answer;
+// the operator must.
 func refused(err error) bool {
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && strings.HasPrefix(pgErr.Code, "28") {
-		return true
-	}
-	var amqpErr *amqp.Error
-	if errors.As(err, &amqpErr) && amqpErr.Code == amqp.AccessRefused {
-		return true
-	}
-	var verify *tls.CertificateVerificationError
-	var unknown x509.UnknownAuthorityError
-	var host x509.HostnameError
-	var invalid x509.CertificateInvalidError
-	return errors.As(err, &verify) || errors.As(err, &unknown) || errors.As(err, &host) || errors.As(err, &invalid)
+	return (errors.As(err, &pgErr) && strings.HasPrefix(pgErr.Code, "28")) || amqptransport.Refused(err)
 }

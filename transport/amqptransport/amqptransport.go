@@ -15,6 +15,7 @@ package amqptransport
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -95,6 +96,46 @@ func New(ctx context.Context, cfg Config) (*Transport, error) {
 		t.goTracked(t.publishWorker)
 	}
 	return t, nil
+}
+
+// Dial is New for a process that may start before its broker: while the broker cannot be reached
+// it tries again, after the waits of the transport's reconnections (ReconnectBackoffMin doubling
+// up to ReconnectBackoffMax), logging each failure, until ctx ends. An invalid Config and a broker
+// that answers and refuses (a wrong user or password, ACCESS_REFUSED; a certificate that does not
+// verify) fail at once, as waiting would not change them.
+func Dial(ctx context.Context, cfg Config) (*Transport, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	for n := 1; ; n++ {
+		t, err := New(ctx, cfg)
+		if err == nil || Refused(err) || ctx.Err() != nil {
+			return t, err
+		}
+		wait := backoff(cfg, n)
+		cfg.Logger.Warn("RabbitMQ is not reachable yet; retrying", "broker", redactURL(cfg.URL), "attempt", n, "retry_in", wait, "err", err)
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil, fmt.Errorf("gave up waiting for RabbitMQ: %w (last error: %v)", ctx.Err(), err)
+		case <-timer.C:
+		}
+	}
+}
+
+// Refused reports whether err is the answer of a server that was reached and refused who we are:
+// RabbitMQ's ACCESS_REFUSED (a wrong user or password), or a TLS certificate that does not
+// verify. Waiting does not change that answer.
+func Refused(err error) bool {
+	var amqpErr *amqp.Error
+	var verify *tls.CertificateVerificationError
+	var unknown x509.UnknownAuthorityError
+	var host x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	return (errors.As(err, &amqpErr) && amqpErr.Code == amqp.AccessRefused) ||
+		errors.As(err, &verify) || errors.As(err, &unknown) || errors.As(err, &host) || errors.As(err, &invalid)
 }
 
 // Close closes the connections and waits for the transport's goroutines. Channels returned by
