@@ -85,8 +85,11 @@ func declareTaps(ch *amqp.Channel, parts []string) error {
 		}
 	}
 	for _, name := range parts {
-		if err := ch.QueueBind(tapCommands, name, protocol.ExchangeCommands, false, nil); err != nil {
-			return fmt.Errorf("bind %s: %w", tapCommands, err)
+		// Saga steps and two-phase-commit commands travel with different routing keys.
+		for _, key := range []string{name, protocol.TwoPCRoutingKey(name)} {
+			if err := ch.QueueBind(tapCommands, key, protocol.ExchangeCommands, false, nil); err != nil {
+				return fmt.Errorf("bind %s: %w", tapCommands, err)
+			}
 		}
 	}
 	if err := ch.QueueBind(tapReplies, protocol.RoutingKeyReplies, protocol.ExchangeReplies, false, nil); err != nil {
