@@ -165,23 +165,29 @@ func (p *process) signalLocked(sig syscall.Signal) error {
 	return p.cmd.Process.Signal(sig)
 }
 
-// stop SIGSTOPs the running instance and returns its number (starts) for cont. An instance
-// that is being stopped on purpose (a restart or kill under way) is refused: freezing it would
-// not freeze the service, which is about to be replaced.
+// stop SIGSTOPs the running instance and returns its number (starts) for cont.
 func (p *process) stop() (int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if err := p.faultableLocked(syscall.SIGSTOP); err != nil {
+		return 0, err
+	}
+	return p.starts, nil
+}
+
+// faultableLocked sends a fault's signal to the running instance, with p.mu held. An instance
+// that is being stopped on purpose (a restart or kill under way) is refused: freezing or
+// killing it would not hit the service, which is about to be replaced, and the fault's heal
+// would collide with the restart.
+func (p *process) faultableLocked(sig syscall.Signal) error {
 	if p.expected && p.cmd != nil {
 		select {
 		case <-p.exited: // down: signalLocked says so
 		default:
-			return 0, fmt.Errorf("%s is being stopped (a restart or kill is under way)", p.name)
+			return fmt.Errorf("%s is being stopped (a restart or kill is under way)", p.name)
 		}
 	}
-	if err := p.signalLocked(syscall.SIGSTOP); err != nil {
-		return 0, err
-	}
-	return p.starts, nil
+	return p.signalLocked(sig)
 }
 
 // cont SIGCONTs the instance stop froze. If that instance is gone (killed while frozen, and
@@ -203,14 +209,16 @@ func (p *process) cont(instance int) error {
 	return p.signalLocked(syscall.SIGCONT)
 }
 
-// kill SIGKILLs the instance and waits for it to be gone.
+// kill SIGKILLs the running instance, unless it is being stopped already, and waits for it to
+// be gone.
 func (p *process) kill() error {
-	if err := p.signal(syscall.SIGKILL); err != nil {
-		return err
-	}
 	p.mu.Lock()
+	err := p.faultableLocked(syscall.SIGKILL)
 	exited := p.exited
 	p.mu.Unlock()
+	if err != nil {
+		return err
+	}
 	<-exited
 	return nil
 }

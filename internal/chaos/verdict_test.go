@@ -119,8 +119,8 @@ func sleeper(t *testing.T) *process {
 	return p
 }
 
-// A SIGSTOP does not take effect on a process that is down, or being stopped by a restart or
-// kill: the fault must fail, so the run cannot pass as if it had.
+// A SIGSTOP or SIGKILL does not take effect on a process that is down, or being stopped by a
+// restart or kill: the fault must fail, so the run cannot pass as if it had.
 func TestSigstopOfAProcessMidRestartFails(t *testing.T) {
 	p := sleeper(t)
 	if err := p.signal(syscall.SIGTERM); err != nil { // what a restart fault's terminate sends first
@@ -128,6 +128,9 @@ func TestSigstopOfAProcessMidRestartFails(t *testing.T) {
 	}
 	if _, err := p.stop(); err == nil || !strings.Contains(err.Error(), "is being stopped") {
 		t.Errorf("SIGSTOP while it is being stopped: %v, want refused", err)
+	}
+	if err := p.kill(); err == nil || !strings.Contains(err.Error(), "is being stopped") {
+		t.Errorf("SIGKILL while it is being stopped: %v, want refused", err)
 	}
 	<-p.exited
 	if _, err := p.stop(); err == nil || !strings.Contains(err.Error(), "not running") {
