@@ -48,8 +48,8 @@ type Config struct {
 	// Schema holds the barrier table. Default DefaultSchema ("sagacoord_participant"). It must be
 	// a plain lower-case SQL identifier.
 	Schema string
-	// Prefetch is the most unacknowledged commands the broker hands this worker at once.
-	// Default DefaultPrefetch (32).
+	// Prefetch is the most unacknowledged commands the broker hands this worker at once from each
+	// of its two queues (saga steps; two-phase-commit commands). Default DefaultPrefetch (32).
 	Prefetch int
 	// Concurrency is the number of handler goroutines, each holding at most one database
 	// connection while it runs. Default Prefetch.
