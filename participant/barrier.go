@@ -141,9 +141,7 @@ func (b *barrier) decide(ctx context.Context, t *localTx, k kindRules) (decision
 	if noop != nil {
 		d.reply = *noop
 	} else {
-		stop := b.hung.watch(k.row, k.attempt, k.limit)
-		out, herr, err := callInSavepoint(ctx, sp, k, last)
-		stop()
+		out, herr, err := callInSavepoint(ctx, sp, k, last, b.hung)
 		if err != nil {
 			return decision{}, err
 		}

@@ -22,14 +22,17 @@ const maxErrorBytes = 4 << 10
 // maxOutputBytes bounds a handler's output: the coordinator refuses larger ones.
 const maxOutputBytes = protocol.MaxOutputBytes
 
-// callInSavepoint runs the handler of k in the savepoint sp, bounded by k.limit. herr is the
-// handler's result; a business failure's effect is rolled back to the savepoint, in next when
-// the handler left the savepoint intact, else at once. err is an infrastructure failure.
-func callInSavepoint(ctx context.Context, sp *savepointTx, k kindRules, next *batch) (out json.RawMessage, herr error, err error) {
+// callInSavepoint runs the handler of k in the savepoint sp, bounded by k.limit, and reports it to
+// hung if it outlives its context. herr is the handler's result; a business failure's effect is
+// rolled back to the savepoint, in next when the handler left the savepoint intact, else at once.
+// err is an infrastructure failure.
+func callInSavepoint(ctx context.Context, sp *savepointTx, k kindRules, next *batch, hung *hungWatch) (out json.RawMessage, herr error, err error) {
 	sp.owner.calls++
 	hctx, cancel := handlerContext(ctx, k.limit)
 	defer cancel()
+	returned := hung.watch(hctx, k.row, k.attempt)
 	out, herr = call(hctx, k.call, sp)
+	returned()
 	if k.limit > 0 && stoppedByDeadline(ctx, hctx, herr) {
 		herr = k.late(k.limit, herr)
 	}

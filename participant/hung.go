@@ -11,8 +11,8 @@ import (
 	"github.com/sagacoord/sagacoord/internal/telemetry"
 )
 
-// hungGrace is how long past its deadline a handler may take to return before it counts as hung:
-// one that watches its context returns within moments of the cancellation.
+// hungGrace is how long after its context ended a handler may take to return before it counts as
+// hung: one that watches its context returns within moments of the cancellation.
 const hungGrace = time.Second
 
 // hungWatch reports handlers that outlive their deadline by hungGrace, ignoring their context:
@@ -36,36 +36,52 @@ func newHungWatch(log *slog.Logger, participant string, m metric.Meter) (*hungWa
 	return h, err
 }
 
-// watch starts watching a handler of row limited to limit (0: not watched) with attempt; stop
-// ends the watch when the handler returned.
-func (h *hungWatch) watch(row rowKey, attempt int, limit time.Duration) (stop func()) {
-	if h == nil || limit <= 0 {
+// watch watches a handler of row running with hctx: if it has not returned hungGrace after hctx
+// ended (its deadline, or the worker stopping), it is reported. returned ends the watch once the
+// handler returned. A handler that returns in time costs no timer.
+func (h *hungWatch) watch(hctx context.Context, row rowKey, attempt int) (returned func()) {
+	if h == nil {
 		return func() {}
 	}
 	began := time.Now()
-	attrs := []any{"gid", row.gid, "step", row.step, "kind", row.kind, "attempt", attempt, "deadline", limit}
-	var mu sync.Mutex
-	hung := false
-	t := time.AfterFunc(limit+hungGrace, func() {
+	attrs := []any{"gid", row.gid, "step", row.step, "kind", row.kind, "attempt", attempt}
+	var (
+		mu         sync.Mutex
+		grace      *time.Timer
+		hung, done bool
+	)
+	unregister := context.AfterFunc(hctx, func() {
 		mu.Lock()
 		defer mu.Unlock()
-		hung = true
-		h.log.Error("handler hung: still running past its deadline, ignoring its context; it holds a goroutine, a connection and its barrier row until it returns",
-			append(attrs, "running", time.Since(began).Round(time.Millisecond))...)
-		if h.gauge != nil {
-			h.gauge.Add(context.Background(), 1, h.attrs)
-		}
+		grace = time.AfterFunc(hungGrace, func() {
+			mu.Lock()
+			defer mu.Unlock()
+			if done {
+				return
+			}
+			hung = true
+			h.log.Error("handler hung: still running past its deadline, ignoring its context; it holds a goroutine, a connection and its barrier row until it returns",
+				append(attrs, "running", time.Since(began).Round(time.Millisecond))...)
+			h.add(1)
+		})
 	})
 	return func() {
-		t.Stop()
+		unregister()
 		mu.Lock()
 		defer mu.Unlock()
-		if !hung {
-			return
+		done = true
+		if grace != nil {
+			grace.Stop()
 		}
-		h.log.Warn("hung handler returned", append(attrs, "running", time.Since(began).Round(time.Millisecond))...)
-		if h.gauge != nil {
-			h.gauge.Add(context.Background(), -1, h.attrs)
+		if hung {
+			h.log.Warn("hung handler returned", append(attrs, "running", time.Since(began).Round(time.Millisecond))...)
+			h.add(-1)
 		}
+	}
+}
+
+func (h *hungWatch) add(n int64) {
+	if h.gauge != nil {
+		h.gauge.Add(context.Background(), n, h.attrs)
 	}
 }
