@@ -21,8 +21,8 @@ var hiddenCodes = map[codes.Code]string{
 // hideInternals replaces the message of an unexpected error with a generic one that carries a
 // correlation id, and logs the original message under that id.
 func hideInternals(log *slog.Logger, method string, err error) error {
-	if err == nil || err == errNotReady { // readiness's own message hides nothing
-		return err
+	if err == nil {
+		return nil
 	}
 	st := status.Convert(err)
 	generic, hide := hiddenCodes[st.Code()]

@@ -57,24 +57,26 @@ type Options struct {
 
 // NewGRPCServer returns a gRPC server with the saga and 2PC services, health, and reflection when
 // asked for. Interceptors run in this order: error hiding and the UTF-8 check (errors.go,
-// codec.go), the guard, readiness, the limiter.
+// codec.go), the guard, the limiter; before all of them, readiness (readiness.go).
 func NewGRPCServer(svc *SagaService, tx *TwoPCService, o Options) *grpc.Server {
 	log := o.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
-	}
-	opts := append([]grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageBytes)}, errorInterceptors(log, newUTF8Codec())...)
-	opts = append(opts, o.GRPC...)
-	if o.Credentials != nil {
-		g := &guard{creds: o.Credentials, log: log}
-		opts = append(opts, grpc.ChainUnaryInterceptor(g.unary), grpc.ChainStreamInterceptor(g.stream))
 	}
 	ready := o.Readiness
 	if ready == nil {
 		ready = NewReadiness()
 		ready.Serve()
 	}
-	opts = append(opts, ready.serverOptions()...)
+	// Readiness first: its Unavailable says only that the coordinator is starting, so nothing
+	// behind it needs hiding.
+	opts := append([]grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageBytes)}, ready.serverOptions()...)
+	opts = append(opts, errorInterceptors(log, newUTF8Codec())...)
+	opts = append(opts, o.GRPC...)
+	if o.Credentials != nil {
+		g := &guard{creds: o.Credentials, log: log}
+		opts = append(opts, grpc.ChainUnaryInterceptor(g.unary), grpc.ChainStreamInterceptor(g.stream))
+	}
 	if o.Limiter != nil {
 		opts = append(opts, o.Limiter.ServerOptions()...)
 	}
