@@ -194,30 +194,36 @@ func (t *Transport) withTopologyConn(ctx context.Context, declare func(*amqp.Con
 	return nil
 }
 
-// ParticipantExists reports whether the participant's queue exists, with a passive declare on a
-// throwaway channel (the broker closes a channel whose passive declare fails).
+// ParticipantExists reports whether both queues of the participant exist, with passive declares
+// on one short-lived connection, a channel each (the broker closes a channel whose passive
+// declare fails).
 func (t *Transport) ParticipantExists(ctx context.Context, participant string) (bool, error) {
 	queues := []string{protocol.ParticipantQueue(participant), protocol.TwoPCQueue(participant)}
 	if participant == "" || len(queues[1]) > maxNameBytes {
 		return false, nil
 	}
-	for _, queue := range queues {
-		exists := true
-		err := t.withTopologyChannel(ctx, func(ch *amqp.Channel) error {
-			_, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
+	exists := true
+	err := t.withTopologyConn(ctx, func(conn *amqp.Connection) error {
+		for _, queue := range queues {
+			ch, err := conn.Channel()
+			if err != nil {
+				return fmt.Errorf("open channel: %w", err)
+			}
+			_, err = ch.QueueDeclarePassive(queue, true, false, false, false, nil)
 			var aerr *amqp.Error
 			if errors.As(err, &aerr) && aerr.Code == amqp.NotFound {
 				exists = false
 				return nil
 			}
-			return err
-		})
-		if err != nil {
-			return false, fmt.Errorf("look up queue %q: %w", queue, err)
+			if err != nil {
+				return fmt.Errorf("look up queue %q: %w", queue, err)
+			}
+			_ = ch.Close()
 		}
-		if !exists {
-			return false, nil
-		}
+		return nil
+	})
+	if err != nil {
+		return false, err
 	}
-	return true, nil
+	return exists, nil
 }
