@@ -31,21 +31,18 @@ func (w *Watch[T]) Latest() (T, bool) {
 	return w.latest, w.has
 }
 
-func (w *Watch[T]) set(row T) {
-	w.mu.Lock()
-	w.latest, w.has = row, true
-	w.mu.Unlock()
-	select {
-	case w.c <- struct{}{}:
-	default:
-	}
-}
+func (w *Watch[T]) set(row T) { w.put(row, true) }
 
 // stale marks the row changed elsewhere: Latest has none until the watcher reads it.
 func (w *Watch[T]) stale() {
 	var zero T
+	w.put(zero, false)
+}
+
+// put records what Latest returns and signals Changed.
+func (w *Watch[T]) put(row T, has bool) {
 	w.mu.Lock()
-	w.latest, w.has = zero, false
+	w.latest, w.has = row, has
 	w.mu.Unlock()
 	select {
 	case w.c <- struct{}{}:
