@@ -11,8 +11,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sagacoord/sagacoord/protocol"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/sagacoord/sagacoord/protocol"
 )
 
 // Kinds of simulated participant.
@@ -65,12 +66,18 @@ type faults struct {
 	RetryProbability float64 `yaml:"retry_probability"`
 	// Latency is added before the handler runs.
 	Latency duration `yaml:"latency"`
-	// HangProbability: the handler blocks until shutdown and never replies. A redelivered command
-	// does not hang again, so a restart unblocks it. A participant with hangs turns off the SDK's
-	// handler deadline (participant.Config.HandlerTimeout), which would end them at the step's
-	// timeout: failure catalogue entry 6 (docs/guarantees.md) needs the action held while its
-	// compensation overtakes it.
+	// HangProbability: the handler hangs. Without HangFor it blocks until shutdown and never
+	// replies; a redelivered command does not hang again, so a restart unblocks it. A participant
+	// with such unbounded hangs turns off the SDK's handler deadline (participant.Config.
+	// HandlerTimeout), which would end them at the step's timeout: failure catalogue entry 6
+	// (docs/guarantees.md) needs the action held while its compensation overtakes it.
 	HangProbability float64 `yaml:"hang_probability"`
+	// HangFor bounds each hang: the handler blocks this long, then goes on as normal and replies
+	// late. A bounded hang keeps the SDK's handler deadline: a slow handler that honours its
+	// context, so a hang longer than the command's timeout ends at it and is answered "retry"
+	// with no effect (a PREPARE votes NO), as the coordinator has given the attempt up by then.
+	// Unset: hangs last until shutdown. It needs HangProbability and must be positive.
+	HangFor *duration `yaml:"hang_for"`
 	// CrashAfterCommitProbability: the process exits with status 137 after the local commit,
 	// before the reply is published and the command acked (failure catalogue entry 3).
 	CrashAfterCommitProbability float64 `yaml:"crash_after_commit_probability"`
@@ -244,20 +251,29 @@ func (f faults) validate() error {
 	if f.Latency < 0 {
 		errs = append(errs, fmt.Errorf("latency %v must not be negative", time.Duration(f.Latency)))
 	}
+	if f.HangFor != nil {
+		if *f.HangFor <= 0 {
+			errs = append(errs, fmt.Errorf("hang_for %v must be positive; leave it out for hangs that last until shutdown", time.Duration(*f.HangFor)))
+		}
+		if f.HangProbability == 0 {
+			errs = append(errs, errors.New("hang_for without hang_probability never fires; give hang_probability too"))
+		}
+	}
 	return errors.Join(errs...)
 }
 
-// faultsFor returns the knobs of action: its own entry, else the wildcard's, else none.
-// hangs reports whether any action of p may hang.
-func (p participantConfig) hangs() bool {
+// hangsUnbounded reports whether any command of p may hang until shutdown (a hang without
+// hang_for): only those turn off the SDK's handler deadline.
+func (p participantConfig) hangsUnbounded() bool {
 	for _, f := range p.Faults {
-		if f.HangProbability > 0 {
+		if f.HangProbability > 0 && f.HangFor == nil {
 			return true
 		}
 	}
 	return false
 }
 
+// faultsFor returns the knobs of action: its own entry, else the wildcard's, else none.
 func (p participantConfig) faultsFor(action string) faults {
 	if f, ok := p.Faults[action]; ok {
 		return f

@@ -51,6 +51,9 @@ func TestConfigValidate(t *testing.T) {
 		{"probability", simConfig{SchemaPrefix: "sim_", Participants: []participantConfig{{Name: "a", Kind: kindNoop, Faults: map[string]faults{"x": {FailProbability: 1.5}}}}}, "fail_probability 1.5 must be between 0 and 1"},
 		{"max batch", simConfig{SchemaPrefix: "sim_", Participants: []participantConfig{{Name: "a", Kind: kindNoop, MaxBatch: -1}}}, "max_batch must not be negative"},
 		{"latency", simConfig{SchemaPrefix: "sim_", Participants: []participantConfig{{Name: "a", Kind: kindNoop, Faults: map[string]faults{"x": {Latency: -1}}}}}, "latency"},
+		{"hang_for zero", simConfig{SchemaPrefix: "sim_", Participants: []participantConfig{{Name: "a", Kind: kindNoop, Faults: map[string]faults{"x": {HangProbability: 1, HangFor: ptr(duration(0))}}}}}, "hang_for 0s must be positive"},
+		{"hang_for negative", simConfig{SchemaPrefix: "sim_", Participants: []participantConfig{{Name: "a", Kind: kindNoop, Faults: map[string]faults{"x": {HangProbability: 1, HangFor: ptr(duration(-time.Second))}}}}}, "hang_for -1s must be positive"},
+		{"hang_for alone", simConfig{SchemaPrefix: "sim_", Participants: []participantConfig{{Name: "a", Kind: kindNoop, Faults: map[string]faults{"x": {HangFor: ptr(duration(time.Second))}}}}}, "hang_for without hang_probability never fires"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -72,7 +75,7 @@ participants:
     max_batch: 1
     faults:
       debit: {fail_probability: 0.1, latency: 20ms, crash_after_commit_probability: 0.01}
-      "*": {retry_probability: 0.5}
+      "*": {retry_probability: 0.5, hang_probability: 0.1, hang_for: 2s}
   - name: bench
     kind: noop
 `), 0o600))
@@ -86,7 +89,7 @@ participants:
 	require.Equal(t, 1, a.MaxBatch)
 	require.EqualValues(t, 500, a.InitialBalance, "the flag fills what the file leaves out")
 	require.Equal(t, faults{FailProbability: 0.1, Latency: duration(20 * time.Millisecond), CrashAfterCommitProbability: 0.01}, a.faultsFor("debit"))
-	require.Equal(t, faults{RetryProbability: 0.5}, a.faultsFor("credit"), "the wildcard covers other actions")
+	require.Equal(t, faults{RetryProbability: 0.5, HangProbability: 0.1, HangFor: ptr(duration(2 * time.Second))}, a.faultsFor("credit"), "the wildcard covers other actions")
 	require.Equal(t, faults{}, c.Participants[1].faultsFor("anything"))
 
 	require.NoError(t, os.WriteFile(path, []byte(`{"participants":[{"name":"a","kind":"noop","faults":{"x":{"fail_probabilty":0.5}}}]}`), 0o600))
@@ -180,18 +183,24 @@ func TestDiceIsDeterministicAndFair(t *testing.T) {
 	require.Less(t, math.Abs(float64(hits)/n-0.3), 0.02, "hit rate %d/%d", hits, n)
 }
 
-// TestHangsTurnsOffTheHandlerDeadline: only a participant with a hang fault opts out of the SDK's
-// handler deadline, so its injected hangs last until shutdown.
-func TestHangsTurnsOffTheHandlerDeadline(t *testing.T) {
+// TestOnlyUnboundedHangsTurnOffTheHandlerDeadline: only a participant whose hangs last until
+// shutdown opts out of the SDK's handler deadline; bounded hangs (hang_for) keep it.
+func TestOnlyUnboundedHangsTurnOffTheHandlerDeadline(t *testing.T) {
 	quiet := participantConfig{Faults: map[string]faults{"credit": {Latency: duration(time.Second), FailProbability: 0.1}}}
 	hung := participantConfig{Faults: map[string]faults{"debit": {}, "credit": {HangProbability: 0.2}}}
-	if quiet.hangs() {
-		t.Error("a participant without hang faults reports hangs")
+	bounded := participantConfig{Faults: map[string]faults{"credit": {HangProbability: 0.2, HangFor: ptr(duration(time.Second))}}}
+	if quiet.hangsUnbounded() {
+		t.Error("a participant without hang faults reports unbounded hangs")
 	}
-	if !hung.hangs() {
-		t.Error("a participant with hang_probability 0.2 on credit reports no hangs")
+	if !hung.hangsUnbounded() {
+		t.Error("a participant with hang_probability 0.2 on credit reports no unbounded hangs")
+	}
+	if bounded.hangsUnbounded() {
+		t.Error("a participant whose hangs all have hang_for reports unbounded hangs")
 	}
 }
+
+func ptr[T any](v T) *T { return &v }
 
 // The configuration files shipped in the repository, and the JSON the chaos runner writes, load
 // and validate.
@@ -214,6 +223,8 @@ func TestShippedConfigFilesLoad(t *testing.T) {
         "credit": {
           "fail_probability": 0.2,
           "latency": "20ms",
+          "hang_probability": 0.5,
+          "hang_for": "1.5s",
           "crash_after_commit_probability": 0.05
         }
       }
@@ -225,5 +236,6 @@ func TestShippedConfigFilesLoad(t *testing.T) {
 	c, err := options{configFile: chaos}.simConfig()
 	require.NoError(t, err)
 	require.Equal(t, uint64(18446744073709551615), c.Seed)
-	require.Equal(t, faults{FailProbability: 0.2, Latency: duration(20 * time.Millisecond), CrashAfterCommitProbability: 0.05}, c.Participants[0].faultsFor("credit"))
+	require.Equal(t, faults{FailProbability: 0.2, Latency: duration(20 * time.Millisecond), HangProbability: 0.5,
+		HangFor: ptr(duration(1500 * time.Millisecond)), CrashAfterCommitProbability: 0.05}, c.Participants[0].faultsFor("credit"))
 }

@@ -99,11 +99,10 @@ func withFaults(p participantConfig, d dice, track *inflight, log *slog.Logger, 
 			}
 		}
 		if info, _ := participant.DeliveryFromContext(ctx); !info.Redelivered && d.hit(cmd, "hang", f.HangProbability) {
-			log.Warn("injected hang: this command gets no reply until shutdown", "saga_id", cmd.SagaID, "step", cmd.Step, "kind", cmd.Kind, "attempt", cmd.Attempt)
-			track.add(0, 1)
-			defer track.add(0, -1)
-			<-ctx.Done()
-			return nil, ctx.Err()
+			log.Warn("injected hang", "for", f.hangDescription(), "saga_id", cmd.SagaID, "step", cmd.Step, "kind", cmd.Kind, "attempt", cmd.Attempt)
+			if err := hang(ctx, f, track); err != nil {
+				return nil, err
+			}
 		}
 		if d.hit(cmd, "retry", f.RetryProbability) {
 			return nil, errInjectedTransient
@@ -113,6 +112,34 @@ func withFaults(p participantConfig, d dice, track *inflight, log *slog.Logger, 
 		}
 		return h(ctx, tx, cmd)
 	}
+}
+
+// hang blocks an injected hang: for f.HangFor when it is set, after which it returns nil and the
+// handler goes on; else, or when ctx ends first (the SDK's deadline, or shutdown), until ctx
+// ends, and it returns ctx's error. track counts the handler as hung meanwhile.
+func hang(ctx context.Context, f faults, track *inflight) error {
+	track.add(0, 1)
+	defer track.add(0, -1)
+	if f.HangFor == nil {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	t := time.NewTimer(time.Duration(*f.HangFor))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// hangDescription says how long an injected hang of f lasts, for the log.
+func (f faults) hangDescription() string {
+	if f.HangFor == nil {
+		return "until shutdown"
+	}
+	return time.Duration(*f.HangFor).String()
 }
 
 // crashAfterCommit returns the worker's OnCommitted hook that injects crash_after_commit_probability.

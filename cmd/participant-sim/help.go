@@ -28,7 +28,8 @@ participant payload given to BeginTransaction is
   Each hold is a row of <schema>.holds with prepared_at and decided_at (how long it blocked).
   Fault knobs apply under the names prepare, commit and abort: fail_probability votes NO (prepare
   only; a decision cannot fail), retry_probability requeues the command (each try draws anew),
-  latency, hang_probability (a frozen participant) and crash_after_commit_probability.
+  latency, hang_probability (a frozen participant; with hang_for, a slow one) and
+  crash_after_commit_probability.
 
 A bare name in --participants takes its kind from its prefix: bank* transfer, inventory* and
 stock* inventory, pay* payment, anything else noop; name=kind says it explicitly.
@@ -49,7 +50,11 @@ Config file (--config, YAML or JSON; unknown keys are errors):
           fail_probability: 0.1              # business failure: the saga compensates
           retry_probability: 0.2             # transient failure: the coordinator retries
           latency: 20ms                      # added before the handler
-          hang_probability: 0.01             # no reply until shutdown (a redelivery does not hang)
+          hang_probability: 0.01             # the handler hangs (a redelivery does not hang)
+          hang_for: 5s                       # ... this long, then goes on and replies late; unset:
+                                             # until shutdown, with the SDK's handler deadline off.
+                                             # A bounded hang keeps the deadline: one longer than the
+                                             # command's timeout ends there, answered retry, no effect
           crash_after_commit_probability: 0  # exit 137 after the local commit, before reply and ack
         "*":
           latency: 1ms

@@ -42,8 +42,8 @@ func newSimWith(cfg simConfig, db *pgxpool.Pool, tr transport.Transport, log *sl
 		schema := schemaOf(cfg.SchemaPrefix, p.Name)
 		d := dice{seed: cfg.Seed, participant: p.Name}
 		var handlerTimeout time.Duration
-		if p.hangs() {
-			handlerTimeout = -1 // injected hangs last until shutdown (see faults.HangProbability)
+		if p.hangsUnbounded() {
+			handlerTimeout = -1 // unbounded hangs last until shutdown (see faults.HangProbability)
 		}
 		w, err := participant.New(participant.Config{
 			Name:           p.Name,

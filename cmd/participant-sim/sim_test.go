@@ -325,6 +325,42 @@ func TestSimHangEndsAtShutdownAndIsRedelivered(t *testing.T) {
 	require.EqualValues(t, protocol.OutcomeSucceeded, r.Outcome)
 }
 
+// TestSimBoundedHangRepliesAfterIt: a hang with hang_for holds the handler, then it goes on and
+// replies as if nothing happened; the SDK's deadline stays on, so a hang longer than the
+// command's timeout is cut there and answered "retry", with no effect.
+func TestSimBoundedHangRepliesAfterIt(t *testing.T) {
+	t.Parallel()
+	e := newSimEnv(t)
+	hangFor := duration(300 * time.Millisecond)
+	cfg := simConfig{Participants: []participantConfig{{
+		Name: "bank-a", Kind: kindTransfer, SeedAccounts: 2, InitialBalance: 100,
+		Faults: map[string]faults{
+			"debit":  {HangProbability: 1, HangFor: &hangFor},
+			"credit": {HangProbability: 1, HangFor: ptr(duration(time.Hour))},
+		},
+	}}}
+	r := e.start(cfg, func(code int) { t.Errorf("unexpected exit %d", code) })
+
+	in := `{"from":"acct-1","to":"acct-2","amount":10}`
+	debit := step("s1", "bank-a", "debit", protocol.KindAction, "debit", in)
+	e.send(debit)
+	require.Eventually(t, func() bool {
+		_, hung, _ := r.s.track.counts()
+		return hung == 1
+	}, waitFor, time.Millisecond, "the debit never hung")
+	reply := e.await(debit)
+	require.EqualValues(t, protocol.OutcomeSucceeded, reply.Outcome, "after its hang the handler goes on: %+v", reply)
+	require.EqualValues(t, 90, e.balance("bank-a", "acct-1"), "the debit took effect after the hang")
+	_, hung, _ := r.s.track.counts()
+	require.Zero(t, hung, "the hang is over once the reply is out")
+
+	credit := step("s2", "bank-a", "credit", protocol.KindAction, "credit", in)
+	credit.TimeoutMillis = 200
+	reply = e.call(credit)
+	require.EqualValues(t, protocol.OutcomeRetry, reply.Outcome, "a hang past the command's timeout ends at the SDK's deadline: %+v", reply)
+	require.EqualValues(t, 100, e.balance("bank-a", "acct-2"), "the cut-off credit left no effect")
+}
+
 type testWriter struct{ t *testing.T }
 
 func (w testWriter) Write(p []byte) (int, error) {

@@ -233,11 +233,10 @@ func withTxFaults(p participantConfig, d dice, track *inflight, log *slog.Logger
 				}
 			}
 			if info, _ := participant.DeliveryFromContext(ctx); !info.Redelivered && d.hitTx(cmd, "hang", f.HangProbability, 0) {
-				log.Warn("injected hang: this transaction command gets no reply until shutdown", "tx_id", cmd.TxID, "kind", cmd.Kind, "attempt", cmd.Attempt)
-				track.add(0, 1)
-				defer track.add(0, -1)
-				<-ctx.Done()
-				return ctx.Err()
+				log.Warn("injected hang", "for", f.hangDescription(), "tx_id", cmd.TxID, "kind", cmd.Kind, "attempt", cmd.Attempt)
+				if err := hang(ctx, f, track); err != nil {
+					return err
+				}
 			}
 			key := cmd.TxID + "/" + string(cmd.Kind)
 			if d.hitTx(cmd, "retry", f.RetryProbability, counts.next(key)) {

@@ -35,8 +35,9 @@ func Command(app *cli.App) *cobra.Command {
 docs/chaos.md): it starts coordinators and participant-sims as child processes on a fresh
 schema and vhost, drives a workload over gRPC, injects the scenario's faults (signals,
 toxiproxy link faults, terminated PostgreSQL backends, duplicate and poison messages, broker
-and database restarts on private instances), waits for quiescence and checks the invariants
-G1-G7 and T1 (docs/chaos.md lists them).`,
+and database restarts on private instances) and participant-sim's fault knobs (failures,
+retries, latency, hangs until shutdown or for hang_for, crashes after commit), waits for
+quiescence and checks the invariants G1-G7 and T1 (docs/chaos.md lists them).`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 0 {

@@ -96,6 +96,13 @@ func parse(data []byte, dir string) (*Scenario, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, errors.New("empty scenario")
 		}
+		var ve *valueError
+		if errors.As(err, &ve) {
+			var root yaml.Node
+			if yaml.Unmarshal(data, &root) == nil {
+				return nil, &lineError{line: ve.line, path: fieldAt(&root, ve.line, ve.col), msg: ve.msg}
+			}
+		}
 		return nil, err
 	}
 	var extra any

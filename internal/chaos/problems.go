@@ -111,3 +111,55 @@ func splitPath(path string) []string {
 	}
 	return out
 }
+
+// valueError is a value the decoder refused, at its line and column; parse names its field
+// (fieldAt) so that the error reads like the checks' own.
+type valueError struct {
+	line, col int
+	msg       string
+}
+
+func (e *valueError) Error() string { return fmt.Sprintf("line %d: %s", e.line, e.msg) }
+
+// fieldAt returns the path ("timeline[2].duration") of the value node at line and col in root,
+// or "" when no value starts there.
+func fieldAt(root *yaml.Node, line, col int) string {
+	if root == nil {
+		return ""
+	}
+	n := root
+	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+		n = n.Content[0]
+	}
+	path, ok := findValue(n, line, col, "")
+	if !ok {
+		return ""
+	}
+	return path
+}
+
+// findValue searches n, the node at path, for the value node at line and col.
+func findValue(n *yaml.Node, line, col int, path string) (string, bool) {
+	if n.Line == line && n.Column == col && n.Kind == yaml.ScalarNode {
+		return path, true
+	}
+	switch n.Kind {
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			key := n.Content[i].Value
+			if path != "" {
+				key = path + "." + key
+			}
+			if p, ok := findValue(n.Content[i+1], line, col, key); ok {
+				return p, true
+			}
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			if p, ok := findValue(c, line, col, fmt.Sprintf("%s[%d]", path, i)); ok {
+				return p, true
+			}
+		}
+	}
+	return "", false
+}

@@ -66,7 +66,7 @@ func TestEveryIsChecked(t *testing.T) {
 		{"every: 10ms, for: 20s", "line 13: timeline[0].for: 2000 repetitions; at most 1000"},
 		{"every: 1ms, for: 1s", "line 13: timeline[0].every: 1ms is shorter than 10ms"},
 		{"every: 0s, for: 1s", "line 13: timeline[0].for: for: needs every:"},
-		{"every: -2s, for: 1s", "line 13: duration -2s must not be negative"},
+		{"every: -2s, for: 1s", "line 13: timeline[0].every: duration -2s must not be negative"},
 		{"every: 2, for: 1s", "a duration is a string"},
 		{"every: 1h, times: 30", "timeline[0].every: the last repetition would start at 29h0m1s, after 24h"},
 	} {

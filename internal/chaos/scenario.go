@@ -26,17 +26,17 @@ type Duration time.Duration
 func (d Duration) D() time.Duration { return time.Duration(d) }
 
 // UnmarshalYAML accepts a duration string; a bare number is refused so that "10" is never read as
-// ten nanoseconds.
+// ten nanoseconds. Its errors are valueErrors, which parse places at their field.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode || n.Tag == "!!int" || n.Tag == "!!float" {
-		return fmt.Errorf("line %d: a duration is a string with a unit such as \"10s\" or \"250ms\", not %q", n.Line, n.Value)
+		return &valueError{line: n.Line, col: n.Column, msg: fmt.Sprintf("a duration is a string with a unit such as \"10s\" or \"250ms\", not %q", n.Value)}
 	}
 	v, err := time.ParseDuration(n.Value)
 	if err != nil {
-		return fmt.Errorf("line %d: %w", n.Line, err)
+		return &valueError{line: n.Line, col: n.Column, msg: err.Error()}
 	}
 	if v < 0 {
-		return fmt.Errorf("line %d: duration %s must not be negative", n.Line, n.Value)
+		return &valueError{line: n.Line, col: n.Column, msg: fmt.Sprintf("duration %s must not be negative", n.Value)}
 	}
 	*d = Duration(v)
 	return nil
@@ -151,11 +151,14 @@ type SimParticipant struct {
 
 // SimFaults are participant-sim's fault knobs of one action (see participant-sim --help).
 type SimFaults struct {
-	FailProbability             float64  `yaml:"fail_probability" json:"fail_probability,omitempty"`
-	RetryProbability            float64  `yaml:"retry_probability" json:"retry_probability,omitempty"`
-	Latency                     Duration `yaml:"latency" json:"latency,omitempty"`
-	HangProbability             float64  `yaml:"hang_probability" json:"hang_probability,omitempty"`
-	CrashAfterCommitProbability float64  `yaml:"crash_after_commit_probability" json:"crash_after_commit_probability,omitempty"`
+	FailProbability  float64  `yaml:"fail_probability" json:"fail_probability,omitempty"`
+	RetryProbability float64  `yaml:"retry_probability" json:"retry_probability,omitempty"`
+	Latency          Duration `yaml:"latency" json:"latency,omitempty"`
+	HangProbability  float64  `yaml:"hang_probability" json:"hang_probability,omitempty"`
+	// HangFor bounds each hang: the handler blocks this long, then goes on and replies late
+	// (participant-sim keeps the SDK's handler deadline for it). Nil: hangs last until shutdown.
+	HangFor                     *Duration `yaml:"hang_for" json:"hang_for,omitempty"`
+	CrashAfterCommitProbability float64   `yaml:"crash_after_commit_probability" json:"crash_after_commit_probability,omitempty"`
 }
 
 // Workload is what the scenario's client asks for.

@@ -166,6 +166,15 @@ func validateParticipant(bad *problems, where string, q SimParticipant, parts ma
 				bad.at(fmt.Sprintf("%s.faults.%s.%s", where, action, p.n), "%v must be between 0 and 1", p.v)
 			}
 		}
+		if f.HangFor != nil {
+			at := fmt.Sprintf("%s.faults.%s.hang_for", where, action)
+			if *f.HangFor <= 0 {
+				bad.at(at, "%s must be positive; leave hang_for out for hangs that last until shutdown", f.HangFor.D())
+			}
+			if f.HangProbability == 0 {
+				bad.at(at, "hang_for without hang_probability never fires; give hang_probability too")
+			}
+		}
 	}
 }
 

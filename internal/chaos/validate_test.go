@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -57,6 +58,16 @@ func TestSilentlyIgnoredSettingsAreErrorsWithTheirLine(t *testing.T) {
 			[]string{"line 11: timeline[0].count: count is only for inject_duplicate and inject_poison"}},
 		{"missing definition", "definition: transfer.yaml", "definition: defs/nope.yaml",
 			[]string{"line 9: workload.definition: open ", "nope.yaml: no such file"}},
+		{"zero hang_for", "{credit: {fail_probability: 0.1}}", "{credit: {hang_probability: 0.1, hang_for: 0s}}",
+			[]string{"line 5: topology.participant_sims[0].participants[1].faults.credit.hang_for: 0s must be positive"}},
+		{"negative hang_for", "{credit: {fail_probability: 0.1}}", "{credit: {hang_probability: 0.1, hang_for: -2s}}",
+			[]string{"line 5: topology.participant_sims[0].participants[1].faults.credit.hang_for: duration -2s must not be negative"}},
+		{"hang_for without a unit", "{credit: {fail_probability: 0.1}}", "{credit: {hang_probability: 0.1, hang_for: 5}}",
+			[]string{"line 5: topology.participant_sims[0].participants[1].faults.credit.hang_for: a duration is a string with a unit"}},
+		{"hang_for without hang_probability", "{credit: {fail_probability: 0.1}}", "{credit: {hang_for: 2s}}",
+			[]string{"line 5: topology.participant_sims[0].participants[1].faults.credit.hang_for: hang_for without hang_probability never fires"}},
+		{"a bad timeline duration names its field", "target: banks, duration: 1s}", "target: banks, duration: 1}",
+			[]string{"line 11: timeline[0].duration: a duration is a string with a unit"}},
 		{"definition step on an unknown participant", "{name: bank-a, kind: transfer}, ", "",
 			[]string{"line 9: workload.definition: step debit of transfer.yaml goes to participant \"bank-a\""}},
 	} {
@@ -137,4 +148,23 @@ func mustNode(t *testing.T, src string) *yaml.Node {
 		t.Fatal(err)
 	}
 	return &n
+}
+
+// A bounded hang reaches participant-sim's config file as the runner writes it (JSON).
+func TestBoundedHangReachesParticipantSim(t *testing.T) {
+	s, err := LoadFile(writeScenario(t, strings.Replace(strictBase, "{credit: {fail_probability: 0.1}}", "{credit: {hang_probability: 0.5, hang_for: 1500ms}}", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(s.Topology.Sims[0].Participants[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `"faults":{"credit":{"hang_probability":0.5,"hang_for":"1.5s"}}`; !strings.Contains(string(b), want) {
+		t.Errorf("config entry %s, want it to contain %s", b, want)
+	}
+	b, _ = json.Marshal(s.Topology.Sims[0].Participants[0])
+	if strings.Contains(string(b), "hang_for") {
+		t.Errorf("config entry %s names hang_for without one", b)
+	}
 }
