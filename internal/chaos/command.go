@@ -142,6 +142,10 @@ violated) or could not run; else 6 if a run was INCONCLUSIVE: the invariants hel
 did not take effect or was not healed (the report names it and why), so the run did not test
 what the scenario says.
 
+The runner chooses no setting silently: each process's database pool (db_max_conns) and each
+worker's prefetch, concurrency and max_batch come from the scenario, defaults filled in
+(scenarios/README.md), and the summary and the report list them for every run.
+
 The same seed gives the same workload and fault schedule. Binaries come from --bin, or are
 built with 'go build' from the module the command runs in. A coordinator started with a test
 hook (a --test-* flag) runs the test build, testhooks/coordinator (go build -tags testhooks);

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/sagacoord/sagacoord/participant"
 )
 
 // LoadFile reads and checks a scenario file, its saga definition file included. Each problem
@@ -142,6 +144,7 @@ func (s *Scenario) withDefaults() {
 	if t.QueueType == "" {
 		t.QueueType = "classic"
 	}
+	t.withDefaults()
 	w := &s.Workload
 	if w.Kind == "" {
 		w.Kind = WorkloadSaga
@@ -182,5 +185,32 @@ func (s *Scenario) withDefaults() {
 	}
 	if s.Expect.MinFailed > 0 {
 		s.Expect.AllowFailed = true
+	}
+}
+
+// withDefaults fills the settings the runner passes to each process.
+func (t *Topology) withDefaults() {
+	for i := range t.Coordinators {
+		if t.Coordinators[i].DBMaxConns == 0 {
+			t.Coordinators[i].DBMaxConns = DefaultCoordinatorDBConns
+		}
+	}
+	for i := range t.Sims {
+		sim := &t.Sims[i]
+		if sim.DBMaxConns == 0 {
+			sim.DBMaxConns = DefaultSimDBConns
+		}
+		for j := range sim.Participants {
+			p := &sim.Participants[j]
+			if p.Prefetch == 0 {
+				p.Prefetch = participant.DefaultPrefetch
+			}
+			if p.Concurrency == 0 {
+				p.Concurrency = p.Prefetch
+			}
+			if p.MaxBatch == 0 {
+				p.MaxBatch = participant.DefaultMaxBatch
+			}
+		}
 	}
 }

@@ -62,6 +62,7 @@ func (r *Report) WriteSummary(w io.Writer) {
 			convergenceString(x, x.ConvergenceFromFault), convergenceString(x, x.Convergence), finalAtString(x), x.Elapsed)
 	}
 	tw.Flush()
+	writeSettings(w, r.Results)
 	for _, x := range r.Results {
 		switch x.Status {
 		case StatusFailed:
@@ -100,6 +101,36 @@ func (r *Report) WriteSummary(w io.Writer) {
 		}
 		tw.Flush()
 	}
+}
+
+// writeSettings prints, once per scenario, the settings the runner passed to its processes.
+func writeSettings(w io.Writer, results []*Result) {
+	seen := map[string]bool{}
+	for _, x := range results {
+		if seen[x.Scenario.Name] {
+			continue
+		}
+		if seen[x.Scenario.Name] = true; len(seen) == 1 {
+			fmt.Fprintln(w, "\nsettings passed to the processes:")
+		}
+		fmt.Fprintf(w, "  %s: %s\n", x.Scenario.Name, settingsString(x.Scenario))
+	}
+}
+
+// settingsString lists the database pools and the workers' settings of a scenario's processes.
+func settingsString(s *Scenario) string {
+	var parts []string
+	for _, c := range s.Topology.Coordinators {
+		parts = append(parts, fmt.Sprintf("%s db_max_conns=%d", c.Name, c.DBMaxConns))
+	}
+	for _, sim := range s.Topology.Sims {
+		var ps []string
+		for _, p := range sim.Participants {
+			ps = append(ps, fmt.Sprintf("%s prefetch=%d concurrency=%d max_batch=%d", p.Name, p.Prefetch, p.Concurrency, p.MaxBatch))
+		}
+		parts = append(parts, fmt.Sprintf("%s db_max_conns=%d (%s)", sim.Name, sim.DBMaxConns, strings.Join(ps, ", ")))
+	}
+	return strings.Join(parts, "; ")
 }
 
 // convergenceString renders a convergence time of x (Convergence or ConvergenceFromFault).
@@ -257,6 +288,7 @@ var reportTemplate = template.Must(template.New("report").Funcs(template.FuncMap
 	"anchor":    func(x *Result) string { return fmt.Sprintf("s-%s-%d", x.Scenario.Name, x.Seed) },
 	"slug":      func(s string) string { return strings.NewReplacer(", seed ", "-", " ", "-").Replace(s) },
 	"cell":      func(row comparisonRow, x *Result) string { return row.value(x) },
+	"settings":  settingsString,
 }).Parse(`<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>sagacoord chaos report</title>
 <style>
@@ -283,6 +315,7 @@ code{background:#f5f5f5;padding:0 3px}section{border-top:2px solid #ddd;margin-t
 {{range .Results}}<section class="scenario" id="{{anchor .}}"><h2>{{.Scenario.Name}} <span class="{{.Status}}">{{upper .Status}}</span></h2>
 <p>{{.Scenario.Description}}</p>
 <p>Seed {{.Seed}}{{if .Broken}}, <b>broken build</b> (--test-disable-outbox){{end}}{{if .Scenario.Catalogue}}; failure catalogue entries {{range .Scenario.Catalogue}}{{.}} {{end}}{{end}}. Logs: <code>{{.LogDir}}</code>{{if and .Reason (not .Ineffective)}}<br>{{.Reason}}{{end}}</p>
+<p class="settings">Settings passed to the processes: {{settings .Scenario}}</p>
 {{if .Ineffective}}<div class="ineffective"><p class="inconclusive">{{len .Ineffective}} fault(s) did not take effect{{if eq .Status "inconclusive"}}: the invariants held, but the run did not test all it was meant to{{end}}:</p><ul>{{range .Ineffective}}<li>{{.}}</li>{{end}}</ul></div>{{end}}
 <p>Workload: {{.Workload.Accepted}} of {{.Workload.Requested}} accepted, {{.Workload.Rejected}} rejected, {{.Workload.Retries}} retried call(s). The last fault began at {{seconds .LastFault}} and the last was healed at {{seconds .LastHeal}}; every {{.Scenario.Workload.Kind}} started before that heal was final at {{finalAt .}}: convergence {{convFault .}} after the last fault began, {{conv .}} after the last heal. The very last finished at {{seconds .Converged}}.</p>
 <div class="charts">{{chart .}}{{money .}}</div>

@@ -3,6 +3,7 @@ package chaos
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -120,5 +121,39 @@ func TestReportRendersInChromium(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("DOM:\n%.3000s", dom)
+	}
+}
+
+// The settings the runner passes to each process (pool sizes, the workers' prefetch,
+// concurrency and max_batch) are in the summary, the page and report.json, defaults included.
+func TestReportListsProcessSettings(t *testing.T) {
+	rep := sampleReport(t)
+	rep.Results[1].Scenario.Topology.Sims[0].DBMaxConns = 40
+	rep.Results[1].Scenario.Topology.Sims[0].Participants[1].MaxBatch = 8
+	var sum bytes.Buffer
+	rep.WriteSummary(&sum)
+	for _, want := range []string{
+		"cap-saga: c1 db_max_conns=6; banks db_max_conns=8 (bank-a prefetch=32 concurrency=32 max_batch=1, bank-b prefetch=32 concurrency=32 max_batch=1)",
+		"cap-2pc: c1 db_max_conns=6; banks db_max_conns=40 (bank-a prefetch=32 concurrency=32 max_batch=1, bank-b prefetch=32 concurrency=32 max_batch=8)",
+	} {
+		if !strings.Contains(sum.String(), want) {
+			t.Errorf("summary lacks %q:\n%s", want, sum.String())
+		}
+	}
+	var page bytes.Buffer
+	if err := rep.HTML(&page); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(page.String(), `<p class="settings">Settings passed to the processes: c1 db_max_conns=6; banks db_max_conns=40`) {
+		t.Error("the page does not list the settings")
+	}
+	b, err := json.Marshal(rep.Results[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"db_max_conns":6`, `"db_max_conns":8`, `"prefetch":32`, `"concurrency":32`, `"max_batch":1`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("report.json lacks %s", want)
+		}
 	}
 }

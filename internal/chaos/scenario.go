@@ -125,7 +125,21 @@ type CoordinatorSpec struct {
 	RestartOnExit Duration `yaml:"restart_on_exit" json:"restart_on_exit,omitempty"`
 	// Workload: whether clients send requests to this coordinator. Default true.
 	Workload *bool `yaml:"workload" json:"workload,omitempty"`
+	// DBMaxConns is the coordinator's --db-max-conns. Default DefaultCoordinatorDBConns: small,
+	// because the machine's PostgreSQL is shared (max_connections 100).
+	DBMaxConns int `yaml:"db_max_conns" json:"db_max_conns"`
 }
+
+// Defaults of the settings the runner passes to every process; the report lists them.
+const (
+	// DefaultCoordinatorDBConns is a coordinator's database pool size.
+	DefaultCoordinatorDBConns = 6
+	// DefaultSimDBConns is a participant-sim's database pool size: each handler in flight holds
+	// one connection, so a hanging handler (hang_probability) holds one too.
+	DefaultSimDBConns = 8
+	// maxDBConns bounds both: the shared PostgreSQL has 100 connections.
+	maxDBConns = 90
+)
 
 // SimSpec is one participant-sim process with its participants.
 type SimSpec struct {
@@ -136,17 +150,24 @@ type SimSpec struct {
 	// RestartOnExit restarts the process this long after it exits on its own (an injected
 	// crash_after_commit); zero leaves it down.
 	RestartOnExit Duration `yaml:"restart_on_exit" json:"restart_on_exit,omitempty"`
+	// DBMaxConns is participant-sim's --db-max-conns, shared by its participants. Default
+	// DefaultSimDBConns.
+	DBMaxConns int `yaml:"db_max_conns" json:"db_max_conns"`
 }
 
 // SimParticipant is one simulated participant: the participant-sim config file's entry.
 type SimParticipant struct {
-	Name           string               `yaml:"name" json:"name"`
-	Kind           string               `yaml:"kind" json:"kind"`
-	SeedAccounts   int                  `yaml:"seed_accounts" json:"seed_accounts,omitempty"`
-	InitialBalance int64                `yaml:"initial_balance" json:"initial_balance,omitempty"`
-	Prefetch       int                  `yaml:"prefetch" json:"prefetch,omitempty"`
-	Concurrency    int                  `yaml:"concurrency" json:"concurrency,omitempty"`
-	Faults         map[string]SimFaults `yaml:"faults" json:"faults,omitempty"`
+	Name           string `yaml:"name" json:"name"`
+	Kind           string `yaml:"kind" json:"kind"`
+	SeedAccounts   int    `yaml:"seed_accounts" json:"seed_accounts,omitempty"`
+	InitialBalance int64  `yaml:"initial_balance" json:"initial_balance,omitempty"`
+	// Prefetch, Concurrency and MaxBatch of the participant's worker (participant.Config).
+	// Defaults: participant.DefaultPrefetch (32), Prefetch, and participant.DefaultMaxBatch (1:
+	// a local transaction per command).
+	Prefetch    int                  `yaml:"prefetch" json:"prefetch"`
+	Concurrency int                  `yaml:"concurrency" json:"concurrency"`
+	MaxBatch    int                  `yaml:"max_batch" json:"max_batch"`
+	Faults      map[string]SimFaults `yaml:"faults" json:"faults,omitempty"`
 }
 
 // SimFaults are participant-sim's fault knobs of one action (see participant-sim --help).

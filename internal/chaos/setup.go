@@ -173,9 +173,8 @@ func (r *run) coordinatorProcess(c CoordinatorSpec) (*process, error) {
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	r.coordAddr[c.Name] = addr
 	db, mq := r.urlsOf(c.Name, true)
-	// Small pools: the machine's PostgreSQL is shared (max_connections 100); a flag of the
-	// scenario's comes later and wins.
-	args := []string{"serve", "--migrate", "--database-url", db, "--amqp-url", mq, "--listen", addr, "--name", c.Name, "--queue-type", r.s.Topology.QueueType, "--db-max-conns", "6"}
+	args := []string{"serve", "--migrate", "--database-url", db, "--amqp-url", mq, "--listen", addr, "--name", c.Name,
+		"--queue-type", r.s.Topology.QueueType, "--db-max-conns", strconv.Itoa(c.DBMaxConns)}
 	args = append(args, c.Flags...)
 	bin := filepath.Join(r.bins, "coordinator")
 	if r.opts.Broken || c.usesTestHooks() {
@@ -229,7 +228,7 @@ func (r *run) startSims(readyCtx context.Context) error {
 			return err
 		}
 		db, mq := r.urlsOf(sim.Name, false)
-		args := append([]string{"--config", cfgPath, "--database-url", db, "--amqp-url", mq, "--queue-type", t.QueueType, "--db-max-conns", "8"}, sim.Flags...)
+		args := append([]string{"--config", cfgPath, "--database-url", db, "--amqp-url", mq, "--queue-type", t.QueueType, "--db-max-conns", strconv.Itoa(sim.DBMaxConns)}, sim.Flags...)
 		p := &process{
 			name: sim.Name, role: "participant-sim", bin: filepath.Join(r.bins, "participant-sim"),
 			args:          func(bool) []string { return args },

@@ -10,6 +10,9 @@ import (
 	"github.com/sagacoord/sagacoord/protocol"
 )
 
+// maxMaxBatch is the participant SDK's bound on MaxBatch (participant.Config).
+const maxMaxBatch = 64
+
 var (
 	procNameRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,30}$`)
 	simKinds   = []string{"transfer", "inventory", "payment", "noop"}
@@ -99,9 +102,24 @@ func validateFlags(bad *problems, where string, flags, reserved []string) {
 		}
 		for _, r := range reserved {
 			if f == r || strings.HasPrefix(f, r+"=") {
-				bad.at(where, "flag %s is set by the runner", r)
+				bad.at(where, "flag %s is set by the runner%s", r, settingOf(r))
 			}
 		}
+	}
+}
+
+// settingOf names the scenario setting that takes the place of a flag the runner sets, if any.
+func settingOf(flag string) string {
+	if flag == "--db-max-conns" {
+		return "; set db_max_conns: on the process instead"
+	}
+	return ""
+}
+
+// validateDBConns checks a process's db_max_conns (at where).
+func validateDBConns(bad *problems, where string, n int) {
+	if n < 1 || n > maxDBConns {
+		bad.at(where, "%d must be between 1 and %d (the shared PostgreSQL has 100 connections; 0 takes the default)", n, maxDBConns)
 	}
 }
 
@@ -110,9 +128,10 @@ func (s *Scenario) validateCoordinators(bad *problems, procs map[string]bool) {
 	for i, c := range s.Topology.Coordinators {
 		where := fmt.Sprintf("topology.coordinators[%d]", i)
 		validateProcessName(bad, procs, where, c.Name)
-		reserved := []string{"--database-url", "--amqp-url", "--listen", "--name", "--queue-type"}
+		reserved := []string{"--database-url", "--amqp-url", "--listen", "--name", "--queue-type", "--db-max-conns"}
 		validateFlags(bad, where+".flags", c.Flags, reserved)
 		validateFlags(bad, where+".first_run_flags", c.FirstRunFlags, reserved)
+		validateDBConns(bad, where+".db_max_conns", c.DBMaxConns)
 		if c.Workload == nil || *c.Workload {
 			wants++
 		}
@@ -134,7 +153,8 @@ func (s *Scenario) validateSims(bad *problems, procs map[string]bool) {
 			bad.at(where+".participants", "empty")
 		}
 		validateFlags(bad, where+".flags", p.Flags,
-			[]string{"--database-url", "--amqp-url", "--config", "--participants", "--queue-type", "--schema-prefix"})
+			[]string{"--database-url", "--amqp-url", "--config", "--participants", "--queue-type", "--schema-prefix", "--db-max-conns"})
+		validateDBConns(bad, where+".db_max_conns", p.DBMaxConns)
 		for j, q := range p.Participants {
 			validateParticipant(bad, fmt.Sprintf("%s.participants[%d]", where, j), q, parts)
 		}
@@ -156,6 +176,9 @@ func validateParticipant(bad *problems, where string, q SimParticipant, parts ma
 	}
 	if q.SeedAccounts < 0 || q.InitialBalance < 0 || q.Prefetch < 0 || q.Concurrency < 0 {
 		bad.at(where, "seed_accounts, initial_balance, prefetch and concurrency must not be negative")
+	}
+	if q.MaxBatch < 1 || q.MaxBatch > maxMaxBatch {
+		bad.at(where+".max_batch", "%d must be between 1 and %d (0 takes the default, 1)", q.MaxBatch, maxMaxBatch)
 	}
 	for action, f := range q.Faults {
 		for _, p := range []struct {

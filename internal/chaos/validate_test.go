@@ -68,6 +68,12 @@ func TestSilentlyIgnoredSettingsAreErrorsWithTheirLine(t *testing.T) {
 			[]string{"line 5: topology.participant_sims[0].participants[1].faults.credit.hang_for: hang_for without hang_probability never fires"}},
 		{"a bad timeline duration names its field", "target: banks, duration: 1s}", "target: banks, duration: 1}",
 			[]string{"line 11: timeline[0].duration: a duration is a string with a unit"}},
+		{"pool size as a flag", "    - name: spare\n", "      flags: [--db-max-conns=40]\n    - name: spare\n",
+			[]string{"line 6: topology.participant_sims[0].flags: flag --db-max-conns is set by the runner; set db_max_conns: on the process instead"}},
+		{"pool size too big", "    - name: spare\n", "      db_max_conns: 500\n    - name: spare\n",
+			[]string{"line 6: topology.participant_sims[0].db_max_conns: 500 must be between 1 and 90"}},
+		{"max_batch too big", "{name: bank-a, kind: transfer}", "{name: bank-a, kind: transfer, max_batch: 65}",
+			[]string{"line 5: topology.participant_sims[0].participants[0].max_batch: 65 must be between 1 and 64"}},
 		{"definition step on an unknown participant", "{name: bank-a, kind: transfer}, ", "",
 			[]string{"line 9: workload.definition: step debit of transfer.yaml goes to participant \"bank-a\""}},
 	} {
