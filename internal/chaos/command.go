@@ -142,6 +142,10 @@ violated) or could not run; else 6 if a run was INCONCLUSIVE: the invariants hel
 did not take effect or was not healed (the report names it and why), so the run did not test
 what the scenario says.
 
+After its checks each run's schemas (coordinator and participants) are dumped with pg_dump
+into DIR/dumps/ of --report (without it, into the run's work dir) before they are dropped; the
+report names the file.
+
 The runner chooses no setting silently: each process's database pool (db_max_conns) and each
 worker's prefetch, concurrency and max_batch come from the scenario, defaults filled in
 (scenarios/README.md), and the summary and the report list them for every run.
@@ -167,6 +171,7 @@ the others run the coordinator that ships.`,
 				return &cli.ExitError{Code: cli.ExitUsage, Err: err}
 			}
 			opts.Progress = app.Stderr()
+			opts.ReportDir = reportDir
 			rep := runAll(cmd.Context(), ss, seedList, opts)
 			fmt.Fprintln(app.Stdout())
 			rep.WriteSummary(app.Stdout())
@@ -184,7 +189,7 @@ the others run the coordinator that ships.`,
 	}
 	f := c.Flags()
 	f.StringSliceVar(&seeds, "seed", nil, "seed(s) of the workload and fault schedule, repeated or comma-separated (default: each scenario's seed)")
-	f.StringVar(&reportDir, "report", "", "write report.json and report.html into this directory")
+	f.StringVar(&reportDir, "report", "", "write report.json and report.html into this directory, and each run's database dump into its dumps/")
 	f.StringSliceVar(&tags, "tag", nil, "run only scenarios with one of these tags (e.g. fast)")
 	f.StringSliceVar(&names, "name", nil, "run only the scenarios with these names")
 	f.StringVar(&opts.BinDir, "bin", "", "directory with the coordinator and participant-sim binaries, and testhooks/coordinator (make build build-testhooks) for scenarios with --test-* flags (default: go build them)")

@@ -63,6 +63,7 @@ func (r *Report) WriteSummary(w io.Writer) {
 	}
 	tw.Flush()
 	writeSettings(w, r.Results)
+	writeDumps(w, r.Results)
 	for _, x := range r.Results {
 		switch x.Status {
 		case StatusFailed:
@@ -114,6 +115,25 @@ func writeSettings(w io.Writer, results []*Result) {
 			fmt.Fprintln(w, "\nsettings passed to the processes:")
 		}
 		fmt.Fprintf(w, "  %s: %s\n", x.Scenario.Name, settingsString(x.Scenario))
+	}
+}
+
+// writeDumps prints where each run's database dump is, or why it has none.
+func writeDumps(w io.Writer, results []*Result) {
+	said := false
+	for _, x := range results {
+		if x.DatabaseDump == "" && x.DumpError == "" {
+			continue
+		}
+		if !said {
+			fmt.Fprintln(w, "\ndatabase dumps (the run's schemas, taken before cleanup):")
+			said = true
+		}
+		if x.DatabaseDump != "" {
+			fmt.Fprintf(w, "  %s (seed %d): %s\n", x.Scenario.Name, x.Seed, x.DatabaseDump)
+		} else {
+			fmt.Fprintf(w, "  %s (seed %d): none: %s\n", x.Scenario.Name, x.Seed, x.DumpError)
+		}
 	}
 }
 
@@ -314,7 +334,7 @@ code{background:#f5f5f5;padding:0 3px}section{border-top:2px solid #ddd;margin-t
 {{end}}
 {{range .Results}}<section class="scenario" id="{{anchor .}}"><h2>{{.Scenario.Name}} <span class="{{.Status}}">{{upper .Status}}</span></h2>
 <p>{{.Scenario.Description}}</p>
-<p>Seed {{.Seed}}{{if .Broken}}, <b>broken build</b> (--test-disable-outbox){{end}}{{if .Scenario.Catalogue}}; failure catalogue entries {{range .Scenario.Catalogue}}{{.}} {{end}}{{end}}. Logs: <code>{{.LogDir}}</code>{{if and .Reason (not .Ineffective)}}<br>{{.Reason}}{{end}}</p>
+<p>Seed {{.Seed}}{{if .Broken}}, <b>broken build</b> (--test-disable-outbox){{end}}{{if .Scenario.Catalogue}}; failure catalogue entries {{range .Scenario.Catalogue}}{{.}} {{end}}{{end}}. Logs: <code>{{.LogDir}}</code>{{if .DatabaseDump}}; database dump (the run's schemas before cleanup): <code class="dump">{{.DatabaseDump}}</code>{{end}}{{if .DumpError}}; no database dump: {{.DumpError}}{{end}}{{if and .Reason (not .Ineffective)}}<br>{{.Reason}}{{end}}</p>
 <p class="settings">Settings passed to the processes: {{settings .Scenario}}</p>
 {{if .Ineffective}}<div class="ineffective"><p class="inconclusive">{{len .Ineffective}} fault(s) did not take effect{{if eq .Status "inconclusive"}}: the invariants held, but the run did not test all it was meant to{{end}}:</p><ul>{{range .Ineffective}}<li>{{.}}</li>{{end}}</ul></div>{{end}}
 <p>Workload: {{.Workload.Accepted}} of {{.Workload.Requested}} accepted, {{.Workload.Rejected}} rejected, {{.Workload.Retries}} retried call(s). The last fault began at {{seconds .LastFault}} and the last was healed at {{seconds .LastHeal}}; every {{.Scenario.Workload.Kind}} started before that heal was final at {{finalAt .}}: convergence {{convFault .}} after the last fault began, {{conv .}} after the last heal. The very last finished at {{seconds .Converged}}.</p>

@@ -157,3 +157,24 @@ func TestReportListsProcessSettings(t *testing.T) {
 		}
 	}
 }
+
+// Each run's database dump, or why there is none, is named in the summary and on the page.
+func TestReportNamesTheDatabaseDump(t *testing.T) {
+	rep := sampleReport(t)
+	rep.Results[0].DatabaseDump = "/tmp/r/dumps/cap-saga-seed1-0a1b2c3d.sql"
+	rep.Results[1].DumpError = "pg_dump is neither in /x nor on PATH"
+	var sum bytes.Buffer
+	rep.WriteSummary(&sum)
+	for _, want := range []string{"cap-saga (seed 1): /tmp/r/dumps/cap-saga-seed1-0a1b2c3d.sql", "cap-2pc (seed 1): none: pg_dump is neither"} {
+		if !strings.Contains(sum.String(), want) {
+			t.Errorf("summary lacks %q:\n%s", want, sum.String())
+		}
+	}
+	var page bytes.Buffer
+	if err := rep.HTML(&page); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(page.String(), `<code class="dump">/tmp/r/dumps/cap-saga-seed1-0a1b2c3d.sql</code>`) || !strings.Contains(page.String(), "no database dump: pg_dump is neither") {
+		t.Error("the page does not name the dump")
+	}
+}

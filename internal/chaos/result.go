@@ -57,6 +57,10 @@ type Result struct {
 	// Elapsed is the whole run, setup and checks included (seconds).
 	Elapsed float64 `json:"elapsed_s"`
 	LogDir  string  `json:"log_dir"`
+	// DatabaseDump is the pg_dump (plain SQL) of the run's coordinator and participant schemas,
+	// taken after the checks and before cleanup; DumpError says why there is none.
+	DatabaseDump string `json:"database_dump,omitempty"`
+	DumpError    string `json:"database_dump_error,omitempty"`
 }
 
 // Figures are the numbers the CAP/BASE comparison puts side by side.

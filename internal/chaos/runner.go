@@ -47,6 +47,9 @@ type Options struct {
 	Keep bool
 	// WorkDir receives each run's logs and configuration. Default a new temp dir.
 	WorkDir string
+	// ReportDir is where the report goes (--report): each run's database dump is written into
+	// its dumps/ directory. Empty: into the run's work dir.
+	ReportDir string
 	// Progress receives a line per step; default io.Discard.
 	Progress io.Writer
 	// SampleInterval is how often the runner samples the tables for the report. Default 250ms.
@@ -212,6 +215,7 @@ func (r *run) execute(ctx context.Context) error {
 	}
 	r.res.Invariants = r.check(ctx)
 	r.figures()
+	r.dumpDatabase(context.WithoutCancel(ctx))
 	return nil
 }
 

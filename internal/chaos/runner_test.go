@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"go.uber.org/goleak"
 )
 
@@ -106,7 +107,7 @@ func runTiny(t *testing.T, broken bool, settle, timeline string) *Result {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var progress strings.Builder
-	res := Run(ctx, tinyScenario(t, settle, timeline), Options{BinDir: bins, Broken: broken, WorkDir: t.TempDir(), Progress: &progress})
+	res := Run(ctx, tinyScenario(t, settle, timeline), Options{BinDir: bins, Broken: broken, WorkDir: t.TempDir(), ReportDir: t.TempDir(), Progress: &progress})
 	t.Logf("run:\n%s", progress.String())
 	if res.Status == StatusError || res.Status == StatusSkipped {
 		t.Fatalf("run did not happen: %s: %s", res.Status, res.Reason)
@@ -128,6 +129,7 @@ func TestTinyScenarioPasses(t *testing.T) {
 	if res.Convergence < 0 || len(res.Faults) != 1 || res.Faults[0].Error != "" {
 		t.Errorf("convergence %v, faults %+v", res.Convergence, res.Faults)
 	}
+	checkDump(t, res)
 	if res.LastFault < 0.3 || res.LastFault > res.LastHeal || res.ConvergenceFromFault < res.Convergence {
 		t.Errorf("last fault %v, last heal %v, convergence from fault %v, from heal %v", res.LastFault, res.LastHeal, res.ConvergenceFromFault, res.Convergence)
 	}
@@ -204,5 +206,42 @@ func TestPrivateInstanceWithoutBinariesIsSkipped(t *testing.T) {
 	}
 	if rep := (&Report{Results: []*Result{res}}); !rep.Passed() {
 		t.Error("a skipped run fails the report")
+	}
+}
+
+// checkDump checks that a run that cleaned up after itself left a dump of its schemas, with
+// their rows, in the report directory's dumps/, and that the schemas themselves are gone.
+func checkDump(t *testing.T, res *Result) {
+	t.Helper()
+	if res.DatabaseDump == "" || filepath.Base(filepath.Dir(res.DatabaseDump)) != "dumps" {
+		t.Fatalf("database dump %q (error %q), want a file in the report's dumps/", res.DatabaseDump, res.DumpError)
+	}
+	b, err := os.ReadFile(res.DatabaseDump)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := filepath.Base(res.LogDir)
+	schema := "chaos_" + base[strings.LastIndex(base, "-")+1:]
+	for _, want := range []string{"CREATE TABLE " + schema + ".sagas (", "CREATE TABLE " + schema + "_bank_b.ledger (", "COPY " + schema + ".sagas ", "COPY " + schema + "_bank_a.accounts "} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("the dump lacks %q", want)
+		}
+	}
+	if n := strings.Count(string(b), "CREATE SCHEMA "); n != 3 {
+		t.Errorf("the dump creates %d schemas, want the coordinator's and two participants'", n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var left int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_namespace WHERE nspname = $1 OR starts_with(nspname, $1 || '_')`, schema).Scan(&left); err != nil {
+		t.Fatal(err)
+	}
+	if left != 0 {
+		t.Errorf("%d schema(s) of the run left behind", left)
 	}
 }
