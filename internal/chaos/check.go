@@ -34,7 +34,10 @@ var invariantTitles = map[string]string{
 	G5: "outbox drained, queues empty but for injected dead letters",
 	G6: "total money unchanged",
 	G7: "every state history a legal path of the machine",
+	G8: "each saga deadline fired at most once, and not before it was due",
+	G9: "each compensation applied at most once per step, as the exact reverse of its action",
 	T1: "2PC: one outcome at every participant, none left prepared",
+	R1: "the processes of expect.recovered ran again, healthy, and worked after their last heal",
 }
 
 type verdict struct {
@@ -107,6 +110,9 @@ func (r *run) check(ctx context.Context) []InvariantResult {
 	}
 	if v := verdicts[G5]; v != nil {
 		r.checkG5(ctx, v)
+	}
+	if v := verdicts[R1]; v != nil {
+		r.checkRecovered(ctx, v)
 	}
 	return r.collect(verdicts)
 }

@@ -94,7 +94,7 @@ func (r *run) checkSagas(verdicts map[string]*verdict, sagas []sagaRow, ledgers 
 	for _, inv := range []struct {
 		name  string
 		check func(*verdict)
-	}{{G1, c.g1}, {G2, c.g2}, {G3, c.g3}, {G6, c.g6}, {G7, c.g7}} {
+	}{{G1, c.g1}, {G2, c.g2}, {G3, c.g3}, {G6, c.g6}, {G7, c.g7}, {G8, c.g8}, {G9, c.g9}} {
 		if v := verdicts[inv.name]; v != nil {
 			inv.check(v)
 		}

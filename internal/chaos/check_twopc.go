@@ -75,7 +75,7 @@ func (r *run) checkTwoPC(ctx context.Context, verdicts map[string]*verdict, ledg
 	if v := verdicts[G6]; v != nil {
 		r.checkMoney(v, 0, 0)
 	}
-	for _, n := range []string{G2, G3} {
+	for _, n := range []string{G2, G3, G8, G9} {
 		if v := verdicts[n]; v != nil {
 			v.Detail = "not applicable to a 2pc workload"
 		}

@@ -37,7 +37,8 @@ schema and vhost, drives a workload over gRPC, injects the scenario's faults (si
 toxiproxy link faults, terminated PostgreSQL backends, duplicate and poison messages, broker
 and database restarts on private instances) and participant-sim's fault knobs (failures,
 retries, latency, hangs until shutdown or for hang_for, crashes after commit), waits for
-quiescence and checks the invariants G1-G7 and T1 (docs/chaos.md lists them).`,
+quiescence and checks the invariants G1-G9 and T1, and with expect.recovered that the processes
+a fault hit recovered (R1) (docs/chaos.md lists them).`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 0 {

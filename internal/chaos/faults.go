@@ -37,10 +37,15 @@ func (r *run) apply(ctx context.Context, f ScheduledFault) AppliedFault {
 			r.event("heal of %s failed: %v", desc, err)
 		} else {
 			r.event("healed %s", desc)
+			if isProcessFault(f.Kind) {
+				r.noteHeal(r.procs[f.Target])
+			}
 		}
 	} else if heal != nil {
 		if err := heal(context.WithoutCancel(ctx)); err != nil {
 			a.Error = "heal: " + err.Error()
+		} else if isProcessFault(f.Kind) {
+			r.noteHeal(r.procs[f.Target])
 		}
 	}
 	a.HealedAt = r.since(time.Now())

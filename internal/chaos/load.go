@@ -180,7 +180,10 @@ func (s *Scenario) withDefaults() {
 		if w.Kind == WorkloadTwoPC {
 			s.Invariants = []string{G1, G4, G5, G6, T1}
 		} else {
-			s.Invariants = []string{G1, G2, G3, G4, G5, G6, G7}
+			s.Invariants = []string{G1, G2, G3, G4, G5, G6, G7, G8, G9}
+		}
+		if len(s.Expect.Recovered) > 0 {
+			s.Invariants = append(s.Invariants, R1)
 		}
 	}
 	if s.Expect.MinFailed > 0 {

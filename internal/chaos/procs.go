@@ -24,7 +24,9 @@ type process struct {
 	// ready reports whether a start is serving; logFrom is the log offset where it began.
 	ready         func(ctx context.Context, p *process, logFrom int64) error
 	restartOnExit time.Duration
-	event         func(format string, args ...any)
+	// metricsAddr is the instance's metrics listener, for the recovery check; empty: none.
+	metricsAddr string
+	event       func(format string, args ...any)
 	// crashed is told when an instance exits on its own, and restarted when the instance
 	// started after that is ready: the start and the heal of a crash fault, for the convergence
 	// measure. Either may be nil.
@@ -268,4 +270,20 @@ func (p *process) running() bool {
 	default:
 		return true
 	}
+}
+
+// instance returns the number of the current instance (its start), whether it is running, and
+// whether it is frozen.
+func (p *process) instance() (n int, running, paused bool) {
+	p.mu.Lock()
+	n, paused = p.starts, p.paused
+	p.mu.Unlock()
+	return n, p.running(), paused
+}
+
+// currentLogFrom is the log offset where the current instance began.
+func (p *process) currentLogFrom() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.logFrom
 }

@@ -114,6 +114,8 @@ type run struct {
 	// selfCrashed is when a process last exited on its own (a crash point of the scenario), and
 	// selfHealed when the last one that did was ready again.
 	selfCrashed, selfHealed time.Time
+	// baselines are the work counters of the processes of expect.recovered after their last heal.
+	baselines map[string]workBaseline
 }
 
 // crashed notes when a process exited on its own: a fault the scenario provokes.
@@ -134,6 +136,7 @@ func (r *run) restarted(p *process) {
 	r.mu.Lock()
 	r.selfHealed = time.Now()
 	r.mu.Unlock()
+	r.noteHeal(p)
 }
 
 // Run runs one scenario and returns its result; it never returns nil. A run that could not be

@@ -134,7 +134,8 @@ func TestTinyScenarioPasses(t *testing.T) {
 		t.Errorf("last fault %v, last heal %v, convergence from fault %v, from heal %v", res.LastFault, res.LastHeal, res.ConvergenceFromFault, res.Convergence)
 	}
 	for _, inv := range res.Invariants {
-		if inv.Checked == 0 && inv.Name != G4 {
+		// The tiny definition has no deadline, which G8 says.
+		if inv.Checked == 0 && inv.Name != G4 && !(inv.Name == G8 && inv.Detail == "no saga has a deadline") {
 			t.Errorf("%s checked nothing", inv.Name)
 		}
 	}

@@ -1,5 +1,5 @@
 // Package chaos runs fault-injection scenarios against real coordinator and participant-sim
-// processes and checks the invariants G1-G7 and T1 (defined in docs/guarantees.md; how they are
+// processes and checks the invariants G1-G9 and T1 (defined in docs/guarantees.md; how they are
 // checked is in docs/chaos.md) at quiescence.
 //
 // A scenario (a YAML file, see scenarios/README.md) names a topology, a workload, a timeline of
@@ -279,6 +279,12 @@ type Expect struct {
 	// crashed on ended ABORTED: presumed abort, when the restart comes after the prepare timeout
 	// and no other coordinator takes over before it (catalogue 11).
 	AbortedAtCrashPoint bool `yaml:"aborted_at_crash_point" json:"aborted_at_crash_point,omitempty"`
+	// Recovered names processes that a fault kills, freezes or restarts (or that crash on their
+	// own and restart): R1 requires that each runs again at the end, is healthy (a coordinator's
+	// gRPC health SERVING, a participant-sim's current instance ready) and did work after its
+	// last fault healed (its metrics: steps answered and work finished by a coordinator, commands
+	// decided by a participant-sim).
+	Recovered []string `yaml:"recovered" json:"recovered,omitempty"`
 }
 
 // Fault kinds.
@@ -350,11 +356,13 @@ const (
 	G5 = "G5"
 	G6 = "G6"
 	G7 = "G7"
+	G8 = "G8"
+	G9 = "G9"
 	T1 = "T1"
 )
 
-// AllInvariants lists the invariants in report order.
-var AllInvariants = []string{G1, G2, G3, G4, G5, G6, G7, T1}
+// AllInvariants lists the invariants and checks in report order.
+var AllInvariants = []string{G1, G2, G3, G4, G5, G6, G7, G8, G9, T1, R1}
 
 // Workload kinds.
 const (

@@ -56,7 +56,7 @@ func TestParseDefaults(t *testing.T) {
 	if s.Workload.Kind != WorkloadSaga || s.Workload.Concurrency != 8 || s.Workload.Input.Generator != GenTransfer {
 		t.Errorf("workload defaults not filled: %+v", s.Workload)
 	}
-	if !reflect.DeepEqual(s.Invariants, []string{G1, G2, G3, G4, G5, G6, G7}) {
+	if !reflect.DeepEqual(s.Invariants, []string{G1, G2, G3, G4, G5, G6, G7, G8, G9}) {
 		t.Errorf("invariants = %v", s.Invariants)
 	}
 }
@@ -96,7 +96,7 @@ func TestParseRefusesBadScenarios(t *testing.T) {
 		{"broker fault on the shared broker", minimal + "timeline:\n  - {at: 1s, kind: memory_alarm, target: rabbitmq, duration: 1s}\n", "private_rabbitmq: true"},
 		{"postgres restart on the shared database", minimal + "timeline:\n  - {at: 1s, kind: postgres_restart, target: postgres}\n", "private_postgres: true"},
 		{"poison to an unknown participant", minimal + "timeline:\n  - {at: 1s, kind: inject_poison, target: participant:bank-z}\n", "participant:NAME"},
-		{"bad invariant", minimal + "invariants: [G9]\n", `invariants[0]: "G9"`},
+		{"bad invariant", minimal + "invariants: [G10]\n", `invariants[0]: "G10"`},
 		{"probability", strings.Replace(minimal, "seed_accounts: 5}", "seed_accounts: 5, faults: {debit: {fail_probability: 2}}}", 1), "fail_probability: 2 must be between 0 and 1"},
 		{"2pc with definition", strings.Replace(minimal, "workload:\n", "workload:\n  kind: 2pc\n", 1), "a 2pc workload has no definition"},
 		{"2pc unknown participant", strings.Replace(minimal, "  definition: transfer.yaml\n", "  kind: 2pc\n  participants: [bank-q]\n", 1), `workload.participants[0]: "bank-q"`},

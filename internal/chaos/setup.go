@@ -175,7 +175,11 @@ func (r *run) coordinatorProcess(c CoordinatorSpec) (*process, error) {
 	db, mq := r.urlsOf(c.Name, true)
 	args := []string{"serve", "--migrate", "--database-url", db, "--amqp-url", mq, "--listen", addr, "--name", c.Name,
 		"--queue-type", r.s.Topology.QueueType, "--db-max-conns", strconv.Itoa(c.DBMaxConns)}
-	args = append(args, c.Flags...)
+	metrics, metricsAddr, err := r.metricsArgs(c.Name)
+	if err != nil {
+		return nil, err
+	}
+	args = append(append(args, metrics...), c.Flags...)
 	bin := filepath.Join(r.bins, "coordinator")
 	if r.opts.Broken || c.usesTestHooks() {
 		bin = filepath.Join(r.bins, testHooksDir, "coordinator")
@@ -193,6 +197,7 @@ func (r *run) coordinatorProcess(c CoordinatorSpec) (*process, error) {
 			return args
 		},
 		logPath:       filepath.Join(r.work, c.Name+".log"),
+		metricsAddr:   metricsAddr,
 		restartOnExit: c.RestartOnExit.D(),
 		event:         r.event,
 		crashed:       r.crashed,
@@ -228,11 +233,17 @@ func (r *run) startSims(readyCtx context.Context) error {
 			return err
 		}
 		db, mq := r.urlsOf(sim.Name, false)
-		args := append([]string{"--config", cfgPath, "--database-url", db, "--amqp-url", mq, "--queue-type", t.QueueType, "--db-max-conns", strconv.Itoa(sim.DBMaxConns)}, sim.Flags...)
+		metrics, metricsAddr, err := r.metricsArgs(sim.Name)
+		if err != nil {
+			return err
+		}
+		args := []string{"--config", cfgPath, "--database-url", db, "--amqp-url", mq, "--queue-type", t.QueueType, "--db-max-conns", strconv.Itoa(sim.DBMaxConns)}
+		args = append(append(args, metrics...), sim.Flags...)
 		p := &process{
 			name: sim.Name, role: "participant-sim", bin: filepath.Join(r.bins, "participant-sim"),
 			args:          func(bool) []string { return args },
 			logPath:       filepath.Join(r.work, sim.Name+".log"),
+			metricsAddr:   metricsAddr,
 			restartOnExit: sim.RestartOnExit.D(),
 			event:         r.event,
 			crashed:       r.crashed,

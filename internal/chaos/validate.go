@@ -73,6 +73,7 @@ func (s *Scenario) check() problems {
 	if s.Expect.MinFailed < 0 || s.Expect.MinCompensated < 0 || s.Expect.DeadLetters < 0 {
 		bad.at("expect", "counts must not be negative")
 	}
+	s.validateRecovered(&bad)
 	if s.Settle.D() > time.Hour {
 		bad.at("settle", "%s is longer than an hour", s.Settle.D())
 	}
@@ -128,7 +129,7 @@ func (s *Scenario) validateCoordinators(bad *problems, procs map[string]bool) {
 	for i, c := range s.Topology.Coordinators {
 		where := fmt.Sprintf("topology.coordinators[%d]", i)
 		validateProcessName(bad, procs, where, c.Name)
-		reserved := []string{"--database-url", "--amqp-url", "--listen", "--name", "--queue-type", "--db-max-conns"}
+		reserved := []string{"--database-url", "--amqp-url", "--listen", "--name", "--queue-type", "--db-max-conns", "--metrics-listen"}
 		validateFlags(bad, where+".flags", c.Flags, reserved)
 		validateFlags(bad, where+".first_run_flags", c.FirstRunFlags, reserved)
 		validateDBConns(bad, where+".db_max_conns", c.DBMaxConns)
@@ -153,7 +154,7 @@ func (s *Scenario) validateSims(bad *problems, procs map[string]bool) {
 			bad.at(where+".participants", "empty")
 		}
 		validateFlags(bad, where+".flags", p.Flags,
-			[]string{"--database-url", "--amqp-url", "--config", "--participants", "--queue-type", "--schema-prefix", "--db-max-conns"})
+			[]string{"--database-url", "--amqp-url", "--config", "--participants", "--queue-type", "--schema-prefix", "--db-max-conns", "--metrics-listen"})
 		validateDBConns(bad, where+".db_max_conns", p.DBMaxConns)
 		for j, q := range p.Participants {
 			validateParticipant(bad, fmt.Sprintf("%s.participants[%d]", where, j), q, parts)
@@ -367,4 +368,48 @@ func (s *Scenario) validateTarget(f Fault, procs map[string]bool) (string, error
 		}
 	}
 	return "", nil
+}
+
+// validateRecovered checks expect.recovered: each entry a process that some fault kills, freezes
+// or restarts, or that restarts after a crash of its own; and R1 only with it.
+func (s *Scenario) validateRecovered(bad *problems) {
+	procs := s.processes()
+	seen := map[string]bool{}
+	for i, name := range s.Expect.Recovered {
+		where := fmt.Sprintf("expect.recovered[%d]", i)
+		if _, ok := procs[name]; !ok {
+			bad.at(where, "%q is not a coordinator or participant_sim name", name)
+			continue
+		}
+		if seen[name] {
+			bad.at(where, "%q is listed twice", name)
+		}
+		seen[name] = true
+		if !s.faultsProcess(name) {
+			bad.at(where, "nothing kills, freezes or restarts %s (no sigkill, sigstop or restart targets it, and it has no restart_on_exit): there is nothing to recover from", name)
+		}
+	}
+	if slices.Contains(s.Invariants, R1) && len(s.Expect.Recovered) == 0 {
+		bad.at("invariants", "R1 checks the processes of expect.recovered; name them there")
+	}
+}
+
+// faultsProcess reports whether a process fault of the timeline or of random_faults may hit
+// name, or name restarts after exiting on its own.
+func (s *Scenario) faultsProcess(name string) bool {
+	hits := func(f Fault) bool { return isProcessFault(f.Kind) && f.Target == name }
+	if slices.ContainsFunc(s.Timeline, hits) || (s.RandomFaults != nil && slices.ContainsFunc(s.RandomFaults.Choices, hits)) {
+		return true
+	}
+	for _, c := range s.Topology.Coordinators {
+		if c.Name == name && c.RestartOnExit > 0 {
+			return true
+		}
+	}
+	for _, p := range s.Topology.Sims {
+		if p.Name == name && p.RestartOnExit > 0 {
+			return true
+		}
+	}
+	return false
 }
