@@ -49,7 +49,10 @@ type Config struct {
 	// a plain lower-case SQL identifier.
 	Schema string
 	// Prefetch is the most unacknowledged commands the broker hands this worker at once from each
-	// of its two queues (saga steps; two-phase-commit commands). Default DefaultPrefetch (32).
+	// of its two queues (saga steps; two-phase-commit commands). Default DefaultPrefetch (32). The
+	// broker counts messages: a bundle of commands from a coordinator run with --bundle-messages
+	// counts once (docs/protocol.md §16). The worker reads bundles whatever its transport's
+	// Config.Bundle, which makes it send its replies in bundles.
 	Prefetch int
 	// Concurrency is the number of handler goroutines, each holding at most one database
 	// connection while it runs. Default Prefetch.

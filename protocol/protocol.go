@@ -85,7 +85,11 @@ const (
 	HeaderKind        = "x-kind"
 	HeaderParticipant = "x-participant"
 	HeaderTraceparent = "traceparent"
-	HeaderTracestate  = "tracestate"
+	// HeaderDeadQueue and HeaderDeadReason are set on an item of a bundle that its consumer
+	// rejected, which is dead-lettered alone: the queue it came from and why (docs/protocol.md §16).
+	HeaderDeadQueue  = "x-sagacoord-dead-queue"
+	HeaderDeadReason = "x-sagacoord-dead-reason"
+	HeaderTracestate = "tracestate"
 )
 
 // Size limits. A step command carries the saga input and the outputs of the steps it depends

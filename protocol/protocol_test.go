@@ -1,6 +1,7 @@
 package protocol_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -202,6 +203,7 @@ func FuzzDecoders(f *testing.F) {
 	f.Add(protocol.TypeReply, "", good.MessageID, []byte("{\"outcome\":\"failed\",\"error\":\"\xff\"}"))
 	f.Add(protocol.TypeReply, "", good.MessageID, []byte(`{"outcome":"succeeded","output":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}`))
 	f.Add(protocol.TypeReply, "", "tx:t:p\xff:prepare:1", []byte(`{"outcome":"vote_no","error":"x"}`))
+	f.Add(protocol.TypeBundle, "bundle:2:a", "", []byte(`{"items":[{"message_id":"a","type":"reply","correlation_id":"c","body":{"outcome":"succeeded"}},{"type":"saga.action","headers":{"x":"y"},"body":[1,2]}]}`))
 	f.Fuzz(func(t *testing.T, typ, id, corr string, body []byte) {
 		m := protocol.Message{Type: typ, MessageID: id, CorrelationID: corr, Body: body, Headers: map[string]string{}}
 		check := func(err error, values ...[]byte) {
@@ -242,7 +244,32 @@ func FuzzDecoders(f *testing.F) {
 		check(err)
 		_, err = protocol.DecodeFinal(m)
 		check(err)
+		checkBundle(t, m)
 	})
+}
+
+// checkBundle decodes m as a bundle: a bundle accepted re-encodes to one that decodes to the
+// same items.
+func checkBundle(t *testing.T, m protocol.Message) {
+	items, err := protocol.DecodeBundle(m)
+	if err != nil {
+		if !errors.Is(err, protocol.ErrMalformed) {
+			t.Fatalf("bundle error %v is not ErrMalformed", err)
+		}
+		return
+	}
+	again, err := protocol.DecodeBundle(protocol.EncodeBundle(items))
+	if err != nil {
+		t.Fatalf("a decoded bundle does not decode once re-encoded: %v", err)
+	}
+	if len(again) != len(items) {
+		t.Fatalf("re-encoded bundle has %d items, want %d", len(again), len(items))
+	}
+	for i := range items {
+		if again[i].MessageID != items[i].MessageID || again[i].Type != items[i].Type || !bytes.Equal(again[i].Body, items[i].Body) {
+			t.Fatalf("item %d changed in a round trip: %+v, want %+v", i, again[i], items[i])
+		}
+	}
 }
 
 func BenchmarkStepCommandEncodeDecode(b *testing.B) {

@@ -71,6 +71,13 @@ type Config struct {
 	// make bigger batches, which cost the broker less per message. Default 8.
 	PublishChannels int
 
+	// Bundle makes Publish carry the messages of one batch that go to the same queue in bundles
+	// (docs/protocol.md §16): fewer broker messages, each stored and confirmed once. Turn it on
+	// only once every consumer of this process's messages reads bundles (sagacoord's coordinator
+	// and Go SDK from the version that has this field; a worker in another language that follows
+	// §16). Consume reads bundles whatever this says. Default false.
+	Bundle bool
+
 	// ConnectionName is advertised as the connection_name client property, suffixed with the
 	// connection's role (" publish", " consume", " topology"), so operators can find the
 	// connections of one process in the management UI. Default "sagacoord".

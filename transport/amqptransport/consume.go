@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -63,6 +64,8 @@ type subscription struct {
 	tag        string
 	deliveries <-chan amqp.Delivery
 	closes     chan *amqp.Error
+	// deadLetter dead-letters the rejected items of a bundle (deadLetterFrom).
+	deadLetter func([]protocol.Message) error
 
 	stale atomic.Bool
 
@@ -97,6 +100,7 @@ func (t *Transport) subscribe(ctx context.Context, queue string, prefetch int, g
 		closes:   ch.NotifyClose(make(chan *amqp.Error, 1)),
 		idle:     make(chan struct{}, 1),
 	}
+	sub.deadLetter = t.deadLetterFrom(queue)
 	if err := ch.Qos(prefetch, 0, false); err != nil {
 		sub.retire()
 		return nil, fmt.Errorf("consume %q: set prefetch %d: %w", queue, prefetch, err)
@@ -254,14 +258,8 @@ func (t *Transport) pump(ctx context.Context, sub *subscription, out chan<- *tra
 				return stopCtx // not handed out: the broker requeues it when the channel closes
 			}
 			sub.hold() // before the hand-off, so a settlement cannot run ahead of the count
-			select {
-			case out <- toDelivery(d, &acknowledger{sub: sub, tag: d.DeliveryTag}):
-			case <-ctx.Done():
-				sub.release() // never handed out: the broker requeues it when the channel closes
-				return stopCtx
-			case <-t.closing:
-				sub.release()
-				return stopClosing
+			if stop, ok := t.handOut(ctx, sub, d, out); !ok {
+				return stop
 			}
 		case <-ctx.Done():
 			return stopCtx
@@ -271,6 +269,62 @@ func (t *Transport) pump(ctx context.Context, sub *subscription, out chan<- *tra
 	}
 }
 
+// handOut hands d to out: the messages it carries when it is a bundle, one by one. It reports
+// false, and why, when ctx ended or the transport closed first.
+func (t *Transport) handOut(ctx context.Context, sub *subscription, d amqp.Delivery, out chan<- *transport.Delivery) (stopReason, bool) {
+	items := transport.Unbundle(toDelivery(d, &acknowledger{sub: sub, tag: d.DeliveryTag}), sub.deadLetter)
+	for k, item := range items {
+		select {
+		case out <- item:
+			continue
+		case <-ctx.Done():
+			unsent(sub, items, k)
+			return stopCtx, false
+		case <-t.closing:
+			unsent(sub, items, k)
+			return stopClosing, false
+		}
+	}
+	return 0, true
+}
+
+// unsent settles the items of a delivery from the k-th on, which were never handed out. A
+// delivery that is not a bundle only leaves the count: the broker requeues it when the channel
+// closes. The rest of a bundle is requeued, which requeues the bundle once the items handed out
+// are settled.
+func unsent(sub *subscription, items []*transport.Delivery, k int) {
+	if _, plain := items[0].Acknowledger.(*acknowledger); plain {
+		sub.release()
+		return
+	}
+	for _, item := range items[k:] {
+		_ = item.Requeue()
+	}
+}
+
+// deadLetterFrom returns how the rejected items of a bundle from queue are dead-lettered: each
+// published alone to the dead-letter exchange, with headers that say where it came from, as the
+// broker's own dead-lettering does with x-death.
+func (t *Transport) deadLetterFrom(queue string) func([]protocol.Message) error {
+	return func(msgs []protocol.Message) error {
+		out := make([]transport.Outgoing, len(msgs))
+		for i, m := range msgs {
+			h := make(map[string]string, len(m.Headers)+2)
+			maps.Copy(h, m.Headers)
+			h[protocol.HeaderDeadQueue], h[protocol.HeaderDeadReason] = queue, "rejected"
+			m.Headers = h
+			out[i] = transport.Outgoing{Exchange: protocol.ExchangeDead, RoutingKey: queue, Message: m}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), deadLetterTimeout)
+		defer cancel()
+		return errors.Join(t.Publish(ctx, out)...)
+	}
+}
+
+// deadLetterTimeout bounds the publish of a bundle's rejected items; past it the bundle is
+// requeued, and its items come again.
+const deadLetterTimeout = 30 * time.Second
+
 // reclaim takes back the deliveries still buffered in out, which the consumer never received,
 // so that drain does not wait for them to be settled: the broker requeues them when the channel
 // closes, as if they had never been handed out.
@@ -278,7 +332,9 @@ func reclaim(out chan *transport.Delivery) {
 	for {
 		select {
 		case d := <-out:
-			if a, ok := d.Acknowledger.(*acknowledger); ok && a.settled.CompareAndSwap(false, true) {
+			if a, ok := d.Acknowledger.(*acknowledger); !ok {
+				_ = d.Requeue() // an item of a bundle: requeues the bundle once the others are settled
+			} else if a.settled.CompareAndSwap(false, true) {
 				a.sub.release()
 			}
 		default:

@@ -184,12 +184,32 @@ func (t *Transport) publishRequests(base context.Context, pc *pubChannel, reqs [
 		}
 	}
 	errs := make([]error, len(msgs))
-	pc = t.publishBatch(ctx, pc, msgs, errs)
+	pc = t.publishBundled(ctx, pc, msgs, errs)
 	off := 0
 	for _, r := range live {
 		end := off + len(r.msgs)
 		r.res <- errs[off:end:end]
 		off = end
+	}
+	return pc
+}
+
+// publishBundled is publishBatch, with the messages for one queue in bundles when Config.Bundle
+// says so: each message's result is its bundle's.
+func (t *Transport) publishBundled(ctx context.Context, pc *pubChannel, msgs []transport.Outgoing, errs []error) *pubChannel {
+	if !t.cfg.Bundle {
+		return t.publishBatch(ctx, pc, msgs, errs)
+	}
+	out, carries := transport.Bundle(msgs)
+	if len(out) == len(msgs) {
+		return t.publishBatch(ctx, pc, msgs, errs)
+	}
+	outErrs := make([]error, len(out))
+	pc = t.publishBatch(ctx, pc, out, outErrs)
+	for g, idx := range carries {
+		for _, i := range idx {
+			errs[i] = outErrs[g]
+		}
 	}
 	return pc
 }

@@ -362,16 +362,54 @@ func (c *consumer) run(ctx context.Context, out chan<- *transport.Delivery) {
 			c.stop(nil)
 			return
 		}
-		select {
-		case out <- td:
-		case <-ctx.Done():
-			c.stop(d)
-			return
-		case <-c.t.closing:
-			c.stop(d)
+		if !c.handOut(ctx, d, td, out) {
 			return
 		}
 	}
+}
+
+// handOut hands td to out, the messages it carries one by one when it is a bundle (as
+// amqptransport does). It reports false when ctx ended or the transport closed first: a delivery
+// never handed out goes back to its queue; the rest of a bundle is requeued, which requeues the
+// bundle once the items handed out are settled.
+func (c *consumer) handOut(ctx context.Context, d *delivery, td *transport.Delivery, out chan<- *transport.Delivery) bool {
+	items := transport.Unbundle(td, c.deadLetter)
+	for k, item := range items {
+		select {
+		case out <- item:
+			continue
+		case <-ctx.Done():
+		case <-c.t.closing:
+		}
+		if k == 0 {
+			c.stop(d)
+			return false
+		}
+		for _, rest := range items[k:] {
+			_ = rest.Requeue()
+		}
+		c.stop(nil)
+		return false
+	}
+	return true
+}
+
+// deadLetter publishes the rejected items of a bundle to the queue's dead-letter exchange, each
+// alone, with the headers amqptransport sets.
+func (c *consumer) deadLetter(msgs []protocol.Message) error {
+	out := make([]transport.Outgoing, len(msgs))
+	for i, m := range msgs {
+		m = copyMessage(m)
+		if m.Headers == nil {
+			m.Headers = map[string]string{}
+		}
+		m.Headers[protocol.HeaderDeadQueue], m.Headers[protocol.HeaderDeadReason] = c.q.name, "rejected"
+		out[i] = transport.Outgoing{Exchange: c.q.deadLetter, RoutingKey: c.q.name, Message: m}
+	}
+	if c.q.deadLetter == "" {
+		return nil
+	}
+	return errors.Join(c.t.Publish(context.Background(), out)...)
 }
 
 // stop detaches c from its queue and requeues what was never handed out (inHand included).

@@ -6,8 +6,9 @@
 //	}
 //
 // The suite checks the contract the engine and the participant SDK rely on: idempotent topology,
-// faithful round trips, mandatory returns, final notices that reach subscribers only, batch confirms, dead-lettering, requeue, prefetch,
-// and that a delivery never outlives its connection.
+// faithful round trips, mandatory returns, final notices that reach subscribers only, batch
+// confirms, dead-lettering, requeue, prefetch, bundles read as the messages they carry and settled
+// item by item, and that a delivery never outlives its connection.
 package transporttest
 
 import (
@@ -58,6 +59,10 @@ func Run(t *testing.T, newTransport func(t *testing.T) transport.Transport) {
 		{"ConsumeUnknownQueueFails", testConsumeUnknownQueue},
 		{"ContextEndClosesConsumer", testContextEnd},
 		{"ContextEndReturnsUnreadDeliveries", testContextEndUnread},
+		{"BundleCarriesItsMessages", testBundleCarriesItsMessages},
+		{"BundleItemRejectedAlone", testBundleItemRejectedAlone},
+		{"BundleRequeuedWhenAnItemIs", testBundleRequeuedWhenAnItemIs},
+		{"MalformedBundleArrivesWhole", testMalformedBundleArrivesWhole},
 		{"CloseIsIdempotentAndFinal", testClose},
 		{"ConnectionLossMakesDeliveriesStale", testConnectionLoss},
 	}
