@@ -63,6 +63,7 @@ func serveFlags(fs *pflag.FlagSet, cfg *coordinator.Config, opts *serveOptions) 
 	fs.StringVar(&cfg.ListenAddr, "listen", def.ListenAddr, "gRPC listen address")
 	fs.StringVar(&cfg.QueueType, "queue-type", def.QueueType, "queue type: classic or quorum")
 	fs.BoolVar(&cfg.Migrate, "migrate", false, "apply pending migrations before serving")
+	fs.BoolVar(&cfg.BundleMessages, "bundle-messages", false, "carry the commands for one participant that are ready together in one broker message (docs/protocol.md §16); only when every worker reads bundles")
 	fs.IntVar(&cfg.MaxPayloadBytes, "max-payload-bytes", eng.MaxPayloadBytes, "largest saga input or transaction payload accepted, in bytes; at most 1048576")
 	fs.Int32Var(&cfg.DBMaxConns, "db-max-conns", def.DBMaxConns, "database pool size")
 	fs.StringVar(&cfg.Name, "name", def.Name, "instance name, used in broker connection names and logs")
@@ -80,7 +81,7 @@ func serveFlags(fs *pflag.FlagSet, cfg *coordinator.Config, opts *serveOptions) 
 	fs.StringVar(&cfg.MetricsAddr, "metrics-listen", "", "serve Prometheus metrics on http://ADDR/metrics, e.g. 127.0.0.1:9464; empty: no metrics")
 	for flag, env := range map[string]string{
 		"amqp-url": "SAGACOORD_AMQP_URL", "listen": "SAGACOORD_LISTEN", "queue-type": "SAGACOORD_QUEUE_TYPE",
-		"migrate": "SAGACOORD_MIGRATE", "name": "SAGACOORD_NAME", "debug-listen": "SAGACOORD_DEBUG_LISTEN",
+		"migrate": "SAGACOORD_MIGRATE", "bundle-messages": "SAGACOORD_BUNDLE_MESSAGES", "name": "SAGACOORD_NAME", "debug-listen": "SAGACOORD_DEBUG_LISTEN",
 		// The OpenTelemetry SDKs' own variable, so one setting serves every process.
 		"otlp-endpoint": "OTEL_EXPORTER_OTLP_ENDPOINT", "metrics-listen": "SAGACOORD_METRICS_LISTEN",
 	} {

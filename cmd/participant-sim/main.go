@@ -35,7 +35,7 @@ type options struct {
 	initialBalance                  int64
 	dbMaxConns                      int
 	shutdownGrace                   time.Duration
-	skipDeclare                     bool
+	skipDeclare, bundleMessages     bool
 }
 
 func main() {
@@ -87,6 +87,7 @@ func registerFlags(fs *pflag.FlagSet, o *options) {
 	fs.StringVar(&o.databaseURL, "database-url", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable", "PostgreSQL URL of the participants' database")
 	fs.StringVar(&o.amqpURL, "amqp-url", "amqp://guest:guest@127.0.0.1:5672/", "RabbitMQ URL")
 	fs.BoolVar(&o.skipDeclare, "skip-declare", false, "declare nothing on the broker, only check that each participant's queue exists: for a broker user that may only read its queues and publish replies (docs/security.md); the coordinator declares the queues when their definitions are registered")
+	fs.BoolVar(&o.bundleMessages, "bundle-messages", false, "carry the replies published together in one broker message (docs/protocol.md §16); only when every coordinator reads bundles")
 	fs.StringVar(&o.queueType, "queue-type", amqptransport.QueueTypeClassic, "queue type of the participant queues: classic or quorum; must match the coordinator's")
 	fs.StringVar(&o.participants, "participants", "", "comma-separated participants, each name or name=kind (kinds: transfer, inventory, payment, noop)")
 	fs.StringVar(&o.configFile, "config", "", "YAML or JSON file listing participants with kinds and fault knobs (instead of --participants)")
@@ -104,6 +105,7 @@ func registerFlags(fs *pflag.FlagSet, o *options) {
 	cmdline.Env(fs, "amqp-url", "SAGACOORD_AMQP_URL")
 	cmdline.FileFlag(fs, "amqp-url", "SAGACOORD_AMQP_URL_FILE")
 	cmdline.Env(fs, "queue-type", "SAGACOORD_QUEUE_TYPE")
+	cmdline.Env(fs, "bundle-messages", "SAGACOORD_BUNDLE_MESSAGES")
 	// The OpenTelemetry SDKs' own variable, so one setting serves every process.
 	cmdline.Env(fs, "otlp-endpoint", "OTEL_EXPORTER_OTLP_ENDPOINT")
 	cmdline.Env(fs, "metrics-listen", "SAGACOORD_METRICS_LISTEN")

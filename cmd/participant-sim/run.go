@@ -77,7 +77,7 @@ func connect(ctx context.Context, o options, log *slog.Logger, tp trace.TracerPr
 	if err != nil {
 		return nil, nil, err
 	}
-	trCfg := amqptransport.Config{URL: o.amqpURL, QueueType: o.queueType, ConnectionName: "participant-sim", Logger: log}
+	trCfg := amqptransport.Config{URL: o.amqpURL, QueueType: o.queueType, Bundle: o.bundleMessages, ConnectionName: "participant-sim", Logger: log}
 	if err := trCfg.Validate(); err != nil {
 		return nil, nil, fmt.Errorf("--amqp-url: %w", err)
 	}

@@ -33,6 +33,10 @@ type Config struct {
 	ListenAddr string
 	// QueueType is "classic" (default) or "quorum".
 	QueueType string
+	// BundleMessages carries the commands for one participant that are published together in
+	// one broker message (amqptransport.Config.Bundle, docs/protocol.md §16). Off by default:
+	// turn it on once every worker reads bundles.
+	BundleMessages bool
 	// Migrate applies pending migrations at start instead of refusing to serve.
 	Migrate bool
 	// MaxPayloadBytes bounds a saga's input and a transaction's payloads
@@ -168,7 +172,7 @@ func (c Config) validate() error {
 
 // transportConfig is the broker transport's configuration.
 func (c Config) transportConfig() amqptransport.Config {
-	return amqptransport.Config{URL: c.AMQPURL, QueueType: c.QueueType, Logger: c.Logger, ConnectionName: c.Name}
+	return amqptransport.Config{URL: c.AMQPURL, QueueType: c.QueueType, Bundle: c.BundleMessages, Logger: c.Logger, ConnectionName: c.Name}
 }
 
 // Redact hides the passwords of a URL for logs (secrets.Redact).

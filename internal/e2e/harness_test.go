@@ -40,8 +40,9 @@ type env struct {
 	coord   *coordinator.Coordinator
 	client  pb.SagaServiceClient
 	ledger  string // schema of the shared ledger table
-	// maxActive is passed to every coordinator the test starts.
+	// maxActive and bundle are passed to every coordinator the test starts.
 	maxActive int
+	bundle    bool
 
 	pubOnce sync.Once
 	pub     *amqptransport.Transport // the test's own connection, for injecting messages
@@ -57,6 +58,8 @@ type envOpts struct {
 	noCoordinator bool
 	// maxActiveSagas is the coordinator's MaxActiveSagas (0: its default).
 	maxActiveSagas int
+	// bundle runs every coordinator the test starts with BundleMessages.
+	bundle bool
 }
 
 func testLogger(t *testing.T) *slog.Logger {
@@ -72,7 +75,7 @@ func newEnvWith(t *testing.T, o envOpts) *env {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	e := &env{t: t, ctx: ctx, dbURL: testenv.Schema(t), amqpURL: testenv.VHost(t), maxActive: o.maxActiveSagas}
+	e := &env{t: t, ctx: ctx, dbURL: testenv.Schema(t), amqpURL: testenv.VHost(t), maxActive: o.maxActiveSagas, bundle: o.bundle}
 	e.pool = e.newPool(10)
 	e.ledger = testenv.Name("ledger_")
 	_, err := e.pool.Exec(ctx, `CREATE SCHEMA `+e.ledger+`;
@@ -115,7 +118,7 @@ func (e *env) runCoordinator(adjust func(*coordinator.Config)) *coordinator.Coor
 	cfg := coordinator.Config{
 		DatabaseURL: e.dbURL, AMQPURL: e.amqpURL, ListenAddr: "127.0.0.1:0", Migrate: true,
 		DBMaxConns: coordinatorConns, Logger: testLogger(t), Name: testenv.Name("coord-"),
-		MaxActiveSagas: e.maxActive,
+		MaxActiveSagas: e.maxActive, BundleMessages: e.bundle,
 	}
 	adjust(&cfg)
 	c, err := coordinator.Start(e.ctx, cfg)
@@ -155,6 +158,8 @@ type participantOpts struct {
 	handlerTimeout time.Duration
 	// barrierGrace and sweepInterval are participant.Config's (0: the defaults).
 	barrierGrace, sweepInterval time.Duration
+	// bundle makes the participant's transport send its replies in bundles.
+	bundle bool
 }
 
 // testParticipant is a running test participant.
@@ -170,7 +175,7 @@ type testParticipant struct {
 // every delivery and settlement.
 func (e *env) startParticipant(o participantOpts) *testParticipant {
 	t := e.t
-	inner, err := amqptransport.New(e.ctx, amqptransport.Config{URL: e.amqpURL, ConnectionName: testenv.Name("p-" + o.name + "-")})
+	inner, err := amqptransport.New(e.ctx, amqptransport.Config{URL: e.amqpURL, Bundle: o.bundle, ConnectionName: testenv.Name("p-" + o.name + "-")})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = inner.Close() })
 	tr := newTap(inner, o.hold)

@@ -24,6 +24,7 @@ type tapTransport struct {
 	delivered map[string]int
 	settled   map[string][]string // message id -> "ack", "reject", "requeue" in order
 	published map[string]int
+	bundled   int // deliveries that arrived in a bundle
 }
 
 func newTap(inner transport.Transport, hold func(*transport.Delivery) bool) *tapTransport {
@@ -109,6 +110,9 @@ func (t *tapTransport) record(d *transport.Delivery) *transport.Delivery {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.delivered[d.MessageID]++
+	if transport.InBundle(d) {
+		t.bundled++
+	}
 	t.notifyLocked()
 	c := *d
 	c.Acknowledger = &tapAck{inner: d.Acknowledger, tap: t, id: d.MessageID}

@@ -58,6 +58,8 @@ type txParticipantOpts struct {
 	// handlerTimeout is participant.Config.HandlerTimeout; -1 lets Prepare outlive the prepare
 	// timeout, as one that does not stop at its context's deadline would.
 	handlerTimeout time.Duration
+	// bundle makes the participant's transport send its replies in bundles.
+	bundle bool
 }
 
 // txParticipant is a running in-process 2PC participant. Its handlers keep one row per
@@ -92,7 +94,7 @@ func (e *env) startTxParticipant(o txParticipantOpts) *txParticipant {
 		o.concurrency = 3
 	}
 	holds := e.holdsTable()
-	inner, err := amqptransport.New(e.ctx, amqptransport.Config{URL: e.amqpURL, ConnectionName: testenv.Name("tx-" + o.name + "-")})
+	inner, err := amqptransport.New(e.ctx, amqptransport.Config{URL: e.amqpURL, Bundle: o.bundle, ConnectionName: testenv.Name("tx-" + o.name + "-")})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = inner.Close() })
 	p := &txParticipant{name: o.name, schema: testenv.Name("p_"), tap: newTap(inner, nil)}
