@@ -86,15 +86,17 @@ func (r *run) check(ctx context.Context) []InvariantResult {
 		all(err)
 		return r.collect(verdicts)
 	}
-	if r.s.Workload.Kind == WorkloadTwoPC {
-		r.checkTwoPC(ctx, verdicts, ledgers)
-	} else {
+	r.res.Final = map[string]int{}
+	if r.s.hasKind(WorkloadSaga) {
 		sagas, err := r.readSagas(ctx)
 		if err != nil {
 			all(err)
 			return r.collect(verdicts)
 		}
 		r.checkSagas(verdicts, sagas, ledgers, barriers)
+	}
+	if r.s.hasKind(WorkloadTwoPC) {
+		r.checkTwoPC(ctx, verdicts, ledgers)
 	}
 	if v := verdicts[G4]; v != nil {
 		seen := map[string]int{}

@@ -90,7 +90,9 @@ func (r *run) checkSagas(verdicts map[string]*verdict, sagas []sagaRow, ledgers 
 	for _, s := range sagas {
 		c.counts[s.status]++
 	}
-	r.res.Final = c.counts
+	for st, n := range c.counts {
+		r.res.Final[st] += n
+	}
 	for _, inv := range []struct {
 		name  string
 		check func(*verdict)
@@ -104,7 +106,7 @@ func (r *run) checkSagas(verdicts map[string]*verdict, sagas []sagaRow, ledgers 
 // g1: every saga final, every accepted start in the table, the expected counts reached.
 func (c *sagaChecks) g1(v *verdict) {
 	r := c.r
-	v.Checked = len(c.sagas)
+	v.Checked += len(c.sagas)
 	known := map[string]bool{}
 	for _, s := range c.sagas {
 		known[s.id] = true
@@ -116,7 +118,7 @@ func (c *sagaChecks) g1(v *verdict) {
 			v.fail(s.id, "%s%s", s.status, reason)
 		}
 	}
-	for _, id := range r.res.Workload.IDs {
+	for _, id := range r.res.Workload.idsOf(WorkloadSaga, r.s.mixed()) {
 		if !known[id] {
 			v.fail(id, "accepted by a coordinator but not in the sagas table")
 		}

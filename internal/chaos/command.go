@@ -87,7 +87,7 @@ any file has a problem.`,
 					errs = append(errs, err)
 				}
 				for _, s := range ss {
-					fmt.Fprintf(app.Stdout(), "%s: ok (%s workload, %d fault(s))\n", s.Name, s.Workload.Kind, len(s.Schedule(s.Seed)))
+					fmt.Fprintf(app.Stdout(), "%s: ok (%s workload, %d fault(s))\n", s.Name, s.KindLabel(), len(s.Schedule(s.Seed)))
 				}
 			}
 			if err := errors.Join(errs...); err != nil {
@@ -124,24 +124,17 @@ func reportCommand(app *cli.App) *cobra.Command {
 	return c
 }
 
-func runCommand(app *cli.App) *cobra.Command {
-	var (
-		opts      Options
-		seeds     []string
-		reportDir string
-		tags      []string
-		names     []string
-	)
-	c := &cobra.Command{
-		Use:   "run FILE|DIR",
-		Short: "Run one scenario file, or every scenario of a directory",
-		Long: `run runs the scenarios and prints a summary table; with --report it also writes
+// runLong is the help of chaos run.
+const runLong = `run runs the scenarios and prints a summary table; with --report it also writes
 report.json and a self-contained report.html there. The exit code is 0 only if every run
 PASSED: every invariant held and every fault took effect (skipped scenarios, whose private
 PostgreSQL or RabbitMQ binaries are missing, do not count); 5 if a run FAILED (an invariant was
 violated) or could not run; else 6 if a run was INCONCLUSIVE: the invariants held, but a fault
 did not take effect or was not healed (the report names it and why), so the run did not test
 what the scenario says.
+
+A scenario with workloads: drives saga and 2PC load at once, each checked by its own
+invariants.
 
 After its checks each run's schemas (coordinator and participants) are dumped with pg_dump
 into DIR/dumps/ of --report (without it, into the run's work dir) before they are dropped; the
@@ -154,7 +147,20 @@ worker's prefetch, concurrency and max_batch come from the scenario, defaults fi
 The same seed gives the same workload and fault schedule. Binaries come from --bin, or are
 built with 'go build' from the module the command runs in. A coordinator started with a test
 hook (a --test-* flag) runs the test build, testhooks/coordinator (go build -tags testhooks);
-the others run the coordinator that ships.`,
+the others run the coordinator that ships.`
+
+func runCommand(app *cli.App) *cobra.Command {
+	var (
+		opts      Options
+		seeds     []string
+		reportDir string
+		tags      []string
+		names     []string
+	)
+	c := &cobra.Command{
+		Use:   "run FILE|DIR",
+		Short: "Run one scenario file, or every scenario of a directory",
+		Long:  runLong,
 		Example: `  sagalab chaos run scenarios/ --report /tmp/chaos
   sagalab chaos run scenarios/05-duplicates.yaml --seed 1 --seed 2
   sagalab chaos run scenarios/ --tag fast --bin bin`,

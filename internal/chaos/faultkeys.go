@@ -18,37 +18,71 @@ const wildcardFaults = "*"
 
 // definitionPath is the saga definition file, relative to the scenario's directory.
 func (s *Scenario) definitionPath(dir string) string {
-	if filepath.IsAbs(s.Workload.Definition) {
-		return s.Workload.Definition
+	def := s.sagaWorkload().Definition
+	if filepath.IsAbs(def) {
+		return def
 	}
-	return filepath.Join(dir, s.Workload.Definition)
+	return filepath.Join(dir, def)
+}
+
+// sagaWorkload is the saga workload (an empty one when there is none).
+func (s *Scenario) sagaWorkload() Workload {
+	if w := s.workloadOf(WorkloadSaga); w != nil {
+		return *w
+	}
+	return Workload{}
+}
+
+// sagaWhere and twoPCSource name a workload's field in problems: workload. or workloads[i].
+func (s *Scenario) sagaWhere() string { return s.workloadField(WorkloadSaga) }
+
+func (s *Scenario) twoPCSource() string { return s.workloadField(WorkloadTwoPC) + ".participants" }
+
+func (s *Scenario) workloadField(kind string) string {
+	if s.mixedGiven {
+		for i, w := range s.Workloads {
+			if w.Kind == kind {
+				return fmt.Sprintf("workloads[%d]", i)
+			}
+		}
+	}
+	return "workload"
 }
 
 // checkDefinition reads the saga workload's definition file (relative to dir, the scenario
 // file's directory): it must exist and parse, its steps' participants must be in the topology,
 // and every participant's fault knobs must name a command the definition sends it.
 func (s *Scenario) checkDefinition(bad *problems, dir string) {
-	if s.Workload.Kind != WorkloadSaga || s.Workload.Definition == "" {
+	w := s.sagaWorkload()
+	if w.Kind != WorkloadSaga || w.Definition == "" {
 		return
 	}
+	field := s.sagaWhere() + ".definition"
 	path := s.definitionPath(dir)
 	b, err := os.ReadFile(path)
 	if err != nil {
-		bad.at("workload.definition", "%v", err)
+		bad.at(field, "%v", err)
 		return
 	}
 	def, err := cli.ParseDefinition(path, b)
 	if err != nil {
-		bad.at("workload.definition", "%v", err)
+		bad.at(field, "%v", err)
 		return
 	}
 	parts := s.participants()
 	for _, st := range def.GetSteps() {
 		if _, ok := parts[st.GetParticipant()]; !ok {
-			bad.at("workload.definition", "step %s of %s goes to participant %q, which no participant_sim runs", st.GetName(), s.Workload.Definition, st.GetParticipant())
+			bad.at(field, "step %s of %s goes to participant %q, which no participant_sim runs", st.GetName(), w.Definition, st.GetParticipant())
 		}
 	}
-	s.validateFaultKeys(bad, sagaFaultKeys(def), s.Workload.Definition)
+	keys, source := sagaFaultKeys(def), w.Definition
+	if tw := s.workloadOf(WorkloadTwoPC); tw != nil {
+		for p, ks := range twoPCFaultKeys(tw.Participants) {
+			keys[p] = append(keys[p], ks...)
+		}
+		source += " and " + s.twoPCSource()
+	}
+	s.validateFaultKeys(bad, keys, source)
 }
 
 // sagaFaultKeys returns, by participant, the commands a saga definition sends it: its steps'

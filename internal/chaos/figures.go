@@ -19,7 +19,7 @@ func (r *run) figures() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	r.convergence(ctx)
-	if r.s.Workload.Kind == WorkloadTwoPC {
+	if r.s.hasKind(WorkloadTwoPC) {
 		r.blockedFigures(ctx)
 	} else {
 		f.BlockedNote = "a saga holds no participant blocked: every step commits locally at once"

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"time"
 
@@ -145,7 +146,49 @@ func (s *Scenario) withDefaults() {
 		t.QueueType = "classic"
 	}
 	t.withDefaults()
-	w := &s.Workload
+	s.mixedGiven = len(s.Workloads) > 0
+	s.bothGiven = s.mixedGiven && !reflect.DeepEqual(s.Workload, Workload{})
+	if !s.mixedGiven {
+		s.Workloads = []Workload{s.Workload}
+	}
+	for i := range s.Workloads {
+		s.Workloads[i].withDefaults()
+	}
+	s.Workload = s.Workloads[0]
+	for i := range s.Timeline {
+		if (s.Timeline[i].Kind == FaultDuplicate || s.Timeline[i].Kind == FaultPoison) && s.Timeline[i].Count == 0 {
+			s.Timeline[i].Count = 10
+		}
+	}
+	if len(s.Invariants) == 0 {
+		s.Invariants = s.defaultInvariants()
+	}
+	if s.Expect.MinFailed > 0 {
+		s.Expect.AllowFailed = true
+	}
+}
+
+// defaultInvariants are every invariant that applies to the scenario's workloads, and R1 with
+// expect.recovered.
+func (s *Scenario) defaultInvariants() []string {
+	var out []string
+	if s.hasKind(WorkloadSaga) {
+		out = []string{G1, G2, G3, G4, G5, G6, G7, G8, G9}
+	}
+	if s.hasKind(WorkloadTwoPC) {
+		if out == nil {
+			out = []string{G1, G4, G5, G6}
+		}
+		out = append(out, T1)
+	}
+	if len(s.Expect.Recovered) > 0 {
+		out = append(out, R1)
+	}
+	return out
+}
+
+// withDefaults fills a workload's defaults.
+func (w *Workload) withDefaults() {
 	if w.Kind == "" {
 		w.Kind = WorkloadSaga
 	}
@@ -170,24 +213,6 @@ func (s *Scenario) withDefaults() {
 	}
 	if in.MaxAmount == 0 {
 		in.MaxAmount = max(100, in.MinAmount)
-	}
-	for i := range s.Timeline {
-		if (s.Timeline[i].Kind == FaultDuplicate || s.Timeline[i].Kind == FaultPoison) && s.Timeline[i].Count == 0 {
-			s.Timeline[i].Count = 10
-		}
-	}
-	if len(s.Invariants) == 0 {
-		if w.Kind == WorkloadTwoPC {
-			s.Invariants = []string{G1, G4, G5, G6, T1}
-		} else {
-			s.Invariants = []string{G1, G2, G3, G4, G5, G6, G7, G8, G9}
-		}
-		if len(s.Expect.Recovered) > 0 {
-			s.Invariants = append(s.Invariants, R1)
-		}
-	}
-	if s.Expect.MinFailed > 0 {
-		s.Expect.AllowFailed = true
 	}
 }
 

@@ -90,7 +90,7 @@ func (r *Report) WriteSummary(w io.Writer) {
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprint(tw, "FIGURE")
 		for _, x := range g.Results {
-			fmt.Fprintf(tw, "\t%s (%s)", x.Scenario.Name, x.Scenario.Workload.Kind)
+			fmt.Fprintf(tw, "\t%s (%s)", x.Scenario.Name, x.Scenario.KindLabel())
 		}
 		fmt.Fprintln(tw)
 		for _, row := range comparisonRows {
@@ -224,7 +224,7 @@ var comparisonRows = []comparisonRow{
 	{"time to converge after the heal", func(x *Result) string { return convergenceString(x, x.Convergence) }},
 	{"all started before the heal final at", finalAtString},
 	{"participants blocked while prepared (total / longest)", func(x *Result) string {
-		if x.Scenario.Workload.Kind != WorkloadTwoPC {
+		if !x.Scenario.hasKind(WorkloadTwoPC) {
 			return "0 (sagas never block)"
 		}
 		return fmt.Sprintf("%.1fs / %.1fs", x.Figures.BlockedPrepared, x.Figures.BlockedPreparedMax)
@@ -328,7 +328,7 @@ code{background:#f5f5f5;padding:0 3px}section{border-top:2px solid #ddd;margin-t
 <td>{{.Workload.Accepted}}/{{.Workload.Requested}}</td><td>{{final .Final}}</td><td class="conv-fault">{{convFault .}}</td><td class="conv-heal">{{conv .}}</td><td class="final-at">{{finalAt .}}</td><td>{{seconds .Elapsed}}</td></tr>
 {{end}}</table>
 {{range groups .}}<section class="comparison" id="compare-{{slug .Name}}"><h2>Side by side: {{.Name}}</h2>
-<table><tr><th>figure</th>{{range .Results}}<th>{{.Scenario.Name}} ({{.Scenario.Workload.Kind}})</th>{{end}}</tr>
+<table><tr><th>figure</th>{{range .Results}}<th>{{.Scenario.Name}} ({{.Scenario.KindLabel}})</th>{{end}}</tr>
 {{$g := .}}{{range rows}}{{$row := .}}<tr><td>{{.Name}}</td>{{range $g.Results}}<td>{{cell $row .}}</td>{{end}}</tr>{{end}}</table>
 <div class="side">{{range .Results}}<div><h3>{{.Scenario.Name}}</h3>{{chart .}}{{money .}}</div>{{end}}</div></section>
 {{end}}
@@ -337,7 +337,7 @@ code{background:#f5f5f5;padding:0 3px}section{border-top:2px solid #ddd;margin-t
 <p>Seed {{.Seed}}{{if .Broken}}, <b>broken build</b> (--test-disable-outbox){{end}}{{if .Scenario.Catalogue}}; failure catalogue entries {{range .Scenario.Catalogue}}{{.}} {{end}}{{end}}. Logs: <code>{{.LogDir}}</code>{{if .DatabaseDump}}; database dump (the run's schemas before cleanup): <code class="dump">{{.DatabaseDump}}</code>{{end}}{{if .DumpError}}; no database dump: {{.DumpError}}{{end}}{{if and .Reason (not .Ineffective)}}<br>{{.Reason}}{{end}}</p>
 <p class="settings">Settings passed to the processes: {{settings .Scenario}}</p>
 {{if .Ineffective}}<div class="ineffective"><p class="inconclusive">{{len .Ineffective}} fault(s) did not take effect{{if eq .Status "inconclusive"}}: the invariants held, but the run did not test all it was meant to{{end}}:</p><ul>{{range .Ineffective}}<li>{{.}}</li>{{end}}</ul></div>{{end}}
-<p>Workload: {{.Workload.Accepted}} of {{.Workload.Requested}} accepted, {{.Workload.Rejected}} rejected, {{.Workload.Retries}} retried call(s). The last fault began at {{seconds .LastFault}} and the last was healed at {{seconds .LastHeal}}; every {{.Scenario.Workload.Kind}} started before that heal was final at {{finalAt .}}: convergence {{convFault .}} after the last fault began, {{conv .}} after the last heal. The very last finished at {{seconds .Converged}}.</p>
+<p>Workload: {{.Workload.Accepted}} of {{.Workload.Requested}} accepted, {{.Workload.Rejected}} rejected, {{.Workload.Retries}} retried call(s). The last fault began at {{seconds .LastFault}} and the last was healed at {{seconds .LastHeal}}; every {{.Scenario.KindLabel}} started before that heal was final at {{finalAt .}}: convergence {{convFault .}} after the last fault began, {{conv .}} after the last heal. The very last finished at {{seconds .Converged}}.</p>
 <div class="charts">{{chart .}}{{money .}}</div>
 <table><tr><th>invariant</th><th>result</th><th>checked</th><th>violations</th><th>detail and offending ids</th></tr>
 {{range .Invariants}}<tr class="invariant"><td title="{{.Title}}">{{.Name}}: {{.Title}}</td><td class="{{if .Passed}}passed{{else}}failed{{end}}">{{if .Passed}}pass{{else}}FAIL{{end}}</td><td>{{.Checked}}</td><td>{{.Violations}}</td>
@@ -397,7 +397,7 @@ func moneyChart(x *Result) template.HTML {
 		h.values = append(h.values, float64(sm.Held))
 	}
 	ss := []series{s}
-	if x.Scenario.Workload.Kind == WorkloadTwoPC {
+	if x.Scenario.hasKind(WorkloadTwoPC) {
 		ss = append(ss, h)
 	}
 	return svgChart("chart-money", "money in flight (initial total − balances)", ts, ss, x)

@@ -274,15 +274,23 @@ func (r *run) prepare(ctx context.Context, schedule []ScheduledFault) (err error
 // drive runs the workload, the timeline and the sampler together from t0. It returns once the
 // workload is done and every fault healed; the sampler goes on until stopSampler.
 func (r *run) drive(ctx context.Context, schedule []ScheduledFault) (stopSampler func()) {
-	reqs := r.s.generate(r.seed)
+	reqs := make([][]request, len(r.s.Workloads))
+	for i, w := range r.s.Workloads {
+		reqs[i] = r.s.generate(r.seed, w)
+	}
 	r.t0.Store(time.Now().UnixNano())
-	d := &driver{s: r.s, conns: r.workloadConns(), defName: r.defName, t0: r.start()}
-	r.progress("   workload: %d %s starts, concurrency %d", len(reqs), r.s.Workload.Kind, r.s.Workload.Concurrency)
+	drivers := make([]*driver, len(r.s.Workloads))
+	for i, w := range r.s.Workloads {
+		drivers[i] = &driver{s: r.s, w: w, conns: r.workloadConns(), defName: r.defName, t0: r.start()}
+		r.progress("   workload: %d %s starts, concurrency %d", len(reqs[i]), w.Kind, w.Concurrency)
+	}
 	runCtx, cancelRun := context.WithCancel(ctx)
 	defer cancelRun()
 	var wg sync.WaitGroup
-	var wres workloadResult
-	wg.Go(func() { wres = d.run(runCtx, reqs) })
+	results := make([]workloadResult, len(drivers))
+	for i, d := range drivers {
+		wg.Go(func() { results[i] = d.run(runCtx, reqs[i]) })
+	}
 	applied := make([]AppliedFault, len(schedule))
 	var fwg sync.WaitGroup
 	for i, f := range schedule {
@@ -290,9 +298,13 @@ func (r *run) drive(ctx context.Context, schedule []ScheduledFault) (stopSampler
 	}
 	samplerDone := make(chan struct{})
 	stop := make(chan struct{})
-	go func() { defer close(samplerDone); r.sample(ctx, stop, d) }()
+	go func() { defer close(samplerDone); r.sample(ctx, stop, drivers) }()
 
 	wg.Wait()
+	var wres workloadResult
+	for i, res := range results {
+		wres.merge(res, drivers[i].w.Kind)
+	}
 	r.event("workload done: %d accepted, %d rejected in %.1fs", wres.Accepted, wres.Rejected, wres.Elapsed.Seconds())
 	fwg.Wait()
 	r.res.Faults = applied

@@ -81,6 +81,10 @@ type Scenario struct {
 	Topology Topology `yaml:"topology" json:"topology"`
 	// Workload is what the client asks for.
 	Workload Workload `yaml:"workload" json:"workload"`
+	// Workloads runs a saga workload and a 2PC workload at the same time, each checked by its
+	// own invariants; instead of Workload. After parsing it lists every workload (Workload alone,
+	// or these), and Workload is the first.
+	Workloads []Workload `yaml:"workloads" json:"workloads,omitempty"`
 	// Timeline is the faults, each at an offset from the start of the workload.
 	Timeline []Fault `yaml:"timeline" json:"timeline,omitempty"`
 	// RandomFaults adds faults drawn from the seed to the timeline.
@@ -95,6 +99,35 @@ type Scenario struct {
 
 	// dir is the directory of the scenario file; workload files are relative to it.
 	dir string
+	// mixedGiven: the file gave workloads:; bothGiven: it gave workload: too (an error).
+	mixedGiven, bothGiven bool
+}
+
+// workloadOf returns the scenario's workload of kind, nil without one.
+func (s *Scenario) workloadOf(kind string) *Workload {
+	for i := range s.Workloads {
+		if s.Workloads[i].Kind == kind {
+			return &s.Workloads[i]
+		}
+	}
+	if len(s.Workloads) == 0 && s.Workload.Kind == kind {
+		return &s.Workload
+	}
+	return nil
+}
+
+// hasKind reports whether the scenario runs a workload of kind.
+func (s *Scenario) hasKind(kind string) bool { return s.workloadOf(kind) != nil }
+
+// mixed reports whether the scenario runs saga and 2PC load at once.
+func (s *Scenario) mixed() bool { return s.hasKind(WorkloadSaga) && s.hasKind(WorkloadTwoPC) }
+
+// KindLabel names the scenario's workload kinds for reports: saga, 2pc or saga+2pc.
+func (s *Scenario) KindLabel() string {
+	if s.mixed() {
+		return WorkloadSaga + "+" + WorkloadTwoPC
+	}
+	return s.Workload.Kind
 }
 
 // Topology is the processes of a scenario and where they run.

@@ -130,7 +130,7 @@ func TestSameSeedSameWorkloadAndSchedule(t *testing.T) {
 			t.Fatalf("schedule not sorted at %d", i)
 		}
 	}
-	w1, w2, w3 := s.generate(7), s.generate(7), s.generate(8)
+	w1, w2, w3 := s.generate(7, s.Workload), s.generate(7, s.Workload), s.generate(8, s.Workload)
 	if !reflect.DeepEqual(w1, w2) {
 		t.Error("the same seed generated two workloads")
 	}
@@ -158,6 +158,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("settle: !!int 5\n"))
 	f.Add([]byte("timeline: [{at: 1s, kind: latency, target: c1->postgres, latency: 1ms, duration: 1s}]\n"))
 	f.Add([]byte(minimal + "timeline: [{at: 1s, every: 2s, for: 10s, kind: pg_terminate, target: c1}]\n"))
+	f.Add([]byte(mixedMinimal))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s, err := Parse(data)
 		if err != nil {
@@ -174,9 +175,11 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("negative time in schedule: %+v", f)
 			}
 		}
-		if s.Workload.Count <= 1000 {
-			if got := len(s.generate(s.Seed)); got != s.Workload.Count {
-				t.Fatalf("generated %d requests, want %d", got, s.Workload.Count)
+		for _, w := range s.Workloads {
+			if w.Count <= 1000 {
+				if got := len(s.generate(s.Seed, w)); got != w.Count {
+					t.Fatalf("generated %d requests, want %d", got, w.Count)
+				}
 			}
 		}
 	})

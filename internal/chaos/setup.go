@@ -129,7 +129,7 @@ func (r *run) startProcesses(ctx context.Context) error {
 	if err := r.startCoordinators(readyCtx); err != nil {
 		return err
 	}
-	if r.s.Workload.Kind == WorkloadSaga {
+	if r.s.hasKind(WorkloadSaga) {
 		if err := r.register(readyCtx); err != nil {
 			return err
 		}
@@ -268,11 +268,11 @@ func (r *run) register(ctx context.Context) error {
 	path := r.s.definitionPath(r.s.dir)
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return fmt.Errorf("workload.definition: %w", err)
+		return fmt.Errorf("%s.definition: %w", r.s.sagaWhere(), err)
 	}
 	def, err := cli.ParseDefinition(path, b)
 	if err != nil {
-		return fmt.Errorf("workload.definition: %w", err)
+		return fmt.Errorf("%s.definition: %w", r.s.sagaWhere(), err)
 	}
 	conn := r.workloadConns()[0]
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)

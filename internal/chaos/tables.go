@@ -24,9 +24,14 @@ func (r *run) money(ctx context.Context) (int64, error) {
 
 func (r *run) table(name string) string { return pgx.Identifier{r.schema, name}.Sanitize() }
 
-// mainTable is the table of the workload's kind.
+// mainTable is the table of the workload's kind; of a mixed run, both tables' common columns
+// as one.
 func (r *run) mainTable() string {
-	if r.s.Workload.Kind == WorkloadTwoPC {
+	switch {
+	case r.s.mixed():
+		cols := "id, status, created_at, updated_at, finished_at"
+		return "(SELECT " + cols + " FROM " + r.table("sagas") + " UNION ALL SELECT " + cols + " FROM " + r.table("transactions") + ") AS work"
+	case r.s.Workload.Kind == WorkloadTwoPC:
 		return r.table("transactions")
 	}
 	return r.table("sagas")
@@ -43,7 +48,7 @@ func (r *run) terminal(status string) bool {
 	return false
 }
 
-func (r *run) sample(ctx context.Context, stop <-chan struct{}, d *driver) {
+func (r *run) sample(ctx context.Context, stop <-chan struct{}, drivers []*driver) {
 	t := time.NewTicker(r.opts.SampleInterval)
 	defer t.Stop()
 	for {
@@ -58,9 +63,11 @@ func (r *run) sample(ctx context.Context, stop <-chan struct{}, d *driver) {
 		if err != nil {
 			continue // the database may be down on purpose
 		}
-		d.mu.Lock()
-		sm.Accepted = d.res.Accepted
-		d.mu.Unlock()
+		for _, d := range drivers {
+			d.mu.Lock()
+			sm.Accepted += d.res.Accepted
+			d.mu.Unlock()
+		}
 		r.mu.Lock()
 		r.res.Samples = append(r.res.Samples, sm)
 		r.mu.Unlock()
@@ -103,7 +110,7 @@ func (r *run) sampleOnce(ctx context.Context) (Sample, error) {
 		return sm, err
 	}
 	sm.MoneyInFlight = r.initial - total
-	if r.s.Workload.Kind == WorkloadTwoPC && len(r.transfer) > 0 {
+	if r.s.hasKind(WorkloadTwoPC) && len(r.transfer) > 0 {
 		var parts []string
 		for _, s := range r.transfer {
 			parts = append(parts, "(SELECT coalesce(sum(held), 0) FROM "+pgx.Identifier{s, "accounts"}.Sanitize()+")")

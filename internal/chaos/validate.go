@@ -58,7 +58,7 @@ func (s *Scenario) check() problems {
 	procs := map[string]bool{}
 	s.validateCoordinators(&bad, procs)
 	s.validateSims(&bad, procs)
-	s.validateWorkload(&bad)
+	s.validateWorkloads(&bad)
 	for i, f := range s.Timeline {
 		where := fmt.Sprintf("timeline[%d]", i)
 		s.validateFault(&bad, where, f, procs)
@@ -77,8 +77,9 @@ func (s *Scenario) check() problems {
 	if s.Settle.D() > time.Hour {
 		bad.at("settle", "%s is longer than an hour", s.Settle.D())
 	}
-	if s.Workload.Kind == WorkloadTwoPC {
-		s.validateFaultKeys(&bad, twoPCFaultKeys(s.Workload.Participants), "workload.participants")
+	// A saga workload's keys come from its definition, which checkDefinition reads.
+	if w := s.workloadOf(WorkloadTwoPC); w != nil && !s.hasKind(WorkloadSaga) {
+		s.validateFaultKeys(&bad, twoPCFaultKeys(w.Participants), s.twoPCSource())
 	}
 	return bad
 }
@@ -202,47 +203,70 @@ func validateParticipant(bad *problems, where string, q SimParticipant, parts ma
 	}
 }
 
-func (s *Scenario) validateWorkload(bad *problems) {
-	w := s.Workload
+// validateWorkloads checks workload:, or workloads: (a saga and a 2PC workload run at once).
+func (s *Scenario) validateWorkloads(bad *problems) {
+	if !s.mixedGiven {
+		s.validateWorkload(bad, "workload", s.Workload)
+		return
+	}
+	if s.bothGiven {
+		bad.at("workloads", "give workload: or workloads:, not both")
+	}
+	if len(s.Workloads) > 2 {
+		bad.at("workloads", "%d workloads; at most two: one saga and one 2pc", len(s.Workloads))
+	}
+	kinds := map[string]bool{}
+	for i, w := range s.Workloads {
+		where := fmt.Sprintf("workloads[%d]", i)
+		if kinds[w.Kind] {
+			bad.at(where+".kind", "a second %s workload; workloads: runs one saga and one 2pc workload at once", w.Kind)
+		}
+		kinds[w.Kind] = true
+		s.validateWorkload(bad, where, w)
+	}
+}
+
+// validateWorkload checks one workload, at where ("workload" or "workloads[i]").
+func (s *Scenario) validateWorkload(bad *problems, where string, w Workload) {
 	switch w.Kind {
 	case WorkloadSaga:
 		if w.Definition == "" {
-			bad.at("workload.definition", "a saga workload needs a definition file")
+			bad.at(where+".definition", "a saga workload needs a definition file")
 		}
 		if len(w.Participants) > 0 {
-			bad.at("workload.participants", "only for a 2pc workload (a saga's participants are in its definition)")
+			bad.at(where+".participants", "only for a 2pc workload (a saga's participants are in its definition)")
 		}
 	case WorkloadTwoPC:
 		if w.Definition != "" {
-			bad.at("workload.definition", "a 2pc workload has no definition; list workload.participants")
+			bad.at(where+".definition", "a 2pc workload has no definition; list participants")
 		}
 		if len(w.Participants) < 1 {
-			bad.at("workload.participants", "a 2pc workload needs at least one participant")
+			bad.at(where+".participants", "a 2pc workload needs at least one participant")
 		}
 		parts := s.participants()
 		for i, p := range w.Participants {
 			if _, ok := parts[p]; !ok {
-				bad.at(fmt.Sprintf("workload.participants[%d]", i), "%q is not a participant of any participant_sim", p)
+				bad.at(fmt.Sprintf("%s.participants[%d]", where, i), "%q is not a participant of any participant_sim", p)
 			}
 		}
 	default:
-		bad.at("workload.kind", "%q must be saga or 2pc", w.Kind)
+		bad.at(where+".kind", "%q must be saga or 2pc", w.Kind)
 	}
 	if w.Count < 1 || w.Count > 1_000_000 {
-		bad.at("workload.count", "%d must be between 1 and 1000000", w.Count)
+		bad.at(where+".count", "%d must be between 1 and 1000000", w.Count)
 	}
 	if w.Concurrency < 1 || w.Concurrency > 1024 {
-		bad.at("workload.concurrency", "%d must be between 1 and 1024", w.Concurrency)
+		bad.at(where+".concurrency", "%d must be between 1 and 1024", w.Concurrency)
 	}
 	if w.Rate < 0 || w.Rate > 100000 {
-		bad.at("workload.rate", "%v must be between 0 (unlimited) and 100000 per second", w.Rate)
+		bad.at(where+".rate", "%v must be between 0 (unlimited) and 100000 per second", w.Rate)
 	}
 	in := w.Input
 	if !slices.Contains([]string{GenTransfer, GenOrder, GenEmpty}, in.Generator) {
-		bad.at("workload.input.generator", "%q must be transfer, order or empty", in.Generator)
+		bad.at(where+".input.generator", "%q must be transfer, order or empty", in.Generator)
 	}
 	if in.Accounts < 1 || in.MinAmount < 1 || in.MaxAmount < in.MinAmount {
-		bad.at("workload.input", "accounts and min_amount must be at least 1 and max_amount at least min_amount")
+		bad.at(where+".input", "accounts and min_amount must be at least 1 and max_amount at least min_amount")
 	}
 }
 

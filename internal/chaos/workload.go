@@ -46,11 +46,15 @@ type request struct {
 	Payloads []json.RawMessage
 }
 
-// generate returns the workload's requests for a seed.
-func (s *Scenario) generate(seed uint64) []request {
-	w := s.Workload
+// generate returns the requests of workload w for a seed. The first workload draws from the
+// stream "workload"; the 2PC workload of a mixed scenario from its own.
+func (s *Scenario) generate(seed uint64, w Workload) []request {
 	in := w.Input
-	r := newRand(seed, s.Name, "workload")
+	stream := "workload"
+	if s.mixed() && w.Kind == WorkloadTwoPC {
+		stream = "workload-2pc"
+	}
+	r := newRand(seed, s.Name, stream)
 	out := make([]request, w.Count)
 	for i := range out {
 		var id [16]byte
@@ -105,14 +109,17 @@ type workloadResult struct {
 	Errors map[string]int `json:"errors,omitempty"`
 	// AcceptedAt is each accepted request's time, from the start of the workload.
 	AcceptedAt []time.Duration `json:"-"`
-	// IDs of the accepted sagas or transactions.
-	IDs     []string      `json:"-"`
+	// IDs of the accepted sagas or transactions; with both, IDsOf tells them apart.
+	IDs []string `json:"-"`
+	// TxIDs are the accepted 2PC transactions of a mixed run (IDs holds them too).
+	TxIDs   []string      `json:"-"`
 	Elapsed time.Duration `json:"-"`
 }
 
-// driver sends the workload to the coordinators that take it.
+// driver sends one workload to the coordinators that take it.
 type driver struct {
 	s       *Scenario
+	w       Workload
 	conns   []*client.Conn
 	defName string
 	t0      time.Time
@@ -122,7 +129,7 @@ type driver struct {
 }
 
 func (d *driver) run(ctx context.Context, reqs []request) workloadResult {
-	w := d.s.Workload
+	w := d.w
 	d.res.Errors = map[string]int{}
 	d.res.Requested = len(reqs)
 	work := make(chan int)
@@ -164,7 +171,7 @@ feed:
 // the request deadline passes. Starts are idempotent on the id, so a repeat after an unknown
 // outcome is safe.
 func (d *driver) one(ctx context.Context, i int, r request) {
-	w := d.s.Workload
+	w := d.w
 	deadline := time.Now().Add(w.RequestDeadline.D())
 	for attempt := 0; ; attempt++ {
 		conn := d.conns[(i+attempt)%len(d.conns)]
@@ -206,4 +213,43 @@ func (d *driver) one(ctx context.Context, i int, r request) {
 		case <-time.After(time.Duration(min(attempt+1, 10)) * 50 * time.Millisecond):
 		}
 	}
+}
+
+// idsOf returns the accepted ids of the workload of kind: of a mixed run, TxIDs are the 2PC
+// ones and the others the sagas.
+func (w workloadResult) idsOf(kind string, mixed bool) []string {
+	if !mixed {
+		return w.IDs
+	}
+	tx := map[string]bool{}
+	for _, id := range w.TxIDs {
+		tx[id] = true
+	}
+	var out []string
+	for _, id := range w.IDs {
+		if tx[id] == (kind == WorkloadTwoPC) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// merge adds the result of another workload run at the same time.
+func (w *workloadResult) merge(o workloadResult, kind string) {
+	w.Requested += o.Requested
+	w.Accepted += o.Accepted
+	w.Rejected += o.Rejected
+	w.Retries += o.Retries
+	if w.Errors == nil {
+		w.Errors = map[string]int{}
+	}
+	for k, n := range o.Errors {
+		w.Errors[k] += n
+	}
+	w.AcceptedAt = append(w.AcceptedAt, o.AcceptedAt...)
+	w.IDs = append(w.IDs, o.IDs...)
+	if kind == WorkloadTwoPC {
+		w.TxIDs = append(w.TxIDs, o.IDs...)
+	}
+	w.Elapsed = max(w.Elapsed, o.Elapsed)
 }
