@@ -133,6 +133,10 @@ violated) or could not run; else 6 if a run was INCONCLUSIVE: the invariants hel
 did not take effect or was not healed (the report names it and why), so the run did not test
 what the scenario says.
 
+A timeline entry with when: waits for a state of the run's database (twopc_committing_at_least,
+outbox_rows_above, sagas_open_at_least, step_dispatched), polled every 100ms; not met within its
+timeout, the fault did not take effect and the run is INCONCLUSIVE.
+
 A scenario with workloads: drives saga and 2PC load at once, each checked by its own
 invariants.
 

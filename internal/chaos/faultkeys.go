@@ -69,6 +69,11 @@ func (s *Scenario) checkDefinition(bad *problems, dir string) {
 		bad.at(field, "%v", err)
 		return
 	}
+	var steps []string
+	for _, st := range def.GetSteps() {
+		steps = append(steps, st.GetName())
+	}
+	s.checkStepConditions(bad, def.GetName(), steps)
 	parts := s.participants()
 	for _, st := range def.GetSteps() {
 		if _, ok := parts[st.GetParticipant()]; !ok {

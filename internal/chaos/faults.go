@@ -15,6 +15,16 @@ func (r *run) apply(ctx context.Context, f ScheduledFault) AppliedFault {
 		a.Error = err.Error()
 		return a
 	}
+	if f.When != nil {
+		if err := r.awaitCondition(ctx, f); err != nil {
+			a.Error = err.Error()
+			a.AppliedAt = r.since(time.Now())
+			a.HealedAt = a.AppliedAt
+			r.event("fault %s not applied: %v", describe(f), err)
+			return a
+		}
+		r.event("condition %s holds", f.When)
+	}
 	heal, err := r.inject(ctx, f)
 	// Applied when it took effect: a kill is instant, rabbitmqctl takes seconds.
 	a.AppliedAt = r.since(time.Now())
@@ -65,6 +75,9 @@ func describe(f ScheduledFault) string {
 	}
 	if f.Repetitions > 0 {
 		s += fmt.Sprintf(" (%d/%d)", f.Repetition, f.Repetitions)
+	}
+	if f.When != nil {
+		s += " when " + f.When.String()
 	}
 	return s
 }

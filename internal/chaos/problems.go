@@ -146,9 +146,13 @@ func findValue(n *yaml.Node, line, col int, path string) (string, bool) {
 	switch n.Kind {
 	case yaml.MappingNode:
 		for i := 0; i+1 < len(n.Content); i += 2 {
-			key := n.Content[i].Value
+			k := n.Content[i]
+			key := k.Value
 			if path != "" {
 				key = path + "." + key
+			}
+			if k.Line == line && k.Column == col {
+				return key, true // a key the decoder refused
 			}
 			if p, ok := findValue(n.Content[i+1], line, col, key); ok {
 				return p, true

@@ -82,7 +82,7 @@ func TestEveryIsChecked(t *testing.T) {
 		t.Fatalf("overlapping repetitions: err = %v", err)
 	}
 	_, err = Parse([]byte(minimal + "random_faults: {count: 1, from: 1s, to: 2s, choices: [{kind: pg_terminate, target: c1, every: 1s, times: 2}]}\n"))
-	if err == nil || !strings.Contains(err.Error(), "random_faults.choices[0]: every, for and times are only for timeline entries") {
+	if err == nil || !strings.Contains(err.Error(), "random_faults.choices[0]: every, for, times, when and timeout are only for timeline entries") {
 		t.Fatalf("every in a random choice: err = %v", err)
 	}
 }

@@ -278,6 +278,11 @@ type Fault struct {
 	Every Duration `yaml:"every" json:"every,omitempty"`
 	For   Duration `yaml:"for" json:"for,omitempty"`
 	Times int      `yaml:"times" json:"times,omitempty"`
+	// When triggers the fault by the state of the run's database instead of at a time: from At
+	// on, the condition is polled every 100ms, and the fault applied as soon as it holds; if it
+	// does not hold within Timeout (default 60s) the fault did not take effect (INCONCLUSIVE).
+	When    *Condition `yaml:"when" json:"when,omitempty"`
+	Timeout Duration   `yaml:"timeout" json:"timeout,omitempty"`
 	// Repetition numbers the entries expanded from one with every: (1 to Repetitions); zero for
 	// an entry written once.
 	Repetition  int `yaml:"-" json:"repetition,omitempty"`

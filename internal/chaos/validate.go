@@ -63,6 +63,7 @@ func (s *Scenario) check() problems {
 		where := fmt.Sprintf("timeline[%d]", i)
 		s.validateFault(&bad, where, f, procs)
 		validateRepeat(&bad, where, f)
+		s.validateWhen(&bad, where, f)
 	}
 	s.validateRandomFaults(&bad, procs)
 	for i, inv := range s.Invariants {
@@ -292,8 +293,8 @@ func (s *Scenario) validateRandomFaults(bad *problems, procs map[string]bool) {
 		if f.At != 0 || f.Duration != 0 {
 			bad.at(where, "at and duration are drawn; leave them out")
 		}
-		if f.Every != 0 || f.For != 0 || f.Times != 0 {
-			bad.at(where, "every, for and times are only for timeline entries")
+		if f.Every != 0 || f.For != 0 || f.Times != 0 || f.When != nil || f.Timeout != 0 {
+			bad.at(where, "every, for, times, when and timeout are only for timeline entries")
 		}
 		// The drawn duration, for the kinds that last.
 		f.At, f.Duration, f.Every, f.For, f.Times = 0, 0, 0, 0, 0
