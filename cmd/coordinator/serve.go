@@ -104,10 +104,13 @@ func securityFlags(fs *pflag.FlagSet, cfg *coordinator.Config) {
 	fs.StringVar(&cfg.CredentialsFile, "credentials-file", "", "authenticate calls with the tokens and certificate identities of this YAML file, and check their roles; re-read when it changes")
 	fs.BoolVar(&cfg.Insecure, "insecure", false, "allow a listen address that is not loopback without TLS and credentials (a trusted network only)")
 	fs.BoolVar(&cfg.Reflection, "reflection", false, "serve gRPC server reflection (for grpcurl)")
+	fs.StringVar(&cfg.ConsoleAddr, "console-listen", "", "serve the operator web console on this address (TLS and credentials as the API's), e.g. 127.0.0.1:8080; empty: no console")
+	fs.StringVar(&cfg.ConsoleTraceURL, "console-trace-url", "", "link a saga's trace id on the console: {trace_id} is replaced, e.g. http://jaeger:16686/trace/{trace_id}")
 	for flag, env := range map[string]string{
 		"tls-cert": "SAGACOORD_TLS_CERT", "tls-key": "SAGACOORD_TLS_KEY", "tls-client-ca": "SAGACOORD_TLS_CLIENT_CA",
 		"tls-require-client-cert": "SAGACOORD_TLS_REQUIRE_CLIENT_CERT", "credentials-file": "SAGACOORD_CREDENTIALS_FILE",
 		"insecure": "SAGACOORD_INSECURE", "reflection": "SAGACOORD_REFLECTION",
+		"console-listen": "SAGACOORD_CONSOLE_LISTEN", "console-trace-url": "SAGACOORD_CONSOLE_TRACE_URL",
 	} {
 		cmdline.Env(fs, flag, env)
 	}
@@ -138,6 +141,13 @@ func serve(ctx context.Context, cfg coordinator.Config, opts serveOptions, stdou
 	}
 	// Printed once the API serves: scripts wait for this line.
 	fmt.Fprintf(stdout, "coordinator listening on %s\n", c.Addr())
+	if a := c.ConsoleAddr(); a != "" {
+		scheme := "http"
+		if cfg.TLSCertFile != "" {
+			scheme = "https"
+		}
+		fmt.Fprintf(stdout, "coordinator console on %s://%s/\n", scheme, a)
+	}
 	if a := c.MetricsAddr(); a != "" {
 		fmt.Fprintf(stdout, "coordinator metrics on http://%s/metrics\n", a)
 	}

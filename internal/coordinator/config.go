@@ -93,6 +93,14 @@ type Config struct {
 	Insecure bool
 	// Reflection serves gRPC server reflection. Default off.
 	Reflection bool
+	// ConsoleAddr, when set, serves the operator web console (internal/console) on this
+	// address, over TLS with the API's certificate when TLSCertFile is set, behind the same
+	// credentials; the same rule as ListenAddr's refuses an address that is not loopback. Default
+	// off.
+	ConsoleAddr string
+	// ConsoleTraceURL links a saga's trace id on the console: "{trace_id}" is replaced, e.g.
+	// http://jaeger:16686/trace/{trace_id}. Default: no link.
+	ConsoleTraceURL string
 	// TracerProvider and MeterProvider, when set, replace the OTLP exporter and the /metrics
 	// endpoint (tests use in-memory ones). The tracer provider must use telemetry.IDGenerator
 	// (traceexport.NewTracerProvider does).

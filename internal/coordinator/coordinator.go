@@ -77,6 +77,10 @@ type Coordinator struct {
 	lis       net.Listener
 	served    chan error
 	debug     *http.Server
+	limiter   *server.Limiter
+	// consoleLis and console serve the operator console (console.go) when ConsoleAddr is set.
+	consoleLis net.Listener
+	console    *http.Server
 }
 
 // Start listens, connects, checks the schema, and serves until Stop. It listens first, with
@@ -109,6 +113,9 @@ func Start(ctx context.Context, cfg Config) (*Coordinator, error) {
 	if err := c.listen(append(inst.grpcOpts, secure...), creds); err != nil {
 		return nil, err
 	}
+	if err := c.listenConsole(); err != nil {
+		return nil, err
+	}
 	cfg.Logger.Info("coordinator listening, not serving until it reaches the database and the broker", "addr", c.lis.Addr().String())
 	if err := lifecycle.Connect(ctx, cfg.Logger, "the database or the broker", func(ctx context.Context) error {
 		return c.connect(ctx, inst)
@@ -117,6 +124,7 @@ func Start(ctx context.Context, cfg Config) (*Coordinator, error) {
 	}
 	c.sagas.Engine, c.txs.Engine = c.engine, c.engine
 	c.ready.Serve()
+	c.serveConsole(creds)
 	cfg.Logger.Info("coordinator serving", "addr", c.lis.Addr().String(), "database", Redact(cfg.DatabaseURL), "amqp", Redact(cfg.AMQPURL))
 	ok = true
 	return c, nil
@@ -254,11 +262,11 @@ func (c *Coordinator) listen(grpcOpts []grpc.ServerOption, creds *auth.Credentia
 		c.debug = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go func() { _ = c.debug.Serve(dl) }()
 	}
-	limiter := server.NewLimiter(server.Limits{
+	c.limiter = server.NewLimiter(server.Limits{
 		Rate: cfg.RateLimit, Burst: cfg.RateBurst, WatchesPerCaller: cfg.MaxWatchesPerCaller, Watches: cfg.MaxWatches,
 	})
 	c.grpc = server.NewGRPCServer(c.sagas, c.txs, server.Options{
-		GRPC: grpcOpts, Credentials: creds, Limiter: limiter, Reflection: cfg.Reflection, Logger: log, Readiness: c.ready,
+		GRPC: grpcOpts, Credentials: creds, Limiter: c.limiter, Reflection: cfg.Reflection, Logger: log, Readiness: c.ready,
 	})
 	go func() { c.served <- c.grpc.Serve(c.lis) }()
 	return nil
@@ -286,6 +294,7 @@ func (c *Coordinator) Stop() {
 	if c.debug != nil {
 		_ = c.debug.Close()
 	}
+	c.stopConsole()
 	if c.grpc != nil {
 		done := make(chan struct{})
 		go func() { c.grpc.GracefulStop(); close(done) }()

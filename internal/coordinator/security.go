@@ -31,14 +31,17 @@ func (c Config) validateSecurity() error {
 	if c.CredentialsFile != "" && !tlsOn {
 		errs = append(errs, errors.New("--credentials-file needs TLS (--tls-cert and --tls-key): bearer tokens must not travel in plaintext"))
 	}
-	if !c.Insecure && !loopback(c.ListenAddr) && (!tlsOn || c.CredentialsFile == "") {
+	for _, a := range []struct{ what, addr string }{{"listen address", c.ListenAddr}, {"console address", c.ConsoleAddr}} {
+		if a.addr == "" || c.Insecure || loopback(a.addr) || (tlsOn && c.CredentialsFile != "") {
+			continue
+		}
 		missing := "--credentials-file"
 		if !tlsOn {
 			missing = "--tls-cert, --tls-key and " + missing
 		}
-		errs = append(errs, fmt.Errorf("listen address %s is not a loopback address, and without TLS and credentials anyone "+
+		errs = append(errs, fmt.Errorf("%s %s is not a loopback address, and without TLS and credentials anyone "+
 			"who reaches it could start, abort and retry sagas: set %s (README.md, section Production), or pass --insecure "+
-			"to serve it unprotected on a network you trust (local use only)", c.ListenAddr, missing))
+			"to serve it unprotected on a network you trust (local use only)", a.what, a.addr, missing))
 	}
 	return errors.Join(errs...)
 }

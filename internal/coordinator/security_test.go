@@ -35,6 +35,11 @@ func TestSecuritySettings(t *testing.T) {
 		{"TLS without credentials refused", func(c *Config) { c.ListenAddr = ":7233"; tls(c) }, []string{"set --credentials-file (README.md"}, 1},
 		{"TLS and credentials", func(c *Config) { c.ListenAddr = ":7233"; tls(c); c.CredentialsFile = "creds.yaml" }, nil, 0},
 		{"insecure", func(c *Config) { c.ListenAddr = "0.0.0.0:7233"; c.Insecure = true }, nil, 0},
+		{"console on every interface refused", func(c *Config) { c.ConsoleAddr = "0.0.0.0:8080" },
+			[]string{"console address 0.0.0.0:8080 is not a loopback address", "set --tls-cert, --tls-key and --credentials-file"}, 1},
+		{"console on loopback", func(c *Config) { c.ConsoleAddr = "127.0.0.1:8080" }, nil, 0},
+		{"console with TLS and credentials", func(c *Config) { c.ConsoleAddr = ":8080"; tls(c); c.CredentialsFile = "creds.yaml" }, nil, 0},
+		{"console insecure", func(c *Config) { c.ConsoleAddr = "0.0.0.0:8080"; c.Insecure = true }, nil, 0},
 		{"credentials without TLS", func(c *Config) { c.CredentialsFile = "creds.yaml" }, []string{"--credentials-file needs TLS"}, 1},
 		{"every problem at once", func(c *Config) {
 			c.TLSKeyFile, c.TLSClientCAFile, c.TLSRequireClientCert = "tls.key", "ca.pem", false

@@ -161,3 +161,13 @@ func (l *Limiter) ServerOptions() []grpc.ServerOption {
 		}),
 	}
 }
+
+// Take spends one call of who's budget, the same budget as the API's (who is "identity:NAME" or
+// "host:HOST", as the API names its callers); when none is left it returns how long until one
+// is. The operator console (internal/console) uses it, so that a caller's pages and API calls
+// share one rate.
+func (l *Limiter) Take(who string) (time.Duration, bool) { return l.take(who) }
+
+// OpenWatch counts a long-lived stream of who against the watch limits, or refuses it; release
+// ends it. The console's event streams use it.
+func (l *Limiter) OpenWatch(who string) (release func(), err error) { return l.openWatch(who) }
