@@ -48,14 +48,14 @@ func (r *run) apply(ctx context.Context, f ScheduledFault) AppliedFault {
 		} else {
 			r.event("healed %s", desc)
 			if isProcessFault(f.Kind) {
-				r.noteHeal(r.procs[f.Target])
+				r.noteHeal(r.procs[f.Target], f.Kind != FaultSIGSTOP)
 			}
 		}
 	} else if heal != nil {
 		if err := heal(context.WithoutCancel(ctx)); err != nil {
 			a.Error = "heal: " + err.Error()
 		} else if isProcessFault(f.Kind) {
-			r.noteHeal(r.procs[f.Target])
+			r.noteHeal(r.procs[f.Target], f.Kind != FaultSIGSTOP)
 		}
 	}
 	a.HealedAt = r.since(time.Now())

@@ -51,22 +51,25 @@ func (r *run) metricsArgs(name string) ([]string, string, error) {
 }
 
 // noteHeal records the work counter of a process named in expect.recovered after a fault on it
-// healed (or after it came back from a crash of its own).
-func (r *run) noteHeal(p *process) {
+// healed (or after it came back from a crash of its own). A fresh instance (started by the heal)
+// counts from zero, all of it after the heal, so its baseline is 0 whatever it did before this
+// call; a resumed one (SIGCONT) is read.
+func (r *run) noteHeal(p *process, fresh bool) {
 	if p == nil || p.metricsAddr == "" {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	instance, _, _ := p.instance()
 	b := workBaseline{instance: instance, at: r.since(time.Now())}
-	v, err := scrapeWork(ctx, p)
-	if err != nil {
-		// A new instance counts from zero; a frozen one that does not answer is judged at the check.
-		r.event("recovery baseline of %s unavailable: %v", p.name, err)
-		v = -1
+	if !fresh {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		v, err := scrapeWork(ctx, p)
+		if err != nil {
+			r.event("recovery baseline of %s unavailable: %v", p.name, err)
+			v = -1 // judged at the check: unless it restarts, R1 cannot tell
+		}
+		b.value = v
 	}
-	b.value = v
 	r.mu.Lock()
 	if r.baselines == nil {
 		r.baselines = map[string]workBaseline{}

@@ -50,14 +50,19 @@ func TestRecoveredIsChecked(t *testing.T) {
 	}
 }
 
-// R1 passes for a participant-sim killed and started again that handled commands after it, and
-// fails, naming why, for one killed for good.
+// R1 passes for a participant-sim killed and started again, or frozen and resumed, that handled
+// commands after it, and fails, naming why, for one killed for good.
 func TestRecoveryCheckOnRealProcesses(t *testing.T) {
 	t.Parallel()
 	back := runTiny(t, false, "60s", tinyTimeline+"expect: {recovered: [bank-b]}\n")
 	r1 := back.invariant(R1)
 	if r1 == nil || !r1.Passed || !strings.Contains(r1.Detail, "bank-b: start 2, ready,") || !strings.Contains(r1.Detail, "unit(s) of work after the heal") {
 		t.Errorf("R1 after a kill and restart = %+v, want passed at start 2 with work after the heal", r1)
+	}
+	frozen := runTiny(t, false, "60s", "  - {at: 300ms, kind: sigstop, target: bank-b, duration: 300ms}\nexpect: {recovered: [bank-b]}\n")
+	r1 = frozen.invariant(R1)
+	if r1 == nil || !r1.Passed || !strings.Contains(r1.Detail, "bank-b: start 1, ready,") {
+		t.Errorf("R1 after a freeze = %+v, want passed, the same instance working after SIGCONT", r1)
 	}
 	gone := runTiny(t, false, "5s", "  - {at: 300ms, kind: sigkill, target: bank-b}\nexpect: {recovered: [bank-b]}\n")
 	r1 = gone.invariant(R1)

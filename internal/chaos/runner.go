@@ -136,7 +136,7 @@ func (r *run) restarted(p *process) {
 	r.mu.Lock()
 	r.selfHealed = time.Now()
 	r.mu.Unlock()
-	r.noteHeal(p)
+	r.noteHeal(p, true)
 }
 
 // Run runs one scenario and returns its result; it never returns nil. A run that could not be
