@@ -95,7 +95,7 @@ func (e *env) startParticipant(dbURL, amqpURL string) {
 	pool, err := coordinator.OpenPool(e.ctx, dbURL, 4)
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
-	w, err := participant.New(participant.Config{Name: "bank", Transport: tr, DB: pool, Schema: testenv.Name("p_"), RetryBackoff: 50 * time.Millisecond})
+	w, err := participant.New(participant.Config{Name: "bank", Transport: tr, DB: pool, Schema: testenv.Name("p_"), RetryBackoff: 50 * time.Millisecond, Logger: testLogger(t)})
 	require.NoError(t, err)
 	w.HandleDefault(func(ctx context.Context, _ pgx.Tx, cmd *protocol.StepCommand) (json.RawMessage, error) {
 		if cmd.Kind == protocol.KindAction && cmd.Step == "debit" && e.broken.Load() {

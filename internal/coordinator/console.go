@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"time"
@@ -47,7 +48,9 @@ func (c *Coordinator) serveConsole(creds *auth.CredentialsFile) {
 	h := console.New(console.Config{Engine: c.engine, Credentials: creds, Secure: c.cfg.TLSCertFile != "",
 		TraceURL: c.cfg.ConsoleTraceURL, Limiter: c.limiter, Logger: c.cfg.Logger})
 	c.console = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
-		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
+		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
+		// Handshake errors (a browser that dropped a connection) are not worth a line of stderr.
+		ErrorLog: slog.NewLogLogger(c.cfg.Logger.Handler(), slog.LevelDebug)}
 	lis := c.consoleLis
 	go func() { _ = c.console.Serve(lis) }()
 	c.cfg.Logger.Info("console serving", "addr", lis.Addr().String(), "tls", c.cfg.TLSCertFile != "")
