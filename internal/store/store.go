@@ -62,7 +62,15 @@ type DefinitionFilter struct {
 type ListFilter struct {
 	Status     saga.Status
 	Definition string
-	Limit      int
+	// DefinitionVersion, when positive, selects that version of Definition only.
+	DefinitionVersion int
+	// CreatedFrom and CreatedBefore, when set, bound the creation time: from (inclusive) and
+	// before (exclusive).
+	CreatedFrom, CreatedBefore time.Time
+	// OldestFirst lists oldest first (After then continues after the previous page's last,
+	// towards the newer).
+	OldestFirst bool
+	Limit       int
 	// After continues a listing after this saga (from the previous page's last element).
 	AfterCreatedAt time.Time
 	AfterID        uuid.UUID

@@ -136,8 +136,11 @@ func (s *Store) ListSagas(ctx context.Context, f store.ListFilter) ([]*store.Sag
 		return nil, fmt.Errorf("list sagas: %w", err)
 	}
 	out, err := page(ctx, s, s.sagas, func(r *row) bool {
-		return (f.Status == "" || r.status == string(f.Status)) && (f.Definition == "" || r.defName == f.Definition)
-	}, f.AfterCreatedAt, f.AfterID, f.Limit)
+		return (f.Status == "" || r.status == string(f.Status)) && (f.Definition == "" || r.defName == f.Definition) &&
+			(f.DefinitionVersion <= 0 || r.defVersion == f.DefinitionVersion) &&
+			(f.CreatedFrom.IsZero() || !r.createdAt.Before(dbTime(f.CreatedFrom))) &&
+			(f.CreatedBefore.IsZero() || r.createdAt.Before(dbTime(f.CreatedBefore)))
+	}, f.AfterCreatedAt, f.AfterID, f.Limit, f.OldestFirst)
 	if err != nil {
 		return nil, fmt.Errorf("list sagas: %w", err)
 	}

@@ -74,7 +74,7 @@ func (s *Store) ListTx(ctx context.Context, f store.TxFilter) ([]*store.Tx, erro
 	}
 	out, err := page(ctx, s, s.txs, func(r *row) bool {
 		return f.State == "" || r.status == string(f.State)
-	}, f.AfterCreatedAt, f.AfterID, f.Limit)
+	}, f.AfterCreatedAt, f.AfterID, f.Limit, false)
 	if err != nil {
 		return nil, fmt.Errorf("list transactions: %w", err)
 	}

@@ -275,10 +275,19 @@ func (s *Store) GetSaga(ctx context.Context, id uuid.UUID) (*store.Saga, error) 
 
 // ListSagas implements store.Sagas.
 func (s *Store) ListSagas(ctx context.Context, f store.ListFilter) ([]*store.Saga, error) {
+	// The same indexes, (status | definition_name, created_at DESC, id DESC), serve both
+	// directions: oldest first reads them backwards.
+	after, order := "<", "DESC"
+	if f.OldestFirst {
+		after, order = ">", "ASC"
+	}
 	q := `SELECT ` + sagaColumns + ` FROM sagas WHERE ($1 = '' OR status = $1) AND ($2 = '' OR definition_name = $2)
-		AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))
-		ORDER BY created_at DESC, id DESC LIMIT $5`
-	rows, err := s.pool.Query(ctx, q, string(f.Status), f.Definition, tsOrNull(f.AfterCreatedAt), f.AfterID, f.Limit)
+		AND ($6 <= 0 OR definition_version = $6)
+		AND ($7::timestamptz IS NULL OR created_at >= $7) AND ($8::timestamptz IS NULL OR created_at < $8)
+		AND ($3::timestamptz IS NULL OR (created_at, id) ` + after + ` ($3, $4))
+		ORDER BY created_at ` + order + `, id ` + order + ` LIMIT $5`
+	rows, err := s.pool.Query(ctx, q, string(f.Status), f.Definition, tsOrNull(f.AfterCreatedAt), f.AfterID, f.Limit,
+		f.DefinitionVersion, tsOrNull(f.CreatedFrom), tsOrNull(f.CreatedBefore))
 	if err != nil {
 		return nil, fmt.Errorf("list sagas: %w", err)
 	}

@@ -66,6 +66,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Sagas/CreateEmptyBatch", testCreateSagasEmpty},
 		{"Sagas/GetNotFound", testGetSagaNotFound},
 		{"Sagas/ListFiltersAndPages", testListSagas},
+		{"Sagas/ListByVersionTimeAndAge", testListSagasByVersionTimeAndAge},
 
 		{"Transactions/CreateWritesTxAndMessages", testCreateTx},
 		{"Transactions/CreateExistingReturnsItWithoutMessages", testCreateTxExisting},
