@@ -8,6 +8,9 @@
 //	identity.go  who calls: a session's token, a client certificate, or anonymous
 //	login.go     the login and logout pages
 //	sagas.go     /sagas and /sagas/{id}, and the operators' abort and retry
+//	filters.go   the list's filters
+//	attention.go /attention: FAILED sagas and transactions in doubt, oldest first
+//	transactions.go /transactions and /transactions/{id}
 //	view.go      what the saga page shows: steps, timeline, formatted JSON
 //	events.go    server-sent events of a saga and of the counts
 //	render.go    the templates and the embedded files
@@ -85,6 +88,9 @@ func (c *Console) routes() {
 	})
 	c.mux.Handle("GET /sagas", c.page(auth.RoleReader, c.sagaList))
 	c.mux.Handle("GET /sagas/{id}", c.page(auth.RoleReader, c.sagaPage))
+	c.mux.Handle("GET /attention", c.page(auth.RoleReader, c.attention))
+	c.mux.Handle("GET /transactions", c.page(auth.RoleReader, c.txList))
+	c.mux.Handle("GET /transactions/{id}", c.page(auth.RoleReader, c.txPage))
 	c.mux.Handle("GET /sagas/{id}/events", c.stream(c.sagaEvents))
 	c.mux.Handle("GET /events/counts", c.stream(c.countEvents))
 	c.mux.Handle("POST /sagas/{id}/retry", c.action(c.retry))

@@ -53,12 +53,13 @@ var funcs = template.FuncMap{
 		return d.Round(time.Millisecond).String()
 	},
 	"lower": strings.ToLower,
+	"age":   age,
 }
 
 // templates are the pages, each parsed with the layout.
 var templates = func() map[string]*template.Template {
 	out := map[string]*template.Template{}
-	for _, name := range []string{"login", "sagas", "saga"} {
+	for _, name := range []string{"login", "sagas", "saga", "attention", "transactions", "transaction"} {
 		out[name] = template.Must(template.New("layout.html").Funcs(funcs).ParseFS(web, "web/layout.html", "web/"+name+".html"))
 	}
 	return out

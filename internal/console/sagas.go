@@ -22,9 +22,12 @@ var statuses = []saga.Status{saga.StatusRunning, saga.StatusCompensating, saga.S
 // listView is what /sagas shows.
 type listView struct {
 	Status, Definition string
-	Statuses           []saga.Status
-	Counts             []count
-	Rows               []listRow
+	// Version, From and Before are the filters as given: a version number, and times
+	// (2006-01-02T15:04, UTC) from which and before which the sagas were created.
+	Version, From, Before string
+	Statuses              []saga.Status
+	Counts                []count
+	Rows                  []listRow
 	// Next is the URL of the next page, empty on the last.
 	Next  string
 	Error string
@@ -41,7 +44,8 @@ type listRow struct {
 	Created, Updated, Finished time.Time
 }
 
-// sagaList serves /sagas: newest first, by status and definition, a page at a time. The query
+// sagaList serves /sagas: newest first, by status, definition, version and creation time, a
+// page at a time. The query
 // keys the store's index (created_at DESC, id DESC, with status or definition first): the next
 // page starts after the last row, never at an offset.
 func (c *Console) sagaList(w http.ResponseWriter, r *http.Request, who caller) {
@@ -50,10 +54,11 @@ func (c *Console) sagaList(w http.ResponseWriter, r *http.Request, who caller) {
 		http.Redirect(w, r, "/sagas/"+url.PathEscape(id), http.StatusSeeOther)
 		return
 	}
-	v := listView{Status: q.Get("status"), Definition: strings.TrimSpace(q.Get("definition")), Statuses: statuses}
-	f := store.ListFilter{Status: saga.Status(v.Status), Definition: v.Definition}
-	if v.Status != "" && !knownStatus(f.Status) {
-		c.render(w, http.StatusBadRequest, "sagas", c.pageFor(who, "Sagas", listView{Statuses: statuses, Error: "unknown status " + v.Status}))
+	v := listView{Status: q.Get("status"), Definition: strings.TrimSpace(q.Get("definition")), Statuses: statuses,
+		Version: q.Get("version"), From: q.Get("from"), Before: q.Get("before")}
+	f, err := listFilter(v)
+	if err != nil {
+		c.render(w, http.StatusBadRequest, "sagas", c.pageFor(who, "Sagas", listView{Statuses: statuses, Error: err.Error()}))
 		return
 	}
 	size := pageSize
@@ -88,15 +93,6 @@ func (c *Console) sagaList(w http.ResponseWriter, r *http.Request, who caller) {
 		return
 	}
 	c.render(w, http.StatusOK, "sagas", c.pageFor(who, "Sagas", v))
-}
-
-func knownStatus(s saga.Status) bool {
-	for _, k := range statuses {
-		if k == s {
-			return true
-		}
-	}
-	return false
 }
 
 // cursor is a page's position: the last row's creation time and id.

@@ -1,0 +1,62 @@
+package console_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/sagacoord/sagacoord/internal/engine"
+	"github.com/sagacoord/sagacoord/twopc"
+)
+
+// /attention lists the FAILED sagas oldest first and the transactions in doubt; /transactions
+// and /transactions/{id} show a transaction's participants, votes and state; the list's version
+// and time filters select what they say.
+func TestAttentionTransactionsAndFilters(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	first, second := e.failedSaga(), e.failedSaga()
+	// bank has no two-phase-commit handlers: its PREPARE is dead-lettered, no vote comes, and the
+	// transaction stays PREPARING (in doubt) until its ten-minute prepare timeout.
+	tx, _, err := e.coord.Engine().BeginTransaction(e.ctx, engine.BeginRequest{PrepareTimeout: 10 * time.Minute,
+		Participants: []twopc.Participant{{Name: "bank", Payload: json.RawMessage(`{"note":"<b>x</b>"}`)}}})
+	require.NoError(t, err)
+	c := e.login(e.client(), readerToken)
+
+	code, body := e.get(c, "/attention")
+	require.Equal(t, http.StatusOK, code)
+	i, j := strings.Index(body, first.String()), strings.Index(body, second.String())
+	require.True(t, i > 0 && j > i, "the FAILED sagas are not both listed, oldest first:\n%s", body)
+	contains(t, body, "/transactions/"+tx.ID.String(), ">PREPARING<")
+
+	code, body = e.get(c, "/transactions?state=PREPARING")
+	require.Equal(t, http.StatusOK, code)
+	contains(t, body, "/transactions/"+tx.ID.String())
+	code, body = e.get(c, "/transactions/"+tx.ID.String())
+	require.Equal(t, http.StatusOK, code)
+	contains(t, body, `id="tx-state">PREPARING<`, "<td>bank</td><td>none yet</td>", "&lt;b&gt;x&lt;/b&gt;")
+	code, _ = e.get(c, "/transactions?state=BOGUS")
+	require.Equal(t, http.StatusBadRequest, code)
+
+	for _, tt := range []struct {
+		query string
+		code  int
+		has   bool
+	}{
+		{"definition=transfer&version=1", http.StatusOK, true},
+		{"definition=transfer&version=2", http.StatusOK, false},
+		{"from=" + time.Now().UTC().Add(time.Hour).Format("2006-01-02T15:04"), http.StatusOK, false},
+		{"from=" + time.Now().UTC().Add(-time.Hour).Format("2006-01-02T15:04"), http.StatusOK, true},
+		{"before=" + time.Now().UTC().Add(-time.Hour).Format("2006-01-02T15:04"), http.StatusOK, false},
+		{"version=1", http.StatusBadRequest, false},
+		{"from=yesterday", http.StatusBadRequest, false},
+	} {
+		code, body := e.get(c, "/sagas?"+tt.query)
+		require.Equal(t, tt.code, code, tt.query)
+		require.Equal(t, tt.has, strings.Contains(body, first.String()), "%s lists the saga", tt.query)
+	}
+}

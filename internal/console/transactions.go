@@ -1,0 +1,126 @@
+package console
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/sagacoord/sagacoord/internal/store"
+	"github.com/sagacoord/sagacoord/twopc"
+)
+
+// txStates are the transaction states the list filters by.
+var txStates = []twopc.State{twopc.StatePreparing, twopc.StateCommitting, twopc.StateAborting, twopc.StateCommitted, twopc.StateAborted}
+
+// txListView is what /transactions shows.
+type txListView struct {
+	State  string
+	States []twopc.State
+	Rows   []txRow
+	Next   string
+	Error  string
+}
+
+type txRow struct {
+	ID, State                  string
+	Participants               int
+	Created, Updated, Finished time.Time
+}
+
+func newTxRow(tx *store.Tx) txRow {
+	return txRow{ID: tx.ID.String(), State: string(tx.Tx.State), Participants: len(tx.Tx.Participants),
+		Created: tx.CreatedAt, Updated: tx.UpdatedAt, Finished: tx.FinishedAt}
+}
+
+// txList serves /transactions: newest first, by state, a page at a time after the last row.
+func (c *Console) txList(w http.ResponseWriter, r *http.Request, who caller) {
+	q := r.URL.Query()
+	if id := strings.TrimSpace(q.Get("id")); id != "" {
+		http.Redirect(w, r, "/transactions/"+id, http.StatusSeeOther)
+		return
+	}
+	v := txListView{State: q.Get("state"), States: txStates}
+	f := store.TxFilter{State: twopc.State(v.State)}
+	known := v.State == ""
+	for _, s := range txStates {
+		known = known || s == f.State
+	}
+	if !known {
+		c.render(w, http.StatusBadRequest, "transactions", c.pageFor(who, "Transactions", txListView{States: txStates, Error: "unknown state " + v.State}))
+		return
+	}
+	size := pageSize
+	if n, err := strconv.Atoi(q.Get("n")); err == nil && n > 0 {
+		size = min(n, maxPageSize)
+	}
+	f.Limit = size + 1
+	if after := q.Get("after"); after != "" {
+		var ok bool
+		if f.AfterCreatedAt, f.AfterID, ok = parseCursor(after); !ok {
+			c.render(w, http.StatusBadRequest, "transactions", c.pageFor(who, "Transactions", txListView{States: txStates, Error: "the page cursor does not parse"}))
+			return
+		}
+	}
+	txs, err := c.cfg.Engine.Store().ListTx(r.Context(), f)
+	if err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	if len(txs) > size {
+		last := txs[size-1]
+		q.Set("after", cursor(last.CreatedAt, last.ID))
+		v.Next = "/transactions?" + q.Encode()
+		txs = txs[:size]
+	}
+	for _, tx := range txs {
+		v.Rows = append(v.Rows, newTxRow(tx))
+	}
+	c.render(w, http.StatusOK, "transactions", c.pageFor(who, "Transactions", v))
+}
+
+// txView is what /transactions/{id} shows.
+type txView struct {
+	txRow
+	Reason                   string
+	PrepareDeadline, Decided time.Time
+	Decision                 string
+	Participants             []txParticipant
+	History                  []twopc.Transition
+}
+
+type txParticipant struct {
+	Name, Vote, LastError, Payload string
+	Acked                          bool
+	Sends                          int
+}
+
+// txPage serves /transactions/{id}: participants with their votes and acknowledgements, the
+// decision and its time, the history of states.
+func (c *Console) txPage(w http.ResponseWriter, r *http.Request, who caller) {
+	id, err := uuid.Parse(r.PathValue("id"))
+	if err != nil {
+		http.Error(w, "not a transaction id: "+r.PathValue("id"), http.StatusBadRequest)
+		return
+	}
+	tx, err := c.cfg.Engine.GetTransaction(r.Context(), id)
+	if err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	t := tx.Tx
+	v := txView{txRow: newTxRow(tx), Reason: t.Reason, PrepareDeadline: t.PrepareDeadline, Decided: t.DecidedAt, History: t.History}
+	switch t.State {
+	case twopc.StateCommitting, twopc.StateCommitted:
+		v.Decision = "COMMIT"
+	case twopc.StateAborting, twopc.StateAborted:
+		v.Decision = "ABORT"
+	}
+	for _, p := range t.Participants {
+		v.Participants = append(v.Participants, txParticipant{Name: p.Name, Vote: string(p.Vote), LastError: p.LastError,
+			Payload: prettyJSON(p.Payload), Acked: p.Acked, Sends: p.Sends})
+	}
+	c.render(w, http.StatusOK, "transaction", c.pageFor(who, "Transaction "+v.ID, v))
+}
