@@ -128,6 +128,9 @@ type Sagas interface {
 	CreateSagas(ctx context.Context, batch []NewSaga) ([]Created, []OutboxRow, error)
 	GetSaga(ctx context.Context, id uuid.UUID) (*Saga, error)
 	ListSagas(ctx context.Context, f ListFilter) ([]*Saga, error)
+	// CountUnfinished counts the sagas of a definition that are RUNNING, COMPENSATING or
+	// FAILED, by version and status; versions without any are absent.
+	CountUnfinished(ctx context.Context, definition string) (map[int]map[saga.Status]int, error)
 	// Mutate locks the sagas with the given ids, passes those that exist to fn, and writes back
 	// fn's changes and their messages in one transaction. It returns the outbox rows written.
 	Mutate(ctx context.Context, ids []uuid.UUID, fn MutateFunc[*Saga]) ([]OutboxRow, error)

@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/sagacoord/sagacoord/internal/store"
+	"github.com/sagacoord/sagacoord/saga"
 )
 
 // CreateSagas implements store.Sagas. Every request is built at one database time; the new
@@ -155,4 +156,27 @@ func (s *Store) Mutate(ctx context.Context, ids []uuid.UUID, fn store.MutateFunc
 // MutateDue implements store.Sagas.
 func (s *Store) MutateDue(ctx context.Context, limit int, fn store.MutateFunc[*store.Saga]) (int, []store.OutboxRow, error) {
 	return mutate(ctx, s, s.sagas, due(s, s.sagas, limit), fn)
+}
+
+// CountUnfinished implements store.Sagas.
+func (s *Store) CountUnfinished(ctx context.Context, definition string) (map[int]map[saga.Status]int, error) {
+	release, err := s.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[int]map[saga.Status]int{}
+	for _, r := range s.sagas.rows {
+		st := saga.Status(r.status)
+		if r.defName != definition || (st != saga.StatusRunning && st != saga.StatusCompensating && st != saga.StatusFailed) {
+			continue
+		}
+		if out[r.defVersion] == nil {
+			out[r.defVersion] = map[saga.Status]int{}
+		}
+		out[r.defVersion][st]++
+	}
+	return out, nil
 }

@@ -302,3 +302,28 @@ func (s *Store) ListSagas(ctx context.Context, f store.ListFilter) ([]*store.Sag
 	}
 	return out, rows.Err()
 }
+
+// CountUnfinished implements store.Sagas, on the status index: finished sagas are not read.
+func (s *Store) CountUnfinished(ctx context.Context, definition string) (map[int]map[saga.Status]int, error) {
+	rows, err := s.pool.Query(ctx, `SELECT definition_version, status, count(*)::int FROM sagas
+		WHERE status IN ('RUNNING', 'COMPENSATING', 'FAILED') AND definition_name = $1 GROUP BY 1, 2`, definition)
+	if err != nil {
+		return nil, fmt.Errorf("count sagas: %w", err)
+	}
+	out := map[int]map[saga.Status]int{}
+	var (
+		version, n int
+		status     string
+	)
+	_, err = pgx.ForEachRow(rows, []any{&version, &status, &n}, func() error {
+		if out[version] == nil {
+			out[version] = map[saga.Status]int{}
+		}
+		out[version][saga.Status(status)] = n
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("count sagas: %w", err)
+	}
+	return out, nil
+}

@@ -78,3 +78,39 @@ func testListSagasByVersionTimeAndAge(t *testing.T, newStore func(t *testing.T) 
 		require.True(t, sg.CreatedAt.Before(before))
 	}
 }
+
+// testCountUnfinished counts a definition's RUNNING, COMPENSATING and FAILED sagas by version
+// and status, and nothing finished nor of another definition.
+func testCountUnfinished(t *testing.T, newStore func(t *testing.T) store.Store) {
+	f := setup(t, newStore)
+	v2, _, err := f.s.RegisterDefinition(f.ctx, definition(t, f.def.Name, 3))
+	require.NoError(t, err)
+	other, _, err := f.s.RegisterDefinition(f.ctx, definition(t, "refund", 1))
+	require.NoError(t, err)
+	var batch []store.NewSaga
+	for _, s := range []struct {
+		def    saga.Definition
+		status saga.Status
+	}{
+		{f.def, saga.StatusRunning}, {f.def, saga.StatusRunning}, {f.def, saga.StatusFailed}, {f.def, saga.StatusCompleted},
+		{v2, saga.StatusCompensating}, {v2, saga.StatusCompensated}, {other, saga.StatusRunning},
+	} {
+		id, def, st := uuid.New(), s.def, s.status
+		m := saga.NewMachine(&def)
+		batch = append(batch, store.NewSaga{ID: id, Build: func(now time.Time) (store.Change, error) {
+			state, _ := m.Start(id.String(), []byte(`{}`), time.Time{}, now)
+			state.Status = st
+			return store.Change{Row: &store.Saga{ID: id, DefinitionName: def.Name, DefinitionVersion: def.Version, State: state}}, nil
+		}})
+	}
+	f.createSagas(t, batch...)
+	got, err := f.s.CountUnfinished(f.ctx, f.def.Name)
+	require.NoError(t, err)
+	require.Equal(t, map[int]map[saga.Status]int{
+		1: {saga.StatusRunning: 2, saga.StatusFailed: 1},
+		2: {saga.StatusCompensating: 1},
+	}, got)
+	none, err := f.s.CountUnfinished(f.ctx, "nosuch")
+	require.NoError(t, err)
+	require.Empty(t, none)
+}

@@ -67,6 +67,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Sagas/GetNotFound", testGetSagaNotFound},
 		{"Sagas/ListFiltersAndPages", testListSagas},
 		{"Sagas/ListByVersionTimeAndAge", testListSagasByVersionTimeAndAge},
+		{"Sagas/CountUnfinished", testCountUnfinished},
 
 		{"Transactions/CreateWritesTxAndMessages", testCreateTx},
 		{"Transactions/CreateExistingReturnsItWithoutMessages", testCreateTxExisting},
