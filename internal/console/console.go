@@ -11,6 +11,7 @@
 //	filters.go   the list's filters
 //	attention.go /attention: FAILED sagas and transactions in doubt, oldest first
 //	transactions.go /transactions and /transactions/{id}
+//	definitions.go /definitions and /definitions/{name}; dag.go lays out a version's steps
 //	view.go      what the saga page shows: steps, timeline, formatted JSON
 //	events.go    server-sent events of a saga and of the counts
 //	render.go    the templates and the embedded files
@@ -89,6 +90,8 @@ func (c *Console) routes() {
 	c.mux.Handle("GET /sagas", c.page(auth.RoleReader, c.sagaList))
 	c.mux.Handle("GET /sagas/{id}", c.page(auth.RoleReader, c.sagaPage))
 	c.mux.Handle("GET /attention", c.page(auth.RoleReader, c.attention))
+	c.mux.Handle("GET /definitions", c.page(auth.RoleReader, c.definitionList))
+	c.mux.Handle("GET /definitions/{name}", c.page(auth.RoleReader, c.definitionPage))
 	c.mux.Handle("GET /transactions", c.page(auth.RoleReader, c.txList))
 	c.mux.Handle("GET /transactions/{id}", c.page(auth.RoleReader, c.txPage))
 	c.mux.Handle("GET /sagas/{id}/events", c.stream(c.sagaEvents))

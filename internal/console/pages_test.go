@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sagacoord/sagacoord/internal/engine"
+	"github.com/sagacoord/sagacoord/saga"
 	"github.com/sagacoord/sagacoord/twopc"
 )
 
@@ -59,4 +60,36 @@ func TestAttentionTransactionsAndFilters(t *testing.T) {
 		require.Equal(t, tt.code, code, tt.query)
 		require.Equal(t, tt.has, strings.Contains(body, first.String()), "%s lists the saga", tt.query)
 	}
+}
+
+// /definitions lists each definition's latest version; /definitions/{name} shows every version
+// with its steps as a graph and how many unfinished sagas run on it.
+func TestDefinitionsShowVersionsGraphAndSagas(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.failedSaga()
+	_, _, err := e.coord.Engine().RegisterDefinition(e.ctx, saga.Definition{Name: "transfer", Steps: []saga.StepDefinition{
+		{Name: "reserve", Participant: "bank", Action: "reserve"},
+		{Name: "notify", Participant: "bank", Action: "notify"},
+		{Name: "debit", Participant: "bank", Action: "debit", DependsOn: []string{"reserve", "notify"}},
+	}})
+	require.NoError(t, err)
+	c := e.login(e.client(), readerToken)
+
+	code, body := e.get(c, "/definitions")
+	require.Equal(t, http.StatusOK, code)
+	contains(t, body, `<a href="/definitions/transfer">transfer</a></td><td>2</td><td>3</td>`)
+
+	code, body = e.get(c, "/definitions/transfer")
+	require.Equal(t, http.StatusOK, code)
+	contains(t, body, `id="version-2"`, `id="version-1"`, `data-failed="1">1 failed<`, `data-failed="2">0 failed<`)
+	v2 := body[strings.Index(body, `id="version-2"`):strings.Index(body, `id="version-1"`)]
+	require.Equal(t, 3, strings.Count(v2, `<g class="node`), "version 2 draws its three steps")
+	require.Equal(t, 2, strings.Count(v2, `<line class="edge"`), "debit depends on two steps")
+	v1 := body[strings.Index(body, `id="version-1"`):]
+	require.Equal(t, 1, strings.Count(v1, `<line class="edge"`), "version 1 is a chain of two")
+	require.Contains(t, v1, `<g class="node pivot">`)
+
+	code, _ = e.get(c, "/definitions/nosuch")
+	require.Equal(t, http.StatusNotFound, code)
 }

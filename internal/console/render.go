@@ -59,7 +59,7 @@ var funcs = template.FuncMap{
 // templates are the pages, each parsed with the layout.
 var templates = func() map[string]*template.Template {
 	out := map[string]*template.Template{}
-	for _, name := range []string{"login", "sagas", "saga", "attention", "transactions", "transaction"} {
+	for _, name := range []string{"login", "sagas", "saga", "attention", "transactions", "transaction", "definitions", "definition"} {
 		out[name] = template.Must(template.New("layout.html").Funcs(funcs).ParseFS(web, "web/layout.html", "web/"+name+".html"))
 	}
 	return out
