@@ -5,6 +5,7 @@
 # how many compensated. `make demo` builds the binaries and runs it.
 #
 # Environment: DEMO_SAGAS (default 200 of each definition), DEMO_ADDR (default 127.0.0.1:7299),
+# DEMO_CONSOLE (the operator console's address, default 127.0.0.1:0: a free port, printed),
 # DEMO_SANDBOX: a directory where `sagalab sandbox` runs (scripts/demo-tls.sh sets it); the demo
 # then runs on that sandbox instead, every link on TLS (sagactl's to the coordinator too, with a
 # client certificate), with the URLs read from its files and participants that declare nothing on
@@ -14,6 +15,7 @@ cd "$(dirname "$0")/.."
 BIN=${BIN:-bin}
 N=${DEMO_SAGAS:-200}
 ADDR=${DEMO_ADDR:-127.0.0.1:7299}
+CONSOLE=${DEMO_CONSOLE:-127.0.0.1:0}
 SCHEMA=sagacoord_demo
 VHOST=sagacoord-demo
 DB_BASE=${SAGACOORD_DEMO_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable}
@@ -52,11 +54,16 @@ else
 fi
 
 say "coordinator on $ADDR (logs in $LOGS)"
-"$BIN/coordinator" serve --migrate "${COORDINATOR_LINKS[@]}" --listen "$ADDR" >"$LOGS/coordinator.log" 2>&1 &
+"$BIN/coordinator" serve --migrate "${COORDINATOR_LINKS[@]}" --listen "$ADDR" --console-listen "$CONSOLE" >"$LOGS/coordinator.log" 2>&1 &
 pids+=($!)
 for i in $(seq 1 100); do
   "$BIN/sagactl" definition list >/dev/null 2>&1 && break
   [ "$i" = 100 ] && { echo "coordinator did not start:"; cat "$LOGS/coordinator.log"; exit 1; }
+  sleep 0.1
+done
+for i in $(seq 1 20); do
+  url=$(sed -n 's/^coordinator console on //p' "$LOGS/coordinator.log")
+  [ -n "$url" ] && { echo "operator console on $url while the demo runs (docs/console.md)"; break; }
   sleep 0.1
 done
 
