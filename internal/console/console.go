@@ -95,6 +95,7 @@ func (c *Console) routes() {
 	c.mux.Handle("GET /transactions", c.page(auth.RoleReader, c.txList))
 	c.mux.Handle("GET /transactions/{id}", c.page(auth.RoleReader, c.txPage))
 	c.mux.Handle("GET /sagas/{id}/events", c.stream(c.sagaEvents))
+	c.mux.Handle("GET /transactions/{id}/events", c.stream(c.txEvents))
 	c.mux.Handle("GET /events/counts", c.stream(c.countEvents))
 	c.mux.Handle("POST /sagas/{id}/retry", c.action(c.retry))
 	c.mux.Handle("POST /sagas/{id}/abort", c.action(c.abort))

@@ -1,6 +1,7 @@
 package console
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/sagacoord/sagacoord/internal/engine"
 	"github.com/sagacoord/sagacoord/internal/store"
 )
 
@@ -33,6 +35,29 @@ type stepEvent struct {
 	Attempts     int    `json:"attempts"`
 	CompAttempts int    `json:"comp_attempts"`
 	LastError    string `json:"last_error"`
+}
+
+// txEvent is the data of a "tx" event: what the transaction page updates in place.
+type txEvent struct {
+	State        string        `json:"state"`
+	Decision     string        `json:"decision"`
+	Participants []txPartEvent `json:"participants"`
+}
+
+type txPartEvent struct {
+	Vote      string `json:"vote"`
+	Acked     string `json:"acked"`
+	Sends     int    `json:"sends"`
+	LastError string `json:"last_error"`
+}
+
+func newTxEvent(tx *store.Tx) txEvent {
+	ev := txEvent{State: string(tx.Tx.State), Decision: decision(tx)}
+	for _, p := range tx.Tx.Participants {
+		pv := txParticipant{Vote: string(p.Vote), Acked: p.Acked}
+		ev.Participants = append(ev.Participants, txPartEvent{Vote: pv.VoteText(), Acked: pv.AckedText(), Sends: p.Sends, LastError: p.LastError})
+	}
+	return ev
 }
 
 func newSagaEvent(sg *store.Saga) sagaEvent {
@@ -91,8 +116,7 @@ func (s *eventStream) ping() error {
 	return nil
 }
 
-// sagaEvents streams a saga: an event now, and one each time its version changes, told by the
-// engine's watch or found by polling.
+// sagaEvents streams a saga: an event now, and one each time its version changes.
 func (c *Console) sagaEvents(w http.ResponseWriter, r *http.Request, who caller) {
 	id, err := uuid.Parse(r.PathValue("id"))
 	if err != nil {
@@ -101,7 +125,29 @@ func (c *Console) sagaEvents(w http.ResponseWriter, r *http.Request, who caller)
 	}
 	watch, stop := c.cfg.Engine.WatchSaga(id)
 	defer stop()
-	sg, err := c.cfg.Engine.GetSaga(r.Context(), id)
+	follow(c, w, r, who, watch, "saga", func(ctx context.Context) (*store.Saga, error) { return c.cfg.Engine.GetSaga(ctx, id) },
+		func(sg *store.Saga) (int64, any) { return sg.Version, newSagaEvent(sg) })
+}
+
+// txEvents streams a transaction: an event now, and one each time its version changes.
+func (c *Console) txEvents(w http.ResponseWriter, r *http.Request, who caller) {
+	id, err := uuid.Parse(r.PathValue("id"))
+	if err != nil {
+		http.Error(w, "not a transaction id", http.StatusBadRequest)
+		return
+	}
+	watch, stop := c.cfg.Engine.WatchTransaction(id)
+	defer stop()
+	follow(c, w, r, who, watch, "tx", func(ctx context.Context) (*store.Tx, error) { return c.cfg.Engine.GetTransaction(ctx, id) },
+		func(tx *store.Tx) (int64, any) { return tx.Version, newTxEvent(tx) })
+}
+
+// follow streams a row: it sends view's event now and each time the row's version changes, told
+// by the engine's watch (this instance's changes, and others' when the store notifies) or found
+// by polling every sagaPoll.
+func follow[T any](c *Console, w http.ResponseWriter, r *http.Request, who caller, watch *engine.Watch[T], event string,
+	get func(context.Context) (T, error), view func(T) (int64, any)) {
+	row, err := get(r.Context())
 	if err != nil {
 		c.fail(w, r, err)
 		return
@@ -116,13 +162,13 @@ func (c *Console) sagaEvents(w http.ResponseWriter, r *http.Request, who caller)
 	defer alive.Stop()
 	last := int64(-1)
 	for {
-		if sg != nil && sg.Version != last {
-			if s.send("saga", newSagaEvent(sg)) != nil {
+		if version, data := view(row); version != last {
+			if s.send(event, data) != nil {
 				return
 			}
-			last = sg.Version
+			last = version
 		}
-		sg = nil
+		fresh := false
 		select {
 		case <-r.Context().Done():
 			return
@@ -132,11 +178,11 @@ func (c *Console) sagaEvents(w http.ResponseWriter, r *http.Request, who caller)
 			}
 			continue
 		case <-watch.Changed():
-			sg, _ = watch.Latest()
+			row, fresh = watch.Latest()
 		case <-poll.C:
 		}
-		if sg == nil {
-			if sg, err = c.cfg.Engine.GetSaga(r.Context(), id); err != nil {
+		if !fresh {
+			if row, err = get(r.Context()); err != nil {
 				return
 			}
 		}

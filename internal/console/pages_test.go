@@ -1,6 +1,8 @@
 package console_test
 
 import (
+	"bufio"
+	"context"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -39,7 +41,7 @@ func TestAttentionTransactionsAndFilters(t *testing.T) {
 	contains(t, body, "/transactions/"+tx.ID.String())
 	code, body = e.get(c, "/transactions/"+tx.ID.String())
 	require.Equal(t, http.StatusOK, code)
-	contains(t, body, `id="tx-state">PREPARING<`, "<td>bank</td><td>none yet</td>", "&lt;b&gt;x&lt;/b&gt;")
+	contains(t, body, `id="tx-state">PREPARING<`, `<td>bank</td><td data-field="vote">none yet</td>`, "&lt;b&gt;x&lt;/b&gt;")
 	code, _ = e.get(c, "/transactions?state=BOGUS")
 	require.Equal(t, http.StatusBadRequest, code)
 
@@ -92,4 +94,44 @@ func TestDefinitionsShowVersionsGraphAndSagas(t *testing.T) {
 
 	code, _ = e.get(c, "/definitions/nosuch")
 	require.Equal(t, http.StatusNotFound, code)
+}
+
+// A transaction's event stream sends it at once and again when its prepare deadline passes and
+// the coordinator decides ABORT.
+func TestTransactionEventsFollowTheDecision(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	tx, _, err := e.coord.Engine().BeginTransaction(e.ctx, engine.BeginRequest{PrepareTimeout: time.Second,
+		Participants: []twopc.Participant{{Name: "bank", Payload: json.RawMessage(`{}`)}}})
+	require.NoError(t, err)
+	c := e.login(e.client(), readerToken)
+	ctx, cancel := context.WithTimeout(e.ctx, 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.base+"/transactions/"+tx.ID.String()+"/events", nil)
+	require.NoError(t, err)
+	resp, err := c.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	events := bufio.NewScanner(resp.Body)
+	var states []string
+	for events.Scan() {
+		data, ok := strings.CutPrefix(events.Text(), "data: ")
+		if !ok {
+			continue
+		}
+		var ev struct {
+			State, Decision string
+			Participants    []struct{ Vote string }
+		}
+		require.NoError(t, json.Unmarshal([]byte(data), &ev))
+		require.Len(t, ev.Participants, 1)
+		states = append(states, ev.State)
+		if ev.Decision == "ABORT" {
+			break
+		}
+	}
+	require.NotEmpty(t, states, "the event stream ended: %v", events.Err())
+	require.Equal(t, "PREPARING", states[0], "the first event is the transaction as it was")
+	require.Greater(t, len(states), 1, "no event after the decision: %v (%v)", states, events.Err())
 }

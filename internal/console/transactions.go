@@ -97,6 +97,33 @@ type txParticipant struct {
 	Sends                          int
 }
 
+// VoteText and AckedText are what the page (and its events) show of a vote and an
+// acknowledgement.
+func (p txParticipant) VoteText() string {
+	if p.Vote == "" {
+		return "none yet"
+	}
+	return p.Vote
+}
+
+func (p txParticipant) AckedText() string {
+	if p.Acked {
+		return "yes"
+	}
+	return "no"
+}
+
+// decision is the transaction's decision, "" while it has none.
+func decision(tx *store.Tx) string {
+	switch tx.Tx.State {
+	case twopc.StateCommitting, twopc.StateCommitted:
+		return "COMMIT"
+	case twopc.StateAborting, twopc.StateAborted:
+		return "ABORT"
+	}
+	return ""
+}
+
 // txPage serves /transactions/{id}: participants with their votes and acknowledgements, the
 // decision and its time, the history of states.
 func (c *Console) txPage(w http.ResponseWriter, r *http.Request, who caller) {
@@ -112,12 +139,7 @@ func (c *Console) txPage(w http.ResponseWriter, r *http.Request, who caller) {
 	}
 	t := tx.Tx
 	v := txView{txRow: newTxRow(tx), Reason: t.Reason, PrepareDeadline: t.PrepareDeadline, Decided: t.DecidedAt, History: t.History}
-	switch t.State {
-	case twopc.StateCommitting, twopc.StateCommitted:
-		v.Decision = "COMMIT"
-	case twopc.StateAborting, twopc.StateAborted:
-		v.Decision = "ABORT"
-	}
+	v.Decision = decision(tx)
 	for _, p := range t.Participants {
 		v.Participants = append(v.Participants, txParticipant{Name: p.Name, Vote: string(p.Vote), LastError: p.LastError,
 			Payload: prettyJSON(p.Payload), Acked: p.Acked, Sends: p.Sends})

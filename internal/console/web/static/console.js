@@ -36,6 +36,23 @@ function followSaga(root) {
   });
 }
 
+function followTx(root) {
+  var es = new EventSource(root.dataset.events);
+  es.addEventListener("tx", function (e) {
+    var tx = JSON.parse(e.data);
+    setStatus(document.getElementById("tx-state"), tx.state);
+    if (tx.decision) { setText(document.getElementById("tx-decision"), tx.decision); }
+    tx.participants.forEach(function (p, i) {
+      var row = document.querySelector('tr[data-participant="' + i + '"]');
+      if (!row) { return; }
+      setText(row.querySelector('[data-field="vote"]'), p.vote);
+      setText(row.querySelector('[data-field="acked"]'), p.acked);
+      setText(row.querySelector('[data-field="sends"]'), String(p.sends));
+      setText(row.querySelector('[data-field="last_error"]'), p.last_error);
+    });
+  });
+}
+
 function followCounts(root) {
   var es = new EventSource(root.dataset.events);
   es.addEventListener("counts", function (e) {
@@ -75,6 +92,8 @@ function submitInPlace(form) {
 document.addEventListener("DOMContentLoaded", function () {
   var saga = document.getElementById("saga");
   if (saga && saga.dataset.events) { followSaga(saga); }
+  var tx = document.getElementById("tx");
+  if (tx && tx.dataset.events) { followTx(tx); }
   var counts = document.getElementById("counts");
   if (counts && counts.dataset.events) { followCounts(counts); }
   document.querySelectorAll("form.op").forEach(submitInPlace);
