@@ -106,14 +106,17 @@ func securityFlags(fs *pflag.FlagSet, cfg *coordinator.Config) {
 	fs.BoolVar(&cfg.Reflection, "reflection", false, "serve gRPC server reflection (for grpcurl)")
 	fs.StringVar(&cfg.ConsoleAddr, "console-listen", "", "serve the operator web console on this address (TLS and credentials as the API's), e.g. 127.0.0.1:8080; empty: no console")
 	fs.StringVar(&cfg.ConsoleTraceURL, "console-trace-url", "", "link a saga's trace id on the console: {trace_id} is replaced, e.g. http://jaeger:16686/trace/{trace_id}")
+	fs.StringVar(&cfg.ConsoleRabbitAPI, "console-rabbitmq-api", "", "show the participants' queues on the console from RabbitMQ's management API at this URL, e.g. http://guest:guest@127.0.0.1:15672 (the vhost is the AMQP URL's)")
 	for flag, env := range map[string]string{
 		"tls-cert": "SAGACOORD_TLS_CERT", "tls-key": "SAGACOORD_TLS_KEY", "tls-client-ca": "SAGACOORD_TLS_CLIENT_CA",
 		"tls-require-client-cert": "SAGACOORD_TLS_REQUIRE_CLIENT_CERT", "credentials-file": "SAGACOORD_CREDENTIALS_FILE",
 		"insecure": "SAGACOORD_INSECURE", "reflection": "SAGACOORD_REFLECTION",
 		"console-listen": "SAGACOORD_CONSOLE_LISTEN", "console-trace-url": "SAGACOORD_CONSOLE_TRACE_URL",
+		"console-rabbitmq-api": "SAGACOORD_CONSOLE_RABBITMQ_API",
 	} {
 		cmdline.Env(fs, flag, env)
 	}
+	cmdline.FileFlag(fs, "console-rabbitmq-api", "SAGACOORD_CONSOLE_RABBITMQ_API_FILE")
 }
 
 // serve starts the coordinator and serves until a signal or the gRPC server's end.

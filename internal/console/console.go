@@ -11,6 +11,7 @@
 //	filters.go   the list's filters
 //	attention.go /attention: FAILED sagas and transactions in doubt, oldest first
 //	transactions.go /transactions and /transactions/{id}
+//	participants.go /participants and /participants/{name}; rabbit.go reads their queues
 //	definitions.go /definitions and /definitions/{name}; dag.go lays out a version's steps
 //	view.go      what the saga page shows: steps, timeline, formatted JSON
 //	events.go    server-sent events of a saga and of the counts
@@ -50,6 +51,11 @@ type Config struct {
 	// TraceURL links a saga's trace id: "{trace_id}" in it is replaced, e.g.
 	// http://jaeger:16686/trace/{trace_id}. Empty: the trace id is shown without a link.
 	TraceURL string
+	// RabbitAPI, when set, is the URL of RabbitMQ's management API with its credentials
+	// (http://user:password@host:15672), from which /participants reads the participants'
+	// queues in VHost ("/" when empty). The password is never shown. Empty: the page says the
+	// queues' figures are not available.
+	RabbitAPI, VHost string
 	// Limiter, when set, bounds each caller's requests with the API's budget.
 	Limiter *server.Limiter
 	// SessionTTL is how long a session lasts after login. Default 8h.
@@ -64,6 +70,9 @@ type Console struct {
 	sessions *sessions
 	mux      *http.ServeMux
 	log      *slog.Logger
+	// rabbit reads the queues; rabbitErr says why the configured URL cannot be used.
+	rabbit    *rabbitAPI
+	rabbitErr error
 }
 
 // New returns the console.
@@ -75,6 +84,7 @@ func New(cfg Config) *Console {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	c := &Console{cfg: cfg, sessions: newSessions(cfg.SessionTTL), mux: http.NewServeMux(), log: cfg.Logger}
+	c.rabbit, c.rabbitErr = newRabbitAPI(cfg.RabbitAPI, cfg.VHost)
 	c.routes()
 	return c
 }
@@ -92,6 +102,8 @@ func (c *Console) routes() {
 	c.mux.Handle("GET /attention", c.page(auth.RoleReader, c.attention))
 	c.mux.Handle("GET /definitions", c.page(auth.RoleReader, c.definitionList))
 	c.mux.Handle("GET /definitions/{name}", c.page(auth.RoleReader, c.definitionPage))
+	c.mux.Handle("GET /participants", c.page(auth.RoleReader, c.participantsList))
+	c.mux.Handle("GET /participants/{name}", c.page(auth.RoleReader, c.participantPage))
 	c.mux.Handle("GET /transactions", c.page(auth.RoleReader, c.txList))
 	c.mux.Handle("GET /transactions/{id}", c.page(auth.RoleReader, c.txPage))
 	c.mux.Handle("GET /sagas/{id}/events", c.stream(c.sagaEvents))

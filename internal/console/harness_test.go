@@ -64,7 +64,8 @@ func newEnv(t *testing.T) *env {
 	c, err := coordinator.Start(ctx, coordinator.Config{
 		DatabaseURL: dbURL, AMQPURL: amqpURL, ListenAddr: "127.0.0.1:0", ConsoleAddr: "127.0.0.1:0", Migrate: true,
 		DBMaxConns: 4, Name: testenv.Name("coord-"), TLSCertFile: cert, TLSKeyFile: key, TLSClientCAFile: e.ca.CertFile,
-		CredentialsFile: creds, ConsoleTraceURL: "http://jaeger.example:16686/trace/{trace_id}", Logger: testLogger(t),
+		CredentialsFile: creds, ConsoleTraceURL: "http://jaeger.example:16686/trace/{trace_id}", ConsoleRabbitAPI: rabbitAPI(),
+		Logger: testLogger(t),
 	})
 	require.NoError(t, err)
 	t.Cleanup(c.Stop)
@@ -77,6 +78,14 @@ func newEnv(t *testing.T) *env {
 	}})
 	require.NoError(t, err)
 	return e
+}
+
+// rabbitAPI is the test broker's management API, with its credentials.
+func rabbitAPI() string {
+	if u := os.Getenv("SAGACOORD_TEST_RABBIT_API"); u != "" {
+		return u
+	}
+	return "http://guest:guest@127.0.0.1:15672"
 }
 
 func testLogger(t *testing.T) *slog.Logger {

@@ -6,6 +6,7 @@ import (
 	"html/template"
 	"io/fs"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -54,13 +55,18 @@ var funcs = template.FuncMap{
 	},
 	"lower": strings.ToLower,
 	"age":   age,
+	"rate":  func(f float64) string { return strconv.FormatFloat(f, 'f', 1, 64) + "/s" },
 }
 
 // templates are the pages, each parsed with the layout.
 var templates = func() map[string]*template.Template {
 	out := map[string]*template.Template{}
-	for _, name := range []string{"login", "sagas", "saga", "attention", "transactions", "transaction", "definitions", "definition"} {
-		out[name] = template.Must(template.New("layout.html").Funcs(funcs).ParseFS(web, "web/layout.html", "web/"+name+".html"))
+	for _, name := range []string{"login", "sagas", "saga", "attention", "transactions", "transaction", "definitions", "definition", "participants", "participant"} {
+		files := []string{"web/layout.html", "web/" + name + ".html"}
+		if name == "participants" || name == "participant" {
+			files = append(files, "web/figures.html")
+		}
+		out[name] = template.Must(template.New("layout.html").Funcs(funcs).ParseFS(web, files...))
 	}
 	return out
 }()

@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/sagacoord/sagacoord/internal/console"
 	"github.com/sagacoord/sagacoord/internal/secrets"
 	"github.com/sagacoord/sagacoord/transport/amqptransport"
 )
@@ -101,6 +102,10 @@ type Config struct {
 	// ConsoleTraceURL links a saga's trace id on the console: "{trace_id}" is replaced, e.g.
 	// http://jaeger:16686/trace/{trace_id}. Default: no link.
 	ConsoleTraceURL string
+	// ConsoleRabbitAPI, when set, is RabbitMQ's management API with its credentials
+	// (http://user:password@host:15672): the console's participants page reads their queues
+	// there, in the vhost of AMQPURL. Default: the page shows the coordinator's figures alone.
+	ConsoleRabbitAPI string
 	// TracerProvider and MeterProvider, when set, replace the OTLP exporter and the /metrics
 	// endpoint (tests use in-memory ones). The tracer provider must use telemetry.IDGenerator
 	// (traceexport.NewTracerProvider does).
@@ -174,6 +179,9 @@ func (c Config) validate() error {
 	}
 	if err := c.transportConfig().Validate(); err != nil {
 		return fmt.Errorf("AMQP URL: %w", err)
+	}
+	if err := console.CheckRabbitAPI(c.ConsoleRabbitAPI); err != nil {
+		return err
 	}
 	return c.validateSecurity()
 }

@@ -46,7 +46,7 @@ func (c *Coordinator) serveConsole(creds *auth.CredentialsFile) {
 		return
 	}
 	h := console.New(console.Config{Engine: c.engine, Credentials: creds, Secure: c.cfg.TLSCertFile != "",
-		TraceURL: c.cfg.ConsoleTraceURL, Limiter: c.limiter, Logger: c.cfg.Logger})
+		TraceURL: c.cfg.ConsoleTraceURL, RabbitAPI: c.cfg.ConsoleRabbitAPI, VHost: console.VHostOf(c.cfg.AMQPURL), Limiter: c.limiter, Logger: c.cfg.Logger})
 	c.console = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
 		// Handshake errors (a browser that dropped a connection) are not worth a line of stderr.
