@@ -39,6 +39,9 @@ type taps struct {
 	conn  *amqp.Connection
 	ch    *amqp.Channel
 	ready chan struct{} // closed while conn and ch are usable; replaced when they are lost
+	// use serialises duplicate: two faults due at once would interleave their gets and publishes
+	// on the one channel, which the broker refuses (UNEXPECTED_FRAME) and closes.
+	use sync.Mutex
 
 	stop chan struct{}
 	done chan struct{}
@@ -162,6 +165,8 @@ func (t *taps) duplicate(ctx context.Context, target string, n int) (int, error)
 	if target == "replies" {
 		q, exchange = tapReplies, protocol.ExchangeReplies
 	}
+	t.use.Lock()
+	defer t.use.Unlock()
 	ch, err := t.channel(ctx)
 	if err != nil {
 		return 0, err

@@ -3,6 +3,7 @@ package chaos
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"slices"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/sagacoord/sagacoord/internal/sandbox"
+	"github.com/sagacoord/sagacoord/internal/testenv"
 	"github.com/sagacoord/sagacoord/protocol"
 )
 
@@ -135,5 +137,85 @@ func TestTapsSurviveABrokerRestart(t *testing.T) {
 	defer mu.Unlock()
 	if !strings.Contains(strings.Join(events, "\n"), "tap connection back") {
 		t.Errorf("events %q: the tap connection was not re-established", events)
+	}
+}
+
+// Two duplicate faults due at the same moment share the tap channel one at a time: each
+// publishes all its copies (interleaved on one channel, the broker closed it mid-way).
+func TestConcurrentDuplicatesShareTheTapChannel(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("uses the machine's RabbitMQ; skipped with -short")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	url := testenv.VHost(t)
+	conn, err := amqp.Dial(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ex := range []string{protocol.ExchangeCommands, protocol.ExchangeReplies} {
+		if err := ch.ExchangeDeclare(ex, amqp.ExchangeDirect, true, false, false, false, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := Parse([]byte(minimal))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp, err := newTaps(ctx, url, s, func(string, ...any) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tp.close(ctx)
+	const n = 40
+	// Bodies of many frames each: a publish writes its method, header and body frames one at a
+	// time, so another use of the channel can come between them.
+	body := []byte(strings.Repeat("x", 1<<20))
+	for i := range n {
+		for _, to := range [][2]string{{protocol.ExchangeCommands, "bank-a"}, {protocol.ExchangeReplies, protocol.RoutingKeyReplies}} {
+			if err := ch.PublishWithContext(ctx, to[0], to[1], false, false, amqp.Publishing{MessageId: fmt.Sprint(i), Body: body}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Publishing is asynchronous: wait until both tap queues hold every message.
+	for _, q := range []string{tapCommands, tapReplies} {
+		for deadline := time.Now().Add(30 * time.Second); ; {
+			st, err := ch.QueueDeclarePassive(q, true, false, false, false, amqp.Table{"x-max-length": int32(10000)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Messages == n {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s holds %d messages, want %d", q, st.Messages, n)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	var wg sync.WaitGroup
+	got := map[string]int{}
+	var mu sync.Mutex
+	for _, target := range []string{"commands", "replies"} {
+		wg.Go(func() {
+			k, err := tp.duplicate(ctx, target, n)
+			mu.Lock()
+			defer mu.Unlock()
+			got[target] = k
+			if err != nil {
+				t.Errorf("duplicate %s: %d copies, then %v", target, k, err)
+			}
+		})
+	}
+	wg.Wait()
+	if got["commands"] != n || got["replies"] != n {
+		t.Errorf("copies %v, want %d of each", got, n)
 	}
 }
