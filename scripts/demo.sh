@@ -6,6 +6,8 @@
 #
 # Environment: DEMO_SAGAS (default 200 of each definition), DEMO_ADDR (default 127.0.0.1:7299),
 # DEMO_CONSOLE (the operator console's address, default 127.0.0.1:0: a free port, printed),
+# DEMO_KEEP=1 (keep the coordinator, the participants and the console running after the outcome,
+# until Ctrl-C),
 # DEMO_SANDBOX: a directory where `sagalab sandbox` runs (scripts/demo-tls.sh sets it); the demo
 # then runs on that sandbox instead, every link on TLS (sagactl's to the coordinator too, with a
 # client certificate), with the URLs read from its files and participants that declare nothing on
@@ -50,6 +52,8 @@ else
   rabbitmqctl -q set_permissions -p "$VHOST" guest '.*' '.*' '.*' >/dev/null
   PSQL_URL=$DB_BASE
   COORDINATOR_LINKS=(--database-url "$DB" --amqp-url "$AMQP")
+  # The console's participants page reads the queues from the management API (off the command line).
+  export SAGACOORD_CONSOLE_RABBITMQ_API=${SAGACOORD_CONSOLE_RABBITMQ_API:-http://guest:guest@127.0.0.1:15672}
   SIM_LINKS=(--database-url "$DB_BASE" --amqp-url "$AMQP")
 fi
 
@@ -116,3 +120,7 @@ echo "money in both banks: before $before, after $after"
 echo "$((2 * N)) sagas in ${secs}s: $completed completed, $compensated compensated, $failed failed"
 [ "$before" = "$after" ] || { echo "money was not conserved"; exit 1; }
 [ "$((completed + compensated))" = "$((2 * N))" ] || exit 1
+if [ -n "${DEMO_KEEP:-}" ]; then
+  echo "the coordinator and the participants keep running: operator console on ${url:-?}; Ctrl-C ends the demo"
+  wait
+fi
