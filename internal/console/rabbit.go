@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -13,8 +14,12 @@ import (
 	"github.com/sagacoord/sagacoord/protocol"
 )
 
-// rabbitTimeout bounds one call to RabbitMQ's management API: a page never waits longer for it.
-const rabbitTimeout = 3 * time.Second
+// rabbitTimeout bounds one call to RabbitMQ's management API: a page never waits longer for it;
+// maxQueueListBytes bounds the answer read.
+const (
+	rabbitTimeout     = 3 * time.Second
+	maxQueueListBytes = 16 << 20
+)
 
 // queueStats is what the management API reports of one queue.
 type queueStats struct {
@@ -88,7 +93,7 @@ func (a *rabbitAPI) participantQueues(ctx context.Context) (map[string]queueStat
 		return nil, fmt.Errorf("RabbitMQ management API at %s answered %s", a, resp.Status)
 	}
 	var all []queueStats
-	if err := json.NewDecoder(resp.Body).Decode(&all); err != nil {
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxQueueListBytes)).Decode(&all); err != nil {
 		return nil, fmt.Errorf("RabbitMQ management API at %s: the queue list does not parse: %v", a, err)
 	}
 	out := map[string]queueStats{}
