@@ -66,6 +66,22 @@ type Participant struct {
 	Sends     int       `json:"sends,omitempty"`
 	ResendAt  time.Time `json:"resend_at,omitzero"`
 	LastError string    `json:"last_error,omitempty"`
+	// VotedAt and AckedAt are when its vote and its acknowledgement of the decision were
+	// applied: a participant that voted YES holds what it prepared from one to the other.
+	VotedAt time.Time `json:"voted_at,omitzero"`
+	AckedAt time.Time `json:"acked_at,omitzero"`
+}
+
+// Blocked is how long a participant that voted YES has held what it prepared: until its
+// acknowledgement of the decision, or until now while it has none. Zero for any other vote.
+func (p Participant) Blocked(now time.Time) time.Duration {
+	if p.Vote != VoteYes || p.VotedAt.IsZero() {
+		return 0
+	}
+	if p.Acked && !p.AckedAt.IsZero() {
+		return p.AckedAt.Sub(p.VotedAt)
+	}
+	return max(0, now.Sub(p.VotedAt))
 }
 
 // Transition is one recorded state change.
@@ -147,6 +163,7 @@ func (Machine) Begin(id string, parts []Participant, prepareTimeout time.Duratio
 	setState(t, &fx, StatePreparing, now)
 	for i := range parts {
 		t.Participants[i].Vote, t.Participants[i].Acked = VoteNone, false
+		t.Participants[i].VotedAt, t.Participants[i].AckedAt = time.Time{}, time.Time{}
 		fx.Commands = append(fx.Commands, Command{Participant: i, Kind: protocol.KindPrepare, Attempt: 1})
 	}
 	return t, fx
@@ -198,7 +215,7 @@ func vote(t *Tx, fx *Effects, participant int, v Vote, reason string, now time.T
 		decide(t, fx, StateAborting, "prepare timed out at "+t.PrepareDeadline.UTC().Format(time.RFC3339Nano), now)
 		return true
 	}
-	p.Vote = v
+	p.Vote, p.VotedAt = v, now
 	fx.Events = append(fx.Events, Voted{Participant: participant, Vote: v, At: now})
 	if v == VoteNo {
 		p.LastError = reason
@@ -224,7 +241,7 @@ func ack(t *Tx, fx *Effects, participant int, kind protocol.Kind, now time.Time)
 	if p.Acked {
 		return false
 	}
-	p.Acked = true
+	p.Acked, p.AckedAt = true, now
 	p.ResendAt = time.Time{}
 	fx.Events = append(fx.Events, Acked{Participant: participant, Kind: kind, At: now})
 	for _, q := range t.Participants {

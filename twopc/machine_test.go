@@ -103,7 +103,22 @@ func TestAllYesCommits(t *testing.T) {
 	}
 	require.Equal(t, twopc.StateCommitted, tx.State)
 	require.True(t, m.WakeAt(tx).IsZero())
+	require.Equal(t, 3*time.Second, tx.Participants[0].Blocked(t0.Add(time.Hour)), "voted YES at 1s, acked at 4s")
+	require.Equal(t, 2*time.Second, tx.Participants[2].Blocked(t0.Add(time.Hour)), "voted YES at 2s, acked at 4s")
 	legal(t, tx)
+}
+
+// TestBlockedCountsFromTheYesVote: a participant that voted YES is blocked until it acknowledges
+// the decision, and counted up to now while it has not; a NO or no vote blocks nothing.
+func TestBlockedCountsFromTheYesVote(t *testing.T) {
+	tx, _ := newTx(3)
+	vote(tx, 0, twopc.VoteYes, "", t0.Add(time.Second))
+	require.Equal(t, 4*time.Second, tx.Participants[0].Blocked(t0.Add(5*time.Second)), "prepared and waiting")
+	require.Zero(t, tx.Participants[1].Blocked(t0.Add(5*time.Second)), "no vote yet")
+	vote(tx, 1, twopc.VoteNo, "no stock", t0.Add(2*time.Second))
+	require.Zero(t, tx.Participants[1].Blocked(t0.Add(5*time.Second)), "a NO holds nothing")
+	require.True(t, ack(tx, 0, protocol.KindAbort, t0.Add(3*time.Second)))
+	require.Equal(t, 2*time.Second, tx.Participants[0].Blocked(t0.Add(time.Hour)), "released by the ABORT")
 }
 
 func TestOneNoAbortsEveryone(t *testing.T) {

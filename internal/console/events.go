@@ -49,13 +49,15 @@ type txPartEvent struct {
 	Acked     string `json:"acked"`
 	Sends     int    `json:"sends"`
 	LastError string `json:"last_error"`
+	Blocked   string `json:"blocked"`
 }
 
 func newTxEvent(tx *store.Tx) txEvent {
 	ev := txEvent{State: string(tx.Tx.State), Decision: decision(tx)}
 	for _, p := range tx.Tx.Participants {
 		pv := txParticipant{Vote: string(p.Vote), Acked: p.Acked}
-		ev.Participants = append(ev.Participants, txPartEvent{Vote: pv.VoteText(), Acked: pv.AckedText(), Sends: p.Sends, LastError: p.LastError})
+		ev.Participants = append(ev.Participants, txPartEvent{Vote: pv.VoteText(), Acked: pv.AckedText(), Sends: p.Sends,
+			LastError: p.LastError, Blocked: blockedText(p, time.Now())})
 	}
 	return ev
 }

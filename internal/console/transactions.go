@@ -95,6 +95,20 @@ type txParticipant struct {
 	Name, Vote, LastError, Payload string
 	Acked                          bool
 	Sends                          int
+	// Blocked says how long it held what it prepared (twopc.Participant.Blocked).
+	Blocked string
+}
+
+// blockedText is what the page shows of how long p has held what it prepared.
+func blockedText(p twopc.Participant, now time.Time) string {
+	d := p.Blocked(now)
+	switch {
+	case d == 0:
+		return "—"
+	case p.Acked:
+		return d.Round(time.Millisecond).String()
+	}
+	return d.Round(time.Millisecond).String() + " so far"
 }
 
 // VoteText and AckedText are what the page (and its events) show of a vote and an
@@ -142,7 +156,7 @@ func (c *Console) txPage(w http.ResponseWriter, r *http.Request, who caller) {
 	v.Decision = decision(tx)
 	for _, p := range t.Participants {
 		v.Participants = append(v.Participants, txParticipant{Name: p.Name, Vote: string(p.Vote), LastError: p.LastError,
-			Payload: prettyJSON(p.Payload), Acked: p.Acked, Sends: p.Sends})
+			Payload: prettyJSON(p.Payload), Acked: p.Acked, Sends: p.Sends, Blocked: blockedText(p, time.Now())})
 	}
 	c.render(w, http.StatusOK, "transaction", c.pageFor(who, "Transaction "+v.ID, v))
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/sagacoord/sagacoord/internal/store"
 	"github.com/sagacoord/sagacoord/saga"
+	"github.com/sagacoord/sagacoord/twopc"
 )
 
 // The saga page links the trace id through the configured template, draws a bar per status a
@@ -57,5 +58,24 @@ func TestLocalPath(t *testing.T) {
 		"//evil.example/": "/sagas", "/\\evil.example": "/sagas", "sagas": "/sagas",
 	} {
 		require.Equal(t, want, localPath(in), in)
+	}
+}
+
+// TestBlockedText: the transaction page shows how long a participant that voted YES held what it
+// prepared: until its acknowledgement, or so far while it has none; nothing for other votes.
+func TestBlockedText(t *testing.T) {
+	at := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	yes := twopc.Participant{Name: "bank", Vote: twopc.VoteYes, VotedAt: at}
+	if got := blockedText(yes, at.Add(1500*time.Millisecond)); got != "1.5s so far" {
+		t.Errorf("waiting for the decision: %q, want %q", got, "1.5s so far")
+	}
+	yes.Acked, yes.AckedAt = true, at.Add(250*time.Millisecond)
+	if got := blockedText(yes, at.Add(time.Hour)); got != "250ms" {
+		t.Errorf("acknowledged: %q, want %q", got, "250ms")
+	}
+	for _, p := range []twopc.Participant{{Name: "a"}, {Name: "b", Vote: twopc.VoteNo, VotedAt: at}} {
+		if got := blockedText(p, at.Add(time.Hour)); got != "—" {
+			t.Errorf("vote %q: %q, want none", p.Vote, got)
+		}
 	}
 }

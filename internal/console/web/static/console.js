@@ -48,6 +48,7 @@ function followTx(root) {
       setText(row.querySelector('[data-field="vote"]'), p.vote);
       setText(row.querySelector('[data-field="acked"]'), p.acked);
       setText(row.querySelector('[data-field="sends"]'), String(p.sends));
+      setText(row.querySelector('[data-field="blocked"]'), p.blocked);
       setText(row.querySelector('[data-field="last_error"]'), p.last_error);
     });
   });
