@@ -48,6 +48,13 @@ type versionView struct {
 	Running      int
 	Compensating int
 	Failed       int
+	// Changes lists what this version changes from the one before it (definitionDiff); nil for
+	// version 1 and the oldest version shown.
+	Changes []string
+	// Previous is the version before it when that one is shown too (0: none), which Changes
+	// compares with.
+	Previous int
+	def      saga.Definition
 }
 
 // definitionPage serves /definitions/{name}: its versions, newest first.
@@ -82,7 +89,12 @@ func (c *Console) definitionPage(w http.ResponseWriter, r *http.Request, who cal
 			defRow:   defRow{Name: d.Name, Version: d.Version, Steps: len(d.Steps), RegisteredBy: d.RegisteredBy, Registered: d.CreatedAt},
 			Deadline: d.Deadline, StepDefs: d.Steps, Graph: layoutDAG(d),
 			Running: cn[saga.StatusRunning], Compensating: cn[saga.StatusCompensating], Failed: cn[saga.StatusFailed],
+			def: d,
 		})
+	}
+	for i := 0; i+1 < len(v.Versions); i++ {
+		v.Versions[i].Changes = definitionDiff(&v.Versions[i+1].def, &v.Versions[i].def)
+		v.Versions[i].Previous = v.Versions[i+1].Version
 	}
 	v.Older = latest.Version > maxVersions
 	c.render(w, http.StatusOK, "definition", c.pageFor(who, "Definition "+name, v))

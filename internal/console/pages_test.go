@@ -91,6 +91,11 @@ func TestDefinitionsShowVersionsGraphAndSagas(t *testing.T) {
 	v1 := body[strings.Index(body, `id="version-1"`):]
 	require.Equal(t, 1, strings.Count(v1, `<line class="edge"`), "version 1 is a chain of two")
 	require.Contains(t, v1, `<g class="node pivot">`)
+	// Version 2 says what it changes from version 1; version 1 has nothing to compare with.
+	contains(t, v2, `Changes from version 1`, `<li>step reserve: pivot true → false</li>`,
+		`<li>step notify added (participant bank, action notify)</li>`,
+		`<li>step debit: depends on reserve → reserve, notify; attempts 1 → 3; compensation attempts 1 → 3</li>`)
+	require.NotContains(t, v1, `Changes from version`)
 
 	code, _ = e.get(c, "/definitions/nosuch")
 	require.Equal(t, http.StatusNotFound, code)
