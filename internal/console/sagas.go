@@ -61,29 +61,18 @@ func (c *Console) sagaList(w http.ResponseWriter, r *http.Request, who caller) {
 		c.render(w, http.StatusBadRequest, "sagas", c.pageFor(who, "Sagas", listView{Statuses: statuses, Error: err.Error()}))
 		return
 	}
-	size := pageSize
-	if n, err := strconv.Atoi(q.Get("n")); err == nil && n > 0 {
-		size = min(n, maxPageSize)
+	k, ok := pageQuery(q)
+	if !ok {
+		c.render(w, http.StatusBadRequest, "sagas", c.pageFor(who, "Sagas", listView{Statuses: statuses, Error: "the page cursor does not parse"}))
+		return
 	}
-	f.Limit = size + 1
-	if after := q.Get("after"); after != "" {
-		var ok bool
-		if f.AfterCreatedAt, f.AfterID, ok = parseCursor(after); !ok {
-			c.render(w, http.StatusBadRequest, "sagas", c.pageFor(who, "Sagas", listView{Statuses: statuses, Error: "the page cursor does not parse"}))
-			return
-		}
-	}
+	f.Limit, f.AfterCreatedAt, f.AfterID = k.Size+1, k.AfterAt, k.AfterID
 	rows, err := c.cfg.Engine.Store().ListSagas(r.Context(), f)
 	if err != nil {
 		c.fail(w, r, err)
 		return
 	}
-	if len(rows) > size {
-		last := rows[size-1]
-		q.Set("after", cursor(last.CreatedAt, last.ID))
-		v.Next = "/sagas?" + q.Encode()
-		rows = rows[:size]
-	}
+	rows, v.Next = nextPage(k, rows, "/sagas", q, func(sg *store.Saga) (time.Time, uuid.UUID) { return sg.CreatedAt, sg.ID })
 	for _, sg := range rows {
 		v.Rows = append(v.Rows, listRow{ID: sg.ID.String(), Definition: sg.DefinitionName, Version: sg.DefinitionVersion,
 			Status: string(sg.State.Status), Created: sg.CreatedAt, Updated: sg.UpdatedAt, Finished: sg.FinishedAt})
@@ -93,21 +82,6 @@ func (c *Console) sagaList(w http.ResponseWriter, r *http.Request, who caller) {
 		return
 	}
 	c.render(w, http.StatusOK, "sagas", c.pageFor(who, "Sagas", v))
-}
-
-// cursor is a page's position: the last row's creation time and id.
-func cursor(at time.Time, id uuid.UUID) string {
-	return strconv.FormatInt(at.UnixNano(), 10) + "_" + id.String()
-}
-
-func parseCursor(s string) (time.Time, uuid.UUID, bool) {
-	ns, idText, ok := strings.Cut(s, "_")
-	n, err := strconv.ParseInt(ns, 10, 64)
-	if !ok || err != nil {
-		return time.Time{}, uuid.UUID{}, false
-	}
-	id, err := uuid.Parse(idText)
-	return time.Unix(0, n), id, err == nil
 }
 
 // counts are the unfinished sagas by status (store.Stats reads the status index).

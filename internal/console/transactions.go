@@ -2,7 +2,6 @@ package console
 
 import (
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -52,29 +51,18 @@ func (c *Console) txList(w http.ResponseWriter, r *http.Request, who caller) {
 		c.render(w, http.StatusBadRequest, "transactions", c.pageFor(who, "Transactions", txListView{States: txStates, Error: "unknown state " + v.State}))
 		return
 	}
-	size := pageSize
-	if n, err := strconv.Atoi(q.Get("n")); err == nil && n > 0 {
-		size = min(n, maxPageSize)
+	k, ok := pageQuery(q)
+	if !ok {
+		c.render(w, http.StatusBadRequest, "transactions", c.pageFor(who, "Transactions", txListView{States: txStates, Error: "the page cursor does not parse"}))
+		return
 	}
-	f.Limit = size + 1
-	if after := q.Get("after"); after != "" {
-		var ok bool
-		if f.AfterCreatedAt, f.AfterID, ok = parseCursor(after); !ok {
-			c.render(w, http.StatusBadRequest, "transactions", c.pageFor(who, "Transactions", txListView{States: txStates, Error: "the page cursor does not parse"}))
-			return
-		}
-	}
+	f.Limit, f.AfterCreatedAt, f.AfterID = k.Size+1, k.AfterAt, k.AfterID
 	txs, err := c.cfg.Engine.Store().ListTx(r.Context(), f)
 	if err != nil {
 		c.fail(w, r, err)
 		return
 	}
-	if len(txs) > size {
-		last := txs[size-1]
-		q.Set("after", cursor(last.CreatedAt, last.ID))
-		v.Next = "/transactions?" + q.Encode()
-		txs = txs[:size]
-	}
+	txs, v.Next = nextPage(k, txs, "/transactions", q, func(tx *store.Tx) (time.Time, uuid.UUID) { return tx.CreatedAt, tx.ID })
 	for _, tx := range txs {
 		v.Rows = append(v.Rows, newTxRow(tx))
 	}
