@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/sagacoord/sagacoord/internal/testenv"
 )
 
 // The test binary doubles as sagalab when this variable is set, so the test sees what only the
@@ -47,7 +49,7 @@ func TestHelpListsTheLabCommands(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("--help: exit %d", code)
 	}
-	for _, want := range []string{"\n  chaos ", "\n  bench ", "5  chaos run: a scenario failed"} {
+	for _, want := range []string{"\n  chaos ", "\n  bench ", "\n  participant-check ", "5  chaos run: a scenario failed", "7  participant-check: a case failed"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("--help lacks %q:\n%s", want, stdout)
 		}
@@ -124,5 +126,18 @@ func TestValidateTakesSeveralPaths(t *testing.T) {
 	}
 	if stdout != "good: ok (saga workload, 0 fault(s))\n" {
 		t.Errorf("stdout %q, want the good scenario alone", stdout)
+	}
+}
+
+// participant-check exits 1 without a participant, and 7 when a case fails: here every case, as
+// no worker consumes the vhost, and each says why.
+func TestParticipantCheckExitCodes(t *testing.T) {
+	_, stderr, code := runSagalab(t, "participant-check")
+	if code != 1 || !strings.Contains(stderr, "--participant is required") {
+		t.Fatalf("without --participant: exit %d, stderr %q", code, stderr)
+	}
+	stdout, stderr, code := runSagalab(t, "participant-check", "--participant", "nobody", "--amqp-url", testenv.VHost(t), "--case-timeout", "2s", "--query-timeout", "1s")
+	if code != 7 || !strings.Contains(stdout, "FAIL  happy-path") || !strings.Contains(stdout, "is the worker running on this vhost?") || !strings.Contains(stdout, "0 of 11 cases passed") {
+		t.Fatalf("without a worker: exit %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
 }
