@@ -22,9 +22,12 @@ const (
 	kindInventory = "inventory"
 	kindPayment   = "payment"
 	kindNoop      = "noop"
+	// kindConformance implements the test contract of sagalab participant-check
+	// (docs/conformance.md).
+	kindConformance = "conformance"
 )
 
-var kinds = []string{kindTransfer, kindInventory, kindPayment, kindNoop}
+var kinds = []string{kindTransfer, kindInventory, kindPayment, kindNoop, kindConformance}
 
 // wildcard is the faults key that applies to every action without an entry of its own.
 const wildcard = "*"

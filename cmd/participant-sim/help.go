@@ -13,7 +13,11 @@ Kinds, and the actions (compensations) each understands; input is the saga input
              Stock is seeded like accounts: sku-1..sku-N; a reserve beyond stock fails.
   payment    charge (refund)                              {"account":"cust-1","amount":10} ("from" also works)
   noop       any action succeeds with output {}: the barrier without an effect, for benchmarks.
-  Any other action name fails (business failure) with a message that lists the known ones.
+  conformance the test contract of sagalab participant-check (docs/conformance.md): check.ok,
+             check.echo, check.fail, check.fail-first, check.retry-once (check.undo); a PREPARE
+             votes as its payload's "vote" says. Other actions are dead-lettered; faults do not apply.
+  Any other action name fails (business failure) with a message that lists the known ones
+  (conformance excepted).
   A compensation reverses its action's ledger entry; each (saga, step, kind) has one entry.
 
 Two-phase commit (TwoPCService): every participant also prepares, commits and aborts. The

@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/sagacoord/sagacoord/internal/conformance"
 	"github.com/sagacoord/sagacoord/participant"
 	"github.com/sagacoord/sagacoord/transport"
 )
@@ -23,6 +24,8 @@ type sim struct {
 	workers []*participant.Worker
 	ledgers []*ledger
 	configs []participantConfig
+	// contracts holds, for a participant of kind conformance, its contract; nil for the others.
+	contracts []*conformance.Contract
 }
 
 // newSim builds the workers. exit is how an injected crash ends the process (os.Exit outside
@@ -65,10 +68,15 @@ func newSimWith(cfg simConfig, db *pgxpool.Pool, tr transport.Transport, log *sl
 			return nil, fmt.Errorf("participant %s: %w", p.Name, err)
 		}
 		l := newLedger(schema, p.Kind)
-		if p.Kind == kindNoop {
+		var contract *conformance.Contract
+		switch p.Kind {
+		case kindConformance:
+			contract = &conformance.Contract{Schema: schema}
+			contract.Register(w)
+		case kindNoop:
 			w.HandleDefault(withFaults(p, d, s.track, plog, noop))
 			w.HandleTx(withTxFaults(p, d, s.track, plog, noopTx()))
-		} else {
+		default:
 			w.HandleTx(withTxFaults(p, d, s.track, plog, l.txHandlers()))
 			for action, h := range l.handlers() {
 				w.Handle(action, withFaults(p, d, s.track, plog, h))
@@ -78,6 +86,7 @@ func newSimWith(cfg simConfig, db *pgxpool.Pool, tr transport.Transport, log *sl
 		s.workers = append(s.workers, w)
 		s.ledgers = append(s.ledgers, l)
 		s.configs = append(s.configs, p)
+		s.contracts = append(s.contracts, contract)
 	}
 	return s, nil
 }
@@ -92,6 +101,11 @@ func (s *sim) migrate(ctx context.Context, db *pgxpool.Pool) error {
 		}
 		if err := s.ledgers[i].migrate(ctx, db, p.SeedAccounts, p.InitialBalance); err != nil {
 			return fmt.Errorf("participant %s: %w", p.Name, err)
+		}
+		if c := s.contracts[i]; c != nil {
+			if err := c.Migrate(ctx, db); err != nil {
+				return fmt.Errorf("participant %s: %w", p.Name, err)
+			}
 		}
 	}
 	return nil
