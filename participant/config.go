@@ -127,7 +127,7 @@ type Config struct {
 	// worker asks the coordinator for the decision, and then how long it waits between two
 	// questions. A question reaching a coordinator that has not decided yet makes it decide
 	// ABORT, so keep it above the prepare timeouts your transactions use. Default
-	// DefaultPreparedSilence (5s).
+	// DefaultPreparedSilence (15s), above the coordinator's default prepare timeout (10s).
 	PreparedSilence time.Duration
 	// BarrierGrace is how long the barrier keeps the rows of a saga or transaction after a final
 	// notice said the coordinator deleted it (docs/protocol.md §11); then the rows are deleted.

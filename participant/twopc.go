@@ -13,8 +13,11 @@ import (
 
 // Defaults of the two-phase-commit fields of Config.
 const (
-	DefaultQueryInterval   = time.Second
-	DefaultPreparedSilence = 5 * time.Second
+	DefaultQueryInterval = time.Second
+	// DefaultPreparedSilence is above the coordinator's default prepare timeout (10 s), so that
+	// with both defaults a participant that voted early never asks while the coordinator still
+	// collects votes, which would abort the transaction.
+	DefaultPreparedSilence = 15 * time.Second
 )
 
 // TxHandler applies one participant's part of a two-phase-commit transaction. Like a Handler it
